@@ -1,0 +1,128 @@
+"""Reading log-fbank feature pickles, cutting network inputs from them, and the Dataset.
+
+A feature file is a pickle of {'feat': float array (n_frames, n_filters), 'label': speaker id}.
+It is read with a restricted unpickler, so a hostile file cannot run code.
+"""
+import codecs
+import pickle
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+import configure as c
+
+
+class FeatureFileError(ValueError):
+    """A feature file that cannot be used; the message names the file."""
+
+
+# The only globals a feature pickle may name: what numpy 1.x and 2.x write for arrays.
+_numpy_core = np._core if hasattr(np, '_core') else np.core
+_SAFE_GLOBALS = {
+    ('numpy', 'ndarray'): np.ndarray,
+    ('numpy', 'dtype'): np.dtype,
+    ('_codecs', 'encode'): codecs.encode,  # bytes in protocol-2 pickles
+}
+for _module in ('numpy.core', 'numpy._core'):
+    _SAFE_GLOBALS[(f'{_module}.multiarray', '_reconstruct')] = _numpy_core.multiarray._reconstruct
+    _SAFE_GLOBALS[(f'{_module}.multiarray', 'scalar')] = _numpy_core.multiarray.scalar
+    _SAFE_GLOBALS[(f'{_module}.numeric', '_frombuffer')] = _numpy_core.numeric._frombuffer
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles dicts, strings, numbers and numpy arrays, and refuses anything else."""
+
+    def find_class(self, module, name):
+        try:
+            return _SAFE_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"forbidden object {module}.{name}") from None
+
+
+def load_feature_file(filename, n_filters=c.FILTER_BANK):
+    """(feat float64 (n_frames, n_filters), label str) of a feature pickle, checked."""
+    try:
+        with open(filename, 'rb') as f:
+            data = RestrictedUnpickler(f).load()
+    except OSError:  # missing or unreadable: the error already names the file
+        raise
+    except Exception as e:  # truncated, corrupt or hostile: all unusable the same way
+        raise FeatureFileError(f"{filename}: not a readable feature pickle ({e})") from e
+    if not isinstance(data, dict) or 'feat' not in data:
+        raise FeatureFileError(f"{filename}: expected a dict with 'feat' and 'label', got {type(data).__name__}")
+    feat = data['feat']
+    if not isinstance(feat, np.ndarray) or feat.ndim != 2 or feat.dtype.kind not in 'fiu':
+        raise FeatureFileError(f"{filename}: 'feat' must be a 2-D numeric array (n_frames, {n_filters})")
+    if feat.shape[1] != n_filters:
+        raise FeatureFileError(f"{filename}: feature dimension {feat.shape[1]}, expected {n_filters}")
+    if not np.isfinite(feat).all():
+        raise FeatureFileError(f"{filename}: 'feat' contains NaN or infinite values")
+    return feat.astype(np.float64, copy=False), str(data.get('label', ''))
+
+
+def trim_edges(feat, filename, trim_frames=c.TRIM_FRAMES, min_frames=c.MIN_FRAMES):
+    """feat without `trim_frames` frames at each end (the tutorial's 0.5 s silence trimming)."""
+    trimmed = feat[trim_frames:len(feat) - trim_frames]
+    if len(trimmed) < min_frames:
+        raise FeatureFileError(
+            f"{filename}: too short: {len(feat)} frames, {len(trimmed)} after trimming {trim_frames} "
+            f"at each end; at least {min_frames} are needed")
+    return trimmed
+
+
+def read_MFB(filename, n_filters=c.FILTER_BANK, trim_frames=c.TRIM_FRAMES, min_frames=c.MIN_FRAMES):
+    """(trimmed feat (n_frames, n_filters), label) of a feature file."""
+    feat, label = load_feature_file(filename, n_filters)
+    return trim_edges(feat, filename, trim_frames, min_frames), label
+
+
+def random_window(feat, win_size=c.NUM_WIN_SIZE):
+    """A random window of `win_size` frames; shorter utterances are first looped (repeated).
+
+    As the tutorial's TruncatedInputfromMFB: the start is drawn from [0, n_frames - win_size),
+    with torch's random generator so that torch.manual_seed makes it reproducible.
+    """
+    while len(feat) <= win_size:
+        feat = np.concatenate([feat, feat])
+    start = int(torch.randint(len(feat) - win_size, ()))
+    return feat[start:start + win_size]
+
+
+def to_input(feat):
+    """Network input (1, n_filters, n_frames) float32 of a feature array (n_frames, n_filters)."""
+    return torch.from_numpy(np.ascontiguousarray(feat.T)).float().unsqueeze(0)
+
+
+class DvectorDataset(Dataset):
+    """(input (1, n_filters, frames), speaker index) pairs from a DataFrame of feature files.
+
+    With win_size set, each item is a random window of win_size frames (training); with
+    win_size=None, the whole trimmed utterance (validation).
+    """
+
+    def __init__(self, DB, spk_to_idx, win_size=c.NUM_WIN_SIZE, n_filters=c.FILTER_BANK,
+                 trim_frames=c.TRIM_FRAMES, min_frames=c.MIN_FRAMES):
+        self.files = list(DB['filename'])
+        self.labels = [spk_to_idx[s] for s in DB['speaker_id']]
+        self.win_size = win_size
+        self.read_kwargs = dict(n_filters=n_filters, trim_frames=trim_frames, min_frames=min_frames)
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, index):
+        feat, _ = read_MFB(self.files[index], **self.read_kwargs)
+        if self.win_size is not None:
+            feat = random_window(feat, self.win_size)
+        return to_input(feat), self.labels[index]
+
+
+def collate_fn_feat_padded(batch):
+    """Batch variable-length inputs: each is looped (repeated) up to the longest one.
+
+    batch: list of (input (1, n_filters, T_i), label) -> ((B, 1, n_filters, max T_i), labels (B,)).
+    """
+    max_len = max(x.shape[-1] for x, _ in batch)
+    padded = [x.repeat(1, 1, -(-max_len // x.shape[-1]))[..., :max_len] for x, _ in batch]
+    return torch.stack(padded), torch.tensor([label for _, label in batch])

@@ -1,0 +1,52 @@
+"""Paths and settings for every stage, in one place.
+
+Edit them here; every entry script also takes flags that override them for one run
+(`python train.py --help`). Paths are relative to the folder you run the scripts from.
+"""
+
+# ---- Data --------------------------------------------------------------------------------
+# Wav trees <dir>/<speaker>/<utterance>.wav: the input of feature_extraction.py
+TRAIN_WAV_DIR = 'wavs/train'
+TEST_WAV_DIR = 'wavs/test'
+# Feature trees <dir>/<speaker>/<utterance>.p: pickles of {'feat': (n_frames, FILTER_BANK), 'label': speaker}
+TRAIN_FEAT_DIR = 'feat_logfbank_nfilt40/train'
+TEST_FEAT_DIR = 'feat_logfbank_nfilt40/test'  # files named enroll*.p enroll a speaker, the others test
+
+# ---- Features: log Mel-filterbank energies (python_speech_features) -----------------------
+SAMPLE_RATE = 16000  # Hz; wavs at other rates are resampled, stereo is downmixed
+FILTER_BANK = 40     # Mel filters = feature dimension
+WIN_LEN = 0.025      # seconds per analysis window
+WIN_STEP = 0.01      # seconds between frames: one frame = 10 ms
+TRIM_FRAMES = 50     # frames (0.5 s) cut at each end of every utterance: its leading/trailing silence
+MIN_FRAMES = 40      # frames an utterance must keep after trimming, or it is rejected as too short
+NUM_WIN_SIZE = 100   # frames (1 s) per random training window
+
+# ---- Model ---------------------------------------------------------------------------------
+BACKBONE = 'resnet18'  # 'resnet18' | 'resnet34' | 'resnet50' | 'resnet101' | 'resnet152'
+EMBEDDING_SIZE = 128   # d-vector dimension
+
+# ---- Training (train.py) --------------------------------------------------------------------
+LOG_DIR = 'model_saved'  # checkpoint_<epoch>.pth, checkpoint_best.pth, loss_plot.png
+VAL_RATIO = 10           # percent of the training utterances held out for validation
+EPOCHS = 30
+BATCH_SIZE = 64
+VALID_BATCH_SIZE = 16    # whole utterances, padded by repetition to the longest in the batch
+OPTIMIZER = 'sgd'        # 'sgd' | 'adam' | 'adagrad'
+LR = 0.1
+MOMENTUM = 0.9           # sgd only
+WEIGHT_DECAY = 1e-4
+LR_PATIENCE = 2          # epochs without a lower validation loss before the lr is cut by 10x
+MIN_LR = 1e-4
+LOG_INTERVAL = 84        # batches between training log lines
+NUM_WORKERS = 0          # DataLoader worker processes (0: load in the main process)
+SEED = 0                 # seeds the train/validation split, the initial weights and the windows
+DEVICE = 'auto'          # 'auto' (CUDA when there is a GPU) | 'cpu' | 'cuda'
+
+# ---- Enrollment and testing (enroll.py, verification.py, identification.py) -----------------
+CHECKPOINT = 'model_saved/checkpoint_best.pth'  # the model that makes the d-vectors
+EMBEDDING_DIR = 'enroll_embeddings'              # enrolled d-vectors, <speaker>.pth
+ENROLL_FRAMES = 200  # frames per segment when embedding enrollment utterances
+TEST_FRAMES = 100    # frames per segment when embedding test utterances
+THRESHOLD = 0.95     # verification accepts when the cosine score is above this
+ENROLL_SPEAKER = '230M4087'  # verification: the enrolled speaker whose identity is claimed
+TEST_SPEAKER = '230M4087'    # verification, identification: the speaker whose test.p is scored

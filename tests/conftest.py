@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny generated feature trees (no ../shared needed) and a model trained on them."""
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+ETRI = REPO.parent / 'shared' / 'etri'
+
+needs_etri = pytest.mark.skipif(not ETRI.is_dir(), reason=f'{ETRI} (the ETRI data) is not here')
+
+
+def write_feature(path, feat, label):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'wb') as f:
+        pickle.dump({'feat': feat, 'label': label}, f)
+    return path
+
+
+def speaker_utterances(rng, n_utts, n_frames, n_filters=40):
+    """Utterances of one made-up speaker: a speaker-specific spectral profile plus noise."""
+    profile = rng.normal(0, 3, n_filters)
+    return [profile + rng.normal(0, 1, (n_frames, n_filters)) for _ in range(n_utts)]
+
+
+def write_feature_tree(root, n_train_speakers=4, n_utts=10, n_test_speakers=3, n_frames=220, seed=0):
+    """root/train/<spk>/uNN.p and root/test/<spk>/{enroll,test}.p of separable made-up speakers."""
+    rng = np.random.default_rng(seed)
+    for s in range(n_train_speakers):
+        for u, feat in enumerate(speaker_utterances(rng, n_utts, n_frames)):
+            write_feature(root / 'train' / f'spk{s}' / f'u{u:02d}.p', feat, f'spk{s}')
+    for s in range(n_test_speakers):
+        enroll, test = speaker_utterances(rng, 2, 2 * n_frames)
+        write_feature(root / 'test' / f'tst{s}' / 'enroll.p', enroll, f'tst{s}')
+        write_feature(root / 'test' / f'tst{s}' / 'test.p', test, f'tst{s}')
+    return root
+
+
+@pytest.fixture(scope='session')
+def feature_tree(tmp_path_factory):
+    return write_feature_tree(tmp_path_factory.mktemp('feat'))
+
+
+@pytest.fixture(scope='session')
+def trained(feature_tree, tmp_path_factory):
+    """The log dir of a 2-epoch training run on the tiny feature tree."""
+    import train
+    log_dir = tmp_path_factory.mktemp('model_saved')
+    train.main(['--train-feat-dir', str(feature_tree / 'train'), '--log-dir', str(log_dir), '--epochs', '2',
+                '--batch-size', '8', '--valid-batch-size', '4', '--device', 'cpu'])
+    return log_dir
+
+
+def model_args(trained, feature_tree, embedding_dir):
+    """The flags that point enroll/verification/identification at the tiny run."""
+    return ['--checkpoint', str(trained / 'checkpoint_best.pth'), '--test-feat-dir', str(feature_tree / 'test'),
+            '--embedding-dir', str(embedding_dir), '--device', 'cpu']
+
+
+def run_script(cwd, script, *flags):
+    """Run an entry script as a user would, from `cwd`; returns the CompletedProcess (output captured)."""
+    import subprocess
+    return subprocess.run([sys.executable, str(REPO / script), *flags], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)

@@ -1,0 +1,104 @@
+"""Reading feature files: the restricted unpickler, validation, trimming, and the DB listing."""
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from conftest import write_feature
+from DB_wav_reader import read_feats_structure, split_enroll_and_test, speaker_test_file
+from SR_Dataset import FeatureFileError, load_feature_file, read_MFB
+
+
+class RunsCode:
+    """An object whose unpickling would create a file: what a hostile feature file does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f'touch {self.marker}',))
+
+
+def test_reads_a_feature_pickle_as_float64(tmp_path):
+    feat = np.arange(200 * 40, dtype=np.float32).reshape(200, 40)
+    path = write_feature(tmp_path / 'a.p', feat, 'spk')
+    loaded, label = load_feature_file(path)
+    assert label == 'spk' and loaded.dtype == np.float64
+    np.testing.assert_array_equal(loaded, feat)
+
+
+@pytest.mark.parametrize('protocol', [2, 3, 4, 5])
+def test_reads_every_pickle_protocol(tmp_path, protocol):
+    feat = np.random.default_rng(0).normal(size=(120, 40))
+    path = tmp_path / 'a.p'
+    path.write_bytes(pickle.dumps({'feat': feat, 'label': 'x'}, protocol=protocol))
+    np.testing.assert_array_equal(load_feature_file(path)[0], feat)
+
+
+def test_hostile_pickle_is_refused_without_running_code(tmp_path):
+    marker = tmp_path / 'pwned'
+    path = tmp_path / 'evil.p'
+    path.write_bytes(pickle.dumps({'feat': RunsCode(marker), 'label': 'x'}))
+    with pytest.raises(FeatureFileError, match=r'evil\.p.*forbidden object .*system'):
+        load_feature_file(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize('content, message', [
+    (b'', 'not a readable feature pickle'),
+    (pickle.dumps({'feat': np.zeros((100, 40))})[:-20], 'not a readable feature pickle'),
+    (b'this is not a pickle at all', 'not a readable feature pickle'),
+    (pickle.dumps([1, 2, 3]), "expected a dict with 'feat'"),
+    (pickle.dumps({'feat': 'text', 'label': 'x'}), '2-D numeric array'),
+    (pickle.dumps({'feat': np.zeros(100), 'label': 'x'}), '2-D numeric array'),
+    (pickle.dumps({'feat': np.zeros((100, 13)), 'label': 'x'}), 'feature dimension 13, expected 40'),
+    (pickle.dumps({'feat': np.full((100, 40), np.nan), 'label': 'x'}), 'NaN'),
+])
+def test_bad_feature_files_get_an_error_naming_the_file(tmp_path, content, message):
+    path = tmp_path / 'bad.p'
+    path.write_bytes(content)
+    with pytest.raises(FeatureFileError, match=message) as error:
+        load_feature_file(path)
+    assert 'bad.p' in str(error.value)
+
+
+def test_missing_feature_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nothere.p'):
+        load_feature_file(tmp_path / 'nothere.p')
+
+
+def test_trims_half_a_second_at_each_end(tmp_path):
+    feat = np.arange(300, dtype=float)[:, None].repeat(40, axis=1)
+    trimmed, _ = read_MFB(write_feature(tmp_path / 'a.p', feat, 'x'))
+    assert len(trimmed) == 200
+    np.testing.assert_array_equal(trimmed[:, 0], np.arange(50, 250))
+
+
+def test_too_short_utterance_is_an_error_naming_the_file(tmp_path):
+    path = write_feature(tmp_path / 'short.p', np.zeros((139, 40)), 'x')  # 39 frames after trimming
+    with pytest.raises(FeatureFileError, match=r'short\.p: too short: 139 frames, 39 after trimming'):
+        read_MFB(path)
+    assert len(read_MFB(write_feature(tmp_path / 'ok.p', np.zeros((140, 40)), 'x'))[0]) == 40
+
+
+def test_feature_tree_listing(tmp_path):
+    for spk, name in [('b', 'enroll.p'), ('b', 'test.p'), ('a', 'enroll.p'), ('a', 'test.p'), ('a', 'test2.p')]:
+        write_feature(tmp_path / 'test' / spk / name, np.zeros((200, 40)), spk)
+    DB = read_feats_structure(tmp_path / 'test')
+    assert list(DB.columns) == ['filename', 'speaker_id', 'dataset_id']
+    assert list(DB['speaker_id']) == ['a', 'a', 'a', 'b', 'b'] and set(DB['dataset_id']) == {'test'}
+    enroll, test = split_enroll_and_test(tmp_path / 'test')
+    assert [os.path.basename(f) for f in enroll['filename']] == ['enroll.p', 'enroll.p']
+    assert len(test) == 3
+    assert speaker_test_file(tmp_path / 'test', 'a').endswith('a/test.p')
+    with pytest.raises(ValueError, match="speaker 'zz'.*speakers with test files: a, b"):
+        speaker_test_file(tmp_path / 'test', 'zz')
+
+
+def test_missing_and_empty_folders_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match='folder not found: .*nowhere'):
+        read_feats_structure(tmp_path / 'nowhere')
+    (tmp_path / 'empty' / 'spk').mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r'no \.p files under .*empty'):
+        read_feats_structure(tmp_path / 'empty')
