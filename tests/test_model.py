@@ -1,0 +1,37 @@
+"""The ResNet backbones and the d-vector model."""
+import pytest
+import torch
+
+from model.model import BackgroundResNet
+from model.resnet import BACKBONES, build_resnet
+
+
+@pytest.mark.parametrize('backbone', list(BACKBONES))
+def test_shapes_for_every_backbone(backbone):
+    model = BackgroundResNet(embedding_size=128, num_classes=7, backbone=backbone).eval()
+    for n_frames in (100, 37):
+        embedding, logits = model(torch.randn(2, 1, 40, n_frames))
+        assert embedding.shape == (2, 128) and logits.shape == (2, 7)
+    expansion = 1 if backbone in ('resnet18', 'resnet34') else 4
+    assert model.fc0.in_features == 128 * expansion
+
+
+def test_backbone_downsamples_by_eight_and_keeps_the_tutorial_layout():
+    backbone = build_resnet('resnet18')
+    assert backbone(torch.randn(1, 1, 40, 100)).shape == (1, 128, 5, 13)
+    assert backbone.conv1.kernel_size == (7, 7) and backbone.conv1.stride == (1, 1)
+    assert [layer[0].conv1.out_channels for layer in
+            (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)] == [16, 32, 64, 128]
+
+
+def test_d_vector_is_the_embedding_layer_output():
+    model = BackgroundResNet(embedding_size=16, num_classes=3).eval()
+    x = torch.randn(4, 1, 40, 50)
+    embedding, logits = model(x)
+    torch.testing.assert_close(embedding, model.embed(x))
+    torch.testing.assert_close(logits, model.last(torch.relu(model.bn0(embedding))))
+
+
+def test_unknown_backbone():
+    with pytest.raises(ValueError, match="unknown backbone 'resnet9'.*resnet18"):
+        build_resnet('resnet9')
