@@ -1,0 +1,114 @@
+"""Training: the split, the loss going down, checkpoints, resuming, and interruption."""
+import pytest
+import torch
+
+import train
+from conftest import write_feature_tree
+from DB_wav_reader import read_feats_structure
+from storage import atomic_write, load_checkpoint
+
+
+def run(feature_tree, log_dir, *flags):
+    return train.main(['--train-feat-dir', str(feature_tree / 'train'), '--log-dir', str(log_dir),
+                       '--batch-size', '8', '--valid-batch-size', '4', '--device', 'cpu', *flags])
+
+
+def test_split_is_seeded_and_ninety_ten(feature_tree):
+    DB = read_feats_structure(feature_tree / 'train')
+    train_DB, valid_DB = train.split_train_valid(DB, 10, seed=0)
+    assert (len(train_DB), len(valid_DB)) == (36, 4)
+    assert set(train_DB['filename']).isdisjoint(valid_DB['filename'])
+    again, _ = train.split_train_valid(DB, 10, seed=0)
+    other, _ = train.split_train_valid(DB, 10, seed=1)
+    assert list(again['filename']) == list(train_DB['filename'])
+    assert list(other['filename']) != list(train_DB['filename'])
+    with pytest.raises(ValueError, match='empty training or validation set'):
+        train.split_train_valid(DB.iloc[:5], 10, seed=0)
+
+
+def test_training_lowers_the_loss(tmp_path):
+    tree = write_feature_tree(tmp_path / 'feat', n_train_speakers=4, n_utts=16, seed=1)
+    history = run(tree, tmp_path / 'log', '--epochs', '4', '--lr', '0.01')
+    losses = [h['train_loss'] for h in history]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert history[-1]['valid_acc'] > 50  # 4 speakers: chance is 25%
+
+
+def test_checkpoints_hold_everything_needed_to_use_them(trained):
+    files = sorted(p.name for p in trained.iterdir())
+    assert files == ['checkpoint_1.pth', 'checkpoint_2.pth', 'checkpoint_best.pth', 'loss_plot.png']
+    ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
+    assert ckpt['epoch'] == 2 and len(ckpt['history']) == 2
+    assert ckpt['speakers'] == ['spk0', 'spk1', 'spk2', 'spk3']
+    assert ckpt['model_args'] == {'embedding_size': 128, 'num_classes': 4, 'backbone': 'resnet18'}
+    assert ckpt['feature']['n_filters'] == 40 and ckpt['feature']['trim_frames'] == 50
+    assert {'optimizer', 'scheduler', 'rng_state', 'train_args'} <= set(ckpt)
+    best = min(ckpt['history'], key=lambda h: h['valid_loss'])['epoch']
+    assert load_checkpoint(trained / 'checkpoint_best.pth')['epoch'] == best
+    assert (trained / 'loss_plot.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_resume_continues_exactly(feature_tree, tmp_path):
+    straight = run(feature_tree, tmp_path / 'a', '--epochs', '3')
+    run(feature_tree, tmp_path / 'b', '--epochs', '2')
+    resumed = run(feature_tree, tmp_path / 'b', '--epochs', '3', '--resume')
+    assert [h['valid_loss'] for h in resumed] == [h['valid_loss'] for h in straight]
+    a, b = (load_checkpoint(tmp_path / d / 'checkpoint_3.pth')['state_dict'] for d in 'ab')
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_resume_takes_the_runs_own_settings(feature_tree, tmp_path):
+    run(feature_tree, tmp_path, '--epochs', '1', '--embedding-size', '32')
+    run(feature_tree, tmp_path, '--epochs', '2', '--resume')  # default flags say 128
+    assert load_checkpoint(tmp_path / 'checkpoint_2.pth')['model_args']['embedding_size'] == 32
+
+
+def test_a_new_run_never_overwrites_an_old_one(trained, feature_tree):
+    before = (trained / 'checkpoint_1.pth').read_bytes()
+    with pytest.raises(ValueError, match='already holds a training run; continue it with --resume'):
+        run(feature_tree, trained, '--epochs', '1')
+    assert (trained / 'checkpoint_1.pth').read_bytes() == before
+
+
+def test_resume_without_a_checkpoint(feature_tree, tmp_path):
+    with pytest.raises(FileNotFoundError, match='no checkpoint_<epoch>.pth in'):
+        run(feature_tree, tmp_path, '--resume')
+
+
+def test_interrupted_run_keeps_its_checkpoints_and_resumes(feature_tree, tmp_path, monkeypatch):
+    real_train_epoch = train.train_epoch
+
+    def interrupted_in_epoch_2(*args):
+        if args[5] == 2:
+            raise KeyboardInterrupt
+        return real_train_epoch(*args)
+
+    monkeypatch.setattr(train, 'train_epoch', interrupted_in_epoch_2)
+    with pytest.raises(SystemExit, match='Interrupted in epoch 2; epochs 1-1 are saved.*--resume'):
+        run(feature_tree, tmp_path, '--epochs', '3')
+    assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['checkpoint_1.pth', 'checkpoint_best.pth']
+    monkeypatch.setattr(train, 'train_epoch', real_train_epoch)
+    assert len(run(feature_tree, tmp_path, '--epochs', '3', '--resume')) == 3
+
+
+def test_atomic_write_never_leaves_a_half_written_file(tmp_path):
+    path = tmp_path / 'checkpoint.pth'
+    path.write_bytes(b'old')
+
+    def crash_midway(f):
+        f.write(b'half of the new')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, crash_midway)
+    assert path.read_bytes() == b'old'
+    assert [p.name for p in tmp_path.iterdir()] == ['checkpoint.pth']
+
+
+def test_bad_training_data(tmp_path):
+    with pytest.raises(FileNotFoundError, match='folder not found'):
+        run(tmp_path, tmp_path / 'log', '--epochs', '1')
+    tree = write_feature_tree(tmp_path / 'few', n_train_speakers=2, n_utts=4)
+    with pytest.raises(ValueError, match='4 training utterances, fewer than one batch of 8'):
+        run(tree, tmp_path / 'log', '--epochs', '1', '--val-ratio', '50')

@@ -1,0 +1,247 @@
+"""Stage 1: train the background model, a ResNet speaker classifier whose embedding layer gives d-vectors.
+
+    python train.py                  # settings from configure.py
+    python train.py --epochs 5       # any setting can be overridden by a flag
+    python train.py --resume         # continue the interrupted run in --log-dir
+
+Writes <log-dir>/checkpoint_<epoch>.pth every epoch, checkpoint_best.pth (lowest validation
+loss) and loss_plot.png.
+"""
+import argparse
+import re
+import time
+import uuid
+from pathlib import Path
+
+from matplotlib.figure import Figure
+import torch
+import torch.nn as nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+import cli
+import configure as c
+from DB_wav_reader import read_feats_structure
+from SR_Dataset import DvectorDataset, collate_fn_feat_padded
+from model.model import BackgroundResNet
+from model.resnet import BACKBONES
+from storage import atomic_save, atomic_write, load_checkpoint, select_device
+
+# Flags that --resume takes from the command line; every other setting comes from the checkpoint.
+RESUME_OVERRIDES = ('resume', 'epochs', 'log_dir', 'device', 'num_workers', 'log_interval')
+
+
+def parse_args(argv=None):
+    p = cli.parser(__doc__)
+    p.add_argument('--train-feat-dir', default=c.TRAIN_FEAT_DIR, help='<speaker>/<utterance>.p feature tree')
+    p.add_argument('--log-dir', default=c.LOG_DIR, help='where checkpoints and plots go')
+    p.add_argument('--epochs', type=int, default=c.EPOCHS, help='train up to this epoch')
+    p.add_argument('--batch-size', type=int, default=c.BATCH_SIZE, help='training windows per batch')
+    p.add_argument('--valid-batch-size', type=int, default=c.VALID_BATCH_SIZE, help='utterances per validation batch')
+    p.add_argument('--optimizer', choices=['sgd', 'adam', 'adagrad'], default=c.OPTIMIZER, help='optimizer')
+    p.add_argument('--lr', type=float, default=c.LR, help='initial learning rate')
+    p.add_argument('--backbone', choices=list(BACKBONES), default=c.BACKBONE, help='ResNet depth')
+    p.add_argument('--embedding-size', type=int, default=c.EMBEDDING_SIZE, help='d-vector dimension')
+    p.add_argument('--val-ratio', type=float, default=c.VAL_RATIO, help='percent of utterances for validation')
+    p.add_argument('--num-workers', type=int, default=c.NUM_WORKERS, help='DataLoader worker processes')
+    p.add_argument('--seed', type=int, default=c.SEED, help='seeds the split, the initial weights, the windows')
+    p.add_argument('--device', default=c.DEVICE, help="'auto', 'cpu' or 'cuda'")
+    p.add_argument('--log-interval', type=int, default=c.LOG_INTERVAL, help='batches between log lines')
+    p.add_argument('--resume', nargs='?', const='latest', metavar='CHECKPOINT',
+                   help='continue a run: from the latest checkpoint in --log-dir, or from CHECKPOINT')
+    return p.parse_args(argv)
+
+
+def split_train_valid(DB, val_ratio, seed):
+    """(train_DB, valid_DB): a seeded random `val_ratio` percent of the utterances go to validation."""
+    shuffled = DB.sample(frac=1, random_state=seed).reset_index(drop=True)
+    n_train = len(DB) - int(len(DB) * val_ratio / 100)
+    if n_train == len(DB) or n_train == 0:
+        raise ValueError(f"{len(DB)} utterances and val_ratio {val_ratio}% leave an empty training or validation set")
+    return shuffled.iloc[:n_train].reset_index(drop=True), shuffled.iloc[n_train:].reset_index(drop=True)
+
+
+def feature_settings():
+    """The feature settings a checkpoint carries, so that the model is used on the features it was trained on."""
+    return {'sample_rate': c.SAMPLE_RATE, 'n_filters': c.FILTER_BANK, 'win_len': c.WIN_LEN, 'win_step': c.WIN_STEP,
+            'trim_frames': c.TRIM_FRAMES, 'min_frames': c.MIN_FRAMES, 'win_size': c.NUM_WIN_SIZE}
+
+
+def create_optimizer(name, model, lr):
+    if name == 'sgd':
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=c.MOMENTUM, weight_decay=c.WEIGHT_DECAY)
+    if name == 'adam':
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=c.WEIGHT_DECAY)
+    if name == 'adagrad':
+        return torch.optim.Adagrad(model.parameters(), lr=lr, weight_decay=c.WEIGHT_DECAY)
+    raise ValueError(f"unknown optimizer {name!r}; choose 'sgd', 'adam' or 'adagrad'")
+
+
+def make_loaders(train_DB, valid_DB, speakers, feature, args, device):
+    """Training windows (random, shuffled) and whole validation utterances (padded by repetition)."""
+    spk_to_idx = {spk: i for i, spk in enumerate(speakers)}
+    read = dict(n_filters=feature['n_filters'], trim_frames=feature['trim_frames'], min_frames=feature['min_frames'])
+    train_set = DvectorDataset(train_DB, spk_to_idx, win_size=feature['win_size'], **read)
+    valid_set = DvectorDataset(valid_DB, spk_to_idx, win_size=None, **read)
+    if len(train_set) < args.batch_size:
+        raise ValueError(f"{len(train_set)} training utterances, fewer than one batch of {args.batch_size}")
+    workers = dict(num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
+                   pin_memory=device.type == 'cuda')
+    # drop_last: a last batch of one sample would break batch norm; the windows are random anyway
+    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, **workers)
+    valid_loader = DataLoader(valid_set, batch_size=args.valid_batch_size, collate_fn=collate_fn_feat_padded,
+                              **workers)
+    return train_loader, valid_loader
+
+
+def train_epoch(model, loader, criterion, optimizer, device, epoch, log_interval):
+    """One pass over the training windows; returns (mean loss, accuracy %)."""
+    model.train()
+    total_loss, n_correct, n_seen = 0.0, 0, 0
+    bar = tqdm(loader, desc=f'epoch {epoch}', leave=False, dynamic_ncols=True, disable=None)
+    for batch_idx, (inputs, targets) in enumerate(bar):
+        inputs, targets = inputs.to(device), targets.to(device)  # (B, 1, n_filters, win_size), (B,)
+        _, logits = model(inputs)
+        loss = criterion(logits, targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+        total_loss += loss.item() * len(targets)
+        n_correct += (logits.argmax(1) == targets).sum().item()
+        n_seen += len(targets)
+        bar.set_postfix(loss=f'{total_loss / n_seen:.4f}', acc=f'{100 * n_correct / n_seen:.2f}%')
+        if batch_idx % log_interval == 0:
+            tqdm.write(f'Train Epoch: {epoch:3d} [{n_seen:7d}/{len(loader.dataset):7d}] '
+                       f'Loss {loss.item():.4f} ({total_loss / n_seen:.4f})  Acc {100 * n_correct / n_seen:.2f}%')
+    return total_loss / n_seen, 100 * n_correct / n_seen
+
+
+@torch.no_grad()
+def validate(model, loader, criterion, device):
+    """Loss and accuracy % on whole validation utterances."""
+    model.eval()
+    total_loss, n_correct, n_seen = 0.0, 0, 0
+    for inputs, targets in tqdm(loader, desc='validation', leave=False, dynamic_ncols=True, disable=None):
+        inputs, targets = inputs.to(device), targets.to(device)
+        _, logits = model(inputs)
+        total_loss += criterion(logits, targets).item() * len(targets)
+        n_correct += (logits.argmax(1) == targets).sum().item()
+        n_seen += len(targets)
+    return total_loss / n_seen, 100 * n_correct / n_seen
+
+
+def best_epoch(history):
+    """The epoch record with the lowest validation loss."""
+    return min(history, key=lambda h: h['valid_loss'])
+
+
+def plot_history(history, path):
+    """Loss and accuracy curves (training and validation) per epoch, the best epoch marked, as a PNG."""
+    epochs = [h['epoch'] for h in history]
+    best = best_epoch(history)['epoch']
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
+    for ax, metric in zip(axes, ['loss', 'acc']):
+        ax.plot(epochs, [h[f'train_{metric}'] for h in history], 'o-', label='training')
+        ax.plot(epochs, [h[f'valid_{metric}'] for h in history], 'o-', label='validation')
+        ax.axvline(best, color='r', linestyle='--', label=f'lowest validation loss (epoch {best})')
+        ax.set_xlabel('epoch')
+        ax.set_ylabel('loss' if metric == 'loss' else 'accuracy (%)')
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
+
+
+def latest_checkpoint(log_dir):
+    """The checkpoint_<epoch>.pth of the highest epoch in log_dir, or None."""
+    found = [(int(m.group(1)), p) for p in Path(log_dir).glob('checkpoint_*.pth')
+             if (m := re.fullmatch(r'checkpoint_(\d+)\.pth', p.name))]
+    return max(found)[1] if found else None
+
+
+def resumed_args(args):
+    """(run settings, checkpoint): the checkpoint's own settings, with only RESUME_OVERRIDES from the flags."""
+    path = latest_checkpoint(args.log_dir) if args.resume == 'latest' else args.resume
+    if path is None:
+        raise FileNotFoundError(f"--resume: no checkpoint_<epoch>.pth in {args.log_dir} to continue from")
+    ckpt = load_checkpoint(path)
+    if 'optimizer' not in ckpt:
+        raise ValueError(f"{path}: holds no training state to resume from")
+    saved = dict(ckpt['train_args'])
+    saved.update({k: getattr(args, k) for k in RESUME_OVERRIDES})
+    print(f"Resuming from {path} (epoch {ckpt['epoch']})")
+    return argparse.Namespace(**saved), ckpt
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    ckpt = None
+    if args.resume:
+        args, ckpt = resumed_args(args)
+    elif latest_checkpoint(args.log_dir):
+        raise ValueError(f"{args.log_dir} already holds a training run; continue it with --resume, "
+                         "or choose another --log-dir (or delete it) to start a new one")
+    device = select_device(args.device)
+    feature = ckpt['feature'] if ckpt else feature_settings()
+
+    DB = read_feats_structure(args.train_feat_dir)
+    train_DB, valid_DB = split_train_valid(DB, args.val_ratio, args.seed)
+    speakers = sorted(DB['speaker_id'].unique())
+    if ckpt and ckpt['speakers'] != speakers:
+        raise ValueError(f"{args.train_feat_dir} does not hold the speakers of the run being resumed")
+    print(f"Training set {len(train_DB)} utts, validation set {len(valid_DB)} utts, "
+          f"{len(speakers)} speakers (classes), device {device}")
+
+    torch.manual_seed(args.seed)
+    model_args = {'embedding_size': args.embedding_size, 'num_classes': len(speakers), 'backbone': args.backbone}
+    model = BackgroundResNet(**model_args).to(device)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = create_optimizer(args.optimizer, model, args.lr)
+    scheduler = ReduceLROnPlateau(optimizer, 'min', patience=c.LR_PATIENCE, min_lr=c.MIN_LR)
+    history, run_id = [], uuid.uuid4().hex[:12]
+    if ckpt:
+        model.load_state_dict(ckpt['state_dict'])
+        optimizer.load_state_dict(ckpt['optimizer'])
+        scheduler.load_state_dict(ckpt['scheduler'])
+        torch.set_rng_state(ckpt['rng_state'])
+        history, run_id = ckpt['history'], ckpt['run_id']
+    train_loader, valid_loader = make_loaders(train_DB, valid_DB, speakers, feature, args, device)
+
+    log_dir = Path(args.log_dir)
+    for epoch in range(len(history) + 1, args.epochs + 1):
+        start = time.time()
+        try:
+            train_loss, train_acc = train_epoch(model, train_loader, criterion, optimizer, device, epoch,
+                                                args.log_interval)
+            valid_loss, valid_acc = validate(model, valid_loader, criterion, device)
+        except KeyboardInterrupt:
+            raise SystemExit(f"\nInterrupted in epoch {epoch}; epochs 1-{epoch - 1} are saved in {log_dir}. "
+                             "Continue with: python train.py --resume")
+        lr = optimizer.param_groups[0]['lr']
+        scheduler.step(valid_loss)
+        history.append({'epoch': epoch, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid_loss,
+                        'valid_acc': valid_acc, 'lr': lr, 'seconds': time.time() - start})
+        print(f"Epoch {epoch:3d}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
+              f"validation loss {valid_loss:.4f} acc {valid_acc:.2f}% | lr {lr:g} | {time.time() - start:.0f} s")
+
+        checkpoint = {'epoch': epoch, 'run_id': run_id, 'state_dict': model.state_dict(),
+                      'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
+                      'rng_state': torch.get_rng_state(), 'history': history, 'speakers': speakers,
+                      'model_args': model_args, 'feature': feature, 'train_args': vars(args)}
+        atomic_save(checkpoint, log_dir / f'checkpoint_{epoch}.pth')
+        if best_epoch(history)['epoch'] == epoch:
+            atomic_save(checkpoint, log_dir / 'checkpoint_best.pth')
+        plot_history(history, log_dir / 'loss_plot.png')
+
+    if history:
+        best = best_epoch(history)
+        print(f"Lowest validation loss {best['valid_loss']:.4f} (accuracy {best['valid_acc']:.2f}%) at epoch "
+              f"{best['epoch']}: {log_dir / 'checkpoint_best.pth'}")
+    return history
+
+
+if __name__ == '__main__':
+    cli.run(main)
