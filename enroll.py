@@ -1,0 +1,42 @@
+"""Stage 2: enrollment: one d-vector per speaker of the test set, from its enroll*.p files.
+
+Each enrollment file is cut into segments of --enroll-frames frames; the file's d-vector is the
+L2-normalised sum of the segments' d-vectors, and a speaker's is the (normalised) mean of its files'.
+
+    python enroll.py
+    python enroll.py --test-feat-dir my_feats/test --checkpoint model_saved/checkpoint_30.pth
+
+Writes <embedding-dir>/<speaker>.pth for every speaker with enrollment files.
+"""
+from tqdm import tqdm
+
+import cli
+import configure as c
+from DB_wav_reader import split_enroll_and_test
+from dvector import enroll_speaker
+from storage import load_model, save_enrollment, select_device
+
+
+def parse_args(argv=None):
+    p = cli.add_model_args(cli.parser(__doc__))
+    p.add_argument('--enroll-frames', type=int, default=c.ENROLL_FRAMES, help='frames per segment')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = select_device(args.device)
+    model, ckpt = load_model(args.checkpoint, device)
+    enroll_DB, _ = split_enroll_and_test(args.test_feat_dir)
+    if enroll_DB.empty:
+        raise FileNotFoundError(f"no enrollment files (named enroll*.p) under {args.test_feat_dir}")
+    speakers = enroll_DB.groupby('speaker_id')['filename']
+    for speaker, files in tqdm(speakers, desc='enrolling', disable=None):
+        embedding = enroll_speaker(model, ckpt, list(files), args.enroll_frames, device)
+        save_enrollment(args.embedding_dir, speaker, embedding, files, ckpt)
+    print(f"Enrolled {len(speakers)} speakers from {len(enroll_DB)} files of {args.test_feat_dir} "
+          f"into {args.embedding_dir}/")
+
+
+if __name__ == '__main__':
+    cli.run(main)

@@ -1,0 +1,118 @@
+"""Enrollment, verification and identification on the tiny trained model, and their bad inputs."""
+import numpy as np
+import pytest
+import torch
+
+import enroll
+import identification
+import verification
+from conftest import model_args, write_feature, write_feature_tree
+from dvector import embed_file, embed_utterance, split_segments
+from SR_Dataset import FeatureFileError, to_input
+from storage import atomic_save, load_model
+
+
+@pytest.fixture
+def enrolled(trained, feature_tree, tmp_path):
+    """The flags of a run whose test speakers are enrolled in tmp_path/emb."""
+    args = model_args(trained, feature_tree, tmp_path / 'emb')
+    enroll.main(args)
+    return args
+
+
+def test_enrollment_writes_a_unit_d_vector_per_speaker(enrolled, tmp_path):
+    files = sorted(p.name for p in (tmp_path / 'emb').iterdir())
+    assert files == ['tst0.pth', 'tst1.pth', 'tst2.pth']
+    record = torch.load(tmp_path / 'emb' / 'tst0.pth', weights_only=True)
+    assert record['embedding'].shape == (128,)
+    assert abs(record['embedding'].norm().item() - 1) < 1e-5
+    assert record['files'][0].endswith('tst0/enroll.p')
+
+
+def test_verification_accepts_above_the_threshold(enrolled):
+    same, result = verification.main(enrolled + ['--enroll-speaker', 'tst0', '--test-speaker', 'tst0'])
+    other, _ = verification.main(enrolled + ['--enroll-speaker', 'tst0', '--test-speaker', 'tst1'])
+    assert same > other
+    assert result == ('Accept' if same > 0.95 else 'Reject')
+    threshold = str((same + other) / 2)
+    assert verification.main(enrolled + ['--enroll-speaker', 'tst0', '--test-speaker', 'tst0',
+                                         '--threshold', threshold])[1] == 'Accept'
+    assert verification.main(enrolled + ['--enroll-speaker', 'tst0', '--test-speaker', 'tst1',
+                                         '--threshold', threshold])[1] == 'Reject'
+
+
+def test_identification(enrolled, capsys):
+    predicted = identification.main(enrolled + ['--test-speaker', 'tst1'])
+    assert predicted in {'tst0', 'tst1', 'tst2'}
+    accuracy = identification.main(enrolled + ['--all'])
+    assert accuracy == 100  # three well-separated made-up voices
+    assert 'Top-1 identification accuracy: 100.00% (3/3 test files, 3 enrolled speakers)' in capsys.readouterr().out
+
+
+def test_unknown_speakers_get_a_list_of_the_enrolled(enrolled):
+    with pytest.raises(ValueError, match="speaker 'nobody' is not enrolled; enrolled speakers: tst0, tst1, tst2"):
+        verification.main(enrolled + ['--enroll-speaker', 'nobody'])
+    with pytest.raises(ValueError, match="speaker 'nobody' is not enrolled"):
+        identification.main(enrolled + ['--test-speaker', 'nobody'])
+
+
+def test_identifying_speakers_that_are_not_enrolled(trained, feature_tree, tmp_path):
+    args = model_args(trained, feature_tree, tmp_path / 'emb')
+    enroll.main(args)
+    (tmp_path / 'emb' / 'tst2.pth').unlink()
+    with pytest.raises(ValueError, match='test speakers not enrolled: tst2'):
+        identification.main(args + ['--all'])
+
+
+def test_missing_corrupt_and_foreign_checkpoints(trained, feature_tree, tmp_path):
+    def enroll_with(checkpoint):
+        enroll.main(model_args(trained, feature_tree, tmp_path / 'emb') + ['--checkpoint', str(checkpoint)])
+
+    with pytest.raises(FileNotFoundError, match='checkpoint not found: .*nothere.pth'):
+        enroll_with(tmp_path / 'nothere.pth')
+    (tmp_path / 'corrupt.pth').write_bytes((trained / 'checkpoint_1.pth').read_bytes()[:1000])
+    with pytest.raises(ValueError, match='corrupt.pth: not a readable checkpoint'):
+        enroll_with(tmp_path / 'corrupt.pth')
+    atomic_save({'weights': torch.zeros(3)}, tmp_path / 'foreign.pth')
+    with pytest.raises(ValueError, match="foreign.pth: not a checkpoint written by this project's train.py"):
+        enroll_with(tmp_path / 'foreign.pth')
+
+
+def test_enrollment_made_by_another_model_is_refused(trained, feature_tree, tmp_path):
+    args = model_args(trained, feature_tree, tmp_path / 'emb')
+    enroll.main(args + ['--checkpoint', str(trained / 'checkpoint_1.pth')])
+    with pytest.raises(ValueError, match=r'was enrolled with model .*/epoch1, not with .*/epoch2.*run enroll.py again'):
+        verification.main(args + ['--checkpoint', str(trained / 'checkpoint_2.pth')])
+
+
+def test_missing_enrollment(trained, feature_tree, tmp_path):
+    with pytest.raises(FileNotFoundError, match='no enrolled speakers in .*(run enroll.py first)'):
+        verification.main(model_args(trained, feature_tree, tmp_path / 'none'))
+
+
+def test_wrong_feature_dimension_at_enrollment(trained, tmp_path):
+    write_feature(tmp_path / 'test' / 'x' / 'enroll.p', np.zeros((300, 13)), 'x')
+    with pytest.raises(FeatureFileError, match='enroll.p: feature dimension 13, expected 40'):
+        enroll.main(model_args(trained, tmp_path, tmp_path / 'emb'))
+
+
+def test_batched_embedding_equals_the_segment_by_segment_loop(trained):
+    model, _ = load_model(trained / 'checkpoint_best.pth', 'cpu')
+    feat = np.random.default_rng(0).normal(size=(437, 40))
+    with torch.no_grad():
+        loop = sum(model.embed(to_input(s).unsqueeze(0))[0] for s in split_segments(feat, 100))
+    batched = embed_utterance(model, feat, 100, 'cpu')
+    torch.testing.assert_close(batched, torch.nn.functional.normalize(loop, dim=0), atol=1e-5, rtol=1e-5)
+    assert [len(s) for s in split_segments(feat, 100)] == [100, 100, 100, 100, 37]
+
+
+def test_enrolling_averages_several_files(trained, tmp_path):
+    tree = write_feature_tree(tmp_path, n_train_speakers=0, n_test_speakers=1)
+    extra = tree / 'test' / 'tst0' / 'enroll_2.p'
+    write_feature(extra, np.random.default_rng(5).normal(size=(400, 40)), 'tst0')
+    enroll.main(model_args(trained, tree, tmp_path / 'emb'))
+    record = torch.load(tmp_path / 'emb' / 'tst0.pth', weights_only=True)
+    assert [f.rsplit('/', 1)[1] for f in record['files']] == ['enroll.p', 'enroll_2.p']
+    model, ckpt = load_model(trained / 'checkpoint_best.pth', 'cpu')
+    vectors = [embed_file(model, ckpt, f, 200, 'cpu') for f in record['files']]
+    torch.testing.assert_close(record['embedding'], torch.nn.functional.normalize(vectors[0] + vectors[1], dim=0))
