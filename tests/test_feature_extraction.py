@@ -1,0 +1,86 @@
+"""Stage 0: wav tree -> feature tree, with resampling, downmixing, skipping and failures."""
+import numpy as np
+import pytest
+import soundfile as sf
+
+import feature_extraction
+from SR_Dataset import load_feature_file
+
+
+def voice(seconds=1.5, sample_rate=16000, pitch=150, seed=0):
+    """A made-up voiced sound: harmonics of a gliding pitch, a syllable-like loudness, a little noise."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    phase = 2 * np.pi * np.cumsum(pitch * (1 + 0.3 * np.sin(2 * np.pi * 1.5 * t))) / sample_rate
+    wave = sum(np.sin(k * phase) / k for k in range(1, 20)) * (0.2 + np.abs(np.sin(2 * np.pi * 2 * t)))
+    return (0.1 * wave + 0.01 * np.random.default_rng(seed).normal(size=len(t))).astype(np.float32)
+
+
+def write_wav_tree(root):
+    for s, pitch in enumerate([120, 220]):
+        for u in range(2):
+            path = root / f'spk{s}' / f'utt{u}.wav'
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, voice(pitch=pitch, seed=u), 16000)
+    return root
+
+
+def test_extracts_a_wav_tree_into_a_feature_tree(tmp_path):
+    wavs = write_wav_tree(tmp_path / 'wavs')
+    assert feature_extraction.extract_tree(wavs, tmp_path / 'feat') == {}
+    files = sorted(p.relative_to(tmp_path / 'feat').as_posix() for p in (tmp_path / 'feat').rglob('*.p'))
+    assert files == ['spk0/utt0.p', 'spk0/utt1.p', 'spk1/utt0.p', 'spk1/utt1.p']
+    feat, label = load_feature_file(tmp_path / 'feat' / 'spk1' / 'utt0.p')
+    assert label == 'spk1' and feat.shape == (149, 40)  # 1.5 s: one frame per 10 ms
+    np.testing.assert_allclose(feat.mean(axis=0), 0, atol=1e-9)  # mean-normalised
+
+
+def test_skips_done_files_unless_overwrite(tmp_path, capsys):
+    wavs = write_wav_tree(tmp_path / 'wavs')
+    feature_extraction.extract_tree(wavs, tmp_path / 'feat')
+    done = tmp_path / 'feat' / 'spk0' / 'utt0.p'
+    done.write_bytes(b'stale')
+    feature_extraction.extract_tree(wavs, tmp_path / 'feat')
+    assert done.read_bytes() == b'stale' and '0 written, 4 already there' in capsys.readouterr().out
+    feature_extraction.main(['--wav-dir', str(wavs), '--feat-dir', str(tmp_path / 'feat'), '--overwrite'])
+    assert load_feature_file(done)[0].shape == (149, 40)
+
+
+def test_stereo_is_downmixed_and_other_rates_resampled(tmp_path):
+    mono = voice()
+    sf.write(tmp_path / 'mono.wav', mono, 16000)
+    sf.write(tmp_path / 'stereo.wav', np.stack([mono, mono], axis=1), 16000)
+    np.testing.assert_allclose(feature_extraction.log_fbank(tmp_path / 'stereo.wav'),
+                               feature_extraction.log_fbank(tmp_path / 'mono.wav'), atol=1e-9)
+    reference = feature_extraction.log_fbank(tmp_path / 'mono.wav')
+    for rate in (8000, 44100):
+        sf.write(tmp_path / f'{rate}.wav', voice(sample_rate=rate), rate)
+        feat = feature_extraction.log_fbank(tmp_path / f'{rate}.wav')
+        assert feat.shape == reference.shape
+        # the same sound: the features agree below 4 kHz (above it an 8 kHz file has nothing)
+        low = slice(0, 25)
+        assert np.corrcoef(feat[:, low].ravel(), reference[:, low].ravel())[0, 1] > 0.9
+
+
+def test_a_bad_file_is_reported_and_the_others_are_written(tmp_path):
+    wavs = write_wav_tree(tmp_path / 'wavs')
+    (wavs / 'spk0' / 'broken.wav').write_bytes(b'RIFF but not really a wav file')
+    sf.write(wavs / 'spk1' / 'empty.wav', np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(SystemExit) as error:
+        feature_extraction.main(['--wav-dir', str(wavs), '--feat-dir', str(tmp_path / 'feat')])
+    assert 'error: 2 file(s) failed' in str(error.value)
+    assert 'broken.wav' in str(error.value) and 'empty.wav: no audio samples' in str(error.value)
+    assert len(list((tmp_path / 'feat').rglob('*.p'))) == 4
+    assert not list((tmp_path / 'feat').rglob('*.tmp'))
+
+
+def test_missing_or_empty_wav_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match='folder not found: .*nowhere'):
+        feature_extraction.extract_tree(tmp_path / 'nowhere', tmp_path / 'feat')
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(FileNotFoundError, match=r'no \.wav files under'):
+        feature_extraction.extract_tree(tmp_path / 'empty', tmp_path / 'feat')
+
+
+def test_wav_dir_needs_feat_dir():
+    with pytest.raises(SystemExit):
+        feature_extraction.parse_args(['--wav-dir', 'x'])
