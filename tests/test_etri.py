@@ -1,0 +1,42 @@
+"""Integration tests on the real ETRI data in ../shared/etri; skipped when it is not there."""
+import re
+
+import numpy as np
+
+import feature_extraction
+from conftest import ETRI, needs_etri, run_script
+from SR_Dataset import load_feature_file
+
+
+@needs_etri
+def test_feature_recipe_reproduces_the_published_features(tmp_path):
+    assert feature_extraction.extract_tree(ETRI / 'test_wavs', tmp_path) == {}
+    published = sorted((ETRI / 'test_feat').rglob('*.p'))
+    assert len(published) == 20
+    for path in published:
+        ours, label = load_feature_file(tmp_path / path.relative_to(ETRI / 'test_feat'))
+        theirs, their_label = load_feature_file(path)
+        assert label == their_label and ours.shape == theirs.shape
+        assert np.abs(ours - theirs).max() < 1e-9, path
+
+
+@needs_etri
+def test_full_pipeline_on_a_real_subset(tmp_path):
+    """20 speakers x 20 utterances, 2 epochs, then the 10 official test speakers, all with default settings."""
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, str(ETRI / 'unpack.py'), str(tmp_path / 'feat_logfbank_nfilt40'),
+                    '--speakers', '20', '--utts', '20'], check=True, capture_output=True)
+
+    def check(*command):
+        result = run_script(tmp_path, *command)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    out = check('train.py', '--epochs', '2')
+    assert 'Training set 360 utts, validation set 40 utts, 20 speakers' in out
+    assert 'Enrolled 10 speakers from 10 files' in check('enroll.py')
+    assert re.search(r'Result: (Accept|Reject)', check('verification.py'))
+    assert 'True speaker:      230M4087' in check('identification.py')
+    accuracy = float(re.search(r'Top-1 identification accuracy: ([\d.]+)%', check('identification.py', '--all'))[1])
+    assert accuracy >= 30, accuracy  # 10 unseen speakers: chance is 10%; this run scores 60%

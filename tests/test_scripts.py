@@ -1,0 +1,45 @@
+"""Smoke tests: every stage run as a user runs it, from the command line, with configure.py's defaults."""
+import shutil
+
+import pytest
+
+from conftest import run_script, write_feature_tree
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+    """A folder laid out as configure.py expects: feat_logfbank_nfilt40/{train,test}."""
+    root = tmp_path_factory.mktemp('work')
+    write_feature_tree(root / 'feat_logfbank_nfilt40', n_test_speakers=2)
+    for test_dir in (root / 'feat_logfbank_nfilt40' / 'test').iterdir():  # the default speaker of configure.py
+        if test_dir.name == 'tst0':
+            shutil.move(test_dir, test_dir.with_name('230M4087'))
+    return root
+
+
+def check(result):
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_every_stage_runs_with_no_arguments_but_the_epochs(workdir):
+    out = check(run_script(workdir, 'train.py', '--epochs', '1', '--batch-size', '8', '--device', 'cpu'))
+    assert 'Epoch   1: train loss' in out and (workdir / 'model_saved' / 'checkpoint_best.pth').is_file()
+    assert 'Enrolled 2 speakers' in check(run_script(workdir, 'enroll.py'))
+    assert sorted(p.name for p in (workdir / 'enroll_embeddings').iterdir()) == ['230M4087.pth', 'tst1.pth']
+    out = check(run_script(workdir, 'verification.py'))
+    assert 'Claimed speaker (enrolled): 230M4087' in out and ('Result: Accept' in out or 'Result: Reject' in out)
+    assert 'Predicted speaker:' in check(run_script(workdir, 'identification.py'))
+    assert 'Top-1 identification accuracy:' in check(run_script(workdir, 'identification.py', '--all'))
+
+
+def test_bad_input_ends_with_a_one_line_error(tmp_path):
+    result = run_script(tmp_path, 'enroll.py')
+    assert result.returncode == 1
+    assert result.stderr.strip() == ('error: checkpoint not found: model_saved/checkpoint_best.pth '
+                                     '(train one with train.py, or pass --checkpoint)')
+
+
+def test_help_shows_the_configured_defaults(tmp_path):
+    out = check(run_script(tmp_path, 'train.py', '--help'))
+    assert '--resume [CHECKPOINT]' in out and '(default: 30)' in out
