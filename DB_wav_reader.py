@@ -1,7 +1,7 @@
-"""Find wav and feature files in a <root>/<speaker>/<file> tree and list them in DataFrames.
+"""Find wav and feature files in a <root>/<speaker>/... tree and list them in DataFrames.
 
-Each DataFrame has one row per file, sorted by path: filename, speaker_id (the parent folder)
-and dataset_id (the folder above that).
+Each DataFrame has one row per file, sorted by path: filename, speaker_id (the first folder
+under the root, so <speaker>/<session>/<file> trees work too) and dataset_id (the root's name).
 """
 from pathlib import Path
 
@@ -9,42 +9,29 @@ import pandas as pd
 
 
 def find_files(directory, suffix):
-    """Sorted paths of every `*suffix` file under `directory`, at any depth."""
+    """DataFrame (filename, speaker_id, dataset_id) of every `*suffix` file under `directory`."""
     root = Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"folder not found: {root}")
-    files = sorted(str(p) for p in root.rglob(f'*{suffix}') if p.is_file())
+    files = sorted(p for p in root.rglob(f'*{suffix}') if p.is_file())
     if not files:
         raise FileNotFoundError(f"no {suffix} files under {root} (expected {root}/<speaker>/<name>{suffix})")
-    return files
-
-
-def find_wavs(directory):
-    return find_files(directory, '.wav')
-
-
-def find_feats(directory):
-    return find_files(directory, '.p')
-
-
-def files_to_DB(files):
-    """The DataFrame (filename, speaker_id, dataset_id) of a list of paths."""
-    paths = [Path(f) for f in files]
-    return pd.DataFrame({
-        'filename': [str(p) for p in paths],
-        'speaker_id': [p.parent.name for p in paths],
-        'dataset_id': [p.parent.parent.name for p in paths],
-    })
+    loose = [str(p) for p in files if p.parent == root]
+    if loose:
+        raise ValueError(f"files must be in speaker folders, {root}/<speaker>/<name>{suffix}: {', '.join(loose[:5])}")
+    return pd.DataFrame({'filename': [str(p) for p in files],
+                         'speaker_id': [p.relative_to(root).parts[0] for p in files],
+                         'dataset_id': root.name})
 
 
 def read_DB_structure(directory):
     """The wav files under `directory`."""
-    return files_to_DB(find_wavs(directory))
+    return find_files(directory, '.wav')
 
 
 def read_feats_structure(directory):
     """The feature files under `directory`."""
-    return files_to_DB(find_feats(directory))
+    return find_files(directory, '.p')
 
 
 def is_enroll_file(filename):

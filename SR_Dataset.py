@@ -8,7 +8,10 @@ import pickle
 
 import numpy as np
 import torch
+from numpy._core.multiarray import _reconstruct, scalar
+from numpy._core.numeric import _frombuffer
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 import configure as c
 
@@ -18,16 +21,12 @@ class FeatureFileError(ValueError):
 
 
 # The only globals a feature pickle may name: what numpy 1.x and 2.x write for arrays.
-_numpy_core = np._core if hasattr(np, '_core') else np.core
-_SAFE_GLOBALS = {
-    ('numpy', 'ndarray'): np.ndarray,
-    ('numpy', 'dtype'): np.dtype,
-    ('_codecs', 'encode'): codecs.encode,  # bytes in protocol-2 pickles
-}
-for _module in ('numpy.core', 'numpy._core'):
-    _SAFE_GLOBALS[(f'{_module}.multiarray', '_reconstruct')] = _numpy_core.multiarray._reconstruct
-    _SAFE_GLOBALS[(f'{_module}.multiarray', 'scalar')] = _numpy_core.multiarray.scalar
-    _SAFE_GLOBALS[(f'{_module}.numeric', '_frombuffer')] = _numpy_core.numeric._frombuffer
+_SAFE_GLOBALS = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype,
+                 ('_codecs', 'encode'): codecs.encode}  # bytes in protocol-2 pickles
+for _core in ('numpy.core', 'numpy._core'):
+    _SAFE_GLOBALS.update({(f'{_core}.multiarray', '_reconstruct'): _reconstruct,
+                          (f'{_core}.multiarray', 'scalar'): scalar,
+                          (f'{_core}.numeric', '_frombuffer'): _frombuffer})
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -38,6 +37,12 @@ class RestrictedUnpickler(pickle.Unpickler):
             return _SAFE_GLOBALS[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(f"forbidden object {module}.{name}") from None
+
+
+def feature_settings():
+    """configure.py's feature settings, as a checkpoint records them for the stages that use the model."""
+    return {'sample_rate': c.SAMPLE_RATE, 'n_filters': c.FILTER_BANK, 'win_len': c.WIN_LEN, 'win_step': c.WIN_STEP,
+            'trim_frames': c.TRIM_FRAMES, 'min_frames': c.MIN_FRAMES, 'win_size': c.NUM_WIN_SIZE}
 
 
 def load_feature_file(filename, n_filters=c.FILTER_BANK):
@@ -61,20 +66,37 @@ def load_feature_file(filename, n_filters=c.FILTER_BANK):
     return feat.astype(np.float64, copy=False), str(data.get('label', ''))
 
 
-def trim_edges(feat, filename, trim_frames=c.TRIM_FRAMES, min_frames=c.MIN_FRAMES):
-    """feat without `trim_frames` frames at each end (the tutorial's 0.5 s silence trimming)."""
+def trim_edges(feat, filename, trim_frames, min_frames):
+    """feat without `trim_frames` frames at each end: the tutorial's 0.5 s silence trimming.
+
+    As the tutorial, more than `min_frames` frames must remain.
+    """
     trimmed = feat[trim_frames:len(feat) - trim_frames]
-    if len(trimmed) < min_frames:
+    if len(trimmed) <= min_frames:
         raise FeatureFileError(
             f"{filename}: too short: {len(feat)} frames, {len(trimmed)} after trimming {trim_frames} "
-            f"at each end; at least {min_frames} are needed")
+            f"at each end; more than {min_frames} are needed")
     return trimmed
 
 
-def read_MFB(filename, n_filters=c.FILTER_BANK, trim_frames=c.TRIM_FRAMES, min_frames=c.MIN_FRAMES):
-    """(trimmed feat (n_frames, n_filters), label) of a feature file."""
-    feat, label = load_feature_file(filename, n_filters)
-    return trim_edges(feat, filename, trim_frames, min_frames), label
+def read_MFB(filename, feature=None):
+    """Trimmed features (n_frames, n_filters) of a feature file; `feature`: settings, default configure.py's."""
+    feature = feature or feature_settings()
+    feat, _ = load_feature_file(filename, feature['n_filters'])
+    return trim_edges(feat, filename, feature['trim_frames'], feature['min_frames'])
+
+
+def check_feature_files(files, feature):
+    """Read every file once and raise one error listing all the unusable ones (before a long training run)."""
+    problems = []
+    for filename in tqdm(files, desc='checking features', leave=False, disable=None):
+        try:
+            read_MFB(filename, feature)
+        except (OSError, FeatureFileError) as e:
+            problems.append(str(e))
+    if problems:
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise FeatureFileError(f"{len(problems)} unusable feature file(s):\n  " + "\n  ".join(shown))
 
 
 def random_window(feat, win_size=c.NUM_WIN_SIZE):
@@ -97,24 +119,23 @@ def to_input(feat):
 class DvectorDataset(Dataset):
     """(input (1, n_filters, frames), speaker index) pairs from a DataFrame of feature files.
 
-    With win_size set, each item is a random window of win_size frames (training); with
-    win_size=None, the whole trimmed utterance (validation).
+    With random_windows, each item is a random window of feature['win_size'] frames (training);
+    without, the whole trimmed utterance (validation).
     """
 
-    def __init__(self, DB, spk_to_idx, win_size=c.NUM_WIN_SIZE, n_filters=c.FILTER_BANK,
-                 trim_frames=c.TRIM_FRAMES, min_frames=c.MIN_FRAMES):
+    def __init__(self, DB, spk_to_idx, feature, random_windows=True):
         self.files = list(DB['filename'])
         self.labels = [spk_to_idx[s] for s in DB['speaker_id']]
-        self.win_size = win_size
-        self.read_kwargs = dict(n_filters=n_filters, trim_frames=trim_frames, min_frames=min_frames)
+        self.feature = feature
+        self.random_windows = random_windows
 
     def __len__(self):
         return len(self.files)
 
     def __getitem__(self, index):
-        feat, _ = read_MFB(self.files[index], **self.read_kwargs)
-        if self.win_size is not None:
-            feat = random_window(feat, self.win_size)
+        feat = read_MFB(self.files[index], self.feature)
+        if self.random_windows:
+            feat = random_window(feat, self.feature['win_size'])
         return to_input(feat), self.labels[index]
 
 

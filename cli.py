@@ -1,6 +1,8 @@
-"""Command-line plumbing shared by the entry scripts: common flags and clean error exits."""
+"""Command-line plumbing shared by the entry scripts: flags, the device, and clean error exits."""
 import argparse
 import sys
+
+import torch
 
 import configure as c
 
@@ -11,7 +13,19 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 def parser(description):
     """An ArgumentParser for an entry script; its defaults come from configure.py."""
-    return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter, allow_abbrev=False)
+
+
+def positive_int(text):
+    """argparse type: an integer above 0."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def add_device_arg(p):
+    p.add_argument('--device', default=c.DEVICE, help="'auto' (CUDA when there is a GPU), 'cpu' or 'cuda'")
 
 
 def add_model_args(p):
@@ -19,13 +33,36 @@ def add_model_args(p):
     p.add_argument('--checkpoint', default=c.CHECKPOINT, help='trained model (train.py writes it)')
     p.add_argument('--embedding-dir', default=c.EMBEDDING_DIR, help='enrolled d-vectors, <speaker>.pth')
     p.add_argument('--test-feat-dir', default=c.TEST_FEAT_DIR, help='<speaker>/{enroll*,test*}.p feature tree')
-    p.add_argument('--device', default=c.DEVICE, help="'auto', 'cpu' or 'cuda'")
+    add_device_arg(p)
     return p
 
 
+def add_test_args(p):
+    """Flags of the scripts that score test utterances."""
+    p.add_argument('--test-speaker', default=c.TEST_SPEAKER, help='the speaker whose test utterance is scored')
+    p.add_argument('--test-frames', type=positive_int, default=c.TEST_FRAMES, help='frames per test segment')
+    return p
+
+
+def flags_given(argv, names):
+    """Which of the flags --<name> (names as argparse dests) appear on the command line argv."""
+    tokens = sys.argv[1:] if argv is None else argv
+    flags = {name: '--' + name.replace('_', '-') for name in names}
+    return [n for n, flag in flags.items() if any(t == flag or t.startswith(flag + '=') for t in tokens)]
+
+
+def select_device(name):
+    """The torch.device for 'auto' (CUDA when there is a GPU), 'cpu' or 'cuda[:N]'."""
+    if name == 'auto':
+        name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if name.startswith('cuda') and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but no CUDA GPU is available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
 def run(main):
-    """Run an entry script's main(); a bad input ends it with a one-line error instead of a traceback."""
+    """Run an entry script's main(); a bad input ends it with an error message instead of a traceback."""
     try:
         main()
-    except (FileNotFoundError, ValueError) as e:  # bad paths, files, names or settings
+    except (OSError, ValueError) as e:  # bad paths, files, names or settings
         sys.exit(f"error: {e}")

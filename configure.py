@@ -18,7 +18,7 @@ FILTER_BANK = 40     # Mel filters = feature dimension
 WIN_LEN = 0.025      # seconds per analysis window
 WIN_STEP = 0.01      # seconds between frames: one frame = 10 ms
 TRIM_FRAMES = 50     # frames (0.5 s) cut at each end of every utterance: its leading/trailing silence
-MIN_FRAMES = 40      # frames an utterance must keep after trimming, or it is rejected as too short
+MIN_FRAMES = 40      # an utterance must keep more than this many frames after trimming (as the tutorial)
 NUM_WIN_SIZE = 100   # frames (1 s) per random training window
 
 # ---- Model ---------------------------------------------------------------------------------

@@ -51,11 +51,11 @@ def extract_tree(wav_dir, feat_dir, overwrite=False):
             continue
         try:
             record = {'feat': log_fbank(wav), 'label': speaker}
+            atomic_write(out, lambda f: pickle.dump(record, f))
         except Exception as e:  # a bad file must not stop the others
             failures[wav] = e
             tqdm.write(f"failed: {wav}: {e}")
             continue
-        atomic_write(out, lambda f: pickle.dump(record, f))
         done += 1
     print(f"{wav_dir} -> {feat_dir}: {done} written, {len(DB) - done - len(failures)} already there, "
           f"{len(failures)} failed")
@@ -79,7 +79,11 @@ def main(argv=None):
                                                                  (c.TEST_WAV_DIR, c.TEST_FEAT_DIR)]
     failures = {}
     for wav_dir, feat_dir in pairs:
-        failures.update(extract_tree(wav_dir, feat_dir, args.overwrite))
+        try:
+            failures.update(extract_tree(wav_dir, feat_dir, args.overwrite))
+        except (OSError, ValueError) as e:  # a missing tree must not stop the other one
+            failures[wav_dir] = e
+            print(f"skipped {wav_dir}: {e}")
     if failures:
         sys.exit(f"error: {len(failures)} file(s) failed:\n" + "\n".join(f"  {w}: {e}" for w, e in failures.items()))
 

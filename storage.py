@@ -9,15 +9,6 @@ from model.model import BackgroundResNet
 CHECKPOINT_KEYS = {'state_dict', 'model_args', 'speakers', 'feature', 'run_id', 'epoch'}
 
 
-def select_device(name='auto'):
-    """The torch.device for 'auto' (CUDA when there is a GPU), 'cpu' or 'cuda[:N]'."""
-    if name == 'auto':
-        name = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if name.startswith('cuda') and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but no CUDA GPU is available; use 'auto' or 'cpu'")
-    return torch.device(name)
-
-
 def atomic_write(path, write):
     """Call write(binary file) on a temporary file beside `path`, then rename it to `path`.
 
@@ -58,8 +49,11 @@ def load_checkpoint(path, device='cpu'):
 
 def model_from_checkpoint(ckpt, device):
     """The model rebuilt from a checkpoint's own settings and weights, in eval mode."""
-    model = BackgroundResNet(**ckpt['model_args'])
-    model.load_state_dict(ckpt['state_dict'])
+    try:
+        model = BackgroundResNet(**ckpt['model_args'])
+        model.load_state_dict(ckpt['state_dict'])
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"the checkpoint's weights do not fit its model settings ({e})") from e
     return model.to(device).eval()
 
 
@@ -74,10 +68,37 @@ def model_id(ckpt):
     return f"{ckpt['run_id']}/epoch{ckpt['epoch']}"
 
 
-def save_enrollment(embedding_dir, speaker, embedding, files, ckpt):
-    """Store a speaker's d-vector (embedding_size,) as <embedding_dir>/<speaker>.pth."""
-    record = {'embedding': embedding.cpu(), 'files': list(files), 'model_id': model_id(ckpt)}
-    atomic_save(record, Path(embedding_dir) / f'{speaker}.pth')
+def save_enrollment(embedding_dir, enrolled, ckpt):
+    """Store {speaker: (d-vector (embedding_size,), files)} as <embedding_dir>/<speaker>.pth.
+
+    Removes the d-vectors there that another model made (or that cannot be read): they cannot
+    be scored against this model's. Returns the removed speakers.
+    """
+    for speaker, (embedding, files) in enrolled.items():
+        record = {'embedding': embedding.cpu(), 'files': list(files), 'model_id': model_id(ckpt)}
+        atomic_save(record, Path(embedding_dir) / f'{speaker}.pth')
+
+    def made_by_another_model(path):
+        try:
+            return read_enrollment(path).get('model_id') != model_id(ckpt)
+        except ValueError:
+            return True
+
+    stale = [p for p in sorted(Path(embedding_dir).glob('*.pth')) if made_by_another_model(p)]
+    for p in stale:
+        p.unlink()
+    return [p.stem for p in stale]
+
+
+def read_enrollment(path, device='cpu'):
+    """The record {'embedding', 'files', 'model_id'} of one enrolled speaker."""
+    try:
+        record = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable enrollment file ({e}); run enroll.py again") from e
+    if not isinstance(record, dict) or 'embedding' not in record:
+        raise ValueError(f"{path}: not an enrollment file written by enroll.py; run enroll.py again")
+    return record
 
 
 def load_enrollment(embedding_dir, ckpt, device='cpu'):
@@ -90,12 +111,9 @@ def load_enrollment(embedding_dir, ckpt, device='cpu'):
         raise FileNotFoundError(f"no enrolled speakers in {embedding_dir} (run enroll.py first)")
     enrolled = {}
     for p in paths:
-        try:
-            record = torch.load(p, map_location=device, weights_only=True)
-            enrolled[p.stem] = record['embedding']
-        except Exception as e:
-            raise ValueError(f"{p}: not a readable enrollment file ({e}); run enroll.py again") from e
+        record = read_enrollment(p, device)
         if record.get('model_id') != model_id(ckpt):
             raise ValueError(f"{p} was enrolled with model {record.get('model_id')}, not with this checkpoint's "
                              f"{model_id(ckpt)}; run enroll.py again with this checkpoint")
+        enrolled[p.stem] = record['embedding']
     return enrolled

@@ -1,7 +1,7 @@
 """Stage 1: train the background model, a ResNet speaker classifier whose embedding layer gives d-vectors.
 
     python train.py                  # settings from configure.py
-    python train.py --epochs 5       # any setting can be overridden by a flag
+    python train.py --epochs 5       # flags override configure.py (--help lists them)
     python train.py --resume         # continue the interrupted run in --log-dir
 
 Writes <log-dir>/checkpoint_<epoch>.pth every epoch, checkpoint_best.pth (lowest validation
@@ -23,13 +23,15 @@ from tqdm import tqdm
 import cli
 import configure as c
 from DB_wav_reader import read_feats_structure
-from SR_Dataset import DvectorDataset, collate_fn_feat_padded
+from SR_Dataset import DvectorDataset, check_feature_files, collate_fn_feat_padded, feature_settings
 from model.model import BackgroundResNet
 from model.resnet import BACKBONES
-from storage import atomic_save, atomic_write, load_checkpoint, select_device
+from storage import atomic_save, atomic_write, load_checkpoint
 
-# Flags that --resume takes from the command line; every other setting comes from the checkpoint.
-RESUME_OVERRIDES = ('resume', 'epochs', 'log_dir', 'device', 'num_workers', 'log_interval')
+# Flags that --resume takes from the command line; every other setting comes from the checkpoint,
+# so that the run continues exactly (num_workers too: each worker draws its own random windows).
+RESUME_OVERRIDES = ('resume', 'epochs', 'log_dir', 'device', 'log_interval')
+TRAINING_STATE_KEYS = {'optimizer', 'scheduler', 'rng_state', 'history', 'train_args'}
 
 
 def parse_args(argv=None):
@@ -37,17 +39,17 @@ def parse_args(argv=None):
     p.add_argument('--train-feat-dir', default=c.TRAIN_FEAT_DIR, help='<speaker>/<utterance>.p feature tree')
     p.add_argument('--log-dir', default=c.LOG_DIR, help='where checkpoints and plots go')
     p.add_argument('--epochs', type=int, default=c.EPOCHS, help='train up to this epoch')
-    p.add_argument('--batch-size', type=int, default=c.BATCH_SIZE, help='training windows per batch')
-    p.add_argument('--valid-batch-size', type=int, default=c.VALID_BATCH_SIZE, help='utterances per validation batch')
+    p.add_argument('--batch-size', type=cli.positive_int, default=c.BATCH_SIZE, help='training windows per batch')
+    p.add_argument('--valid-batch-size', type=cli.positive_int, default=c.VALID_BATCH_SIZE, help='utterances per validation batch')
     p.add_argument('--optimizer', choices=['sgd', 'adam', 'adagrad'], default=c.OPTIMIZER, help='optimizer')
     p.add_argument('--lr', type=float, default=c.LR, help='initial learning rate')
     p.add_argument('--backbone', choices=list(BACKBONES), default=c.BACKBONE, help='ResNet depth')
-    p.add_argument('--embedding-size', type=int, default=c.EMBEDDING_SIZE, help='d-vector dimension')
+    p.add_argument('--embedding-size', type=cli.positive_int, default=c.EMBEDDING_SIZE, help='d-vector dimension')
     p.add_argument('--val-ratio', type=float, default=c.VAL_RATIO, help='percent of utterances for validation')
     p.add_argument('--num-workers', type=int, default=c.NUM_WORKERS, help='DataLoader worker processes')
     p.add_argument('--seed', type=int, default=c.SEED, help='seeds the split, the initial weights, the windows')
-    p.add_argument('--device', default=c.DEVICE, help="'auto', 'cpu' or 'cuda'")
-    p.add_argument('--log-interval', type=int, default=c.LOG_INTERVAL, help='batches between log lines')
+    cli.add_device_arg(p)
+    p.add_argument('--log-interval', type=cli.positive_int, default=c.LOG_INTERVAL, help='batches between log lines')
     p.add_argument('--resume', nargs='?', const='latest', metavar='CHECKPOINT',
                    help='continue a run: from the latest checkpoint in --log-dir, or from CHECKPOINT')
     return p.parse_args(argv)
@@ -62,36 +64,29 @@ def split_train_valid(DB, val_ratio, seed):
     return shuffled.iloc[:n_train].reset_index(drop=True), shuffled.iloc[n_train:].reset_index(drop=True)
 
 
-def feature_settings():
-    """The feature settings a checkpoint carries, so that the model is used on the features it was trained on."""
-    return {'sample_rate': c.SAMPLE_RATE, 'n_filters': c.FILTER_BANK, 'win_len': c.WIN_LEN, 'win_step': c.WIN_STEP,
-            'trim_frames': c.TRIM_FRAMES, 'min_frames': c.MIN_FRAMES, 'win_size': c.NUM_WIN_SIZE}
-
-
-def create_optimizer(name, model, lr):
+def create_optimizer(name, params, lr, momentum, weight_decay):
     if name == 'sgd':
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=c.MOMENTUM, weight_decay=c.WEIGHT_DECAY)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == 'adam':
-        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=c.WEIGHT_DECAY)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == 'adagrad':
-        return torch.optim.Adagrad(model.parameters(), lr=lr, weight_decay=c.WEIGHT_DECAY)
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; choose 'sgd', 'adam' or 'adagrad'")
 
 
-def make_loaders(train_DB, valid_DB, speakers, feature, args, device):
+def make_loaders(train_DB, valid_DB, speakers, feature, batch_size, valid_batch_size, num_workers, device):
     """Training windows (random, shuffled) and whole validation utterances (padded by repetition)."""
     spk_to_idx = {spk: i for i, spk in enumerate(speakers)}
-    read = dict(n_filters=feature['n_filters'], trim_frames=feature['trim_frames'], min_frames=feature['min_frames'])
-    train_set = DvectorDataset(train_DB, spk_to_idx, win_size=feature['win_size'], **read)
-    valid_set = DvectorDataset(valid_DB, spk_to_idx, win_size=None, **read)
-    if len(train_set) < args.batch_size:
-        raise ValueError(f"{len(train_set)} training utterances, fewer than one batch of {args.batch_size}")
-    workers = dict(num_workers=args.num_workers, persistent_workers=args.num_workers > 0,
-                   pin_memory=device.type == 'cuda')
+    train_set = DvectorDataset(train_DB, spk_to_idx, feature, random_windows=True)
+    valid_set = DvectorDataset(valid_DB, spk_to_idx, feature, random_windows=False)
+    if len(train_set) < batch_size:
+        raise ValueError(f"{len(train_set)} training utterances, fewer than one batch of {batch_size}")
+    # Workers are started afresh each epoch and seeded from torch's main generator, whose state the
+    # checkpoints keep: that is what makes --resume exact.
+    workers = dict(num_workers=num_workers, pin_memory=device.type == 'cuda')
     # drop_last: a last batch of one sample would break batch norm; the windows are random anyway
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, **workers)
-    valid_loader = DataLoader(valid_set, batch_size=args.valid_batch_size, collate_fn=collate_fn_feat_padded,
-                              **workers)
+    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True, **workers)
+    valid_loader = DataLoader(valid_set, batch_size=valid_batch_size, collate_fn=collate_fn_feat_padded, **workers)
     return train_loader, valid_loader
 
 
@@ -162,29 +157,41 @@ def latest_checkpoint(log_dir):
     return max(found)[1] if found else None
 
 
-def resumed_args(args):
+def resumed_args(args, argv):
     """(run settings, checkpoint): the checkpoint's own settings, with only RESUME_OVERRIDES from the flags."""
     path = latest_checkpoint(args.log_dir) if args.resume == 'latest' else args.resume
     if path is None:
         raise FileNotFoundError(f"--resume: no checkpoint_<epoch>.pth in {args.log_dir} to continue from")
     ckpt = load_checkpoint(path)
-    if 'optimizer' not in ckpt:
+    if not TRAINING_STATE_KEYS <= set(ckpt):
         raise ValueError(f"{path}: holds no training state to resume from")
     saved = dict(ckpt['train_args'])
+    changed = [f"--{k.replace('_', '-')}" for k in cli.flags_given(argv, set(saved) - set(RESUME_OVERRIDES))
+               if getattr(args, k) != saved[k]]
+    if changed:
+        raise ValueError(f"{', '.join(changed)} cannot change when resuming a run (it continues with its own "
+                         f"settings); start a new run in another --log-dir to change them")
     saved.update({k: getattr(args, k) for k in RESUME_OVERRIDES})
     print(f"Resuming from {path} (epoch {ckpt['epoch']})")
     return argparse.Namespace(**saved), ckpt
+
+
+def check_log_dir(log_dir, run_id):
+    """Refuse to write into a log dir that holds the checkpoints of another run."""
+    latest = latest_checkpoint(log_dir)
+    if latest and load_checkpoint(latest).get('run_id') != run_id:
+        raise ValueError(f"{log_dir} already holds a training run; continue it with --resume, "
+                         "or choose another --log-dir (or delete it) to start a new one")
 
 
 def main(argv=None):
     args = parse_args(argv)
     ckpt = None
     if args.resume:
-        args, ckpt = resumed_args(args)
-    elif latest_checkpoint(args.log_dir):
-        raise ValueError(f"{args.log_dir} already holds a training run; continue it with --resume, "
-                         "or choose another --log-dir (or delete it) to start a new one")
-    device = select_device(args.device)
+        args, ckpt = resumed_args(args, argv)
+    run_id = ckpt['run_id'] if ckpt else uuid.uuid4().hex[:12]
+    check_log_dir(args.log_dir, run_id)
+    device = cli.select_device(args.device)
     feature = ckpt['feature'] if ckpt else feature_settings()
 
     DB = read_feats_structure(args.train_feat_dir)
@@ -194,21 +201,23 @@ def main(argv=None):
         raise ValueError(f"{args.train_feat_dir} does not hold the speakers of the run being resumed")
     print(f"Training set {len(train_DB)} utts, validation set {len(valid_DB)} utts, "
           f"{len(speakers)} speakers (classes), device {device}")
+    check_feature_files(DB['filename'], feature)
 
     torch.manual_seed(args.seed)
     model_args = {'embedding_size': args.embedding_size, 'num_classes': len(speakers), 'backbone': args.backbone}
     model = BackgroundResNet(**model_args).to(device)
     criterion = nn.CrossEntropyLoss()
-    optimizer = create_optimizer(args.optimizer, model, args.lr)
+    optimizer = create_optimizer(args.optimizer, model.parameters(), args.lr, c.MOMENTUM, c.WEIGHT_DECAY)
     scheduler = ReduceLROnPlateau(optimizer, 'min', patience=c.LR_PATIENCE, min_lr=c.MIN_LR)
-    history, run_id = [], uuid.uuid4().hex[:12]
+    history = []
     if ckpt:
         model.load_state_dict(ckpt['state_dict'])
         optimizer.load_state_dict(ckpt['optimizer'])
         scheduler.load_state_dict(ckpt['scheduler'])
         torch.set_rng_state(ckpt['rng_state'])
-        history, run_id = ckpt['history'], ckpt['run_id']
-    train_loader, valid_loader = make_loaders(train_DB, valid_DB, speakers, feature, args, device)
+        history = ckpt['history']
+    train_loader, valid_loader = make_loaders(train_DB, valid_DB, speakers, feature, args.batch_size,
+                                              args.valid_batch_size, args.num_workers, device)
 
     log_dir = Path(args.log_dir)
     for epoch in range(len(history) + 1, args.epochs + 1):
@@ -218,8 +227,10 @@ def main(argv=None):
                                                 args.log_interval)
             valid_loss, valid_acc = validate(model, valid_loader, criterion, device)
         except KeyboardInterrupt:
+            if epoch == 1:
+                raise SystemExit("\nInterrupted in epoch 1, before any checkpoint was saved")
             raise SystemExit(f"\nInterrupted in epoch {epoch}; epochs 1-{epoch - 1} are saved in {log_dir}. "
-                             "Continue with: python train.py --resume")
+                             f"Continue with: python train.py --resume --log-dir {log_dir}")
         lr = optimizer.param_groups[0]['lr']
         scheduler.step(valid_loss)
         history.append({'epoch': epoch, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid_loss,

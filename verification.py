@@ -7,32 +7,28 @@ identity is claimed (--enroll-speaker)? Accept when the cosine score of their d-
     python verification.py
     python verification.py --enroll-speaker 230M4087 --test-speaker 103F3021 --threshold 0.9
 """
-import torch.nn.functional as F
-
 import cli
 import configure as c
 from DB_wav_reader import speaker_test_file
-from dvector import embed_file, require_enrolled
-from storage import load_enrollment, load_model, select_device
+from dvector import cosine_score, embed_file, require_enrolled
+from storage import load_enrollment, load_model
 
 
 def parse_args(argv=None):
-    p = cli.add_model_args(cli.parser(__doc__))
+    p = cli.add_test_args(cli.add_model_args(cli.parser(__doc__)))
     p.add_argument('--enroll-speaker', default=c.ENROLL_SPEAKER, help='the enrolled speaker whose identity is claimed')
-    p.add_argument('--test-speaker', default=c.TEST_SPEAKER, help='the speaker whose test utterance is scored')
     p.add_argument('--threshold', type=float, default=c.THRESHOLD, help='accept above this cosine score')
-    p.add_argument('--test-frames', type=int, default=c.TEST_FRAMES, help='frames per segment')
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    device = select_device(args.device)
+    device = cli.select_device(args.device)
     model, ckpt = load_model(args.checkpoint, device)
     enrolled = load_enrollment(args.embedding_dir, ckpt, device)
     claimed = require_enrolled(enrolled, args.enroll_speaker)
     test_file = speaker_test_file(args.test_feat_dir, args.test_speaker)
-    score = F.cosine_similarity(embed_file(model, ckpt, test_file, args.test_frames, device), claimed, dim=0).item()
+    score = cosine_score(claimed, embed_file(model, ckpt, test_file, args.test_frames, device)).item()
     result = 'Accept' if score > args.threshold else 'Reject'
     print("\n=== Speaker verification ===")
     print(f"Claimed speaker (enrolled): {args.enroll_speaker}")

@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from conftest import write_feature
-from SR_Dataset import DvectorDataset, collate_fn_feat_padded, random_window, to_input
+from SR_Dataset import DvectorDataset, collate_fn_feat_padded, feature_settings, random_window, to_input
 from DB_wav_reader import read_feats_structure
 
 
@@ -49,10 +49,10 @@ def test_dataset_items(tmp_path):
     write_feature(tmp_path / 'a' / 'u.p', frames(300), 'a')
     write_feature(tmp_path / 'b' / 'u.p', frames(260), 'b')
     DB = read_feats_structure(tmp_path)
-    train_set = DvectorDataset(DB, {'a': 0, 'b': 1}, win_size=100)
+    train_set = DvectorDataset(DB, {'a': 0, 'b': 1}, feature_settings(), random_windows=True)
     x, label = train_set[1]
     assert x.shape == (1, 40, 100) and label == 1
-    whole = DvectorDataset(DB, {'a': 0, 'b': 1}, win_size=None)
+    whole = DvectorDataset(DB, {'a': 0, 'b': 1}, feature_settings(), random_windows=False)
     assert whole[0][0].shape == (1, 40, 200) and whole[1][0].shape == (1, 40, 160)  # trimmed, uncut
 
 

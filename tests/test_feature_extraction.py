@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import configure as c
 import feature_extraction
 from SR_Dataset import load_feature_file
 
@@ -79,6 +80,15 @@ def test_missing_or_empty_wav_folder(tmp_path):
     (tmp_path / 'empty').mkdir()
     with pytest.raises(FileNotFoundError, match=r'no \.wav files under'):
         feature_extraction.extract_tree(tmp_path / 'empty', tmp_path / 'feat')
+
+
+def test_no_arguments_extracts_both_configured_trees_even_if_one_is_missing(tmp_path, monkeypatch):
+    write_wav_tree(tmp_path / c.TEST_WAV_DIR)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as error:
+        feature_extraction.main([])
+    assert f'{c.TRAIN_WAV_DIR}: folder not found' in str(error.value)
+    assert len(list((tmp_path / c.TEST_FEAT_DIR).rglob('*.p'))) == 4
 
 
 def test_wav_dir_needs_feat_dir():

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import write_feature
 from DB_wav_reader import read_feats_structure, split_enroll_and_test, speaker_test_file
-from SR_Dataset import FeatureFileError, load_feature_file, read_MFB
+from SR_Dataset import FeatureFileError, check_feature_files, feature_settings, load_feature_file, read_MFB
 
 
 class RunsCode:
@@ -54,7 +54,7 @@ def test_hostile_pickle_is_refused_without_running_code(tmp_path):
     (pickle.dumps({'feat': np.zeros(100), 'label': 'x'}), '2-D numeric array'),
     (pickle.dumps({'feat': np.zeros((100, 13)), 'label': 'x'}), 'feature dimension 13, expected 40'),
     (pickle.dumps({'feat': np.full((100, 40), np.nan), 'label': 'x'}), 'NaN'),
-])
+], ids=['empty', 'truncated', 'not-a-pickle', 'not-a-dict', 'text', '1-D', 'wrong-dimension', 'NaN'])
 def test_bad_feature_files_get_an_error_naming_the_file(tmp_path, content, message):
     path = tmp_path / 'bad.p'
     path.write_bytes(content)
@@ -70,16 +70,26 @@ def test_missing_feature_file(tmp_path):
 
 def test_trims_half_a_second_at_each_end(tmp_path):
     feat = np.arange(300, dtype=float)[:, None].repeat(40, axis=1)
-    trimmed, _ = read_MFB(write_feature(tmp_path / 'a.p', feat, 'x'))
+    trimmed = read_MFB(write_feature(tmp_path / 'a.p', feat, 'x'))
     assert len(trimmed) == 200
     np.testing.assert_array_equal(trimmed[:, 0], np.arange(50, 250))
 
 
 def test_too_short_utterance_is_an_error_naming_the_file(tmp_path):
-    path = write_feature(tmp_path / 'short.p', np.zeros((139, 40)), 'x')  # 39 frames after trimming
-    with pytest.raises(FeatureFileError, match=r'short\.p: too short: 139 frames, 39 after trimming'):
+    path = write_feature(tmp_path / 'short.p', np.zeros((140, 40)), 'x')  # 40 frames after trimming
+    with pytest.raises(FeatureFileError, match=r'short\.p: too short: 140 frames, 40 after trimming 50 at each '
+                                               r'end; more than 40 are needed'):
         read_MFB(path)
-    assert len(read_MFB(write_feature(tmp_path / 'ok.p', np.zeros((140, 40)), 'x'))[0]) == 40
+    assert len(read_MFB(write_feature(tmp_path / 'ok.p', np.zeros((141, 40)), 'x'))) == 41
+
+
+def test_training_files_are_all_checked_before_training(tmp_path):
+    good = write_feature(tmp_path / 'a' / 'good.p', np.zeros((300, 40)), 'a')
+    short = write_feature(tmp_path / 'a' / 'short.p', np.zeros((100, 40)), 'a')
+    wrong = write_feature(tmp_path / 'a' / 'wrong.p', np.zeros((300, 13)), 'a')
+    check_feature_files([good], feature_settings())
+    with pytest.raises(FeatureFileError, match=r'2 unusable feature file\(s\):\n  .*short.p: too short.*\n  .*wrong.p'):
+        check_feature_files([good, short, wrong], feature_settings())
 
 
 def test_feature_tree_listing(tmp_path):
@@ -94,6 +104,16 @@ def test_feature_tree_listing(tmp_path):
     assert speaker_test_file(tmp_path / 'test', 'a').endswith('a/test.p')
     with pytest.raises(ValueError, match="speaker 'zz'.*speakers with test files: a, b"):
         speaker_test_file(tmp_path / 'test', 'zz')
+
+
+def test_speaker_is_the_first_folder_under_the_root(tmp_path):
+    write_feature(tmp_path / 'train' / 'spk' / 'session1' / 'u.p', np.zeros((200, 40)), 'spk')
+    write_feature(tmp_path / 'train' / 'spk' / 'u.p', np.zeros((200, 40)), 'spk')
+    DB = read_feats_structure(tmp_path / 'train')
+    assert list(DB['speaker_id']) == ['spk', 'spk'] and list(DB['dataset_id']) == ['train', 'train']
+    write_feature(tmp_path / 'train' / 'loose.p', np.zeros((200, 40)), 'x')
+    with pytest.raises(ValueError, match=r'files must be in speaker folders.*loose\.p'):
+        read_feats_structure(tmp_path / 'train')
 
 
 def test_missing_and_empty_folders_are_clear_errors(tmp_path):

@@ -1,8 +1,10 @@
 """Smoke tests: every stage run as a user runs it, from the command line, with configure.py's defaults."""
+import re
 import shutil
 
 import pytest
 
+import configure as c
 from conftest import run_script, write_feature_tree
 
 
@@ -28,7 +30,9 @@ def test_every_stage_runs_with_no_arguments_but_the_epochs(workdir):
     assert 'Enrolled 2 speakers' in check(run_script(workdir, 'enroll.py'))
     assert sorted(p.name for p in (workdir / 'enroll_embeddings').iterdir()) == ['230M4087.pth', 'tst1.pth']
     out = check(run_script(workdir, 'verification.py'))
-    assert 'Claimed speaker (enrolled): 230M4087' in out and ('Result: Accept' in out or 'Result: Reject' in out)
+    score, threshold, result = re.search(r'Score: ([-\d.]+)   Threshold: ([\d.]+)\nResult: (\w+)', out).groups()
+    assert 'Claimed speaker (enrolled): 230M4087' in out and float(threshold) == c.THRESHOLD
+    assert result == ('Accept' if float(score) > float(threshold) else 'Reject')
     assert 'Predicted speaker:' in check(run_script(workdir, 'identification.py'))
     assert 'Top-1 identification accuracy:' in check(run_script(workdir, 'identification.py', '--all'))
 
@@ -42,4 +46,4 @@ def test_bad_input_ends_with_a_one_line_error(tmp_path):
 
 def test_help_shows_the_configured_defaults(tmp_path):
     out = check(run_script(tmp_path, 'train.py', '--help'))
-    assert '--resume [CHECKPOINT]' in out and '(default: 30)' in out
+    assert '--resume [CHECKPOINT]' in out and f'(default: {c.EPOCHS})' in out

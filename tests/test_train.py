@@ -1,11 +1,13 @@
 """Training: the split, the loss going down, checkpoints, resuming, and interruption."""
+import numpy as np
 import pytest
 import torch
 
 import train
-from conftest import write_feature_tree
+from conftest import write_feature, write_feature_tree
 from DB_wav_reader import read_feats_structure
-from storage import atomic_write, load_checkpoint
+from SR_Dataset import FeatureFileError
+from storage import atomic_write, load_checkpoint, model_from_checkpoint
 
 
 def run(feature_tree, log_dir, *flags):
@@ -48,14 +50,38 @@ def test_checkpoints_hold_everything_needed_to_use_them(trained):
     assert (trained / 'loss_plot.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
-def test_resume_continues_exactly(feature_tree, tmp_path):
-    straight = run(feature_tree, tmp_path / 'a', '--epochs', '3')
-    run(feature_tree, tmp_path / 'b', '--epochs', '2')
+def test_the_model_rebuilt_from_a_checkpoint_is_the_trained_one(trained, feature_tree):
+    ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
+    model = model_from_checkpoint(ckpt, 'cpu')
+    train_DB, valid_DB = train.split_train_valid(read_feats_structure(feature_tree / 'train'), 10, seed=0)
+    _, valid_loader = train.make_loaders(train_DB, valid_DB, ckpt['speakers'], ckpt['feature'], 8, 4, 0,
+                                         torch.device('cpu'))
+    loss, accuracy = train.validate(model, valid_loader, torch.nn.CrossEntropyLoss(), 'cpu')
+    assert loss == pytest.approx(ckpt['history'][-1]['valid_loss'], rel=1e-5)
+    assert accuracy == ckpt['history'][-1]['valid_acc']
+
+
+@pytest.mark.parametrize('workers', [0, 2])
+def test_resume_continues_exactly(feature_tree, tmp_path, workers):
+    flags = ('--num-workers', str(workers))
+    straight = run(feature_tree, tmp_path / 'a', '--epochs', '3', *flags)
+    run(feature_tree, tmp_path / 'b', '--epochs', '2', *flags)
     resumed = run(feature_tree, tmp_path / 'b', '--epochs', '3', '--resume')
     assert [h['valid_loss'] for h in resumed] == [h['valid_loss'] for h in straight]
     a, b = (load_checkpoint(tmp_path / d / 'checkpoint_3.pth')['state_dict'] for d in 'ab')
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def test_resume_refuses_to_change_the_runs_settings(trained, feature_tree):
+    with pytest.raises(ValueError, match='--lr, --batch-size cannot change when resuming'):
+        run(feature_tree, trained, '--epochs', '3', '--resume', '--lr', '0.5', '--batch-size', '16')
+
+
+def test_resume_never_writes_over_another_run(trained, feature_tree, tmp_path):
+    run(feature_tree, tmp_path, '--epochs', '1')
+    with pytest.raises(ValueError, match='already holds a training run'):
+        run(feature_tree, tmp_path, '--epochs', '3', '--resume', str(trained / 'checkpoint_1.pth'))
 
 
 def test_resume_takes_the_runs_own_settings(feature_tree, tmp_path):
@@ -76,6 +102,15 @@ def test_resume_without_a_checkpoint(feature_tree, tmp_path):
         run(feature_tree, tmp_path, '--resume')
 
 
+def test_unusable_training_files_are_all_reported_before_training(tmp_path):
+    tree = write_feature_tree(tmp_path / 'feat')
+    write_feature(tree / 'train' / 'spk0' / 'u05.p', np.zeros((120, 40)), 'spk0')
+    (tree / 'train' / 'spk1' / 'u07.p').write_bytes(b'corrupt')
+    with pytest.raises(FeatureFileError, match=r'2 unusable feature file\(s\):\n.*u05.p: too short.*\n.*u07.p'):
+        run(tree, tmp_path / 'log', '--epochs', '1')
+    assert not (tmp_path / 'log').exists()
+
+
 def test_interrupted_run_keeps_its_checkpoints_and_resumes(feature_tree, tmp_path, monkeypatch):
     real_train_epoch = train.train_epoch
 
@@ -85,7 +120,7 @@ def test_interrupted_run_keeps_its_checkpoints_and_resumes(feature_tree, tmp_pat
         return real_train_epoch(*args)
 
     monkeypatch.setattr(train, 'train_epoch', interrupted_in_epoch_2)
-    with pytest.raises(SystemExit, match='Interrupted in epoch 2; epochs 1-1 are saved.*--resume'):
+    with pytest.raises(SystemExit, match='Interrupted in epoch 2; epochs 1-1 are saved.*--resume --log-dir'):
         run(feature_tree, tmp_path, '--epochs', '3')
     assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['checkpoint_1.pth', 'checkpoint_best.pth']
     monkeypatch.setattr(train, 'train_epoch', real_train_epoch)
@@ -112,3 +147,10 @@ def test_bad_training_data(tmp_path):
     tree = write_feature_tree(tmp_path / 'few', n_train_speakers=2, n_utts=4)
     with pytest.raises(ValueError, match='4 training utterances, fewer than one batch of 8'):
         run(tree, tmp_path / 'log', '--epochs', '1', '--val-ratio', '50')
+
+
+@pytest.mark.parametrize('flag', ['--batch-size', '--log-interval', '--embedding-size'])
+def test_sizes_must_be_positive(flag, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args([flag, '0'])
+    assert 'must be a positive integer' in capsys.readouterr().err
