@@ -14,6 +14,7 @@ and the others are still written.
 """
 import pickle
 import sys
+from functools import partial
 from pathlib import Path
 
 import librosa
@@ -51,7 +52,7 @@ def extract_tree(wav_dir, feat_dir, overwrite=False):
             continue
         try:
             record = {'feat': log_fbank(wav), 'label': speaker}
-            atomic_write(out, lambda f: pickle.dump(record, f))
+            atomic_write(out, partial(pickle.dump, record))
         except Exception as e:  # a bad file must not stop the others
             failures[wav] = e
             tqdm.write(f"failed: {wav}: {e}")

@@ -40,7 +40,8 @@ def parse_args(argv=None):
     p.add_argument('--log-dir', default=c.LOG_DIR, help='where checkpoints and plots go')
     p.add_argument('--epochs', type=int, default=c.EPOCHS, help='train up to this epoch')
     p.add_argument('--batch-size', type=cli.positive_int, default=c.BATCH_SIZE, help='training windows per batch')
-    p.add_argument('--valid-batch-size', type=cli.positive_int, default=c.VALID_BATCH_SIZE, help='utterances per validation batch')
+    p.add_argument('--valid-batch-size', type=cli.positive_int, default=c.VALID_BATCH_SIZE,
+                   help='utterances per validation batch')
     p.add_argument('--optimizer', choices=['sgd', 'adam', 'adagrad'], default=c.OPTIMIZER, help='optimizer')
     p.add_argument('--lr', type=float, default=c.LR, help='initial learning rate')
     p.add_argument('--backbone', choices=list(BACKBONES), default=c.BACKBONE, help='ResNet depth')
@@ -228,9 +229,9 @@ def main(argv=None):
             valid_loss, valid_acc = validate(model, valid_loader, criterion, device)
         except KeyboardInterrupt:
             if epoch == 1:
-                raise SystemExit("\nInterrupted in epoch 1, before any checkpoint was saved")
+                raise SystemExit("\nInterrupted in epoch 1, before any checkpoint was saved") from None
             raise SystemExit(f"\nInterrupted in epoch {epoch}; epochs 1-{epoch - 1} are saved in {log_dir}. "
-                             f"Continue with: python train.py --resume --log-dir {log_dir}")
+                             f"Continue with: python train.py --resume --log-dir {log_dir}") from None
         lr = optimizer.param_groups[0]['lr']
         scheduler.step(valid_loss)
         history.append({'epoch': epoch, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid_loss,
