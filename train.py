@@ -167,7 +167,7 @@ def resumed_args(args, argv):
     if not TRAINING_STATE_KEYS <= set(ckpt):
         raise ValueError(f"{path}: holds no training state to resume from")
     saved = dict(ckpt['train_args'])
-    changed = [f"--{k.replace('_', '-')}" for k in cli.flags_given(argv, set(saved) - set(RESUME_OVERRIDES))
+    changed = [f"--{k.replace('_', '-')}" for k in cli.flags_given(argv, sorted(set(saved) - set(RESUME_OVERRIDES)))
                if getattr(args, k) != saved[k]]
     if changed:
         raise ValueError(f"{', '.join(changed)} cannot change when resuming a run (it continues with its own "

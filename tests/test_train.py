@@ -74,7 +74,7 @@ def test_resume_continues_exactly(feature_tree, tmp_path, workers):
 
 
 def test_resume_refuses_to_change_the_runs_settings(trained, feature_tree):
-    with pytest.raises(ValueError, match='--lr, --batch-size cannot change when resuming'):
+    with pytest.raises(ValueError, match='--batch-size, --lr cannot change when resuming'):
         run(feature_tree, trained, '--epochs', '3', '--resume', '--lr', '0.5', '--batch-size', '16')
 
 
