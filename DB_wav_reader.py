@@ -3,6 +3,7 @@
 Each DataFrame has one row per file, sorted by path: filename, speaker_id (the first folder
 under the root, so <speaker>/<session>/<file> trees work too) and dataset_id (the root's name).
 """
+import glob
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,8 @@ def find_files(directory, suffix):
     root = Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"folder not found: {root}")
-    files = sorted(p for p in root.rglob(f'*{suffix}') if p.is_file())
+    # glob, unlike Path.rglob, follows symlinked speaker folders and skips hidden ones (.ipynb_checkpoints)
+    files = sorted(Path(f) for f in glob.glob(str(root / '**' / f'*{suffix}'), recursive=True) if Path(f).is_file())
     if not files:
         raise FileNotFoundError(f"no {suffix} files under {root} (expected {root}/<speaker>/<name>{suffix})")
     loose = [str(p) for p in files if p.parent == root]
@@ -35,7 +37,7 @@ def read_feats_structure(directory):
 
 
 def is_enroll_file(filename):
-    """Enrollment files are those whose name contains 'enroll'; every other file is a test file."""
+    """Enrollment files are those whose name contains 'enroll' (enroll.p); every other file is a test file."""
     return 'enroll' in Path(filename).name
 
 

@@ -30,7 +30,7 @@ for _core in ('numpy.core', 'numpy._core'):
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles dicts, strings, numbers and numpy arrays, and refuses anything else."""
+    """Unpickles plain data (dicts, lists, strings, numbers) and numpy arrays; refuses anything else."""
 
     def find_class(self, module, name):
         try:

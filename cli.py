@@ -32,7 +32,8 @@ def add_model_args(p):
     """Flags of the scripts that use a trained model: checkpoint, enrolled d-vectors, test data, device."""
     p.add_argument('--checkpoint', default=c.CHECKPOINT, help='trained model (train.py writes it)')
     p.add_argument('--embedding-dir', default=c.EMBEDDING_DIR, help='enrolled d-vectors, <speaker>.pth')
-    p.add_argument('--test-feat-dir', default=c.TEST_FEAT_DIR, help='<speaker>/{enroll*,test*}.p feature tree')
+    p.add_argument('--test-feat-dir', default=c.TEST_FEAT_DIR,
+                   help="<speaker>/<name>.p feature tree; files whose name contains 'enroll' enroll the speaker")
     add_device_arg(p)
     return p
 
@@ -55,9 +56,16 @@ def select_device(name):
     """The torch.device for 'auto' (CUDA when there is a GPU), 'cpu' or 'cuda[:N]'."""
     if name == 'auto':
         name = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if name.startswith('cuda') and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but no CUDA GPU is available; use 'auto' or 'cpu'")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ('cpu', 'cuda'):
+        raise ValueError(f"unknown device {name!r}; use 'auto', 'cpu' or 'cuda'")
+    if device.type == 'cuda' and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+                         "use 'auto' or 'cpu'")
+    return device
 
 
 def run(main):

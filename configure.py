@@ -10,7 +10,7 @@ TRAIN_WAV_DIR = 'wavs/train'
 TEST_WAV_DIR = 'wavs/test'
 # Feature trees <dir>/<speaker>/<utterance>.p: pickles of {'feat': (n_frames, FILTER_BANK), 'label': speaker}
 TRAIN_FEAT_DIR = 'feat_logfbank_nfilt40/train'
-TEST_FEAT_DIR = 'feat_logfbank_nfilt40/test'  # files named enroll*.p enroll a speaker, the others test
+TEST_FEAT_DIR = 'feat_logfbank_nfilt40/test'  # files whose name contains 'enroll' enroll a speaker, the others test
 
 # ---- Features: log Mel-filterbank energies (python_speech_features) -----------------------
 SAMPLE_RATE = 16000  # Hz; wavs at other rates are resampled, stereo is downmixed
@@ -35,7 +35,7 @@ OPTIMIZER = 'sgd'        # 'sgd' | 'adam' | 'adagrad'
 LR = 0.1
 MOMENTUM = 0.9           # sgd only
 WEIGHT_DECAY = 1e-4
-LR_PATIENCE = 2          # epochs without a lower validation loss before the lr is cut by 10x
+LR_PATIENCE = 2          # the lr is cut by 10x when the validation loss has not improved for more epochs than this
 MIN_LR = 1e-4
 LOG_INTERVAL = 84        # batches between training log lines
 NUM_WORKERS = 0          # DataLoader worker processes (0: load in the main process)

@@ -1,4 +1,4 @@
-"""Stage 2: enrollment: one d-vector per speaker of the test set, from its enroll*.p files.
+"""Stage 2: enrollment: one d-vector per speaker of the test set, from its files named *enroll*.
 
 Each enrollment file is cut into segments of --enroll-frames frames; the file's d-vector is the
 L2-normalised sum of the segments' d-vectors, and a speaker's is the (normalised) mean of its files'.
@@ -7,7 +7,8 @@ L2-normalised sum of the segments' d-vectors, and a speaker's is the (normalised
     python enroll.py --test-feat-dir my_feats/test --checkpoint model_saved/checkpoint_30.pth
 
 Writes <embedding-dir>/<speaker>.pth for every speaker with enrollment files, once all of them
-are embedded, and removes the d-vectors that another model made there.
+are embedded, and removes the other enrollment files there (of other speakers, or made by another
+model): afterwards the folder enrolls exactly the speakers of --test-feat-dir.
 """
 from tqdm import tqdm
 
@@ -30,7 +31,7 @@ def main(argv=None):
     model, ckpt = load_model(args.checkpoint, device)
     enroll_DB, _ = split_enroll_and_test(args.test_feat_dir)
     if enroll_DB.empty:
-        raise FileNotFoundError(f"no enrollment files (named enroll*.p) under {args.test_feat_dir}")
+        raise FileNotFoundError(f"no enrollment files (names containing 'enroll') under {args.test_feat_dir}")
     enrolled = {}
     for speaker, files in tqdm(enroll_DB.groupby('speaker_id')['filename'], desc='enrolling', disable=None):
         enrolled[speaker] = enroll_speaker(model, ckpt, list(files), args.enroll_frames, device), list(files)
@@ -38,7 +39,7 @@ def main(argv=None):
     print(f"Enrolled {len(enrolled)} speakers from {len(enroll_DB)} files of {args.test_feat_dir} "
           f"into {args.embedding_dir}/")
     if removed:
-        print(f"Removed the d-vectors another model had made there: {', '.join(removed)}")
+        print(f"Removed the earlier enrollment of: {', '.join(removed)}")
 
 
 if __name__ == '__main__':

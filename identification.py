@@ -18,9 +18,14 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def rank_file(model, ckpt, enrolled, test_file, test_frames, device):
+    """[(speaker, cosine score)] of every enrolled speaker against a test file, best first."""
+    return rank_speakers(enrolled, embed_file(model, ckpt, test_file, test_frames, device))
+
+
 def identify_one(model, ckpt, enrolled, test_file, speaker, test_frames, device):
     """Identify one test file of an enrolled speaker; print the best-scoring speakers."""
-    ranking = rank_speakers(enrolled, embed_file(model, ckpt, test_file, test_frames, device))
+    ranking = rank_file(model, ckpt, enrolled, test_file, test_frames, device)
     predicted = ranking[0][0]
     print("\n=== Speaker identification ===")
     print(f"Test utterance:    {test_file}")
@@ -40,7 +45,7 @@ def identify_all(model, ckpt, enrolled, test_feat_dir, test_frames, device):
     n_correct = 0
     for test_file, speaker in tqdm(zip(test_DB['filename'], test_DB['speaker_id']), total=len(test_DB),
                                    desc='identifying', disable=None):
-        predicted = rank_speakers(enrolled, embed_file(model, ckpt, test_file, test_frames, device))[0][0]
+        predicted = rank_file(model, ckpt, enrolled, test_file, test_frames, device)[0][0]
         n_correct += predicted == speaker
         tqdm.write(f"{test_file}: true {speaker}, predicted {predicted} {'ok' if predicted == speaker else 'WRONG'}")
     accuracy = 100 * n_correct / len(test_DB)

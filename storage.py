@@ -69,25 +69,19 @@ def model_id(ckpt):
 
 
 def save_enrollment(embedding_dir, enrolled, ckpt):
-    """Store {speaker: (d-vector (embedding_size,), files)} as <embedding_dir>/<speaker>.pth.
+    """Make <embedding_dir> hold exactly `enrolled`, {speaker: (d-vector (embedding_size,), files)}.
 
-    Removes the d-vectors there that another model made (or that cannot be read): they cannot
-    be scored against this model's. Returns the removed speakers.
+    Writes <speaker>.pth for each, then removes the enrollment files of other speakers (another
+    test set's, or another model's). Files that are not enrollment files are left alone.
+    Returns the removed speakers.
     """
     for speaker, (embedding, files) in enrolled.items():
         record = {'embedding': embedding.cpu(), 'files': list(files), 'model_id': model_id(ckpt)}
         atomic_save(record, Path(embedding_dir) / f'{speaker}.pth')
-
-    def made_by_another_model(path):
-        try:
-            return read_enrollment(path).get('model_id') != model_id(ckpt)
-        except ValueError:
-            return True
-
-    stale = [p for p in sorted(Path(embedding_dir).glob('*.pth')) if made_by_another_model(p)]
-    for p in stale:
+    others = [p for p in sorted(Path(embedding_dir).glob('*.pth')) if p.stem not in enrolled and is_enrollment(p)]
+    for p in others:
         p.unlink()
-    return [p.stem for p in stale]
+    return [p.stem for p in others]
 
 
 def read_enrollment(path, device='cpu'):
@@ -95,10 +89,19 @@ def read_enrollment(path, device='cpu'):
     try:
         record = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable enrollment file ({e}); run enroll.py again") from e
-    if not isinstance(record, dict) or 'embedding' not in record:
-        raise ValueError(f"{path}: not an enrollment file written by enroll.py; run enroll.py again")
+        raise ValueError(f"{path}: not a readable enrollment file ({e}); move it out of the folder") from e
+    if not isinstance(record, dict) or not {'embedding', 'model_id'} <= set(record):
+        raise ValueError(f"{path}: not an enrollment file written by enroll.py; move it out of the folder")
     return record
+
+
+def is_enrollment(path):
+    """Whether `path` holds an enrollment record."""
+    try:
+        read_enrollment(path)
+    except ValueError:
+        return False
+    return True
 
 
 def load_enrollment(embedding_dir, ckpt, device='cpu'):
@@ -112,8 +115,8 @@ def load_enrollment(embedding_dir, ckpt, device='cpu'):
     enrolled = {}
     for p in paths:
         record = read_enrollment(p, device)
-        if record.get('model_id') != model_id(ckpt):
-            raise ValueError(f"{p} was enrolled with model {record.get('model_id')}, not with this checkpoint's "
+        if record['model_id'] != model_id(ckpt):
+            raise ValueError(f"{p} was enrolled with model {record['model_id']}, not with this checkpoint's "
                              f"{model_id(ckpt)}; run enroll.py again with this checkpoint")
         enrolled[p.stem] = record['embedding']
     return enrolled

@@ -8,6 +8,7 @@ Writes <log-dir>/checkpoint_<epoch>.pth every epoch, checkpoint_best.pth (lowest
 loss) and loss_plot.png.
 """
 import argparse
+import hashlib
 import re
 import time
 import uuid
@@ -31,14 +32,14 @@ from storage import atomic_save, atomic_write, load_checkpoint
 # Flags that --resume takes from the command line; every other setting comes from the checkpoint,
 # so that the run continues exactly (num_workers too: each worker draws its own random windows).
 RESUME_OVERRIDES = ('resume', 'epochs', 'log_dir', 'device', 'log_interval')
-TRAINING_STATE_KEYS = {'optimizer', 'scheduler', 'rng_state', 'history', 'train_args'}
+TRAINING_STATE_KEYS = {'optimizer', 'scheduler', 'rng_state', 'history', 'train_args', 'train_files'}
 
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
     p.add_argument('--train-feat-dir', default=c.TRAIN_FEAT_DIR, help='<speaker>/<utterance>.p feature tree')
     p.add_argument('--log-dir', default=c.LOG_DIR, help='where checkpoints and plots go')
-    p.add_argument('--epochs', type=int, default=c.EPOCHS, help='train up to this epoch')
+    p.add_argument('--epochs', type=cli.positive_int, default=c.EPOCHS, help='train up to this epoch')
     p.add_argument('--batch-size', type=cli.positive_int, default=c.BATCH_SIZE, help='training windows per batch')
     p.add_argument('--valid-batch-size', type=cli.positive_int, default=c.VALID_BATCH_SIZE,
                    help='utterances per validation batch')
@@ -58,6 +59,8 @@ def parse_args(argv=None):
 
 def split_train_valid(DB, val_ratio, seed):
     """(train_DB, valid_DB): a seeded random `val_ratio` percent of the utterances go to validation."""
+    if not 0 < val_ratio < 100:
+        raise ValueError(f"val_ratio is a percentage between 0 and 100, not {val_ratio}")
     shuffled = DB.sample(frac=1, random_state=seed).reset_index(drop=True)
     n_train = len(DB) - int(len(DB) * val_ratio / 100)
     if n_train == len(DB) or n_train == 0:
@@ -179,10 +182,15 @@ def resumed_args(args, argv):
 
 def check_log_dir(log_dir, run_id):
     """Refuse to write into a log dir that holds the checkpoints of another run."""
-    latest = latest_checkpoint(log_dir)
-    if latest and load_checkpoint(latest).get('run_id') != run_id:
-        raise ValueError(f"{log_dir} already holds a training run; continue it with --resume, "
-                         "or choose another --log-dir (or delete it) to start a new one")
+    for path in (latest_checkpoint(log_dir), Path(log_dir) / 'checkpoint_best.pth'):
+        if path and path.is_file() and load_checkpoint(path)['run_id'] != run_id:
+            raise ValueError(f"{log_dir} already holds a training run; continue it with --resume, "
+                             "or choose another --log-dir (or delete it) to start a new one")
+
+
+def files_fingerprint(DB):
+    """A digest of the list of training files: a resumed run must see the same files (and so the same split)."""
+    return hashlib.sha1('\n'.join(DB['filename']).encode()).hexdigest()
 
 
 def main(argv=None):
@@ -198,8 +206,9 @@ def main(argv=None):
     DB = read_feats_structure(args.train_feat_dir)
     train_DB, valid_DB = split_train_valid(DB, args.val_ratio, args.seed)
     speakers = sorted(DB['speaker_id'].unique())
-    if ckpt and ckpt['speakers'] != speakers:
-        raise ValueError(f"{args.train_feat_dir} does not hold the speakers of the run being resumed")
+    if ckpt and ckpt['train_files'] != files_fingerprint(DB):
+        raise ValueError(f"the files in {args.train_feat_dir} changed since the run started, and with them the "
+                         "train/validation split; resume needs the same files")
     print(f"Training set {len(train_DB)} utts, validation set {len(valid_DB)} utts, "
           f"{len(speakers)} speakers (classes), device {device}")
     check_feature_files(DB['filename'], feature)
@@ -242,10 +251,12 @@ def main(argv=None):
         checkpoint = {'epoch': epoch, 'run_id': run_id, 'state_dict': model.state_dict(),
                       'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
                       'rng_state': torch.get_rng_state(), 'history': history, 'speakers': speakers,
-                      'model_args': model_args, 'feature': feature, 'train_args': vars(args)}
-        atomic_save(checkpoint, log_dir / f'checkpoint_{epoch}.pth')
+                      'model_args': model_args, 'feature': feature, 'train_args': vars(args),
+                      'train_files': files_fingerprint(DB)}
+        # the best first: a crash between the two writes is then repaired by resuming, which redoes this epoch
         if best_epoch(history)['epoch'] == epoch:
             atomic_save(checkpoint, log_dir / 'checkpoint_best.pth')
+        atomic_save(checkpoint, log_dir / f'checkpoint_{epoch}.pth')
         plot_history(history, log_dir / 'loss_plot.png')
 
     if history:

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny generated feature trees (no ../shared needed) and a model trained on them."""
 import pickle
+import subprocess
 import sys
 from pathlib import Path
 
@@ -62,6 +63,12 @@ def model_args(trained, feature_tree, embedding_dir):
 
 def run_script(cwd, script, *flags):
     """Run an entry script as a user would, from `cwd`; returns the CompletedProcess (output captured)."""
-    import subprocess
     return subprocess.run([sys.executable, str(REPO / script), *flags], cwd=cwd, capture_output=True, text=True,
                           timeout=600)
+
+
+def run_ok(cwd, script, *flags):
+    """The standard output of an entry script run from `cwd`, which must succeed."""
+    result = run_script(cwd, script, *flags)
+    assert result.returncode == 0, result.stderr
+    return result.stdout

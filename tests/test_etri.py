@@ -1,10 +1,12 @@
 """Integration tests on the real ETRI data in ../shared/etri; skipped when it is not there."""
 import re
+import subprocess
+import sys
 
 import numpy as np
 
 import feature_extraction
-from conftest import ETRI, needs_etri, run_script
+from conftest import ETRI, needs_etri, run_ok
 from SR_Dataset import load_feature_file
 
 
@@ -23,20 +25,14 @@ def test_feature_recipe_reproduces_the_published_features(tmp_path):
 @needs_etri
 def test_full_pipeline_on_a_real_subset(tmp_path):
     """20 speakers x 20 utterances, 2 epochs, then the 10 official test speakers, all with default settings."""
-    import subprocess
-    import sys
     subprocess.run([sys.executable, str(ETRI / 'unpack.py'), str(tmp_path / 'feat_logfbank_nfilt40'),
                     '--speakers', '20', '--utts', '20'], check=True, capture_output=True)
 
-    def check(*command):
-        result = run_script(tmp_path, *command)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
-    out = check('train.py', '--epochs', '2')
+    out = run_ok(tmp_path, 'train.py', '--epochs', '2')
     assert 'Training set 360 utts, validation set 40 utts, 20 speakers' in out
-    assert 'Enrolled 10 speakers from 10 files' in check('enroll.py')
-    assert re.search(r'Result: (Accept|Reject)', check('verification.py'))
-    assert 'True speaker:      230M4087' in check('identification.py')
-    accuracy = float(re.search(r'Top-1 identification accuracy: ([\d.]+)%', check('identification.py', '--all'))[1])
+    assert 'Enrolled 10 speakers from 10 files' in run_ok(tmp_path, 'enroll.py')
+    assert re.search(r'Result: (Accept|Reject)', run_ok(tmp_path, 'verification.py'))
+    assert 'True speaker:      230M4087' in run_ok(tmp_path, 'identification.py')
+    out = run_ok(tmp_path, 'identification.py', '--all')
+    accuracy = float(re.search(r'Top-1 identification accuracy: ([\d.]+)%', out)[1])
     assert accuracy >= 30, accuracy  # 10 unseen speakers: chance is 10%; this run scores 60%

@@ -116,6 +116,14 @@ def test_speaker_is_the_first_folder_under_the_root(tmp_path):
         read_feats_structure(tmp_path / 'train')
 
 
+def test_symlinked_speaker_folders_count_and_hidden_folders_do_not(tmp_path):
+    write_feature(tmp_path / 'elsewhere' / 'u.p', np.zeros((200, 40)), 'b')
+    write_feature(tmp_path / 'train' / 'a' / 'u.p', np.zeros((200, 40)), 'a')
+    write_feature(tmp_path / 'train' / '.ipynb_checkpoints' / 'u.p', np.zeros((200, 40)), 'x')
+    (tmp_path / 'train' / 'b').symlink_to(tmp_path / 'elsewhere', target_is_directory=True)
+    assert list(read_feats_structure(tmp_path / 'train')['speaker_id']) == ['a', 'b']
+
+
 def test_missing_and_empty_folders_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match='folder not found: .*nowhere'):
         read_feats_structure(tmp_path / 'nowhere')

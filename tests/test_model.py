@@ -24,12 +24,13 @@ def test_backbone_downsamples_by_eight_and_keeps_the_tutorial_layout():
             (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)] == [16, 32, 64, 128]
 
 
-def test_d_vector_is_taken_before_batch_norm_and_relu():
+def test_d_vector_is_the_embedding_layer_output_of_the_average_pooled_backbone():
     model = BackgroundResNet(embedding_size=16, num_classes=3).eval()
     x = torch.randn(4, 1, 40, 50)
-    embedding, _ = model(x)
-    assert torch.equal(embedding, model.embed(x))
-    assert (embedding < 0).any()  # not a ReLU output
+    embedding, logits = model(x)
+    pooled = model.backbone(x).mean(dim=(2, 3))  # (B, 128): global average pooling
+    torch.testing.assert_close(embedding, model.fc0(pooled))  # before batch norm and ReLU
+    assert logits.shape == (4, 3)
 
 
 def test_unknown_backbone():

@@ -89,19 +89,34 @@ def test_enrollment_made_by_another_model_is_refused_then_replaced(trained, feat
     args = model_args(trained, feature_tree, tmp_path / 'emb')
     enroll.main(args + ['--checkpoint', str(trained / 'checkpoint_1.pth')])
     atomic_save({'embedding': torch.ones(128), 'model_id': 'old/epoch9'}, tmp_path / 'emb' / 'gone.pth')
-    (tmp_path / 'emb' / 'corrupt.pth').write_bytes(b'junk')
-    with pytest.raises(ValueError, match=r'not a readable enrollment file'):
-        verification.main(args + ['--checkpoint', str(trained / 'checkpoint_2.pth')])
-    (tmp_path / 'emb' / 'corrupt.pth').unlink()
     with pytest.raises(ValueError, match=r"gone.pth was enrolled with model old/epoch9, not with this checkpoint's "
                                          r".*/epoch2; run enroll.py again"):
         verification.main(args + ['--checkpoint', str(trained / 'checkpoint_2.pth')])
-    (tmp_path / 'gone.pth').write_bytes(b'')  # not in the folder: left alone
-    (tmp_path / 'emb' / 'corrupt.pth').write_bytes(b'junk')
     enroll.main(args + ['--checkpoint', str(trained / 'checkpoint_2.pth')])  # as the error says
     assert sorted(p.name for p in (tmp_path / 'emb').iterdir()) == ['tst0.pth', 'tst1.pth', 'tst2.pth']
     verification.main(args + ['--checkpoint', str(trained / 'checkpoint_2.pth'), '--enroll-speaker', 'tst0',
                               '--test-speaker', 'tst0'])
+
+
+def test_enrollment_never_deletes_files_that_are_not_enrollments(trained, feature_tree, tmp_path):
+    args = model_args(trained, feature_tree, tmp_path / 'emb')
+    (tmp_path / 'emb').mkdir()
+    (tmp_path / 'emb' / 'notes.pth').write_bytes(b'not an enrollment')
+    (tmp_path / 'emb' / 'checkpoint_1.pth').write_bytes((trained / 'checkpoint_1.pth').read_bytes())
+    enroll.main(args)
+    assert sorted(p.name for p in (tmp_path / 'emb').iterdir()) == ['checkpoint_1.pth', 'notes.pth', 'tst0.pth',
+                                                                     'tst1.pth', 'tst2.pth']
+    with pytest.raises(ValueError, match=r'checkpoint_1.pth: not an enrollment file written by enroll.py; move it'):
+        verification.main(args)
+
+
+def test_enrolling_another_test_set_replaces_the_enrolled_speakers(trained, feature_tree, tmp_path, capsys):
+    enroll.main(model_args(trained, feature_tree, tmp_path / 'emb'))
+    other = write_feature_tree(tmp_path / 'other', n_train_speakers=0, n_test_speakers=1, seed=9)
+    (other / 'test' / 'tst0').rename(other / 'test' / 'new0')
+    enroll.main(model_args(trained, other, tmp_path / 'emb'))
+    assert [p.name for p in (tmp_path / 'emb').iterdir()] == ['new0.pth']
+    assert 'Removed the earlier enrollment of: tst0, tst1, tst2' in capsys.readouterr().out
 
 
 def test_a_bad_enrollment_file_leaves_the_old_enrollment_whole(trained, feature_tree, tmp_path):

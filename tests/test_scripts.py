@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 import configure as c
-from conftest import run_script, write_feature_tree
+from conftest import run_ok, run_script, write_feature_tree
 
 
 @pytest.fixture(scope='module')
@@ -19,22 +19,17 @@ def workdir(tmp_path_factory):
     return root
 
 
-def check(result):
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def test_every_stage_runs_with_no_arguments_but_the_epochs(workdir):
-    out = check(run_script(workdir, 'train.py', '--epochs', '1', '--batch-size', '8', '--device', 'cpu'))
+def test_every_stage_runs_from_the_command_line_with_configure_defaults(workdir):
+    out = run_ok(workdir, 'train.py', '--epochs', '1', '--batch-size', '8')  # a tiny data set
     assert 'Epoch   1: train loss' in out and (workdir / 'model_saved' / 'checkpoint_best.pth').is_file()
-    assert 'Enrolled 2 speakers' in check(run_script(workdir, 'enroll.py'))
+    assert 'Enrolled 2 speakers' in run_ok(workdir, 'enroll.py')
     assert sorted(p.name for p in (workdir / 'enroll_embeddings').iterdir()) == ['230M4087.pth', 'tst1.pth']
-    out = check(run_script(workdir, 'verification.py'))
+    out = run_ok(workdir, 'verification.py')
     score, threshold, result = re.search(r'Score: ([-\d.]+)   Threshold: ([\d.]+)\nResult: (\w+)', out).groups()
     assert 'Claimed speaker (enrolled): 230M4087' in out and float(threshold) == c.THRESHOLD
     assert result == ('Accept' if float(score) > float(threshold) else 'Reject')
-    assert 'Predicted speaker:' in check(run_script(workdir, 'identification.py'))
-    assert 'Top-1 identification accuracy:' in check(run_script(workdir, 'identification.py', '--all'))
+    assert 'Predicted speaker:' in run_ok(workdir, 'identification.py')
+    assert 'Top-1 identification accuracy:' in run_ok(workdir, 'identification.py', '--all')
 
 
 def test_bad_input_ends_with_a_one_line_error(tmp_path):
@@ -44,6 +39,12 @@ def test_bad_input_ends_with_a_one_line_error(tmp_path):
                                      '(train one with train.py, or pass --checkpoint)')
 
 
+def test_a_bad_flag_value_ends_with_a_one_line_error(tmp_path):
+    result = run_script(tmp_path, 'verification.py', '--device', 'bogus')
+    assert result.returncode == 1
+    assert result.stderr.strip() == "error: unknown device 'bogus'; use 'auto', 'cpu' or 'cuda'"
+
+
 def test_help_shows_the_configured_defaults(tmp_path):
-    out = check(run_script(tmp_path, 'train.py', '--help'))
+    out = run_ok(tmp_path, 'train.py', '--help')
     assert '--resume [CHECKPOINT]' in out and f'(default: {c.EPOCHS})' in out

@@ -26,6 +26,9 @@ def test_split_is_seeded_and_ninety_ten(feature_tree):
     assert list(other['filename']) != list(train_DB['filename'])
     with pytest.raises(ValueError, match='empty training or validation set'):
         train.split_train_valid(DB.iloc[:5], 10, seed=0)
+    for ratio in (0, -5, 100, 150):
+        with pytest.raises(ValueError, match=f'val_ratio is a percentage between 0 and 100, not {ratio}'):
+            train.split_train_valid(DB, ratio, seed=0)
 
 
 def test_training_lowers_the_loss(tmp_path):
@@ -53,7 +56,8 @@ def test_checkpoints_hold_everything_needed_to_use_them(trained):
 def test_the_model_rebuilt_from_a_checkpoint_is_the_trained_one(trained, feature_tree):
     ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
     model = model_from_checkpoint(ckpt, 'cpu')
-    train_DB, valid_DB = train.split_train_valid(read_feats_structure(feature_tree / 'train'), 10, seed=0)
+    DB = read_feats_structure(feature_tree / 'train')
+    train_DB, valid_DB = train.split_train_valid(DB, ckpt['train_args']['val_ratio'], ckpt['train_args']['seed'])
     _, valid_loader = train.make_loaders(train_DB, valid_DB, ckpt['speakers'], ckpt['feature'], 8, 4, 0,
                                          torch.device('cpu'))
     loss, accuracy = train.validate(model, valid_loader, torch.nn.CrossEntropyLoss(), 'cpu')
@@ -82,6 +86,20 @@ def test_resume_never_writes_over_another_run(trained, feature_tree, tmp_path):
     run(feature_tree, tmp_path, '--epochs', '1')
     with pytest.raises(ValueError, match='already holds a training run'):
         run(feature_tree, tmp_path, '--epochs', '3', '--resume', str(trained / 'checkpoint_1.pth'))
+
+
+def test_a_folder_holding_only_another_runs_best_checkpoint_is_refused(trained, feature_tree, tmp_path):
+    (tmp_path / 'checkpoint_best.pth').write_bytes((trained / 'checkpoint_best.pth').read_bytes())
+    with pytest.raises(ValueError, match='already holds a training run'):
+        run(feature_tree, tmp_path, '--epochs', '1')
+
+
+def test_resume_refuses_changed_training_files(tmp_path):
+    tree = write_feature_tree(tmp_path / 'feat')
+    run(tree, tmp_path / 'log', '--epochs', '1')
+    (tree / 'train' / 'spk0' / 'u00.p').unlink()
+    with pytest.raises(ValueError, match='changed since the run started.*resume needs the same files'):
+        run(tree, tmp_path / 'log', '--epochs', '2', '--resume')
 
 
 def test_resume_takes_the_runs_own_settings(feature_tree, tmp_path):
@@ -149,7 +167,7 @@ def test_bad_training_data(tmp_path):
         run(tree, tmp_path / 'log', '--epochs', '1', '--val-ratio', '50')
 
 
-@pytest.mark.parametrize('flag', ['--batch-size', '--log-interval', '--embedding-size'])
+@pytest.mark.parametrize('flag', ['--epochs', '--batch-size', '--log-interval', '--embedding-size'])
 def test_sizes_must_be_positive(flag, capsys):
     with pytest.raises(SystemExit):
         train.parse_args([flag, '0'])
