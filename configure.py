@@ -12,6 +12,11 @@ TEST_WAV_DIR = 'wavs/test'
 TRAIN_FEAT_DIR = 'feat_logfbank_nfilt40/train'
 TEST_FEAT_DIR = 'feat_logfbank_nfilt40/test'  # files whose name contains 'enroll' enroll a speaker, the others test
 
+# Speakers held out of training to test on (holdout.py writes <HOLDOUT_DIR>/train and <HOLDOUT_DIR>/test)
+HOLDOUT_DIR = 'feat_holdout'
+HOLDOUT_SPEAKERS = 20
+HOLDOUT_ENROLL_UTTS = 5  # utterances per held-out speaker that enroll it; the others test it
+
 # ---- Features: log Mel-filterbank energies (python_speech_features) -----------------------
 SAMPLE_RATE = 16000  # Hz; wavs at other rates are resampled, stereo is downmixed
 FILTER_BANK = 40     # Mel filters = feature dimension
@@ -47,6 +52,8 @@ CHECKPOINT = 'model_saved/checkpoint_best.pth'  # the model that makes the d-vec
 EMBEDDING_DIR = 'enroll_embeddings'              # enrolled d-vectors, <speaker>.pth
 ENROLL_FRAMES = 200  # frames per segment when embedding enrollment utterances
 TEST_FRAMES = 100    # frames per segment when embedding test utterances
-THRESHOLD = 0.95     # verification accepts when the cosine score is above this
+THRESHOLD = 0.95     # verification accepts above this cosine score, unless a calibrated threshold is stored
+TRIALS = 'trials/trials.txt'  # make_trials.py writes the trial list of TEST_FEAT_DIR here
+RESULTS_DIR = 'results'       # scores, DET curves, score histograms, confusion matrices
 ENROLL_SPEAKER = '230M4087'  # verification: the enrolled speaker whose identity is claimed
 TEST_SPEAKER = '230M4087'    # verification, identification: the speaker whose test.p is scored
