@@ -27,7 +27,8 @@ from DB_wav_reader import read_feats_structure
 from SR_Dataset import DvectorDataset, check_feature_files, collate_fn_feat_padded, feature_settings
 from model.model import BackgroundResNet
 from model.resnet import BACKBONES
-from storage import atomic_save, atomic_write, load_checkpoint
+from plots import save_figure
+from storage import atomic_save, load_checkpoint
 
 # Flags that --resume takes from the command line; every other setting comes from the checkpoint,
 # so that the run continues exactly (num_workers too: each worker draws its own random windows).
@@ -151,7 +152,7 @@ def plot_history(history, path):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
+    save_figure(fig, path)
 
 
 def latest_checkpoint(log_dir):
