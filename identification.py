@@ -2,19 +2,26 @@
 
     python identification.py                          # the test utterance of TEST_SPEAKER
     python identification.py --test-speaker 103F3021
-    python identification.py --all                    # top-1 accuracy over every test file of --test-feat-dir
+    python identification.py --all                    # top-1 and top-5 accuracy over every test file of --test-feat-dir
 """
+from pathlib import Path
+
 from tqdm import tqdm
 
 import cli
+import configure as c
 from DB_wav_reader import speaker_test_file, split_enroll_and_test
 from dvector import embed_file, rank_speakers, require_enrolled
+from metrics import top_k_accuracy
+from plots import plot_confusion
 from storage import load_enrollment, load_model
 
 
 def parse_args(argv=None):
     p = cli.add_test_args(cli.add_model_args(cli.parser(__doc__)))
-    p.add_argument('--all', action='store_true', help='identify every test file and report top-1 accuracy')
+    p.add_argument('--all', action='store_true',
+                   help='identify every test file; report top-1 and top-5 accuracy and plot the confusion matrix')
+    p.add_argument('--results-dir', default=c.RESULTS_DIR, help='where the confusion matrix goes (with --all)')
     return p.parse_args(argv)
 
 
@@ -34,23 +41,34 @@ def identify_one(model, ckpt, enrolled, test_file, speaker, test_frames, device)
     return predicted
 
 
-def identify_all(model, ckpt, enrolled, test_feat_dir, test_frames, device):
-    """Identify every test file under test_feat_dir; print each result and the top-1 accuracy."""
+def identify_all(model, ckpt, enrolled, test_feat_dir, test_frames, device, results_dir):
+    """Identify every test file under test_feat_dir; print each result, top-1 and top-5 accuracy.
+
+    Saves the confusion matrix as <results_dir>/confusion_matrix.png.
+    """
     _, test_DB = split_enroll_and_test(test_feat_dir)
     if test_DB.empty:
         raise FileNotFoundError(f"no test files (names without 'enroll') under {test_feat_dir}")
     unknown = sorted(set(test_DB['speaker_id']) - set(enrolled))
     if unknown:
         raise ValueError(f"test speakers not enrolled: {', '.join(unknown)}; enroll them first (enroll.py)")
-    n_correct = 0
+    ranked = []
     for test_file, speaker in tqdm(zip(test_DB['filename'], test_DB['speaker_id']), total=len(test_DB),
                                    desc='identifying', disable=None):
-        predicted = rank_file(model, ckpt, enrolled, test_file, test_frames, device)[0][0]
-        n_correct += predicted == speaker
-        tqdm.write(f"{test_file}: true {speaker}, predicted {predicted} {'ok' if predicted == speaker else 'WRONG'}")
-    accuracy = 100 * n_correct / len(test_DB)
-    print(f"\nTop-1 identification accuracy: {accuracy:.2f}% ({n_correct}/{len(test_DB)} test files, "
+        ranked.append([spk for spk, _ in rank_file(model, ckpt, enrolled, test_file, test_frames, device)])
+        if len(test_DB) <= 50:
+            ok = 'ok' if ranked[-1][0] == speaker else 'WRONG'
+            tqdm.write(f"{test_file}: true {speaker}, predicted {ranked[-1][0]} {ok}")
+    truth = list(test_DB['speaker_id'])
+    accuracy = {k: 100 * top_k_accuracy(ranked, truth, k) for k in (1, 5)}
+    n_correct = sum(r[0] == t for r, t in zip(ranked, truth))
+    plot_path = Path(results_dir) / 'confusion_matrix.png'
+    plot_confusion(truth, [r[0] for r in ranked], sorted(enrolled), plot_path,
+                   f'Identification of {len(truth)} test utterances: top-1 {accuracy[1]:.1f} %')
+    print(f"\nTop-1 identification accuracy: {accuracy[1]:.2f}% ({n_correct}/{len(truth)} test files, "
           f"{len(enrolled)} enrolled speakers)")
+    print(f"Top-5 identification accuracy: {accuracy[5]:.2f}%")
+    print(f"Confusion matrix: {plot_path}")
     return accuracy
 
 
@@ -60,7 +78,7 @@ def main(argv=None):
     model, ckpt = load_model(args.checkpoint, device)
     enrolled = load_enrollment(args.embedding_dir, ckpt, device)
     if args.all:
-        return identify_all(model, ckpt, enrolled, args.test_feat_dir, args.test_frames, device)
+        return identify_all(model, ckpt, enrolled, args.test_feat_dir, args.test_frames, device, args.results_dir)
     require_enrolled(enrolled, args.test_speaker)
     test_file = speaker_test_file(args.test_feat_dir, args.test_speaker)
     return identify_one(model, ckpt, enrolled, test_file, args.test_speaker, args.test_frames, device)

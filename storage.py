@@ -1,4 +1,5 @@
 """What the stages write and read back: atomic writes, checkpoints, enrolled d-vectors."""
+import json
 import os
 from pathlib import Path
 
@@ -120,3 +121,32 @@ def load_enrollment(embedding_dir, ckpt, device='cpu'):
                              f"{model_id(ckpt)}; run enroll.py again with this checkpoint")
         enrolled[p.stem] = record['embedding']
     return enrolled
+
+
+def threshold_path(checkpoint):
+    """Where the calibrated threshold of a checkpoint is stored: beside it, <name>_threshold.json."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f'{checkpoint.stem}_threshold.json')
+
+
+def save_threshold(checkpoint, ckpt, record):
+    """Store a calibrated threshold of the model in `checkpoint`: record holds 'threshold' and how it was found."""
+    text = json.dumps({**record, 'model_id': model_id(ckpt)}, indent=2)
+    atomic_write(threshold_path(checkpoint), lambda f: f.write(text.encode()))
+
+
+def load_threshold(checkpoint, ckpt):
+    """The stored calibration record of the checkpoint's model, or None when there is none."""
+    path = threshold_path(checkpoint)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        float(record['threshold'])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a calibrated threshold ({e}); delete it or calibrate again") from e
+    if record.get('model_id') != model_id(ckpt):
+        raise ValueError(f"{path} was calibrated for model {record.get('model_id')}, not this checkpoint's "
+                         f"{model_id(ckpt)}: calibrate again (verification.py --trials LIST --calibrate), "
+                         "delete it, or pass --threshold")
+    return record

@@ -1,41 +1,151 @@
-"""Stage 3: speaker verification of one trial, as in the tutorial.
+"""Stage 3: speaker verification: one trial as in the tutorial, or a whole trial list scored with EER and minDCF.
 
-Is the test utterance of --test-speaker (its test*.p file) spoken by the enrolled speaker whose
-identity is claimed (--enroll-speaker)? Accept when the cosine score of their d-vectors is above
---threshold.
+Single trial (the default): is the test utterance of --test-speaker (its test*.p file) spoken by
+the enrolled speaker whose identity is claimed (--enroll-speaker)? Accept when the cosine score
+of their d-vectors is above the threshold: --threshold when given, else the checkpoint's
+calibrated threshold when one is stored (--calibrate below), else THRESHOLD of configure.py.
 
     python verification.py
     python verification.py --enroll-speaker 230M4087 --test-speaker 103F3021 --threshold 0.9
+
+Trial list (--trials, the VoxCeleb1 format `<label> <enroll> <test>`, see trials.py and
+make_trials.py): prints EER, minDCF (p_target 0.01 and 0.05), the EER threshold and top-1
+identification, saves a DET curve and a score histogram in --results-dir, and with --calibrate
+stores the EER threshold beside the checkpoint for the single-trial mode.
+
+    python make_trials.py && python verification.py --trials trials/trials.txt --calibrate
+    python verification.py --trials my_list.txt --root my_data --scores results/scores.txt --json
 """
+import json
+from pathlib import Path
+
 import cli
 import configure as c
 from DB_wav_reader import speaker_test_file
 from dvector import cosine_score, embed_file, require_enrolled
-from storage import load_enrollment, load_model
+from metrics import compute_eer, compute_min_dcf
+from plots import plot_det, plot_score_histogram
+from storage import atomic_write, load_enrollment, load_model, load_threshold, save_threshold, threshold_path
+from trials import TrialEmbedder, missing_paths, read_trials, score_trials, trial_identification
+
+P_TARGETS = (0.01, 0.05)
 
 
 def parse_args(argv=None):
     p = cli.add_test_args(cli.add_model_args(cli.parser(__doc__)))
     p.add_argument('--enroll-speaker', default=c.ENROLL_SPEAKER, help='the enrolled speaker whose identity is claimed')
-    p.add_argument('--threshold', type=float, default=c.THRESHOLD, help='accept above this cosine score')
+    p.add_argument('--threshold', type=float, help='accept above this cosine score (default: the calibrated '
+                   'threshold of the checkpoint when one is stored, else THRESHOLD of configure.py)')
+    p.add_argument('--trials', help='score this trial list instead of one trial')
+    p.add_argument('--root', help="folder the trial list's paths are relative to (default: the list's folder)")
+    p.add_argument('--enroll-frames', type=cli.positive_int, default=c.ENROLL_FRAMES,
+                   help='frames per segment of the enroll side of trials')
+    p.add_argument('--scores', help='write `<score> <label> <enroll> <test>` per trial to this file')
+    p.add_argument('--results-dir', default=c.RESULTS_DIR, help='where the DET curve and score histogram go')
+    p.add_argument('--json', action='store_true', help='print the results as one JSON object')
+    p.add_argument('--calibrate', action='store_true',
+                   help="store the trial list's EER threshold beside the checkpoint for the single-trial mode")
     return p.parse_args(argv)
+
+
+def verification_threshold(args, ckpt):
+    """(threshold, where it comes from) for the single-trial mode."""
+    if args.threshold is not None:
+        return args.threshold, '--threshold'
+    record = load_threshold(args.checkpoint, ckpt)
+    if record is not None:
+        return float(record['threshold']), f"calibrated, {threshold_path(args.checkpoint)}"
+    return c.THRESHOLD, 'THRESHOLD of configure.py'
+
+
+def verify_one(args, model, ckpt, device):
+    """The tutorial's single trial: print the score, the threshold and Accept or Reject."""
+    enrolled = load_enrollment(args.embedding_dir, ckpt, device)
+    claimed = require_enrolled(enrolled, args.enroll_speaker)
+    threshold, source = verification_threshold(args, ckpt)
+    test_file = speaker_test_file(args.test_feat_dir, args.test_speaker)
+    score = cosine_score(claimed, embed_file(model, ckpt, test_file, args.test_frames, device)).item()
+    result = 'Accept' if score > threshold else 'Reject'
+    print("\n=== Speaker verification ===")
+    print(f"Claimed speaker (enrolled): {args.enroll_speaker}")
+    print(f"Test utterance:             {test_file} (speaker {args.test_speaker})")
+    print(f"Score: {score:.4f}   Threshold: {threshold:.4f} ({source})")
+    print(f"Result: {result}\n")
+    return score, result
+
+
+def summarize(trials, scores):
+    """The figures of a scored trial list, as a dict (rates in percent)."""
+    labels = [t.label for t in trials]
+    eer, eer_threshold = compute_eer(scores, labels)
+    top1, n_items = trial_identification(trials, scores)
+    summary = {'trials': len(trials), 'target_trials': sum(labels), 'nontarget_trials': len(labels) - sum(labels),
+               'eer_percent': 100 * eer, 'eer_threshold': eer_threshold}
+    for p in P_TARGETS:
+        summary[f'min_dcf_p{p}'] = compute_min_dcf(scores, labels, p)[0]
+    summary['top1_percent'] = None if top1 is None else 100 * top1
+    summary['top1_test_items'] = n_items
+    return summary
+
+
+def print_summary(s, trials_file):
+    print(f"\n=== Verification: {trials_file} ===")
+    print(f"Trials:            {s['trials']} ({s['target_trials']} target, {s['nontarget_trials']} non-target)")
+    print(f"EER:               {s['eer_percent']:.2f} %   (threshold {s['eer_threshold']:.4f})")
+    for p in P_TARGETS:
+        print(f"minDCF (p={p}):    {s[f'min_dcf_p{p}']:.4f}")
+    if s['top1_percent'] is not None:
+        print(f"Top-1 identification: {s['top1_percent']:.2f} % of {s['top1_test_items']} test utterances "
+              "(the best-scoring enrollment of each is its own speaker's)")
+    for name in ('det_curve', 'score_histogram', 'scores', 'calibrated'):
+        if s.get(name):
+            print(f"{name.replace('_', ' ').capitalize() + ':':18} {s[name]}")
+
+
+def write_scores(path, trials, scores):
+    text = ''.join(f"{score:.6f} {t.label} {t.enroll} {t.test}\n" for score, t in zip(scores, trials, strict=True))
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def verify_trials(args, model, ckpt, device):
+    """Score a trial list; print and return its summary."""
+    trials = read_trials(args.trials)
+    root = Path(args.root) if args.root is not None else Path(args.trials).parent
+    missing = missing_paths(trials, root)
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} path(s) of {args.trials} not found under {root}:\n  "
+                                + "\n  ".join(missing))
+    embedder = TrialEmbedder(model, ckpt, root, args.enroll_frames, args.test_frames, device)
+    scores = score_trials(embedder, trials)
+    labels = [t.label for t in trials]
+    summary = summarize(trials, scores)
+    name = Path(args.trials).stem
+    results = Path(args.results_dir)
+    summary['det_curve'] = str(results / f'{name}_det.png')
+    summary['score_histogram'] = str(results / f'{name}_scores.png')
+    plot_det(scores, labels, summary['eer_percent'] / 100, summary['det_curve'], f'DET curve: {name}')
+    plot_score_histogram(scores, labels, summary['eer_threshold'], summary['score_histogram'], f'Scores: {name}')
+    if args.scores:
+        write_scores(args.scores, trials, scores)
+        summary['scores'] = args.scores
+    if args.calibrate:
+        save_threshold(args.checkpoint, ckpt, {'threshold': summary['eer_threshold'], 'eer_percent':
+                                               summary['eer_percent'], 'trials': str(args.trials)})
+        summary['calibrated'] = str(threshold_path(args.checkpoint))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print_summary(summary, args.trials)
+    return summary
 
 
 def main(argv=None):
     args = parse_args(argv)
     device = cli.select_device(args.device)
     model, ckpt = load_model(args.checkpoint, device)
-    enrolled = load_enrollment(args.embedding_dir, ckpt, device)
-    claimed = require_enrolled(enrolled, args.enroll_speaker)
-    test_file = speaker_test_file(args.test_feat_dir, args.test_speaker)
-    score = cosine_score(claimed, embed_file(model, ckpt, test_file, args.test_frames, device)).item()
-    result = 'Accept' if score > args.threshold else 'Reject'
-    print("\n=== Speaker verification ===")
-    print(f"Claimed speaker (enrolled): {args.enroll_speaker}")
-    print(f"Test utterance:             {test_file} (speaker {args.test_speaker})")
-    print(f"Score: {score:.4f}   Threshold: {args.threshold:.4f}")
-    print(f"Result: {result}\n")
-    return score, result
+    if args.trials:
+        return verify_trials(args, model, ckpt, device)
+    return verify_one(args, model, ckpt, device)
 
 
 if __name__ == '__main__':

@@ -40,11 +40,13 @@ def test_verification_accepts_above_the_threshold(enrolled):
                                          '--threshold', threshold])[1] == 'Reject'
 
 
-def test_identification(enrolled, capsys):
+def test_identification(enrolled, capsys, tmp_path):
     assert identification.main(enrolled + ['--test-speaker', 'tst1']) == 'tst1'
-    accuracy = identification.main(enrolled + ['--all'])
-    assert accuracy == 100  # three well-separated made-up voices
-    assert 'Top-1 identification accuracy: 100.00% (3/3 test files, 3 enrolled speakers)' in capsys.readouterr().out
+    accuracy = identification.main(enrolled + ['--all', '--results-dir', str(tmp_path / 'results')])
+    assert accuracy == {1: 100, 5: 100}  # three well-separated made-up voices
+    out = capsys.readouterr().out
+    assert 'Top-1 identification accuracy: 100.00% (3/3 test files, 3 enrolled speakers)' in out
+    assert (tmp_path / 'results' / 'confusion_matrix.png').stat().st_size > 1000
 
 
 def test_unknown_speakers_get_a_list_of_the_enrolled(enrolled):

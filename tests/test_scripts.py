@@ -25,11 +25,17 @@ def test_every_stage_runs_from_the_command_line_with_configure_defaults(workdir)
     assert 'Enrolled 2 speakers' in run_ok(workdir, 'enroll.py')
     assert sorted(p.name for p in (workdir / 'enroll_embeddings').iterdir()) == ['230M4087.pth', 'tst1.pth']
     out = run_ok(workdir, 'verification.py')
-    score, threshold, result = re.search(r'Score: ([-\d.]+)   Threshold: ([\d.]+)\nResult: (\w+)', out).groups()
+    pattern = r'Score: ([-\d.]+)   Threshold: ([\d.]+) \(THRESHOLD of configure.py\)\nResult: (\w+)'
+    score, threshold, result = re.search(pattern, out).groups()
     assert 'Claimed speaker (enrolled): 230M4087' in out and float(threshold) == c.THRESHOLD
     assert result == ('Accept' if float(score) > float(threshold) else 'Reject')
     assert 'Predicted speaker:' in run_ok(workdir, 'identification.py')
     assert 'Top-1 identification accuracy:' in run_ok(workdir, 'identification.py', '--all')
+    assert '4 trials (2 target, 2 non-target)' in run_ok(workdir, 'make_trials.py')
+    assert 'EER:' in run_ok(workdir, 'verification.py', '--trials', 'trials/trials.txt', '--calibrate')
+    assert '(calibrated, model_saved/checkpoint_best_threshold.json)' in run_ok(workdir, 'verification.py')
+    assert {p.name for p in (workdir / 'results').iterdir()} == {'confusion_matrix.png', 'trials_det.png',
+                                                                 'trials_scores.png'}
 
 
 def test_bad_input_ends_with_a_one_line_error(tmp_path):

@@ -1,0 +1,90 @@
+"""Write the trial list of a test folder: every enrollment against every test utterance.
+
+In <test-dir>/<speaker>/, files whose name contains 'enroll' enroll the speaker (one file: that
+file; several: the speaker folder, `<speaker>/`, whose enrollment files are averaged) and every
+other file is a test utterance, scored against every enrolled speaker. Paths in the list are
+relative to the list's folder, the default root of `verification.py --trials`.
+
+    python make_trials.py                                   # TEST_FEAT_DIR -> trials/trials.txt
+    python make_trials.py --test-dir ../shared/etri/test_wavs --suffix .wav --piece-seconds 3 \\
+        --out trials/etri_official10_3s.txt                 # 3-s pieces of every test.wav
+
+With --piece-seconds S, each test file becomes its non-overlapping S-second pieces, taken after
+the TRIM_FRAMES trimmed at its start and up to the trimmed end (a shorter rest is left out).
+"""
+import os
+from pathlib import Path
+
+import soundfile
+
+import cli
+import configure as c
+from DB_wav_reader import find_files, is_enroll_file
+from SR_Dataset import load_feature_file
+from trials import Trial, write_trials
+
+
+def parse_args(argv=None):
+    p = cli.parser(__doc__)
+    p.add_argument('--test-dir', default=c.TEST_FEAT_DIR, help='<speaker>/<files> test folder')
+    p.add_argument('--suffix', default='.p', choices=('.p', '.wav'), help='the kind of file to take')
+    p.add_argument('--out', default=c.TRIALS, help='the trial list to write')
+    p.add_argument('--piece-seconds', type=float, help='cut every test file into pieces of this many seconds')
+    return p.parse_args(argv)
+
+
+def duration(path):
+    """Seconds of a .wav file, or of the frames of a .p feature file."""
+    if path.suffix == '.wav':
+        return soundfile.info(path).duration
+    return len(load_feature_file(path)[0]) * c.WIN_STEP
+
+
+def pieces(path, name, seconds):
+    """`<name>@<start>-<end>` of the non-overlapping pieces between the trimmed edges of the file at path."""
+    trim = c.TRIM_FRAMES * c.WIN_STEP
+    n = int((duration(path) - 2 * trim) // seconds)
+    return [f"{name}@{trim + i * seconds:.2f}-{trim + (i + 1) * seconds:.2f}" for i in range(n)]
+
+
+def enrollments_and_tests(DB, test_dir, base, piece_seconds):
+    """({speaker: enroll path}, [(speaker, test path)]), paths relative to `base`."""
+    enroll, tests = {}, []
+    for speaker, files in DB.groupby('speaker_id')['filename']:
+        named = {Path(f): os.path.relpath(f, base) for f in sorted(files)}
+        enroll_files = [name for f, name in named.items() if is_enroll_file(f)]
+        if len(enroll_files) == 1:
+            enroll[speaker] = enroll_files[0]
+        elif enroll_files:
+            enroll[speaker] = os.path.relpath(Path(test_dir, speaker), base) + '/'
+        for f, name in named.items():
+            if not is_enroll_file(f):
+                tests.extend((speaker, n) for n in (pieces(f, name, piece_seconds) if piece_seconds else [name]))
+    return enroll, tests
+
+
+def make_trials(test_dir, suffix, out, piece_seconds=None):
+    """Write every enrollment-against-test trial of test_dir to `out`; returns the trials."""
+    base = Path(out).resolve().parent
+    enroll, tests = enrollments_and_tests(find_files(test_dir, suffix), test_dir, base, piece_seconds)
+    if not enroll or not tests:
+        raise ValueError(f"{test_dir}: need files named like 'enroll*' and test files, found {len(enroll)} "
+                         f"enrolled speakers and {len(tests)} test utterances")
+    trials = [Trial(int(enroll_speaker == speaker), enroll_path, test)
+              for speaker, test in tests for enroll_speaker, enroll_path in sorted(enroll.items())]
+    write_trials(out, trials)
+    n_target = sum(t.label for t in trials)
+    print(f"{out}: {len(trials)} trials ({n_target} target, {len(trials) - n_target} non-target): "
+          f"{len(tests)} test utterances against {len(enroll)} enrolled speakers")
+    return trials
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.piece_seconds is not None and args.piece_seconds <= 0:
+        raise ValueError(f"--piece-seconds must be positive, got {args.piece_seconds}")
+    make_trials(args.test_dir, args.suffix, args.out, args.piece_seconds)
+
+
+if __name__ == '__main__':
+    cli.run(main)

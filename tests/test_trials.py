@@ -1,0 +1,186 @@
+"""Trial lists: making them, scoring them (features, wavs, pieces, folders), calibration, and their bad inputs."""
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import enroll
+import make_trials
+import verification
+from conftest import model_args, write_feature, write_feature_tree
+from dvector import embed_utterance
+from feature_extraction import log_fbank
+from SR_Dataset import FeatureFileError
+from storage import load_model, threshold_path
+from test_feature_extraction import voice
+
+
+def trial_args(trained, trials, tmp_path, *extra):
+    return ['--trials', str(trials), '--checkpoint', str(trained / 'checkpoint_best.pth'), '--device', 'cpu',
+            '--results-dir', str(tmp_path / 'results'), *extra]
+
+
+@pytest.fixture
+def trial_list(feature_tree, tmp_path):
+    """The trial list of the tiny test set: 3 speakers, each test.p against each enroll.p."""
+    out = tmp_path / 'lists' / 'trials.txt'
+    make_trials.main(['--test-dir', str(feature_tree / 'test'), '--out', str(out)])
+    return out
+
+
+def test_make_trials_writes_every_enrollment_against_every_test(trial_list):
+    lines = trial_list.read_text().splitlines()
+    assert len(lines) == 9 and sum(line.startswith('1 ') for line in lines) == 3
+    assert lines[0].endswith('/test/tst0/enroll.p ../../feat0/test/tst0/test.p') and lines[0].startswith('1 ../')
+    assert lines[1].startswith('0 ') and '/tst1/enroll.p' in lines[1] and lines[1].endswith('/tst0/test.p')
+
+
+def test_scoring_a_trial_list(trained, trial_list, tmp_path, capsys):
+    scores_file = tmp_path / 'scores.txt'
+    summary = verification.main(trial_args(trained, trial_list, tmp_path, '--scores', str(scores_file)))
+    assert (summary['trials'], summary['target_trials'], summary['nontarget_trials']) == (9, 3, 6)
+    assert summary['eer_percent'] == 0 and summary['top1_percent'] == 100  # three well-separated voices
+    assert 0 <= summary['min_dcf_p0.01'] <= 1 and 0 <= summary['min_dcf_p0.05'] <= 1
+    for plot in ('trials_det.png', 'trials_scores.png'):
+        assert (tmp_path / 'results' / plot).stat().st_size > 1000
+    assert 'EER:               0.00 %' in capsys.readouterr().out
+    scored = [line.split() for line in scores_file.read_text().splitlines()]
+    assert [s[1:] for s in scored] == [line.split() for line in trial_list.read_text().splitlines()]  # input order
+    targets = [float(s[0]) for s in scored if s[1] == '1']
+    assert min(targets) > max(float(s[0]) for s in scored if s[1] == '0')
+
+
+def test_json_output(trained, trial_list, tmp_path, capsys):
+    verification.main(trial_args(trained, trial_list, tmp_path, '--json'))
+    summary = json.loads(capsys.readouterr().out)
+    assert summary['trials'] == 9 and summary['eer_percent'] == 0 and summary['det_curve'].endswith('trials_det.png')
+
+
+def test_a_trial_scores_as_enrollment_and_single_trial_verification_do(trained, feature_tree, trial_list, tmp_path):
+    enroll.main(model_args(trained, feature_tree, tmp_path / 'emb'))
+    single, _ = verification.main(model_args(trained, feature_tree, tmp_path / 'emb')
+                                  + ['--enroll-speaker', 'tst1', '--test-speaker', 'tst0'])
+    scores_file = tmp_path / 'scores.txt'
+    verification.main(trial_args(trained, trial_list, tmp_path, '--scores', str(scores_file)))
+    line = scores_file.read_text().splitlines()[1]  # tst1's enrollment against tst0's test
+    assert '/tst1/enroll.p' in line and float(line.split()[0]) == pytest.approx(single, abs=1e-5)
+
+
+def test_several_enrollment_files_enroll_a_speaker_folder(trained, tmp_path):
+    tree = write_feature_tree(tmp_path / 'feat', n_train_speakers=0, n_test_speakers=2)
+    write_feature(tree / 'test' / 'tst0' / 'enroll_2.p', np.random.default_rng(5).normal(size=(400, 40)), 'tst0')
+    out = tmp_path / 'trials.txt'
+    make_trials.main(['--test-dir', str(tree / 'test'), '--out', str(out)])
+    assert out.read_text().splitlines()[0] == '1 feat/test/tst0/ feat/test/tst0/test.p'
+    enroll.main(model_args(trained, tree, tmp_path / 'emb'))
+    enrolled = torch.load(tmp_path / 'emb' / 'tst0.pth', weights_only=True)['embedding']
+    single, _ = verification.main(model_args(trained, tree, tmp_path / 'emb')
+                                  + ['--enroll-speaker', 'tst0', '--test-speaker', 'tst0'])
+    verification.main(trial_args(trained, out, tmp_path, '--scores', str(tmp_path / 'scores.txt')))
+    assert float((tmp_path / 'scores.txt').read_text().split()[0]) == pytest.approx(single, abs=1e-5)
+    assert enrolled.shape == (128,)
+
+
+def write_voice(path, pitch, seconds=3.0, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, voice(seconds=seconds, pitch=pitch, seed=seed), 16000)
+    return path
+
+
+def test_wavs_and_pieces_are_embedded_from_their_features(trained, tmp_path):
+    wav = write_voice(tmp_path / 'a' / 'test.wav', 150)
+    write_voice(tmp_path / 'a' / 'enroll.wav', 150, seed=1)
+    write_voice(tmp_path / 'b' / 'enroll.wav', 250, seed=2)
+    (tmp_path / 'list.txt').write_text('1 a/enroll.wav a/test.wav\n0 b/enroll.wav a/test.wav\n'
+                                       '1 a/enroll.wav a/test.wav@0.50-2.00\n0 b/enroll.wav a/test.wav@1.00-2.50\n')
+    scores_file = tmp_path / 'scores.txt'
+    verification.main(trial_args(trained, tmp_path / 'list.txt', tmp_path, '--scores', str(scores_file)))
+    scores = [float(line.split()[0]) for line in scores_file.read_text().splitlines()]
+
+    model, _ = load_model(trained / 'checkpoint_best.pth', 'cpu')
+    feat = log_fbank(wav)
+    enrolled = [embed_utterance(model, log_fbank(tmp_path / s / 'enroll.wav')[50:-50], 200, 'cpu') for s in 'ab']
+    expected = [enrolled[0] @ embed_utterance(model, feat[50:-50], 100, 'cpu'),
+                enrolled[1] @ embed_utterance(model, feat[50:-50], 100, 'cpu'),
+                enrolled[0] @ embed_utterance(model, feat[50:200], 100, 'cpu'),
+                enrolled[1] @ embed_utterance(model, feat[100:250], 100, 'cpu')]
+    np.testing.assert_allclose(scores, [float(e) for e in expected], atol=1e-5)
+
+
+def test_make_trials_cuts_test_files_into_pieces(tmp_path):
+    write_voice(tmp_path / 'wavs' / 'a' / 'enroll.wav', 150)
+    write_voice(tmp_path / 'wavs' / 'a' / 'test.wav', 150, seconds=8.2)
+    write_voice(tmp_path / 'wavs' / 'b' / 'enroll.wav', 250)
+    out = tmp_path / 'trials.txt'
+    make_trials.main(['--test-dir', str(tmp_path / 'wavs'), '--suffix', '.wav', '--piece-seconds', '3',
+                      '--out', str(out)])
+    # 8.2 s, less 0.5 s at each end: two whole 3-s pieces
+    assert out.read_text().splitlines() == ['1 wavs/a/enroll.wav wavs/a/test.wav@0.50-3.50',
+                                            '0 wavs/b/enroll.wav wavs/a/test.wav@0.50-3.50',
+                                            '1 wavs/a/enroll.wav wavs/a/test.wav@3.50-6.50',
+                                            '0 wavs/b/enroll.wav wavs/a/test.wav@3.50-6.50']
+
+
+def test_a_test_folder_without_enrollments_or_tests_is_refused(tmp_path):
+    write_feature(tmp_path / 'test' / 'a' / 'test.p', np.zeros((300, 40)), 'a')
+    with pytest.raises(ValueError, match="need files named like 'enroll\\*' and test files, found 0 enrolled"):
+        make_trials.main(['--test-dir', str(tmp_path / 'test'), '--out', str(tmp_path / 'trials.txt')])
+
+
+def test_every_missing_file_is_listed_before_scoring(trained, trial_list, tmp_path):
+    lines = trial_list.read_text().splitlines()
+    trial_list.write_text('\n'.join(lines + ['1 nothere/enroll.p nothere/test.p', '0 gone/ x/test.wav@0-2']))
+    with pytest.raises(FileNotFoundError, match='4 path\\(s\\) of .* not found') as error:
+        verification.main(trial_args(trained, trial_list, tmp_path))
+    for path in ('nothere/enroll.p', 'nothere/test.p', 'gone', 'x/test.wav'):
+        assert path in str(error.value)
+    assert not (tmp_path / 'results').exists()
+
+
+@pytest.mark.parametrize('line, message', [
+    ('1 a.p', "line 2: expected '<0|1> <enroll> <test>'"),
+    ('2 a.p b.p', "line 2: expected '<0|1> <enroll> <test>'"),
+    ('1 a.p spk/', 'line 2: the test side must be a file'),
+])
+def test_malformed_trial_lines(trained, trial_list, tmp_path, line, message):
+    trial_list.write_text(trial_list.read_text().splitlines()[0] + '\n' + line + '\n')
+    with pytest.raises(ValueError, match=message):
+        verification.main(trial_args(trained, trial_list, tmp_path))
+
+
+def test_a_piece_past_the_end_or_too_short_is_an_error(trained, feature_tree, tmp_path):
+    test = feature_tree / 'test' / 'tst0' / 'test.p'  # 440 frames
+    for piece, message in (('@1.00-9.00', 'ends after the last frame'), ('@1.00-1.30', 'too short: 30 frames')):
+        (tmp_path / 'list.txt').write_text(f'1 {test.parent}/enroll.p {test}{piece}\n0 {test.parent}/enroll.p '
+                                           f'{test}\n')
+        with pytest.raises(FeatureFileError, match=message):
+            verification.main(trial_args(trained, tmp_path / 'list.txt', tmp_path, '--root', '/'))
+
+
+def test_calibrated_threshold_is_used_by_the_single_trial_mode(trained, feature_tree, trial_list, tmp_path,
+                                                              capsys):
+    checkpoint = tmp_path / 'model' / 'checkpoint_best.pth'
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes((trained / 'checkpoint_best.pth').read_bytes())
+    calibrate = trial_args(trained, trial_list, tmp_path, '--calibrate', '--checkpoint', str(checkpoint))
+    summary = verification.main(calibrate)
+    stored = json.loads(threshold_path(checkpoint).read_text())
+    assert stored['threshold'] == summary['eer_threshold'] and stored['trials'] == str(trial_list)
+
+    args = model_args(trained, feature_tree, tmp_path / 'emb') + ['--checkpoint', str(checkpoint)]
+    enroll.main(args)
+    capsys.readouterr()
+    verification.main(args + ['--enroll-speaker', 'tst0', '--test-speaker', 'tst0'])
+    assert f"Threshold: {summary['eer_threshold']:.4f} (calibrated, {threshold_path(checkpoint)})" in \
+        capsys.readouterr().out
+    verification.main(args + ['--enroll-speaker', 'tst0', '--test-speaker', 'tst0', '--threshold', '0.5'])
+    assert 'Threshold: 0.5000 (--threshold)' in capsys.readouterr().out
+
+    threshold_path(checkpoint).write_text(json.dumps({**stored, 'model_id': 'old/epoch9'}))  # another model's
+    with pytest.raises(ValueError, match='was calibrated for model old/epoch9, not this checkpoint'):
+        verification.main(args + ['--enroll-speaker', 'tst0', '--test-speaker', 'tst0'])
+    threshold_path(checkpoint).write_text('{not json')
+    with pytest.raises(ValueError, match='not a calibrated threshold'):
+        verification.main(args + ['--enroll-speaker', 'tst0', '--test-speaker', 'tst0'])

@@ -1,0 +1,171 @@
+"""Trial lists in the VoxCeleb1 format, and scoring them with a d-vector model.
+
+One trial per line, `<label> <enroll> <test>`: label 1 when both sides are the same speaker, 0
+otherwise; the two paths are relative to a root folder. A path names
+  - a feature pickle (.p) or a wav (.wav, turned into features by feature_extraction.py's recipe),
+    trimmed at both ends as every utterance;
+  - a piece of one, `<file>@<start>-<end>` in seconds from the start of the recording, e.g.
+    `103F3021/test.wav@0.5-3.5`: exactly those frames, not trimmed again;
+  - (enroll side only) a speaker folder ending in `/`: the speaker's d-vector from its files
+    whose name contains 'enroll', as enroll.py makes it.
+"""
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from DB_wav_reader import is_enroll_file
+from dvector import embed_utterance
+from feature_extraction import log_fbank
+from SR_Dataset import FeatureFileError, load_feature_file, trim_edges
+from storage import atomic_write
+
+SUFFIXES = ('.p', '.wav')
+PIECE = re.compile(r'(?P<file>.+)@(?P<start>\d+(?:\.\d+)?)-(?P<end>\d+(?:\.\d+)?)')
+
+
+@dataclass(frozen=True)
+class Trial:
+    label: int
+    enroll: str
+    test: str
+
+
+def read_trials(path):
+    """The trials of a trial list file, checked line by line."""
+    trials = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 3 or fields[0] not in ('0', '1'):
+                raise ValueError(f"{path}, line {number}: expected '<0|1> <enroll> <test>', got {line.strip()!r}")
+            if fields[2].endswith('/'):
+                raise ValueError(f"{path}, line {number}: the test side must be a file, not a folder: {fields[2]}")
+            trials.append(Trial(int(fields[0]), fields[1], fields[2]))
+    if not trials:
+        raise ValueError(f"{path}: no trials")
+    return trials
+
+
+def write_trials(path, trials):
+    """Write trials as a trial list, one `<label> <enroll> <test>` line each."""
+    text = ''.join(f"{t.label} {t.enroll} {t.test}\n" for t in trials)
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def split_piece(name):
+    """(file name, (start, end) seconds or None) of a trial path."""
+    match = PIECE.fullmatch(name)
+    if not match:
+        return name, None
+    start, end = float(match['start']), float(match['end'])
+    if end <= start:
+        raise ValueError(f"{name}: the piece must end after it starts")
+    return match['file'], (start, end)
+
+
+def enrollment_files(folder):
+    """The enrollment files (names containing 'enroll', .p or .wav) of a speaker folder."""
+    files = sorted(f for f in Path(folder).rglob('*') if f.suffix in SUFFIXES and is_enroll_file(f))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no enrollment files (.p or .wav named like 'enroll*') in it")
+    return files
+
+
+def missing_paths(trials, root):
+    """Every path that the trials name and that is not there (or is of an unknown kind), sorted."""
+    missing = set()
+    for name in {t.enroll for t in trials} | {t.test for t in trials}:
+        path, _ = split_piece(name)
+        full = Path(root) / path
+        if not (full.is_dir() if name.endswith('/') else full.is_file() and full.suffix in SUFFIXES):
+            missing.add(str(full))
+    return sorted(missing)
+
+
+def file_features(path, feature):
+    """Untrimmed features (n_frames, n_filters) of a .p or .wav file, with the model's feature settings."""
+    if Path(path).suffix == '.wav':
+        try:
+            return log_fbank(path, feature['sample_rate'], feature['n_filters'], feature['win_len'],
+                             feature['win_step'])
+        except Exception as e:  # soundfile, librosa and numpy each fail their own way on a bad wav
+            raise FeatureFileError(f"{path}: not a usable wav file ({e})") from e
+    feat, _ = load_feature_file(path, feature['n_filters'])
+    return feat
+
+
+def utterance_features(feat, path, piece, feature):
+    """The frames of a file's features feat that the model embeds: all of them trimmed, or exactly the piece."""
+    if piece is None:
+        return trim_edges(feat, path, feature['trim_frames'], feature['min_frames'])
+    start, end = (round(s / feature['win_step']) for s in piece)
+    if end > len(feat):
+        raise FeatureFileError(f"{path}: piece {piece[0]}-{piece[1]} s ends after the last frame "
+                               f"({len(feat) * feature['win_step']:.2f} s)")
+    if end - start <= feature['min_frames']:
+        raise FeatureFileError(f"{path}: piece {piece[0]}-{piece[1]} s is too short: {end - start} frames, "
+                               f"more than {feature['min_frames']} are needed")
+    return feat[start:end]
+
+
+class TrialEmbedder:
+    """d-vectors of the enroll and test sides of trials, each distinct one computed once."""
+
+    def __init__(self, model, ckpt, root, enroll_frames, test_frames, device):
+        self.model, self.feature, self.root, self.device = model, ckpt['feature'], Path(root), device
+        self.enroll_frames, self.test_frames = enroll_frames, test_frames
+
+        self._last_file = (None, None)  # (path, features): the pieces of one file come one after another
+
+    def file_features(self, path):
+        if self._last_file[0] != path:
+            self._last_file = (path, file_features(path, self.feature))
+        return self._last_file[1]
+
+    def embed(self, name, segment_frames):
+        path, piece = split_piece(name)
+        feat = utterance_features(self.file_features(self.root / path), self.root / path, piece, self.feature)
+        return embed_utterance(self.model, feat, segment_frames, self.device)
+
+    def enroll(self, name):
+        """An enrollment: a file or piece, or a speaker folder whose enrollment files are averaged."""
+        if not name.endswith('/'):
+            return self.embed(name, self.enroll_frames)
+        files = enrollment_files(self.root / name)
+        vectors = [self.embed(str(f.relative_to(self.root)), self.enroll_frames) for f in files]
+        return torch.nn.functional.normalize(torch.stack(vectors).mean(0), dim=0)
+
+    def test(self, name):
+        return self.embed(name, self.test_frames)
+
+
+def score_trials(embedder, trials):
+    """Cosine scores (n_trials,) of the trials, in their order."""
+    enrolls = sorted({t.enroll for t in trials})
+    tests = sorted({t.test for t in trials})
+    vectors = {}
+    for role, names, embed in (('enroll', enrolls, embedder.enroll), ('test', tests, embedder.test)):
+        for name in tqdm(names, desc=f'embedding {role} side', disable=None):
+            vectors[role, name] = embed(name)
+    return np.array([float(vectors['enroll', t.enroll] @ vectors['test', t.test]) for t in trials])
+
+
+def trial_identification(trials, scores):
+    """(top-1 accuracy, test items counted): how often a test item's best-scoring enrollment is a target.
+
+    Counts the test items that have a target trial and at least one non-target trial.
+    """
+    by_test = {}
+    for trial, score in zip(trials, scores, strict=True):
+        by_test.setdefault(trial.test, []).append((score, trial.label))
+    contests = [pairs for pairs in by_test.values() if {label for _, label in pairs} == {0, 1}]
+    if not contests:
+        return None, 0
+    correct = sum(max(pairs)[1] == 1 for pairs in contests)
+    return correct / len(contests), len(contests)
