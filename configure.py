@@ -57,3 +57,13 @@ TRIALS = 'trials/trials.txt'  # make_trials.py writes the trial list of TEST_FEA
 RESULTS_DIR = 'results'       # scores, DET curves, score histograms, confusion matrices
 ENROLL_SPEAKER = '230M4087'  # verification: the enrolled speaker whose identity is claimed
 TEST_SPEAKER = '230M4087'    # verification, identification: the speaker whose test.p is scored
+
+# ---- Demo (demo.py): the whole pipeline on synthetic voices, everything under DEMO_DIR ---------
+DEMO_DIR = 'demo'
+DEMO_TRAIN_SPEAKERS = 30
+DEMO_TRAIN_UTTS = 20      # per training voice
+DEMO_TEST_SPEAKERS = 10   # enrolled and tested, never seen in training
+DEMO_EPOCHS = 15
+DEMO_BATCH_SIZE = 32
+DEMO_OPTIMIZER = 'adam'   # on a small corpus and few epochs Adam converges where SGD at lr 0.1 does not
+DEMO_LR = 0.001

@@ -1,0 +1,105 @@
+"""The whole pipeline on a built-in corpus of synthetic voices: one command, nothing to download.
+
+    python demo.py
+    python demo.py --epochs 5 --train-speakers 20      # smaller and faster
+
+Writes the corpus under demo/wavs (demo_corpus.py; reused when already there), then runs the real
+stages on it through their own main(), exactly as on real data, with every output under demo/:
+
+    feature_extraction.py    demo/wavs/{train,test} -> demo/feat/{train,test}
+    train.py                 demo/feat/train -> demo/model_saved (a finished run is reused)
+    enroll.py                demo/feat/test -> demo/enroll_embeddings
+    make_trials.py, verification.py --trials --calibrate
+                             EER and minDCF of every enrollment against every test voice, demo/results/
+    verification.py          one trial of the same voice and one of another voice
+    identification.py --all  top-1 accuracy over the test voices, demo/results/confusion_matrix.png
+
+The test voices are not among the training voices. The voices are synthetic: the figures show the
+system at work, not how well it recognises people (README.md has the results on real speech).
+"""
+from pathlib import Path
+
+import cli
+import configure as c
+import enroll
+import feature_extraction
+import identification
+import make_trials
+import train
+import verification
+from demo_corpus import write_corpus
+
+
+def parse_args(argv=None):
+    p = cli.parser(__doc__)
+    p.add_argument('--root', default=c.DEMO_DIR, help='everything the demo writes goes here')
+    p.add_argument('--train-speakers', type=cli.positive_int, default=c.DEMO_TRAIN_SPEAKERS, help='training voices')
+    p.add_argument('--train-utts', type=cli.positive_int, default=c.DEMO_TRAIN_UTTS, help='utterances per voice')
+    p.add_argument('--test-speakers', type=cli.positive_int, default=c.DEMO_TEST_SPEAKERS,
+                   help='test voices (enrolled and tested; unseen in training)')
+    p.add_argument('--epochs', type=cli.positive_int, default=c.DEMO_EPOCHS, help='training epochs')
+    p.add_argument('--seed', type=int, default=c.SEED, help='seeds the voices and the training')
+    cli.add_device_arg(p)
+    return p.parse_args(argv)
+
+
+def stage(title):
+    print(f"\n{'=' * 20} {title} {'=' * (70 - len(title))}")
+
+
+def train_model(feat, log_dir, args):
+    """Train on the demo voices, or finish the run already in log_dir; returns the epoch history."""
+    flags = ['--train-feat-dir', str(feat / 'train'), '--log-dir', str(log_dir), '--epochs', str(args.epochs),
+             '--device', args.device]
+    if (log_dir / 'checkpoint_best.pth').is_file():
+        return train.main(flags + ['--resume'])
+    return train.main(flags + ['--batch-size', str(c.DEMO_BATCH_SIZE), '--optimizer', c.DEMO_OPTIMIZER,
+                               '--lr', str(c.DEMO_LR), '--seed', str(args.seed)])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    root = Path(args.root)
+    wavs, feat, log_dir = root / 'wavs', root / 'feat', root / 'model_saved'
+    model = ['--checkpoint', str(log_dir / 'checkpoint_best.pth'), '--test-feat-dir', str(feat / 'test'),
+             '--embedding-dir', str(root / 'enroll_embeddings'), '--device', args.device]
+    results = ['--results-dir', str(root / 'results')]
+
+    stage('Synthetic voices')
+    corpus = write_corpus(wavs, args.train_speakers, args.train_utts, args.test_speakers, args.seed)
+    stage('0. Features')
+    for part in ('train', 'test'):
+        feature_extraction.main(['--wav-dir', str(wavs / part), '--feat-dir', str(feat / part)])
+    stage('1. Training')
+    history = train_model(feat, log_dir, args)
+    stage('2. Enrollment')
+    enroll.main(model)
+    stage('Evaluation: every enrollment against every test voice')
+    trials = root / 'trials.txt'
+    make_trials.main(['--test-dir', str(feat / 'test'), '--out', str(trials)])
+    scores = verification.main(model + results + ['--trials', str(trials), '--calibrate'])
+    stage('3. Verification')
+    speakers = sorted(p.name for p in (feat / 'test').iterdir() if p.is_dir())
+    same = verification.main(model + ['--enroll-speaker', speakers[0], '--test-speaker', speakers[0]])
+    other = verification.main(model + ['--enroll-speaker', speakers[0], '--test-speaker', speakers[1]])
+    stage('4. Identification')
+    accuracy = identification.main(model + results + ['--all'])
+
+    best = train.best_epoch(history)
+    stage('Summary')
+    print(f"Voices:          {corpus['train_speakers']} training x {args.train_utts} utterances, "
+          f"{corpus['test_speakers']} test voices never seen in training (synthetic, {root / 'wavs'})")
+    print(f"Training:        {len(history)} epochs; best validation accuracy {best['valid_acc']:.1f} % "
+          f"(epoch {best['epoch']})")
+    print(f"Identification:  top-1 {accuracy[1]:.1f} % of the {len(speakers)} test voices "
+          f"(chance {100 / len(speakers):.1f} %)")
+    print(f"Verification:    EER {scores['eer_percent']:.2f} %, minDCF(0.01) {scores['min_dcf_p0.01']:.3f} over "
+          f"{scores['trials']} trials; threshold {scores['eer_threshold']:.3f} (calibrated on these trials)")
+    print(f"                 {speakers[0]} claims {speakers[0]}'s test: score {same[0]:.3f} -> {same[1]}")
+    print(f"                 {speakers[0]} claims {speakers[1]}'s test: score {other[0]:.3f} -> {other[1]}")
+    print(f"Plots:           {log_dir / 'loss_plot.png'}, {root / 'results'}/")
+    return {'history': history, 'identification': accuracy, 'verification': scores, 'examples': (same, other)}
+
+
+if __name__ == '__main__':
+    cli.run(main)
