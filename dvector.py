@@ -1,10 +1,12 @@
 """d-vectors of utterances and their cosine scores: what enroll, verification and identification share."""
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from SR_Dataset import read_MFB, to_input
 
-MAX_BATCH = 256  # segments per forward pass: bounds memory on hour-long recordings
+MAX_BATCH = 256       # segments per forward pass: bounds memory on hour-long recordings
+UTTERANCE_BATCH = 64  # utterances read and embedded together by embed_all
 
 
 def split_segments(feat, segment_frames):
@@ -13,20 +15,41 @@ def split_segments(feat, segment_frames):
 
 
 @torch.no_grad()
-def embed_utterance(model, feat, segment_frames, device):
-    """d-vector (embedding_size,) of an utterance: its segments' d-vectors summed, then L2-normalised.
+def embed_utterances(model, feats, segment_frames, device):
+    """d-vectors (n_utterances, embedding_size) of utterances: each its segments' d-vectors summed, L2-normalised.
 
-    feat: (n_frames, n_filters) trimmed features. Segments of the same length go through the
-    model together, in batches of up to MAX_BATCH (the last segment may be shorter).
+    feats: trimmed features (n_frames, n_filters) of each utterance. The segments of all of them go
+    through the model together, grouped by length (only last segments are shorter), MAX_BATCH at a time.
     """
     by_length = {}
-    for segment in split_segments(feat, segment_frames):
-        by_length.setdefault(len(segment), []).append(to_input(segment))
-    total = 0
-    for group in by_length.values():
-        for batch in torch.stack(group).split(MAX_BATCH):  # (n, 1, n_filters, length)
-            total = total + model.embed(batch.to(device)).sum(0)
-    return F.normalize(total, dim=0)
+    for i, feat in enumerate(feats):
+        for segment in split_segments(feat, segment_frames):
+            by_length.setdefault(len(segment), []).append((i, segment))
+    sums = None
+    for items in by_length.values():
+        for start in range(0, len(items), MAX_BATCH):
+            chunk = items[start:start + MAX_BATCH]
+            embeddings = model.embed(torch.stack([to_input(s) for _, s in chunk]).to(device))
+            if sums is None:
+                sums = embeddings.new_zeros(len(feats), embeddings.shape[1])
+            sums.index_add_(0, torch.tensor([i for i, _ in chunk], device=device), embeddings)
+    return F.normalize(sums, dim=1)
+
+
+def embed_all(model, names, read, segment_frames, device, desc):
+    """{name: d-vector} of many utterances, read(name) giving trimmed features; UTTERANCE_BATCH at a time."""
+    vectors = {}
+    with tqdm(total=len(names), desc=desc, disable=None) as bar:
+        for start in range(0, len(names), UTTERANCE_BATCH):
+            chunk = names[start:start + UTTERANCE_BATCH]
+            vectors.update(zip(chunk, embed_utterances(model, [read(n) for n in chunk], segment_frames, device)))
+            bar.update(len(chunk))
+    return vectors
+
+
+def embed_utterance(model, feat, segment_frames, device):
+    """d-vector (embedding_size,) of one utterance's trimmed features (n_frames, n_filters)."""
+    return embed_utterances(model, [feat], segment_frames, device)[0]
 
 
 def embed_file(model, ckpt, filename, segment_frames, device):
@@ -36,8 +59,8 @@ def embed_file(model, ckpt, filename, segment_frames, device):
 
 def enroll_speaker(model, ckpt, files, segment_frames, device):
     """A speaker's d-vector: the mean of the d-vectors of the enrollment files, L2-normalised."""
-    vectors = [embed_file(model, ckpt, f, segment_frames, device) for f in files]
-    return F.normalize(torch.stack(vectors).mean(0), dim=0)
+    vectors = embed_utterances(model, [read_MFB(f, ckpt['feature']) for f in files], segment_frames, device)
+    return F.normalize(vectors.mean(0), dim=0)
 
 
 def cosine_score(enrolled, test):

@@ -6,14 +6,13 @@
 """
 from pathlib import Path
 
-from tqdm import tqdm
-
 import cli
 import configure as c
 from DB_wav_reader import speaker_test_file, split_enroll_and_test
-from dvector import embed_file, rank_speakers, require_enrolled
+from dvector import embed_all, embed_file, rank_speakers, require_enrolled
 from metrics import top_k_accuracy
 from plots import plot_confusion
+from SR_Dataset import read_MFB
 from storage import load_enrollment, load_model
 
 
@@ -25,14 +24,9 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def rank_file(model, ckpt, enrolled, test_file, test_frames, device):
-    """[(speaker, cosine score)] of every enrolled speaker against a test file, best first."""
-    return rank_speakers(enrolled, embed_file(model, ckpt, test_file, test_frames, device))
-
-
 def identify_one(model, ckpt, enrolled, test_file, speaker, test_frames, device):
     """Identify one test file of an enrolled speaker; print the best-scoring speakers."""
-    ranking = rank_file(model, ckpt, enrolled, test_file, test_frames, device)
+    ranking = rank_speakers(enrolled, embed_file(model, ckpt, test_file, test_frames, device))
     predicted = ranking[0][0]
     print("\n=== Speaker identification ===")
     print(f"Test utterance:    {test_file}")
@@ -52,14 +46,12 @@ def identify_all(model, ckpt, enrolled, test_feat_dir, test_frames, device, resu
     unknown = sorted(set(test_DB['speaker_id']) - set(enrolled))
     if unknown:
         raise ValueError(f"test speakers not enrolled: {', '.join(unknown)}; enroll them first (enroll.py)")
-    ranked = []
-    for test_file, speaker in tqdm(zip(test_DB['filename'], test_DB['speaker_id']), total=len(test_DB),
-                                   desc='identifying', disable=None):
-        ranked.append([spk for spk, _ in rank_file(model, ckpt, enrolled, test_file, test_frames, device)])
-        if len(test_DB) <= 50:
-            ok = 'ok' if ranked[-1][0] == speaker else 'WRONG'
-            tqdm.write(f"{test_file}: true {speaker}, predicted {ranked[-1][0]} {ok}")
-    truth = list(test_DB['speaker_id'])
+    files, truth = list(test_DB['filename']), list(test_DB['speaker_id'])
+    embedded = embed_all(model, files, lambda f: read_MFB(f, ckpt['feature']), test_frames, device, 'identifying')
+    ranked = [[spk for spk, _ in rank_speakers(enrolled, embedded[f])] for f in files]
+    if len(files) <= 50:
+        for test_file, speaker, ranking in zip(files, truth, ranked):
+            print(f"{test_file}: true {speaker}, predicted {ranking[0]} {'ok' if ranking[0] == speaker else 'WRONG'}")
     accuracy = {k: 100 * top_k_accuracy(ranked, truth, k) for k in (1, 5)}
     n_correct = sum(r[0] == t for r, t in zip(ranked, truth))
     plot_path = Path(results_dir) / 'confusion_matrix.png'

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+import torch.nn.functional as F
 
 from DB_wav_reader import is_enroll_file
-from dvector import embed_utterance
+from dvector import embed_all
 from feature_extraction import log_fbank
 from SR_Dataset import FeatureFileError, load_feature_file, trim_edges
 from storage import atomic_write
@@ -128,32 +128,29 @@ class TrialEmbedder:
             self._last_file = (path, file_features(path, self.feature))
         return self._last_file[1]
 
-    def embed(self, name, segment_frames):
+    def features(self, name):
         path, piece = split_piece(name)
-        feat = utterance_features(self.file_features(self.root / path), self.root / path, piece, self.feature)
-        return embed_utterance(self.model, feat, segment_frames, self.device)
+        return utterance_features(self.file_features(self.root / path), self.root / path, piece, self.feature)
 
-    def enroll(self, name):
-        """An enrollment: a file or piece, or a speaker folder whose enrollment files are averaged."""
-        if not name.endswith('/'):
-            return self.embed(name, self.enroll_frames)
-        files = enrollment_files(self.root / name)
-        vectors = [self.embed(str(f.relative_to(self.root)), self.enroll_frames) for f in files]
-        return torch.nn.functional.normalize(torch.stack(vectors).mean(0), dim=0)
+    def embed(self, names, segment_frames, desc):
+        return embed_all(self.model, names, self.features, segment_frames, self.device, desc)
 
-    def test(self, name):
-        return self.embed(name, self.test_frames)
+    def enrollments(self, names):
+        """{name: d-vector} of enrollments: files or pieces, or speaker folders whose enrollment files are averaged."""
+        files = {name: [str(f.relative_to(self.root)) for f in enrollment_files(self.root / name)]
+                 if name.endswith('/') else [name] for name in names}
+        vectors = self.embed(sorted({f for fs in files.values() for f in fs}), self.enroll_frames, 'enroll side')
+        return {name: F.normalize(torch.stack([vectors[f] for f in fs]).mean(0), dim=0) for name, fs in files.items()}
+
+    def tests(self, names):
+        return self.embed(names, self.test_frames, 'test side')
 
 
 def score_trials(embedder, trials):
-    """Cosine scores (n_trials,) of the trials, in their order."""
-    enrolls = sorted({t.enroll for t in trials})
-    tests = sorted({t.test for t in trials})
-    vectors = {}
-    for role, names, embed in (('enroll', enrolls, embedder.enroll), ('test', tests, embedder.test)):
-        for name in tqdm(names, desc=f'embedding {role} side', disable=None):
-            vectors[role, name] = embed(name)
-    return np.array([float(vectors['enroll', t.enroll] @ vectors['test', t.test]) for t in trials])
+    """Cosine scores (n_trials,) of the trials, in their order; each distinct side is embedded once."""
+    enrolled = embedder.enrollments(sorted({t.enroll for t in trials}))
+    tested = embedder.tests(sorted({t.test for t in trials}))
+    return np.array([float(enrolled[t.enroll] @ tested[t.test]) for t in trials])
 
 
 def trial_identification(trials, scores):

@@ -7,7 +7,8 @@ import enroll
 import identification
 import verification
 from conftest import model_args, write_feature, write_feature_tree
-from dvector import embed_file, embed_utterance, split_segments
+import dvector
+from dvector import embed_file, embed_utterance, embed_utterances, split_segments
 from SR_Dataset import FeatureFileError, to_input
 from storage import atomic_save, load_model
 
@@ -143,14 +144,23 @@ def test_wrong_feature_dimension_at_enrollment(trained, tmp_path):
         enroll.main(model_args(trained, tmp_path, tmp_path / 'emb'))
 
 
-def test_batched_embedding_equals_the_segment_by_segment_loop(trained):
-    model, _ = load_model(trained / 'checkpoint_best.pth', 'cpu')
-    feat = np.random.default_rng(0).normal(size=(437, 40))
+def segment_by_segment(model, feat, segment_frames):
+    """The tutorial's loop: one segment per forward pass, d-vectors summed, then L2-normalised."""
     with torch.no_grad():
-        loop = sum(model.embed(to_input(s).unsqueeze(0))[0] for s in split_segments(feat, 100))
-    batched = embed_utterance(model, feat, 100, 'cpu')
-    torch.testing.assert_close(batched, torch.nn.functional.normalize(loop, dim=0), atol=1e-5, rtol=1e-5)
-    assert [len(s) for s in split_segments(feat, 100)] == [100, 100, 100, 100, 37]
+        total = sum(model.embed(to_input(s).unsqueeze(0))[0] for s in split_segments(feat, segment_frames))
+    return torch.nn.functional.normalize(total, dim=0)
+
+
+def test_batched_embedding_equals_the_segment_by_segment_loop(trained, monkeypatch):
+    model, _ = load_model(trained / 'checkpoint_best.pth', 'cpu')
+    rng = np.random.default_rng(0)
+    feats = [rng.normal(size=(n, 40)) for n in (437, 100, 250, 99, 437)]
+    expected = torch.stack([segment_by_segment(model, f, 100) for f in feats])
+    torch.testing.assert_close(embed_utterance(model, feats[0], 100, 'cpu'), expected[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(embed_utterances(model, feats, 100, 'cpu'), expected, atol=1e-5, rtol=1e-5)
+    monkeypatch.setattr(dvector, 'MAX_BATCH', 3)  # many forward passes, split inside one utterance's segments
+    torch.testing.assert_close(embed_utterances(model, feats, 100, 'cpu'), expected, atol=1e-5, rtol=1e-5)
+    assert [len(s) for s in split_segments(feats[0], 100)] == [100, 100, 100, 100, 37]
 
 
 def test_enrolling_averages_several_files(trained, tmp_path):
