@@ -4,6 +4,7 @@ A feature file is a pickle of {'feat': float array (n_frames, n_filters), 'label
 It is read with a restricted unpickler, so a hostile file cannot run code.
 """
 import codecs
+import os
 import pickle
 
 import numpy as np
@@ -86,17 +87,38 @@ def read_MFB(filename, feature=None):
     return trim_edges(feat, filename, feature['trim_frames'], feature['min_frames'])
 
 
-def check_feature_files(files, feature):
-    """Read every file once and raise one error listing all the unusable ones (before a long training run)."""
-    problems = []
-    for filename in tqdm(files, desc='checking features', leave=False, disable=None):
+def load_features(files, feature, keep=True):
+    """Read every feature file once: their trimmed features as float32 arrays (None unless keep).
+
+    All unusable files are reported together in one error, so that a bad file cannot stop a long
+    training run hours in.
+    """
+    feats, problems = [], []
+    for filename in tqdm(files, desc='reading features', leave=False, disable=None):
         try:
-            read_MFB(filename, feature)
+            feat = read_MFB(filename, feature)
         except (OSError, FeatureFileError) as e:
             problems.append(str(e))
+            continue
+        if keep:
+            feats.append(feat.astype(np.float32))
     if problems:
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise FeatureFileError(f"{len(problems)} unusable feature file(s):\n  " + "\n  ".join(shown))
+    return feats if keep else None
+
+
+def preload_fits(files, fraction=0.5):
+    """Whether the features of these files fit in memory as float32: under `fraction` of the available RAM.
+
+    The size is estimated from the pickles, which hold float64 (the float32 copy is half of it).
+    """
+    needed = sum(os.path.getsize(f) for f in files) / 2
+    try:
+        available = os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    except (ValueError, OSError, AttributeError):  # not Linux: no cheap way to ask
+        return False
+    return needed < fraction * available
 
 
 def random_window(feat, win_size=c.NUM_WIN_SIZE):
@@ -120,20 +142,22 @@ class DvectorDataset(Dataset):
     """(input (1, n_filters, frames), speaker index) pairs from a DataFrame of feature files.
 
     With random_windows, each item is a random window of feature['win_size'] frames (training);
-    without, the whole trimmed utterance (validation).
+    without, the whole trimmed utterance (validation). Features come from `feats` when given (the
+    files' features, preloaded in memory), else from the file, read for every item as the tutorial does.
     """
 
-    def __init__(self, DB, spk_to_idx, feature, random_windows=True):
+    def __init__(self, DB, spk_to_idx, feature, random_windows=True, feats=None):
         self.files = list(DB['filename'])
         self.labels = [spk_to_idx[s] for s in DB['speaker_id']]
         self.feature = feature
         self.random_windows = random_windows
+        self.feats = feats
 
     def __len__(self):
         return len(self.files)
 
     def __getitem__(self, index):
-        feat = read_MFB(self.files[index], self.feature)
+        feat = self.feats[index] if self.feats is not None else read_MFB(self.files[index], self.feature)
         if self.random_windows:
             feat = random_window(feat, self.feature['win_size'])
         return to_input(feat), self.labels[index]

@@ -44,6 +44,11 @@ LR_PATIENCE = 2          # the lr is cut by 10x when the validation loss has not
 MIN_LR = 1e-4
 LOG_INTERVAL = 84        # batches between training log lines
 NUM_WORKERS = 0          # DataLoader worker processes (0: load in the main process)
+# Speed. The tutorial's recipe exactly: PRECISION = 'fp32', CHANNELS_LAST = 'no' (PRELOAD changes nothing learned)
+PRECISION = 'auto'       # autocast: 'auto' (bfloat16 on CPUs with bfloat16 units and on recent GPUs, float16 on
+                         # older GPUs, else float32) | 'fp32' | 'bf16' | 'fp16' (CUDA)
+CHANNELS_LAST = 'auto'   # channels-last memory format for the convolutions: 'auto' (on the CPU) | 'yes' | 'no'
+PRELOAD = 'auto'         # features in memory as float32: 'auto' (when they fit in half the free memory) | 'yes' | 'no'
 SEED = 0                 # seeds the train/validation split, the initial weights and the windows
 DEVICE = 'auto'          # 'auto' (CUDA when there is a GPU) | 'cpu' | 'cuda'
 

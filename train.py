@@ -8,7 +8,9 @@ Writes <log-dir>/checkpoint_<epoch>.pth every epoch, checkpoint_best.pth (lowest
 loss) and loss_plot.png.
 """
 import argparse
+import contextlib
 import hashlib
+import os
 import re
 import time
 import uuid
@@ -16,15 +18,17 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 import torch
+import torch.distributed as dist
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import ReduceLROnPlateau
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 import cli
 import configure as c
 from DB_wav_reader import read_feats_structure
-from SR_Dataset import DvectorDataset, check_feature_files, collate_fn_feat_padded, feature_settings
+from SR_Dataset import DvectorDataset, collate_fn_feat_padded, feature_settings, load_features, preload_fits
 from model.model import BackgroundResNet
 from model.resnet import BACKBONES
 from plots import save_figure
@@ -32,7 +36,8 @@ from storage import atomic_save, load_checkpoint
 
 # Flags that --resume takes from the command line; every other setting comes from the checkpoint,
 # so that the run continues exactly (num_workers too: each worker draws its own random windows).
-RESUME_OVERRIDES = ('resume', 'epochs', 'log_dir', 'device', 'log_interval')
+RESUME_OVERRIDES = ('resume', 'epochs', 'log_dir', 'device', 'log_interval', 'preload')
+EARLIER_RUNS = {'precision': 'fp32', 'channels_last': 'no'}  # what runs of checkpoints without these settings used
 TRAINING_STATE_KEYS = {'optimizer', 'scheduler', 'rng_state', 'history', 'train_args', 'train_files'}
 
 
@@ -52,6 +57,14 @@ def parse_args(argv=None):
     p.add_argument('--num-workers', type=int, default=c.NUM_WORKERS, help='DataLoader worker processes')
     p.add_argument('--seed', type=int, default=c.SEED, help='seeds the split, the initial weights, the windows')
     cli.add_device_arg(p)
+    p.add_argument('--precision', choices=['auto', 'fp32', 'bf16', 'fp16'], default=c.PRECISION,
+                   help="'auto': bfloat16 autocast on CPUs with bfloat16 units and on recent GPUs, float16 on older "
+                   "GPUs, float32 elsewhere; 'fp32' is the tutorial's")
+    p.add_argument('--channels-last', choices=['auto', 'yes', 'no'], default=c.CHANNELS_LAST,
+                   help="channels-last memory format for the convolutions ('auto': on the CPU)")
+    p.add_argument('--preload', choices=['auto', 'yes', 'no'], default=c.PRELOAD,
+                   help="keep the features in memory as float32 ('auto': when they fit in half the free memory); "
+                   "'no' reads each pickle for every item, as the tutorial")
     p.add_argument('--log-interval', type=cli.positive_int, default=c.LOG_INTERVAL, help='batches between log lines')
     p.add_argument('--resume', nargs='?', const='latest', metavar='CHECKPOINT',
                    help='continue a run: from the latest checkpoint in --log-dir, or from CHECKPOINT')
@@ -79,34 +92,84 @@ def create_optimizer(name, params, lr, momentum, weight_decay):
     raise ValueError(f"unknown optimizer {name!r}; choose 'sgd', 'adam' or 'adagrad'")
 
 
-def make_loaders(train_DB, valid_DB, speakers, feature, batch_size, valid_batch_size, num_workers, device):
-    """Training windows (random, shuffled) and whole validation utterances (padded by repetition)."""
+def autocast_dtype(precision, device):
+    """The autocast dtype of a PRECISION setting on a device (None: float32); 'auto' picks the fastest safe one."""
+    if precision == 'auto':
+        if device.type == 'cuda':
+            precision = 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+        else:  # bfloat16 matrix units (AVX512-BF16, AMX) make it fast; emulated, it would be slower than float32
+            precision = 'bf16' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'fp32'
+    if precision == 'fp16' and device.type != 'cuda':
+        raise ValueError("precision 'fp16' needs a CUDA GPU; on the CPU use 'bf16' or 'fp32'")
+    return {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
+
+
+def use_channels_last(setting, device):
+    """Whether to run the convolutions channels-last: 'auto' does on the CPU, where oneDNN is faster with it."""
+    return device.type == 'cpu' if setting == 'auto' else setting == 'yes'
+
+
+def make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats=None, rank=0, world_size=1):
+    """Training windows (random, shuffled) and whole validation utterances (padded by repetition).
+
+    feats: the preloaded features of train_DB and valid_DB (in that order), or None to read files per item.
+    With several processes (torchrun), each trains on its share of every batch of args.batch_size
+    and validates on all of the validation set.
+    """
     spk_to_idx = {spk: i for i, spk in enumerate(speakers)}
-    train_set = DvectorDataset(train_DB, spk_to_idx, feature, random_windows=True)
-    valid_set = DvectorDataset(valid_DB, spk_to_idx, feature, random_windows=False)
-    if len(train_set) < batch_size:
-        raise ValueError(f"{len(train_set)} training utterances, fewer than one batch of {batch_size}")
+    train_feats, valid_feats = (feats[:len(train_DB)], feats[len(train_DB):]) if feats else (None, None)
+    train_set = DvectorDataset(train_DB, spk_to_idx, feature, random_windows=True, feats=train_feats)
+    valid_set = DvectorDataset(valid_DB, spk_to_idx, feature, random_windows=False, feats=valid_feats)
+    if len(train_set) < args.batch_size:
+        raise ValueError(f"{len(train_set)} training utterances, fewer than one batch of {args.batch_size}")
     # Workers are started afresh each epoch and seeded from torch's main generator, whose state the
     # checkpoints keep: that is what makes --resume exact.
-    workers = dict(num_workers=num_workers, pin_memory=device.type == 'cuda')
+    workers = dict(num_workers=args.num_workers, pin_memory=device.type == 'cuda')
     # drop_last: a last batch of one sample would break batch norm; the windows are random anyway
-    train_loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=True, **workers)
-    valid_loader = DataLoader(valid_set, batch_size=valid_batch_size, collate_fn=collate_fn_feat_padded, **workers)
+    if world_size == 1:
+        train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, **workers)
+    else:
+        sampler = DistributedSampler(train_set, world_size, rank, shuffle=True, seed=args.seed, drop_last=True)
+        train_loader = DataLoader(train_set, batch_size=args.batch_size // world_size, sampler=sampler,
+                                  drop_last=True, **workers)
+    valid_loader = DataLoader(valid_set, batch_size=args.valid_batch_size, collate_fn=collate_fn_feat_padded,
+                              **workers)
     return train_loader, valid_loader
 
 
-def train_epoch(model, loader, criterion, optimizer, device, epoch, log_interval):
-    """One pass over the training windows; returns (mean loss, accuracy %)."""
+class Step:
+    """How a batch goes through the model: device, memory format, autocast dtype and gradient scaling."""
+
+    def __init__(self, device, amp_dtype, channels_last):
+        self.device, self.amp_dtype = device, amp_dtype
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+
+    def forward(self, model, inputs, targets, criterion):
+        """(logits, loss) of a batch, under autocast when a lower precision is set."""
+        inputs = inputs.to(self.device, memory_format=self.memory_format)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            _, logits = model(inputs)
+            return logits, criterion(logits, targets.to(self.device))
+
+    def backward(self, loss, optimizer):
+        optimizer.zero_grad()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+def train_epoch(model, loader, criterion, optimizer, step, epoch, log_interval):
+    """One pass over the training windows; returns (mean loss, accuracy %) (of this process's share)."""
     model.train()
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)  # another shuffle every epoch
     total_loss, n_correct, n_seen = 0.0, 0, 0
     bar = tqdm(loader, desc=f'epoch {epoch}', leave=False, dynamic_ncols=True, disable=None)
-    for batch_idx, (inputs, targets) in enumerate(bar):
-        inputs, targets = inputs.to(device), targets.to(device)  # (B, 1, n_filters, win_size), (B,)
-        _, logits = model(inputs)
-        loss = criterion(logits, targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    for batch_idx, (inputs, targets) in enumerate(bar):  # (B, 1, n_filters, win_size), (B,)
+        logits, loss = step.forward(model, inputs, targets, criterion)
+        step.backward(loss, optimizer)
+        targets = targets.to(logits.device)
 
         total_loss += loss.item() * len(targets)
         n_correct += (logits.argmax(1) == targets).sum().item()
@@ -118,15 +181,39 @@ def train_epoch(model, loader, criterion, optimizer, device, epoch, log_interval
     return total_loss / n_seen, 100 * n_correct / n_seen
 
 
+def start_processes(device_name, batch_size):
+    """(rank, world size, device) of this process: one of torchrun's processes when it started us, else (0, 1, ...)."""
+    device = cli.select_device(device_name)
+    world_size = int(os.environ.get('WORLD_SIZE', '1'))
+    if world_size == 1:
+        return 0, 1, device
+    if batch_size % world_size:
+        raise ValueError(f"the batch size {batch_size} must split evenly over the {world_size} processes")
+    if device.type == 'cuda':
+        device = torch.device('cuda', int(os.environ['LOCAL_RANK']))
+        torch.cuda.set_device(device)
+    dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
+    return dist.get_rank(), world_size, device
+
+
+def mean_over_processes(*values):
+    """The values averaged over torchrun's processes (each trained on an equal share of the batches)."""
+    if not dist.is_initialized():
+        return values
+    total = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(total)
+    return tuple((total / dist.get_world_size()).tolist())
+
+
 @torch.no_grad()
-def validate(model, loader, criterion, device):
+def validate(model, loader, criterion, step):
     """Loss and accuracy % on whole validation utterances."""
     model.eval()
     total_loss, n_correct, n_seen = 0.0, 0, 0
     for inputs, targets in tqdm(loader, desc='validation', leave=False, dynamic_ncols=True, disable=None):
-        inputs, targets = inputs.to(device), targets.to(device)
-        _, logits = model(inputs)
-        total_loss += criterion(logits, targets).item() * len(targets)
+        logits, loss = step.forward(model, inputs, targets, criterion)
+        targets = targets.to(logits.device)
+        total_loss += loss.item() * len(targets)
         n_correct += (logits.argmax(1) == targets).sum().item()
         n_seen += len(targets)
     return total_loss / n_seen, 100 * n_correct / n_seen
@@ -170,7 +257,7 @@ def resumed_args(args, argv):
     ckpt = load_checkpoint(path)
     if not TRAINING_STATE_KEYS <= set(ckpt):
         raise ValueError(f"{path}: holds no training state to resume from")
-    saved = dict(ckpt['train_args'])
+    saved = {**vars(args), **EARLIER_RUNS, **ckpt['train_args']}
     changed = [f"--{k.replace('_', '-')}" for k in cli.flags_given(argv, sorted(set(saved) - set(RESUME_OVERRIDES)))
                if getattr(args, k) != saved[k]]
     if changed:
@@ -199,9 +286,21 @@ def main(argv=None):
     ckpt = None
     if args.resume:
         args, ckpt = resumed_args(args, argv)
+    rank, world_size, device = start_processes(args.device, args.batch_size)
+    try:
+        with contextlib.ExitStack() as stack:
+            if rank != 0:  # the first process speaks and writes for all
+                stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, 'w'))))
+            return fit(args, ckpt, device, rank, world_size)
+    finally:
+        if world_size > 1:
+            dist.destroy_process_group()
+
+
+def fit(args, ckpt, device, rank=0, world_size=1):
+    """Train (or continue training) as args say; returns the history of the epochs."""
     run_id = ckpt['run_id'] if ckpt else uuid.uuid4().hex[:12]
     check_log_dir(args.log_dir, run_id)
-    device = cli.select_device(args.device)
     feature = ckpt['feature'] if ckpt else feature_settings()
 
     DB = read_feats_structure(args.train_feat_dir)
@@ -210,33 +309,45 @@ def main(argv=None):
     if ckpt and ckpt['train_files'] != files_fingerprint(DB):
         raise ValueError(f"the files in {args.train_feat_dir} changed since the run started, and with them the "
                          "train/validation split; resume needs the same files")
+    amp_dtype = autocast_dtype(args.precision, device)
+    args.precision = {None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[amp_dtype]  # 'auto' resolved
+    channels_last = use_channels_last(args.channels_last, device)
+    args.channels_last = 'yes' if channels_last else 'no'
+    files = list(train_DB['filename']) + list(valid_DB['filename'])
+    preload = args.preload == 'yes' or (args.preload == 'auto' and preload_fits(files))
     print(f"Training set {len(train_DB)} utts, validation set {len(valid_DB)} utts, "
-          f"{len(speakers)} speakers (classes), device {device}")
-    check_feature_files(DB['filename'], feature)
+          f"{len(speakers)} speakers (classes), device {device}, precision {args.precision}, channels-last "
+          f"{args.channels_last}, features {'in memory' if preload else 'read from disk per item'}")
+    feats = load_features(files, feature, keep=preload)
 
     torch.manual_seed(args.seed)
     model_args = {'embedding_size': args.embedding_size, 'num_classes': len(speakers), 'backbone': args.backbone}
-    model = BackgroundResNet(**model_args).to(device)
+    net = BackgroundResNet(**model_args).to(device, memory_format=torch.channels_last if channels_last else
+                                            torch.contiguous_format)
+    step = Step(device, amp_dtype, channels_last)
     criterion = nn.CrossEntropyLoss()
-    optimizer = create_optimizer(args.optimizer, model.parameters(), args.lr, c.MOMENTUM, c.WEIGHT_DECAY)
+    optimizer = create_optimizer(args.optimizer, net.parameters(), args.lr, c.MOMENTUM, c.WEIGHT_DECAY)
     scheduler = ReduceLROnPlateau(optimizer, 'min', patience=c.LR_PATIENCE, min_lr=c.MIN_LR)
     history = []
     if ckpt:
-        model.load_state_dict(ckpt['state_dict'])
+        net.load_state_dict(ckpt['state_dict'])
         optimizer.load_state_dict(ckpt['optimizer'])
         scheduler.load_state_dict(ckpt['scheduler'])
         torch.set_rng_state(ckpt['rng_state'])
+        step.scaler.load_state_dict(ckpt.get('scaler', {}))
         history = ckpt['history']
-    train_loader, valid_loader = make_loaders(train_DB, valid_DB, speakers, feature, args.batch_size,
-                                              args.valid_batch_size, args.num_workers, device)
+    train_loader, valid_loader = make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats, rank,
+                                              world_size)
+    # several processes: DDP averages the gradients, and starts every process from the first one's weights
+    model = net if world_size == 1 else DistributedDataParallel(net, [device] if device.type == 'cuda' else None)
 
     log_dir = Path(args.log_dir)
     for epoch in range(len(history) + 1, args.epochs + 1):
         start = time.time()
         try:
-            train_loss, train_acc = train_epoch(model, train_loader, criterion, optimizer, device, epoch,
-                                                args.log_interval)
-            valid_loss, valid_acc = validate(model, valid_loader, criterion, device)
+            train_loss, train_acc = mean_over_processes(*train_epoch(model, train_loader, criterion, optimizer, step,
+                                                                     epoch, args.log_interval))
+            valid_loss, valid_acc = validate(net, valid_loader, criterion, step)
         except KeyboardInterrupt:
             if epoch == 1:
                 raise SystemExit("\nInterrupted in epoch 1, before any checkpoint was saved") from None
@@ -249,10 +360,12 @@ def main(argv=None):
         print(f"Epoch {epoch:3d}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
               f"validation loss {valid_loss:.4f} acc {valid_acc:.2f}% | lr {lr:g} | {time.time() - start:.0f} s")
 
-        checkpoint = {'epoch': epoch, 'run_id': run_id, 'state_dict': model.state_dict(),
+        if rank != 0:
+            continue
+        checkpoint = {'epoch': epoch, 'run_id': run_id, 'state_dict': net.state_dict(),
                       'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
-                      'rng_state': torch.get_rng_state(), 'history': history, 'speakers': speakers,
-                      'model_args': model_args, 'feature': feature, 'train_args': vars(args),
+                      'rng_state': torch.get_rng_state(), 'scaler': step.scaler.state_dict(), 'history': history,
+                      'speakers': speakers, 'model_args': model_args, 'feature': feature, 'train_args': vars(args),
                       'train_files': files_fingerprint(DB)}
         # the best first: a crash between the two writes is then repaired by resuming, which redoes this epoch
         if best_epoch(history)['epoch'] == epoch:

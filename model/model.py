@@ -1,4 +1,5 @@
 """The d-vector model: ResNet backbone -> global average pooling -> d-vector -> speaker logits."""
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -26,6 +27,11 @@ class BackgroundResNet(nn.Module):
         return self.fc0(x)
 
     def forward(self, x):
-        """(d-vectors (B, embedding_size), speaker logits (B, num_classes))."""
+        """(d-vectors (B, embedding_size), speaker logits (B, num_classes)).
+
+        Under autocast, the small classifier head still runs in float32, so that the logits and the
+        loss keep their precision.
+        """
         embedding = self.embed(x)
-        return embedding, self.last(F.relu(self.bn0(embedding)))
+        with torch.autocast(x.device.type, enabled=False):
+            return embedding, self.last(F.relu(self.bn0(embedding.float())))

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import write_feature
 from DB_wav_reader import read_feats_structure, split_enroll_and_test, speaker_test_file
-from SR_Dataset import FeatureFileError, check_feature_files, feature_settings, load_feature_file, read_MFB
+from SR_Dataset import FeatureFileError, feature_settings, load_feature_file, load_features, read_MFB
 
 
 class RunsCode:
@@ -87,9 +87,9 @@ def test_training_files_are_all_checked_before_training(tmp_path):
     good = write_feature(tmp_path / 'a' / 'good.p', np.zeros((300, 40)), 'a')
     short = write_feature(tmp_path / 'a' / 'short.p', np.zeros((100, 40)), 'a')
     wrong = write_feature(tmp_path / 'a' / 'wrong.p', np.zeros((300, 13)), 'a')
-    check_feature_files([good], feature_settings())
+    load_features([good], feature_settings())
     with pytest.raises(FeatureFileError, match=r'2 unusable feature file\(s\):\n  .*short.p: too short.*\n  .*wrong.p'):
-        check_feature_files([good, short, wrong], feature_settings())
+        load_features([good, short, wrong], feature_settings())
 
 
 def test_feature_tree_listing(tmp_path):

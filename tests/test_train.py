@@ -1,10 +1,14 @@
 """Training: the split, the loss going down, checkpoints, resuming, and interruption."""
+import argparse
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 import train
-from conftest import write_feature, write_feature_tree
+from conftest import REPO, write_feature, write_feature_tree
 from DB_wav_reader import read_feats_structure
 from SR_Dataset import FeatureFileError
 from storage import atomic_write, load_checkpoint, model_from_checkpoint
@@ -31,9 +35,11 @@ def test_split_is_seeded_and_ninety_ten(feature_tree):
             train.split_train_valid(DB, ratio, seed=0)
 
 
-def test_training_lowers_the_loss(tmp_path):
+@pytest.mark.parametrize('speed', [('--precision', 'fp32', '--channels-last', 'no'),  # the tutorial's
+                                   ('--precision', 'auto', '--channels-last', 'auto')])  # bf16 on this CPU
+def test_training_lowers_the_loss(tmp_path, speed):
     tree = write_feature_tree(tmp_path / 'feat', n_train_speakers=4, n_utts=16, seed=1)
-    history = run(tree, tmp_path / 'log', '--epochs', '4', '--lr', '0.01')
+    history = run(tree, tmp_path / 'log', '--epochs', '4', '--lr', '0.01', *speed)
     losses = [h['train_loss'] for h in history]
     assert losses[-1] < 0.5 * losses[0], losses
     assert history[-1]['valid_acc'] > 50  # 4 speakers: chance is 25%
@@ -58,9 +64,13 @@ def test_the_model_rebuilt_from_a_checkpoint_is_the_trained_one(trained, feature
     model = model_from_checkpoint(ckpt, 'cpu')
     DB = read_feats_structure(feature_tree / 'train')
     train_DB, valid_DB = train.split_train_valid(DB, ckpt['train_args']['val_ratio'], ckpt['train_args']['seed'])
-    _, valid_loader = train.make_loaders(train_DB, valid_DB, ckpt['speakers'], ckpt['feature'], 8, 4, 0,
-                                         torch.device('cpu'))
-    loss, accuracy = train.validate(model, valid_loader, torch.nn.CrossEntropyLoss(), 'cpu')
+    args = argparse.Namespace(**ckpt['train_args'])
+    cpu = torch.device('cpu')
+    _, valid_loader = train.make_loaders(train_DB, valid_DB, ckpt['speakers'], ckpt['feature'], args, cpu)
+    channels_last = args.channels_last == 'yes'  # as trained: the same kernels give the same numbers
+    step = train.Step(cpu, train.autocast_dtype(args.precision, cpu), channels_last)
+    model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    loss, accuracy = train.validate(model, valid_loader, torch.nn.CrossEntropyLoss(), step)
     assert loss == pytest.approx(ckpt['history'][-1]['valid_loss'], rel=1e-5)
     assert accuracy == ckpt['history'][-1]['valid_acc']
 
@@ -75,6 +85,36 @@ def test_resume_continues_exactly(feature_tree, tmp_path, workers):
     a, b = (load_checkpoint(tmp_path / d / 'checkpoint_3.pth')['state_dict'] for d in 'ab')
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+@pytest.mark.parametrize('precision', ['fp32', 'auto'])
+def test_features_in_memory_train_exactly_as_features_read_per_item(feature_tree, tmp_path, precision):
+    for preload in ('yes', 'no'):
+        run(feature_tree, tmp_path / preload, '--epochs', '2', '--preload', preload, '--precision', precision)
+    a, b = (load_checkpoint(tmp_path / d / 'checkpoint_2.pth')['state_dict'] for d in ('yes', 'no'))
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_training_under_torchrun_with_two_processes(feature_tree, tmp_path):
+    result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+                             str(REPO / 'train.py'), '--train-feat-dir', str(feature_tree / 'train'), '--log-dir',
+                             str(tmp_path / 'log'), '--epochs', '2', '--batch-size', '8', '--valid-batch-size', '4',
+                             '--device', 'cpu', '--lr', '0.01'], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count('Epoch   2: train loss') == 1  # the first process speaks for both
+    assert sorted(p.name for p in (tmp_path / 'log').iterdir()) == [
+        'checkpoint_1.pth', 'checkpoint_2.pth', 'checkpoint_best.pth', 'loss_plot.png']
+    ckpt = load_checkpoint(tmp_path / 'log' / 'checkpoint_2.pth')
+    assert len(ckpt['history']) == 2 and ckpt['history'][1]['train_loss'] < ckpt['history'][0]['train_loss']
+    assert not any(name.startswith('module.') for name in ckpt['state_dict'])  # usable without DDP
+    model_from_checkpoint(ckpt, 'cpu')
+
+
+def test_the_batch_must_split_over_the_processes(feature_tree, tmp_path, monkeypatch):
+    monkeypatch.setenv('WORLD_SIZE', '3')
+    with pytest.raises(ValueError, match='the batch size 8 must split evenly over the 3 processes'):
+        run(feature_tree, tmp_path / 'log', '--epochs', '1')
 
 
 def test_resume_refuses_to_change_the_runs_settings(trained, feature_tree):
