@@ -1,0 +1,175 @@
+"""Throughput benchmark: the tutorial-style path and the fast path, side by side in one run.
+
+    python bench.py                               # a sample of TRAIN_FEAT_DIR
+    python bench.py --utts 500 --batches 10 --device cuda
+
+Training: samples/s of whole training steps (data, forward, backward, SGD) on batches of random
+100-frame windows, as train.py runs them:
+  tutorial  every pickle read for every item, float32, contiguous memory
+  fast      features preloaded as float32, train.py's automatic precision and memory format
+Embedding: utterances/s of whole utterances cut into TEST_FRAMES-frame segments (features already read):
+  tutorial  one segment per forward pass, as the tutorial's enroll and verification scripts
+  fast      the segments of many utterances in one forward pass (dvector.embed_all)
+Each path runs in a fresh process, so that its peak memory (resident set) is its own. FLOPs per
+sample are counted by torch; GFLOP/s is what was achieved.
+"""
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+
+import torch
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+
+import cli
+import configure as c
+import train
+from DB_wav_reader import read_feats_structure
+from dvector import embed_all, split_segments
+from model.model import BackgroundResNet
+from SR_Dataset import DvectorDataset, feature_settings, load_features, read_MFB, to_input
+
+WARMUP_BATCHES = 3
+
+
+def parse_args(argv=None):
+    p = cli.parser(__doc__)
+    p.add_argument('--train-feat-dir', default=c.TRAIN_FEAT_DIR, help='<speaker>/<utterance>.p feature tree')
+    p.add_argument('--utts', type=cli.positive_int, default=2000, help='utterances sampled from it')
+    p.add_argument('--batches', type=cli.positive_int, default=20, help='timed training batches per path')
+    p.add_argument('--batch-size', type=cli.positive_int, default=c.BATCH_SIZE, help='training windows per batch')
+    p.add_argument('--embed-utts', type=cli.positive_int, default=300, help='utterances embedded per path')
+    p.add_argument('--backbone', default=c.BACKBONE, help='ResNet depth')
+    cli.add_device_arg(p)
+    return p.parse_args(argv)
+
+
+def peak_memory_mb():
+    """The peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def fast_settings(device):
+    """(autocast dtype, channels_last) that train.py picks automatically on this device."""
+    return train.autocast_dtype(c.PRECISION, device), train.use_channels_last(c.CHANNELS_LAST, device)
+
+
+def training_throughput(DB, fast, args):
+    """{samples_per_s, load_s, peak_mb} of training steps on DB, by the tutorial's path or the fast one."""
+    torch.manual_seed(0)
+    device = cli.select_device(args.device)
+    speakers = sorted(DB['speaker_id'].unique())
+    amp_dtype, channels_last = fast_settings(device) if fast else (None, False)
+    start = time.perf_counter()
+    feats = load_features(DB['filename'], feature_settings()) if fast else None
+    load_s = time.perf_counter() - start
+    dataset = DvectorDataset(DB, {s: i for i, s in enumerate(speakers)}, feature_settings(), feats=feats)
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
+    model = BackgroundResNet(c.EMBEDDING_SIZE, len(speakers), args.backbone).to(
+        device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
+    step = train.Step(device, amp_dtype, channels_last)
+    optimizer = train.create_optimizer('sgd', model.parameters(), c.LR, c.MOMENTUM, c.WEIGHT_DECAY)
+    criterion = torch.nn.CrossEntropyLoss()
+    n_batches = 0
+    while n_batches < WARMUP_BATCHES + args.batches:
+        for inputs, targets in loader:
+            if n_batches == WARMUP_BATCHES:
+                synchronize(device)
+                start = time.perf_counter()
+            _, loss = step.forward(model, inputs, targets, criterion)
+            step.backward(loss, optimizer)
+            n_batches += 1
+            if n_batches == WARMUP_BATCHES + args.batches:
+                break
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    return {'samples_per_s': args.batches * args.batch_size / seconds, 'load_s': load_s, 'peak_mb': peak_memory_mb()}
+
+
+@torch.no_grad()
+def segment_by_segment(model, feat, segment_frames, device):
+    """The tutorial's embedding: one forward pass per segment, d-vectors summed, then L2-normalised."""
+    total = sum(model.embed(to_input(s).unsqueeze(0).to(device))[0] for s in split_segments(feat, segment_frames))
+    return torch.nn.functional.normalize(total, dim=0)
+
+
+def embedding_throughput(files, fast, args):
+    """{utts_per_s, segments_per_s, peak_mb} of embedding the utterances of files, already read."""
+    device = cli.select_device(args.device)
+    feats = {f: read_MFB(f) for f in files}
+    model = BackgroundResNet(c.EMBEDDING_SIZE, 10, args.backbone).to(device).eval()
+    embed_all(model, list(files)[:8], feats.get, c.TEST_FRAMES, device, 'warm-up')
+    synchronize(device)
+    start = time.perf_counter()
+    if fast:
+        embed_all(model, list(files), feats.get, c.TEST_FRAMES, device, 'embedding')
+    else:
+        for f in files:
+            segment_by_segment(model, feats[f], c.TEST_FRAMES, device)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    n_segments = sum(len(split_segments(feat, c.TEST_FRAMES)) for feat in feats.values())
+    return {'utts_per_s': len(files) / seconds, 'segments_per_s': n_segments / seconds, 'peak_mb': peak_memory_mb()}
+
+
+def synchronize(device):
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def gflops_per_sample(backbone, frames, train_step):
+    """GFLOP of one sample of NUM_WIN_SIZE frames: forward only, or forward + backward (a training step)."""
+    model = BackgroundResNet(c.EMBEDDING_SIZE, 200, backbone)
+    x = torch.randn(8, 1, c.FILTER_BANK, frames)
+    with FlopCounterMode(display=False) as counter:
+        if train_step:
+            model(x)[1].sum().backward()
+        else:
+            with torch.no_grad():
+                model.embed(x)
+    return counter.get_total_flops() / 8 / 1e9
+
+
+def in_fresh_process(function, *arguments):
+    """function(*arguments) run in a new process (its own peak memory); returns its result."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context('spawn')) as pool:
+        return pool.submit(function, *arguments).result()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = cli.select_device(args.device)
+    DB = read_feats_structure(args.train_feat_dir)
+    DB = DB.sample(n=min(args.utts, len(DB)), random_state=0).reset_index(drop=True)
+    amp_dtype, channels_last = fast_settings(device)
+    print(f"Device {device} ({torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}); {args.backbone}; {len(DB)} utterances of "
+          f"{DB['speaker_id'].nunique()} speakers from {args.train_feat_dir}")
+    print(f"Fast path settings here: precision {amp_dtype or 'float32'}, channels-last {channels_last}")
+    train_flops = gflops_per_sample(args.backbone, c.NUM_WIN_SIZE, train_step=True)
+    embed_flops = gflops_per_sample(args.backbone, c.TEST_FRAMES, train_step=False)
+    print(f"Model FLOPs: {embed_flops:.2f} GFLOP forward per {c.NUM_WIN_SIZE}-frame sample, {train_flops:.2f} "
+          f"GFLOP per training sample (forward + backward)\n")
+
+    trained = {path: in_fresh_process(training_throughput, DB, path == 'fast', args) for path in ('tutorial', 'fast')}
+    print(f"Training: {args.batches} batches of {args.batch_size} after {WARMUP_BATCHES} of warm-up")
+    print(f"  {'path':10} {'samples/s':>10} {'GFLOP/s':>8} {'peak MiB':>9} {'preload s':>10}")
+    for path, r in trained.items():
+        print(f"  {path:10} {r['samples_per_s']:10.1f} {r['samples_per_s'] * train_flops:8.1f} "
+              f"{r['peak_mb']:9.0f} {r['load_s']:10.1f}")
+    print(f"  speed-up   {trained['fast']['samples_per_s'] / trained['tutorial']['samples_per_s']:9.2f}x\n")
+
+    files = list(DB['filename'][:args.embed_utts])
+    embedded = {path: in_fresh_process(embedding_throughput, files, path == 'fast', args)
+                for path in ('tutorial', 'fast')}
+    print(f"Embedding: {len(files)} utterances, {c.TEST_FRAMES}-frame segments, float32")
+    print(f"  {'path':10} {'utts/s':>10} {'GFLOP/s':>8} {'peak MiB':>9}")
+    for path, r in embedded.items():
+        print(f"  {path:10} {r['utts_per_s']:10.1f} {r['segments_per_s'] * embed_flops:8.1f} {r['peak_mb']:9.0f}")
+    print(f"  speed-up   {embedded['fast']['utts_per_s'] / embedded['tutorial']['utts_per_s']:9.2f}x")
+    return {'training': trained, 'embedding': embedded, 'train_gflop': train_flops, 'embed_gflop': embed_flops}
+
+
+if __name__ == '__main__':
+    cli.run(main)
