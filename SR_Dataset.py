@@ -108,17 +108,33 @@ def load_features(files, feature, keep=True):
     return feats if keep else None
 
 
-def preload_fits(files, fraction=0.5):
-    """Whether the features of these files fit in memory as float32: under `fraction` of the available RAM.
-
-    The size is estimated from the pickles, which hold float64 (the float32 copy is half of it).
-    """
-    needed = sum(os.path.getsize(f) for f in files) / 2
+def available_memory():
+    """Bytes of memory this process can still get: MemAvailable, or the container's limit if lower (Linux)."""
+    with open('/proc/meminfo') as f:
+        available = next(int(line.split()[1]) * 1024 for line in f if line.startswith('MemAvailable:'))
     try:
-        available = os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
-    except (ValueError, OSError, AttributeError):  # not Linux: no cheap way to ask
+        with open('/sys/fs/cgroup/memory.max') as f:
+            limit = f.read().strip()
+        with open('/sys/fs/cgroup/memory.current') as f:
+            used = int(f.read())
+        if limit != 'max':
+            available = min(available, int(limit) - used)
+    except OSError:  # no cgroup v2 limits here
+        pass
+    return available
+
+
+def preload_fits(files, fraction=0.5):
+    """Whether the features of these files fit in memory as float32: under `fraction` of the available memory.
+
+    The size is estimated from the pickles, which hold float64 (the float32 copy is half of it); every
+    process on this machine (torchrun's LOCAL_WORLD_SIZE) keeps a copy.
+    """
+    needed = sum(os.path.getsize(f) for f in files) / 2 * int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
+    try:
+        return needed < fraction * available_memory()
+    except (OSError, StopIteration, ValueError):  # not Linux: no cheap way to ask
         return False
-    return needed < fraction * available
 
 
 def random_window(feat, win_size=c.NUM_WIN_SIZE):

@@ -142,6 +142,8 @@ def main(argv=None):
     device = cli.select_device(args.device)
     DB = read_feats_structure(args.train_feat_dir)
     DB = DB.sample(n=min(args.utts, len(DB)), random_state=0).reset_index(drop=True)
+    if len(DB) < args.batch_size:
+        raise ValueError(f"{len(DB)} utterances, fewer than one batch of {args.batch_size}: raise --utts")
     amp_dtype, channels_last = fast_settings(device)
     print(f"Device {device} ({torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}); {args.backbone}; {len(DB)} utterances of "

@@ -40,7 +40,10 @@ def parse_args(argv=None):
     p.add_argument('--epochs', type=cli.positive_int, default=c.DEMO_EPOCHS, help='training epochs')
     p.add_argument('--seed', type=int, default=c.SEED, help='seeds the voices and the training')
     cli.add_device_arg(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.test_speakers < 2:
+        p.error('--test-speakers: at least 2, to try a voice against another')
+    return args
 
 
 def stage(title):

@@ -59,7 +59,8 @@ def identify_all(model, ckpt, enrolled, test_feat_dir, test_frames, device, resu
                    f'Identification of {len(truth)} test utterances: top-1 {accuracy[1]:.1f} %')
     print(f"\nTop-1 identification accuracy: {accuracy[1]:.2f}% ({n_correct}/{len(truth)} test files, "
           f"{len(enrolled)} enrolled speakers)")
-    print(f"Top-5 identification accuracy: {accuracy[5]:.2f}%")
+    print(f"Top-5 identification accuracy: {accuracy[5]:.2f}%" + (f" (every one: only {len(enrolled)} enrolled)"
+                                                                 if len(enrolled) <= 5 else ""))
     print(f"Confusion matrix: {plot_path}")
     return accuracy
 

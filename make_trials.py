@@ -20,7 +20,7 @@ import soundfile
 import cli
 import configure as c
 from DB_wav_reader import find_files, is_enroll_file
-from SR_Dataset import load_feature_file
+from SR_Dataset import FeatureFileError, load_feature_file
 from trials import Trial, write_trials
 
 
@@ -36,12 +36,18 @@ def parse_args(argv=None):
 def duration(path):
     """Seconds of a .wav file, or of the frames of a .p feature file."""
     if path.suffix == '.wav':
-        return soundfile.info(path).duration
+        try:
+            return soundfile.info(path).duration
+        except (RuntimeError, soundfile.SoundFileError) as e:
+            raise FeatureFileError(f"{path}: not a readable wav file ({e})") from e
     return len(load_feature_file(path)[0]) * c.WIN_STEP
 
 
 def pieces(path, name, seconds):
-    """`<name>@<start>-<end>` of the non-overlapping pieces between the trimmed edges of the file at path."""
+    """`<name>@<start>-<end>` of the non-overlapping pieces between the trimmed edges of the file at path.
+
+    The edges are configure.py's TRIM_FRAMES and WIN_STEP: score with a model trained with the same.
+    """
     trim = c.TRIM_FRAMES * c.WIN_STEP
     n = int((duration(path) - 2 * trim) // seconds)
     return [f"{name}@{trim + i * seconds:.2f}-{trim + (i + 1) * seconds:.2f}" for i in range(n)]

@@ -96,7 +96,7 @@ def autocast_dtype(precision, device):
     """The autocast dtype of a PRECISION setting on a device (None: float32); 'auto' picks the fastest safe one."""
     if precision == 'auto':
         if device.type == 'cuda':
-            precision = 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+            precision = 'bf16' if torch.cuda.is_bf16_supported(including_emulation=False) else 'fp16'
         else:  # bfloat16 matrix units (AVX512-BF16, AMX) make it fast; emulated, it would be slower than float32
             precision = 'bf16' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'fp32'
     if precision == 'fp16' and device.type != 'cuda':
@@ -176,7 +176,7 @@ def train_epoch(model, loader, criterion, optimizer, step, epoch, log_interval):
         n_seen += len(targets)
         bar.set_postfix(loss=f'{total_loss / n_seen:.4f}', acc=f'{100 * n_correct / n_seen:.2f}%')
         if batch_idx % log_interval == 0:
-            tqdm.write(f'Train Epoch: {epoch:3d} [{n_seen:7d}/{len(loader.dataset):7d}] '
+            tqdm.write(f'Train Epoch: {epoch:3d} [{n_seen:7d}/{len(loader.sampler):7d}] '
                        f'Loss {loss.item():.4f} ({total_loss / n_seen:.4f})  Acc {100 * n_correct / n_seen:.2f}%')
     return total_loss / n_seen, 100 * n_correct / n_seen
 
@@ -196,11 +196,11 @@ def start_processes(device_name, batch_size):
     return dist.get_rank(), world_size, device
 
 
-def mean_over_processes(*values):
-    """The values averaged over torchrun's processes (each trained on an equal share of the batches)."""
+def mean_over_processes(device, *values):
+    """The values averaged over torchrun's processes (each worked on an equal share of the data)."""
     if not dist.is_initialized():
         return values
-    total = torch.tensor(values, dtype=torch.float64)
+    total = torch.tensor(values, dtype=torch.float64, device=device)  # NCCL reduces only GPU tensors
     dist.all_reduce(total)
     return tuple((total / dist.get_world_size()).tolist())
 
@@ -259,7 +259,7 @@ def resumed_args(args, argv):
         raise ValueError(f"{path}: holds no training state to resume from")
     saved = {**vars(args), **EARLIER_RUNS, **ckpt['train_args']}
     changed = [f"--{k.replace('_', '-')}" for k in cli.flags_given(argv, sorted(set(saved) - set(RESUME_OVERRIDES)))
-               if getattr(args, k) != saved[k]]
+               if getattr(args, k) not in (saved[k], 'auto')]  # 'auto' leaves the run's resolved setting
     if changed:
         raise ValueError(f"{', '.join(changed)} cannot change when resuming a run (it continues with its own "
                          f"settings); start a new run in another --log-dir to change them")
@@ -345,9 +345,11 @@ def fit(args, ckpt, device, rank=0, world_size=1):
     for epoch in range(len(history) + 1, args.epochs + 1):
         start = time.time()
         try:
-            train_loss, train_acc = mean_over_processes(*train_epoch(model, train_loader, criterion, optimizer, step,
-                                                                     epoch, args.log_interval))
-            valid_loss, valid_acc = validate(net, valid_loader, criterion, step)
+            train_loss, train_acc = mean_over_processes(device, *train_epoch(model, train_loader, criterion,
+                                                                             optimizer, step, epoch, args.log_interval))
+            # every process validates on all of it, but with its own batch-norm statistics: the mean makes
+            # the learning-rate schedule the same everywhere
+            valid_loss, valid_acc = mean_over_processes(device, *validate(net, valid_loader, criterion, step))
         except KeyboardInterrupt:
             if epoch == 1:
                 raise SystemExit("\nInterrupted in epoch 1, before any checkpoint was saved") from None

@@ -9,6 +9,7 @@ otherwise; the two paths are relative to a root folder. A path names
   - (enroll side only) a speaker folder ending in `/`: the speaker's d-vector from its files
     whose name contains 'enroll', as enroll.py makes it.
 """
+import glob
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,11 +71,14 @@ def split_piece(name):
 
 
 def enrollment_files(folder):
-    """The enrollment files (names containing 'enroll', .p or .wav) of a speaker folder."""
-    files = sorted(f for f in Path(folder).rglob('*') if f.suffix in SUFFIXES and is_enroll_file(f))
-    if not files:
-        raise FileNotFoundError(f"{folder}: no enrollment files (.p or .wav named like 'enroll*') in it")
-    return files
+    """The enrollment files of a speaker folder, as enroll.py takes them: names containing 'enroll', .p files
+    (or .wav files when it has no .p), hidden folders left out."""
+    for suffix in SUFFIXES:
+        files = sorted(Path(f) for f in glob.glob(str(Path(folder) / '**' / f'*{suffix}'), recursive=True))
+        files = [f for f in files if is_enroll_file(f)]
+        if files:
+            return files
+    raise FileNotFoundError(f"{folder}: no enrollment files (.p or .wav named like 'enroll*') in it")
 
 
 def missing_paths(trials, root):
@@ -137,7 +141,7 @@ class TrialEmbedder:
 
     def enrollments(self, names):
         """{name: d-vector} of enrollments: files or pieces, or speaker folders whose enrollment files are averaged."""
-        files = {name: [str(f.relative_to(self.root)) for f in enrollment_files(self.root / name)]
+        files = {name: [str(Path(name) / f.relative_to(self.root / name)) for f in enrollment_files(self.root / name)]
                  if name.endswith('/') else [name] for name in names}
         vectors = self.embed(sorted({f for fs in files.values() for f in fs}), self.enroll_frames, 'enroll side')
         return {name: F.normalize(torch.stack([vectors[f] for f in fs]).mean(0), dim=0) for name, fs in files.items()}
@@ -164,5 +168,5 @@ def trial_identification(trials, scores):
     contests = [pairs for pairs in by_test.values() if {label for _, label in pairs} == {0, 1}]
     if not contests:
         return None, 0
-    correct = sum(max(pairs)[1] == 1 for pairs in contests)
+    correct = sum(max(pairs, key=lambda pair: pair[0])[1] == 1 for pairs in contests)
     return correct / len(contests), len(contests)

@@ -113,7 +113,7 @@ def verify_trials(args, model, ckpt, device):
     root = Path(args.root) if args.root is not None else Path(args.trials).parent
     missing = missing_paths(trials, root)
     if missing:
-        raise FileNotFoundError(f"{len(missing)} path(s) of {args.trials} not found under {root}:\n  "
+        raise FileNotFoundError(f"{len(missing)} path(s) of {args.trials} not found under {root}, or not .p/.wav:\n  "
                                 + "\n  ".join(missing))
     embedder = TrialEmbedder(model, ckpt, root, args.enroll_frames, args.test_frames, device)
     scores = score_trials(embedder, trials)

@@ -184,3 +184,11 @@ def test_calibrated_threshold_is_used_by_the_single_trial_mode(trained, feature_
     threshold_path(checkpoint).write_text('{not json')
     with pytest.raises(ValueError, match='not a calibrated threshold'):
         verification.main(args + ['--enroll-speaker', 'tst0', '--test-speaker', 'tst0'])
+
+
+def test_a_corrupt_wav_is_named_when_cutting_pieces(tmp_path):
+    write_voice(tmp_path / 'wavs' / 'a' / 'enroll.wav', 150)
+    (tmp_path / 'wavs' / 'a' / 'test.wav').write_bytes(b'RIFF but not a wav')
+    with pytest.raises(FeatureFileError, match='test.wav: not a readable wav file'):
+        make_trials.main(['--test-dir', str(tmp_path / 'wavs'), '--suffix', '.wav', '--piece-seconds', '3',
+                          '--out', str(tmp_path / 'trials.txt')])
