@@ -5,7 +5,7 @@ from tqdm import tqdm
 
 from SR_Dataset import read_MFB, to_input
 
-MAX_BATCH = 256       # segments per forward pass: bounds memory on hour-long recordings
+MAX_BATCH = 32        # segments per forward pass: on a CPU larger batches spill the caches and run slower
 UTTERANCE_BATCH = 64  # utterances read and embedded together by embed_all
 
 

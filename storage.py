@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 from model.model import BackgroundResNet
+from model.resnet import fold_batch_norms
 
 CHECKPOINT_KEYS = {'state_dict', 'model_args', 'speakers', 'feature', 'run_id', 'epoch'}
 
@@ -58,10 +59,22 @@ def model_from_checkpoint(ckpt, device):
     return model.to(device).eval()
 
 
+def for_inference(model, device):
+    """The eval-mode model made faster to embed with, giving the same d-vectors to float precision.
+
+    Each batch norm of the backbone is folded into the convolution before it, and on the CPU the
+    convolutions run channels-last (oneDNN's fast layout).
+    """
+    fold_batch_norms(model.backbone)
+    if torch.device(device).type == 'cpu':
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 def load_model(path, device):
-    """(model in eval mode, checkpoint dict) of the checkpoint at `path`."""
+    """(model for embedding, checkpoint dict) of the checkpoint at `path`."""
     ckpt = load_checkpoint(path, device)
-    return model_from_checkpoint(ckpt, device), ckpt
+    return for_inference(model_from_checkpoint(ckpt, device), device), ckpt
 
 
 def model_id(ckpt):

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import storage
 from model.model import BackgroundResNet
 from model.resnet import BACKBONES, build_resnet
 
@@ -36,3 +37,18 @@ def test_d_vector_is_the_embedding_layer_output_of_the_average_pooled_backbone()
 def test_unknown_backbone():
     with pytest.raises(ValueError, match="unknown backbone 'resnet9'.*resnet18"):
         build_resnet('resnet9')
+
+
+@pytest.mark.parametrize('backbone', ['resnet18', 'resnet50'])
+def test_folding_batch_norms_keeps_the_d_vectors(backbone):
+    torch.manual_seed(0)
+    model = BackgroundResNet(embedding_size=128, num_classes=10, backbone=backbone)
+    model.train()
+    model(torch.randn(16, 1, 40, 100))  # running statistics that are not the initial ones
+    model.eval()
+    x = torch.randn(4, 1, 40, 130)
+    with torch.no_grad():
+        expected = model.embed(x)
+        fast = storage.for_inference(model, 'cpu')
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.backbone.modules())
+        torch.testing.assert_close(fast.embed(x), expected, atol=1e-4, rtol=1e-4)
