@@ -135,6 +135,18 @@ def gflops_per_sample(backbone, frames, train_step):
     return counter.get_total_flops() / 8 / 1e9
 
 
+def matmul_gflops(device, dtype, n=2048, repeats=10):
+    """GFLOP/s of a large square matrix product: about the most this device does in practice."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    a @ b
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
 def in_fresh_process(function, *arguments):
     """function(*arguments) run in a new process (its own peak memory); returns its result."""
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context('spawn')) as pool:
@@ -156,7 +168,9 @@ def main(argv=None):
     train_flops = gflops_per_sample(args.backbone, c.NUM_WIN_SIZE, train_step=True)
     embed_flops = gflops_per_sample(args.backbone, c.TEST_FRAMES, train_step=False)
     print(f"Model FLOPs: {embed_flops:.2f} GFLOP forward per {c.NUM_WIN_SIZE}-frame sample, {train_flops:.2f} "
-          f"GFLOP per training sample (forward + backward)\n")
+          f"GFLOP per training sample (forward + backward)")
+    print(f"The device's practical limit, a 2048 x 2048 matrix product: {matmul_gflops(device, torch.float32):.0f} "
+          f"GFLOP/s in float32, {matmul_gflops(device, torch.bfloat16):.0f} in bfloat16\n")
 
     trained = {path: in_fresh_process(training_throughput, DB, path == 'fast', args) for path in ('tutorial', 'fast')}
     print(f"Training: {args.batches} batches of {args.batch_size} after {WARMUP_BATCHES} of warm-up")
