@@ -149,6 +149,21 @@ def random_window(feat, win_size=c.NUM_WIN_SIZE):
     return feat[start:start + win_size]
 
 
+def spec_augment(feat, max_bins=c.FREQ_MASK, max_frames=c.TIME_MASK):
+    """A copy of feat (n_frames, n_filters) with SpecAugment's masks (Park et al., 2019), without time warping.
+
+    One band of up to `max_bins` filters and one run of up to `max_frames` frames, of random widths
+    and places (drawn with torch's generator), are set to 0: the utterance's mean, as the features
+    are mean-normalised.
+    """
+    feat = feat.copy()
+    for axis, max_width in ((1, max_bins), (0, max_frames)):
+        width = int(torch.randint(min(max_width, feat.shape[axis]) + 1, ()))
+        start = int(torch.randint(feat.shape[axis] - width + 1, ()))
+        feat[(slice(None),) * axis + (slice(start, start + width),)] = 0
+    return feat
+
+
 def to_input(feat):
     """Network input (1, n_filters, n_frames) float32 of a feature array (n_frames, n_filters)."""
     return torch.from_numpy(np.ascontiguousarray(feat.T)).float().unsqueeze(0)
@@ -157,17 +172,19 @@ def to_input(feat):
 class DvectorDataset(Dataset):
     """(input (1, n_filters, frames), speaker index) pairs from a DataFrame of feature files.
 
-    With random_windows, each item is a random window of feature['win_size'] frames (training);
-    without, the whole trimmed utterance (validation). Features come from `feats` when given (the
-    files' features, preloaded in memory), else from the file, read for every item as the tutorial does.
+    With random_windows, each item is a random window of feature['win_size'] frames (training),
+    masked by spec_augment when `augment`; without, the whole trimmed utterance (validation).
+    Features come from `feats` when given (the files' features, preloaded in memory), else from the
+    file, read for every item as the tutorial does.
     """
 
-    def __init__(self, DB, spk_to_idx, feature, random_windows=True, feats=None):
+    def __init__(self, DB, spk_to_idx, feature, random_windows=True, feats=None, augment=False):
         self.files = list(DB['filename'])
         self.labels = [spk_to_idx[s] for s in DB['speaker_id']]
         self.feature = feature
         self.random_windows = random_windows
         self.feats = feats
+        self.augment = augment
 
     def __len__(self):
         return len(self.files)
@@ -176,6 +193,8 @@ class DvectorDataset(Dataset):
         feat = self.feats[index] if self.feats is not None else read_MFB(self.files[index], self.feature)
         if self.random_windows:
             feat = random_window(feat, self.feature['win_size'])
+            if self.augment:
+                feat = spec_augment(feat)
         return to_input(feat), self.labels[index]
 
 

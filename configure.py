@@ -26,9 +26,20 @@ TRIM_FRAMES = 50     # frames (0.5 s) cut at each end of every utterance: its le
 MIN_FRAMES = 40      # an utterance must keep more than this many frames after trimming (as the tutorial)
 NUM_WIN_SIZE = 100   # frames (1 s) per random training window
 
+# ---- Recipe --------------------------------------------------------------------------------
+# 'tutorial': the settings below as they stand (the tutorial's values, unless you change them);
+# 'improved': the settings named in RECIPES['improved'] replace them (train.py --recipe does the same)
+RECIPE = 'tutorial'
+RECIPES = {  # keys: train.py's flags
+    'tutorial': {},
+    'improved': {'pooling': 'asp', 'loss': 'aam', 'win_size': 200, 'spec_augment': 'yes'},
+}
+
 # ---- Model ---------------------------------------------------------------------------------
-BACKBONE = 'resnet18'  # 'resnet18' | 'resnet34' | 'resnet50' | 'resnet101' | 'resnet152'
+BACKBONE = 'resnet18'  # depth: 'resnet18' | 'resnet34' | 'resnet50' | 'resnet101' | 'resnet152'
+BASE_CHANNELS = 16     # width: channels of the first ResNet layer, doubled in each of the next three
 EMBEDDING_SIZE = 128   # d-vector dimension
+POOLING = 'avg'        # over the backbone's output: 'avg' (global average, the tutorial) | 'asp' (attentive statistics)
 
 # ---- Training (train.py) --------------------------------------------------------------------
 LOG_DIR = 'model_saved'  # checkpoint_<epoch>.pth, checkpoint_best.pth, loss_plot.png
@@ -44,6 +55,13 @@ LR_PATIENCE = 2          # the lr is cut by 10x when the validation loss has not
 MIN_LR = 1e-4
 LOG_INTERVAL = 84        # batches between training log lines
 NUM_WORKERS = 0          # DataLoader worker processes (0: load in the main process)
+LOSS = 'softmax'         # 'softmax' (the tutorial) | 'am' (additive margin, CosFace) | 'aam' (angular margin, ArcFace)
+MARGIN = 0.2             # am/aam: the margin (cosine for am, radians for aam)
+SCALE = 30.0             # am/aam: the cosines are multiplied by this before the softmax
+MARGIN_WARMUP = 5        # am/aam: epochs over which the margin grows linearly from 0 (0: full margin at once)
+SPEC_AUGMENT = 'no'      # 'yes': SpecAugment masks on the training windows (one band and one run of frames set to 0)
+FREQ_MASK = 8            # SpecAugment: widest frequency band masked, in filters
+TIME_MASK = 10           # SpecAugment: longest run of frames masked
 # Speed. The tutorial's recipe exactly: PRECISION = 'fp32', CHANNELS_LAST = 'no' (PRELOAD changes nothing learned)
 PRECISION = 'auto'       # autocast: 'auto' (bfloat16 on CPUs with bfloat16 units and on recent GPUs, float16 on
                          # older GPUs, else float32) | 'fp32' | 'bf16' | 'fp16' (CUDA)

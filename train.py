@@ -3,6 +3,7 @@
     python train.py                  # settings from configure.py
     python train.py --epochs 5       # flags override configure.py (--help lists them)
     python train.py --resume         # continue the interrupted run in --log-dir
+    python train.py --recipe improved  # attentive statistics pooling, AAM-softmax, 2 s windows, SpecAugment
 
 Writes <log-dir>/checkpoint_<epoch>.pth every epoch, checkpoint_best.pth (lowest validation
 loss) and loss_plot.png.
@@ -19,7 +20,6 @@ from pathlib import Path
 from matplotlib.figure import Figure
 import torch
 import torch.distributed as dist
-import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader, DistributedSampler
@@ -29,7 +29,8 @@ import cli
 import configure as c
 from DB_wav_reader import read_feats_structure
 from SR_Dataset import DvectorDataset, collate_fn_feat_padded, feature_settings, load_features, preload_fits
-from model.model import BackgroundResNet
+from losses import LOSSES, build_criterion, margin_at
+from model.model import POOLINGS, BackgroundResNet
 from model.resnet import BACKBONES
 from plots import save_figure
 from storage import atomic_save, load_checkpoint
@@ -37,7 +38,10 @@ from storage import atomic_save, load_checkpoint
 # Flags that --resume takes from the command line; every other setting comes from the checkpoint,
 # so that the run continues exactly (num_workers too: each worker draws its own random windows).
 RESUME_OVERRIDES = ('resume', 'epochs', 'log_dir', 'device', 'log_interval', 'preload')
-EARLIER_RUNS = {'precision': 'fp32', 'channels_last': 'no'}  # what runs of checkpoints without these settings used
+# what runs of checkpoints without these settings used
+EARLIER_RUNS = {'precision': 'fp32', 'channels_last': 'no', 'recipe': 'tutorial', 'pooling': 'avg', 'loss': 'softmax',
+                'base_channels': 16, 'spec_augment': 'no', 'margin': c.MARGIN, 'scale': c.SCALE,
+                'margin_warmup': c.MARGIN_WARMUP}
 TRAINING_STATE_KEYS = {'optimizer', 'scheduler', 'rng_state', 'history', 'train_args', 'train_files'}
 
 
@@ -51,8 +55,23 @@ def parse_args(argv=None):
                    help='utterances per validation batch')
     p.add_argument('--optimizer', choices=['sgd', 'adam', 'adagrad'], default=c.OPTIMIZER, help='optimizer')
     p.add_argument('--lr', type=float, default=c.LR, help='initial learning rate')
+    p.add_argument('--recipe', choices=list(c.RECIPES), default=c.RECIPE,
+                   help="'improved' sets the defaults of the flags in configure.RECIPES['improved'] (flags still win)")
     p.add_argument('--backbone', choices=list(BACKBONES), default=c.BACKBONE, help='ResNet depth')
+    p.add_argument('--base-channels', type=cli.positive_int, default=c.BASE_CHANNELS,
+                   help='ResNet width: channels of the first layer (16 in the tutorial)')
     p.add_argument('--embedding-size', type=cli.positive_int, default=c.EMBEDDING_SIZE, help='d-vector dimension')
+    p.add_argument('--pooling', choices=POOLINGS, default=c.POOLING,
+                   help="'avg': global average (the tutorial); 'asp': attentive statistics pooling over time")
+    p.add_argument('--loss', choices=LOSSES, default=c.LOSS,
+                   help="'softmax' (the tutorial); 'am' / 'aam': additive (angular) margin softmax on cosines")
+    p.add_argument('--margin', type=float, default=c.MARGIN, help='am/aam margin')
+    p.add_argument('--scale', type=float, default=c.SCALE, help='am/aam scale of the cosines')
+    p.add_argument('--margin-warmup', type=int, default=c.MARGIN_WARMUP,
+                   help='am/aam: epochs over which the margin grows from 0')
+    p.add_argument('--win-size', type=cli.positive_int, default=c.NUM_WIN_SIZE, help='frames per training window')
+    p.add_argument('--spec-augment', choices=['yes', 'no'], default=c.SPEC_AUGMENT,
+                   help='SpecAugment frequency and time masks on the training windows')
     p.add_argument('--val-ratio', type=float, default=c.VAL_RATIO, help='percent of utterances for validation')
     p.add_argument('--num-workers', type=int, default=c.NUM_WORKERS, help='DataLoader worker processes')
     p.add_argument('--seed', type=int, default=c.SEED, help='seeds the split, the initial weights, the windows')
@@ -68,6 +87,8 @@ def parse_args(argv=None):
     p.add_argument('--log-interval', type=cli.positive_int, default=c.LOG_INTERVAL, help='batches between log lines')
     p.add_argument('--resume', nargs='?', const='latest', metavar='CHECKPOINT',
                    help='continue a run: from the latest checkpoint in --log-dir, or from CHECKPOINT')
+    recipe = p.parse_known_args(argv)[0].recipe
+    p.set_defaults(**c.RECIPES[recipe])
     return p.parse_args(argv)
 
 
@@ -110,7 +131,8 @@ def use_channels_last(setting, device):
 
 
 def make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats=None, rank=0, world_size=1):
-    """Training windows (random, shuffled) and whole validation utterances (padded by repetition).
+    """Training windows (random, shuffled, SpecAugment-masked if args say) and whole validation utterances
+    (padded by repetition).
 
     feats: the preloaded features of train_DB and valid_DB (in that order), or None to read files per item.
     With several processes (torchrun), each trains on its share of every batch of args.batch_size
@@ -118,7 +140,8 @@ def make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats=None
     """
     spk_to_idx = {spk: i for i, spk in enumerate(speakers)}
     train_feats, valid_feats = (feats[:len(train_DB)], feats[len(train_DB):]) if feats else (None, None)
-    train_set = DvectorDataset(train_DB, spk_to_idx, feature, random_windows=True, feats=train_feats)
+    train_set = DvectorDataset(train_DB, spk_to_idx, feature, random_windows=True, feats=train_feats,
+                               augment=args.spec_augment == 'yes')
     valid_set = DvectorDataset(valid_DB, spk_to_idx, feature, random_windows=False, feats=valid_feats)
     if len(train_set) < args.batch_size:
         raise ValueError(f"{len(train_set)} training utterances, fewer than one batch of {args.batch_size}")
@@ -301,7 +324,7 @@ def fit(args, ckpt, device, rank=0, world_size=1):
     """Train (or continue training) as args say; returns the history of the epochs."""
     run_id = ckpt['run_id'] if ckpt else uuid.uuid4().hex[:12]
     check_log_dir(args.log_dir, run_id)
-    feature = ckpt['feature'] if ckpt else feature_settings()
+    feature = ckpt['feature'] if ckpt else {**feature_settings(), 'win_size': args.win_size}
 
     DB = read_feats_structure(args.train_feat_dir)
     train_DB, valid_DB = split_train_valid(DB, args.val_ratio, args.seed)
@@ -317,15 +340,21 @@ def fit(args, ckpt, device, rank=0, world_size=1):
     preload = args.preload == 'yes' or (args.preload == 'auto' and preload_fits(files))
     print(f"Training set {len(train_DB)} utts, validation set {len(valid_DB)} utts, "
           f"{len(speakers)} speakers (classes), device {device}, precision {args.precision}, channels-last "
-          f"{args.channels_last}, features {'in memory' if preload else 'read from disk per item'}")
+          f"{args.channels_last}, features {'in memory' if preload else 'read from disk per item'}\n"
+          f"Recipe {args.recipe}: {args.backbone} x{args.base_channels}, pooling {args.pooling}, loss {args.loss}"
+          f"{f' (margin {args.margin}, scale {args.scale})' if args.loss != 'softmax' else ''}, "
+          f"windows of {feature['win_size']} frames, SpecAugment {args.spec_augment}")
     feats = load_features(files, feature, keep=preload)
 
     torch.manual_seed(args.seed)
-    model_args = {'embedding_size': args.embedding_size, 'num_classes': len(speakers), 'backbone': args.backbone}
+    model_args = {'embedding_size': args.embedding_size, 'num_classes': len(speakers), 'backbone': args.backbone,
+                  'base_channels': args.base_channels, 'pooling': args.pooling,
+                  'head': 'linear' if args.loss == 'softmax' else 'cosine', 'n_filters': feature['n_filters']}
     net = BackgroundResNet(**model_args).to(device, memory_format=torch.channels_last if channels_last else
                                             torch.contiguous_format)
     step = Step(device, amp_dtype, channels_last)
-    criterion = nn.CrossEntropyLoss()
+    criterion = build_criterion(args.loss, args.margin, args.scale)
+    valid_criterion = build_criterion(args.loss, 0.0, args.scale)  # without margin: comparable across epochs
     optimizer = create_optimizer(args.optimizer, net.parameters(), args.lr, c.MOMENTUM, c.WEIGHT_DECAY)
     scheduler = ReduceLROnPlateau(optimizer, 'min', patience=c.LR_PATIENCE, min_lr=c.MIN_LR)
     history = []
@@ -344,12 +373,14 @@ def fit(args, ckpt, device, rank=0, world_size=1):
     log_dir = Path(args.log_dir)
     for epoch in range(len(history) + 1, args.epochs + 1):
         start = time.time()
+        if args.loss != 'softmax':
+            criterion.margin = margin_at(epoch, args.margin, args.margin_warmup)
         try:
             train_loss, train_acc = mean_over_processes(device, *train_epoch(model, train_loader, criterion,
                                                                              optimizer, step, epoch, args.log_interval))
             # every process validates on all of it, but with its own batch-norm statistics: the mean makes
             # the learning-rate schedule the same everywhere
-            valid_loss, valid_acc = mean_over_processes(device, *validate(net, valid_loader, criterion, step))
+            valid_loss, valid_acc = mean_over_processes(device, *validate(net, valid_loader, valid_criterion, step))
         except KeyboardInterrupt:
             if epoch == 1:
                 raise SystemExit("\nInterrupted in epoch 1, before any checkpoint was saved") from None

@@ -1,7 +1,8 @@
 """The tutorial's ResNet backbone for 1 x n_filters x T log-fbank input.
 
-Narrower than the ImageNet ResNet (16-32-64-128 channels), with a 7x7 stride-1 first
-convolution and no max-pool, so that the 40 frequency bins are not downsampled too early.
+Narrower than the ImageNet ResNet (16-32-64-128 channels by default; `base_channels` sets the
+width), with a 7x7 stride-1 first convolution and no max-pool, so that the 40 frequency bins are
+not downsampled too early.
 The blocks are torchvision's BasicBlock and Bottleneck.
 """
 import math
@@ -62,17 +63,18 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """Feature extractor: (B, in_channels, F, T) -> (B, out_channels, F/8, T/8)."""
 
-    def __init__(self, block, layers, in_channels=1):
+    def __init__(self, block, layers, in_channels=1, base_channels=16):
         super().__init__()
-        self.inplanes = 16
-        self.conv1 = nn.Conv2d(in_channels, 16, kernel_size=7, stride=1, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
+        width = base_channels
+        self.inplanes = width
+        self.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=1, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = self._make_layer(block, 16, layers[0])
-        self.layer2 = self._make_layer(block, 32, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 64, layers[2], stride=2)
-        self.layer4 = self._make_layer(block, 128, layers[3], stride=2)
-        self.out_channels = 128 * block.expansion
+        self.layer1 = self._make_layer(block, width, layers[0])
+        self.layer2 = self._make_layer(block, 2 * width, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 4 * width, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 8 * width, layers[3], stride=2)
+        self.out_channels = 8 * width * block.expansion
 
         for m in self.modules():  # the tutorial's (He) initialisation
             if isinstance(m, nn.Conv2d):
@@ -111,12 +113,14 @@ BACKBONES = {  # name -> (block, blocks per layer)
 }
 
 
-def build_resnet(name, in_channels=1):
-    """The backbone called `name` (one of BACKBONES)."""
+def build_resnet(name, in_channels=1, base_channels=16):
+    """The backbone called `name` (one of BACKBONES), `base_channels` wide in its first layer."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    if base_channels < 1:
+        raise ValueError(f"base_channels must be at least 1, not {base_channels}")
     block, layers = BACKBONES[name]
-    return ResNet(block, layers, in_channels)
+    return ResNet(block, layers, in_channels, base_channels)
 
 
 def fold_batch_norms(backbone):

@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from conftest import write_feature
-from SR_Dataset import DvectorDataset, collate_fn_feat_padded, feature_settings, random_window, to_input
+from SR_Dataset import DvectorDataset, collate_fn_feat_padded, feature_settings, random_window, spec_augment, to_input
 from DB_wav_reader import read_feats_structure
 
 
@@ -63,3 +63,31 @@ def test_validation_batches_are_padded_by_repetition():
     assert inputs[0, 0, 0].tolist() == [0, 1, 2, 3, 4]
     assert inputs[1, 0, 0].tolist() == [0, 1, 0, 1, 0]
     assert inputs[2, 0, 0].tolist() == [0, 1, 2, 0, 1]
+
+
+def test_spec_augment_masks_one_band_and_one_run_of_frames():
+    torch.manual_seed(0)
+    feat = np.random.default_rng(0).normal(size=(200, 40)) + 5  # no zeros of its own
+    widths = set()
+    for _ in range(300):
+        masked = spec_augment(feat, max_bins=8, max_frames=10)
+        zero_bins = np.flatnonzero((masked == 0).all(axis=0))
+        zero_frames = np.flatnonzero((masked == 0).all(axis=1))
+        assert len(zero_bins) <= 8 and len(zero_frames) <= 10
+        for run in (zero_bins, zero_frames):  # contiguous
+            assert len(run) == 0 or run[-1] - run[0] == len(run) - 1
+        kept = masked != 0
+        np.testing.assert_array_equal(masked[kept], feat[kept])
+        assert kept.sum() == (40 - len(zero_bins)) * (200 - len(zero_frames))  # nothing else touched
+        widths.add((len(zero_bins), len(zero_frames)))
+    assert {w for w, _ in widths} == set(range(9)) and {t for _, t in widths} == set(range(11))
+    assert (feat != 0).all()  # the input is left alone
+
+
+def test_training_items_are_masked_only_when_asked(tmp_path):
+    write_feature(tmp_path / 'a' / 'u.p', frames(300) + 1, 'a')
+    DB = read_feats_structure(tmp_path)
+    plain = DvectorDataset(DB, {'a': 0}, feature_settings(), random_windows=True)
+    augmented = DvectorDataset(DB, {'a': 0}, feature_settings(), random_windows=True, augment=True)
+    assert all((plain[0][0] != 0).all() for _ in range(20))
+    assert any((augmented[0][0] == 0).any() for _ in range(20))

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import storage
-from model.model import BackgroundResNet
+from model.model import AttentiveStatsPool, BackgroundResNet
 from model.resnet import BACKBONES, build_resnet
 
 
@@ -52,3 +52,59 @@ def test_folding_batch_norms_keeps_the_d_vectors(backbone):
         fast = storage.for_inference(model, 'cpu')
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.backbone.modules())
         torch.testing.assert_close(fast.embed(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_width_scales_every_layer():
+    backbone = build_resnet('resnet18', base_channels=32)
+    assert backbone(torch.randn(1, 1, 40, 100)).shape == (1, 256, 5, 13)
+    assert [layer[0].conv1.out_channels for layer in
+            (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)] == [32, 64, 128, 256]
+    with pytest.raises(ValueError, match='base_channels must be at least 1'):
+        build_resnet('resnet18', base_channels=0)
+
+
+@pytest.mark.parametrize('backbone', ['resnet18', 'resnet50'])
+def test_attentive_statistics_pooling_shapes(backbone):
+    model = BackgroundResNet(embedding_size=64, num_classes=5, backbone=backbone, pooling='asp').eval()
+    for n_frames in (100, 37):
+        embedding, logits = model(torch.randn(2, 1, 40, n_frames))
+        assert embedding.shape == (2, 64) and logits.shape == (2, 5)
+    assert model.fc0.in_features == 2 * model.backbone.out_channels * 5  # mean and std of C x 5 bins
+
+
+def test_attentive_pooling_with_equal_attention_gives_mean_and_standard_deviation():
+    pool = AttentiveStatsPool(in_dim=6)
+    torch.nn.init.zeros_(pool.attention[2].weight)  # every frame scores the same
+    x = torch.randn(3, 6, 50)
+    torch.testing.assert_close(pool(x), torch.cat([x.mean(2), x.std(2, unbiased=False)], 1))
+
+
+def test_attention_weights_the_frames():
+    pool = AttentiveStatsPool(in_dim=1, attention_dim=1)
+    with torch.no_grad():  # the score grows with the value: high frames weigh more
+        pool.attention[0].weight.fill_(1.0), pool.attention[0].bias.zero_()
+        pool.attention[2].weight.fill_(10.0), pool.attention[2].bias.zero_()
+    x = torch.tensor([[[0.0, 0.0, 0.0, 1.0]]])
+    assert pool(x)[0, 0] > x.mean()
+
+
+def test_cosine_head_gives_cosines():
+    model = BackgroundResNet(embedding_size=16, num_classes=3, head='cosine').eval()
+    embedding, cosines = model(torch.randn(4, 1, 40, 50))
+    expected = torch.nn.functional.normalize(embedding) @ torch.nn.functional.normalize(model.last.weight).T
+    torch.testing.assert_close(cosines, expected)
+    assert cosines.abs().max() <= 1 + 1e-6
+    with pytest.raises(ValueError, match='pooling must be one of'):
+        BackgroundResNet(embedding_size=16, num_classes=3, pooling='max')
+
+
+def test_folding_batch_norms_keeps_the_d_vectors_with_attentive_pooling():
+    torch.manual_seed(0)
+    model = BackgroundResNet(embedding_size=32, num_classes=4, pooling='asp', head='cosine', base_channels=8)
+    model.train()
+    model(torch.randn(8, 1, 40, 100))
+    model.eval()
+    x = torch.randn(3, 1, 40, 120)
+    with torch.no_grad():
+        expected = model.embed(x)
+        torch.testing.assert_close(storage.for_inference(model, 'cpu').embed(x), expected, atol=1e-4, rtol=1e-4)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import configure
 import train
 from conftest import REPO, write_feature, write_feature_tree
 from DB_wav_reader import read_feats_structure
@@ -51,7 +52,8 @@ def test_checkpoints_hold_everything_needed_to_use_them(trained):
     ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
     assert ckpt['epoch'] == 2 and len(ckpt['history']) == 2
     assert ckpt['speakers'] == ['spk0', 'spk1', 'spk2', 'spk3']
-    assert ckpt['model_args'] == {'embedding_size': 128, 'num_classes': 4, 'backbone': 'resnet18'}
+    assert ckpt['model_args'] == {'embedding_size': 128, 'num_classes': 4, 'backbone': 'resnet18', 'base_channels': 16,
+                                  'pooling': 'avg', 'head': 'linear', 'n_filters': 40}
     assert ckpt['feature']['n_filters'] == 40 and ckpt['feature']['trim_frames'] == 50
     assert {'optimizer', 'scheduler', 'rng_state', 'train_args'} <= set(ckpt)
     best = min(ckpt['history'], key=lambda h: h['valid_loss'])['epoch']
@@ -75,9 +77,9 @@ def test_the_model_rebuilt_from_a_checkpoint_is_the_trained_one(trained, feature
     assert accuracy == ckpt['history'][-1]['valid_acc']
 
 
-@pytest.mark.parametrize('workers', [0, 2])
-def test_resume_continues_exactly(feature_tree, tmp_path, workers):
-    flags = ('--num-workers', str(workers))
+@pytest.mark.parametrize('flags', [('--num-workers', '0'), ('--num-workers', '2'),
+                                   ('--recipe', 'improved', '--margin-warmup', '2')])  # the margin grows in epoch 3
+def test_resume_continues_exactly(feature_tree, tmp_path, flags):
     straight = run(feature_tree, tmp_path / 'a', '--epochs', '3', *flags)
     run(feature_tree, tmp_path / 'b', '--epochs', '2', *flags)
     resumed = run(feature_tree, tmp_path / 'b', '--epochs', '3', '--resume')
@@ -212,3 +214,24 @@ def test_sizes_must_be_positive(flag, capsys):
     with pytest.raises(SystemExit):
         train.parse_args([flag, '0'])
     assert 'must be a positive integer' in capsys.readouterr().err
+
+
+def test_the_improved_recipe_sets_its_settings_and_flags_still_win():
+    tutorial = train.parse_args(['--recipe', 'tutorial'])
+    assert (tutorial.pooling, tutorial.loss, tutorial.win_size, tutorial.spec_augment) == ('avg', 'softmax', 100, 'no')
+    improved = train.parse_args(['--recipe', 'improved'])
+    assert {k: getattr(improved, k) for k in configure.RECIPES['improved']} == configure.RECIPES['improved']
+    assert train.parse_args(['--recipe', 'improved', '--loss', 'am', '--win-size', '150']).loss == 'am'
+    assert train.parse_args(['--win-size', '150', '--recipe', 'improved']).win_size == 150
+
+
+def test_an_improved_recipe_run_records_its_model_and_windows(feature_tree, tmp_path):
+    history = run(feature_tree, tmp_path / 'log', '--epochs', '2', '--recipe', 'improved', '--win-size', '120',
+                  '--base-channels', '8')
+    assert len(history) == 2 and all(np.isfinite(h['valid_loss']) for h in history)
+    ckpt = load_checkpoint(tmp_path / 'log' / 'checkpoint_best.pth')
+    assert ckpt['model_args'] == {'embedding_size': 128, 'num_classes': 4, 'backbone': 'resnet18', 'base_channels': 8,
+                                  'pooling': 'asp', 'head': 'cosine', 'n_filters': 40}
+    assert ckpt['feature']['win_size'] == 120 and ckpt['train_args']['spec_augment'] == 'yes'
+    model = model_from_checkpoint(ckpt, 'cpu')
+    assert model.embed(torch.randn(2, 1, 40, 230)).shape == (2, 128)
