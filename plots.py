@@ -4,7 +4,7 @@ from statistics import NormalDist
 import numpy as np
 from matplotlib.figure import Figure
 
-from metrics import error_rates
+from metrics import compute_eer, error_rates
 from storage import atomic_write
 
 DET_TICKS = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8]
@@ -20,13 +20,18 @@ def probit(p):
     return np.array([NormalDist().inv_cdf(x) for x in np.clip(p, 1e-4, 1 - 1e-4)])
 
 
-def plot_det(scores, labels, eer, path, title):
-    """DET curve (miss rate against false-alarm rate on normal-deviate scales) with the EER point marked."""
-    _, p_fa, p_miss = error_rates(scores, labels)
+def plot_det(curves, path, title):
+    """DET curves (miss rate against false-alarm rate on normal-deviate scales), each with its EER point marked.
+
+    curves: {name: (scores, labels)}, one curve each, in one plot.
+    """
     fig = Figure(figsize=(5.5, 5))
     ax = fig.subplots()
-    ax.plot(probit(p_fa), probit(p_miss), label='d-vector')
-    ax.plot(probit([eer]), probit([eer]), 'o', label=f'EER {100 * eer:.2f} %')
+    for name, (scores, labels) in curves.items():
+        _, p_fa, p_miss = error_rates(scores, labels)
+        eer = compute_eer(scores, labels)[0]
+        line, = ax.plot(probit(p_fa), probit(p_miss), label=f'{name}: EER {100 * eer:.2f} %')
+        ax.plot(probit([eer]), probit([eer]), 'o', color=line.get_color())
     ticks = probit(DET_TICKS)
     ax.set_xticks(ticks, [f'{100 * t:g}' for t in DET_TICKS])
     ax.set_yticks(ticks, [f'{100 * t:g}' for t in DET_TICKS])

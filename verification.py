@@ -123,7 +123,7 @@ def verify_trials(args, model, ckpt, device):
     results = Path(args.results_dir)
     summary['det_curve'] = str(results / f'{name}_det.png')
     summary['score_histogram'] = str(results / f'{name}_scores.png')
-    plot_det(scores, labels, summary['eer_percent'] / 100, summary['det_curve'], f'DET curve: {name}')
+    plot_det({'d-vector': (scores, labels)}, summary['det_curve'], f'DET curve: {name}')
     plot_score_histogram(scores, labels, summary['eer_threshold'], summary['score_histogram'], f'Scores: {name}')
     if args.scores:
         write_scores(args.scores, trials, scores)

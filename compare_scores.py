@@ -1,0 +1,73 @@
+"""Compare models on one trial list: EER, minDCF and top-1 of each, and their DET curves in one plot.
+
+Score the same trial list with each model (verification.py --scores), then:
+
+    python verification.py --trials trials/holdout20.txt --checkpoint runs/a/checkpoint_best.pth --scores results/a.txt
+    python verification.py --trials trials/holdout20.txt --checkpoint runs/b/checkpoint_best.pth --scores results/b.txt
+    python compare_scores.py results/a.txt results/b.txt --names tutorial improved --out results/det_compare.png
+"""
+import cli
+import configure as c
+from plots import plot_det
+from trials import Trial
+from verification import P_TARGETS, summarize
+
+
+def parse_args(argv=None):
+    p = cli.parser(__doc__)
+    p.add_argument('scores', nargs='+', help='score files written by verification.py --scores')
+    p.add_argument('--names', nargs='+', help='a name for each score file (default: the file names)')
+    p.add_argument('--out', default=f'{c.RESULTS_DIR}/det_compare.png', help='the DET plot')
+    return p.parse_args(argv)
+
+
+def read_scores(path):
+    """(trials, scores) of a score file, in its order."""
+    trials, scores = [], []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            try:
+                score, label, enroll, test = float(fields[0]), int(fields[1]), fields[2], fields[3]
+                if len(fields) != 4 or label not in (0, 1):
+                    raise ValueError
+            except (ValueError, IndexError):
+                raise ValueError(f"{path}, line {number}: expected '<score> <0|1> <enroll> <test>', "
+                                 f"got {line.strip()!r}") from None
+            trials.append(Trial(label, enroll, test))
+            scores.append(score)
+    if not trials:
+        raise ValueError(f"{path}: no scores")
+    return trials, scores
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    names = args.names or args.scores
+    if len(names) != len(args.scores):
+        raise ValueError(f"{len(args.scores)} score files but {len(names)} names")
+    runs = {name: read_scores(path) for name, path in zip(names, args.scores, strict=True)}
+    first_trials = next(iter(runs.values()))[0]
+    for name, path in zip(names, args.scores, strict=True):
+        if runs[name][0] != first_trials:
+            raise ValueError(f"{path} scores other trials than {args.scores[0]}; compare scores of one trial list")
+    summaries = {name: summarize(trials, scores) for name, (trials, scores) in runs.items()}
+
+    width = max(len(n) for n in names)
+    s = next(iter(summaries.values()))
+    print(f"{s['trials']} trials ({s['target_trials']} target, {s['nontarget_trials']} non-target)")
+    print(f"{'':{width}}  {'EER %':>7}" + ''.join(f"  {f'minDCF {p}':>12}" for p in P_TARGETS) + f"  {'top-1 %':>8}")
+    for name, s in summaries.items():
+        top1 = '' if s['top1_percent'] is None else f"{s['top1_percent']:.2f}"
+        print(f"{name:{width}}  {s['eer_percent']:7.2f}" + ''.join(f"  {s[f'min_dcf_p{p}']:12.4f}" for p in P_TARGETS)
+              + f"  {top1:>8}")
+    plot_det({name: (scores, [t.label for t in trials]) for name, (trials, scores) in runs.items()}, args.out,
+             'DET curves')
+    print(f"DET curves: {args.out}")
+    return summaries
+
+
+if __name__ == '__main__':
+    cli.run(main)
