@@ -18,6 +18,7 @@ def parse_args(argv=None):
     p.add_argument('scores', nargs='+', help='score files written by verification.py --scores')
     p.add_argument('--names', nargs='+', help='a name for each score file (default: the file names)')
     p.add_argument('--out', default=f'{c.RESULTS_DIR}/det_compare.png', help='the DET plot')
+    p.add_argument('--title', default='DET curves', help='the title of the plot')
     return p.parse_args(argv)
 
 
@@ -64,7 +65,7 @@ def main(argv=None):
         print(f"{name:{width}}  {s['eer_percent']:7.2f}" + ''.join(f"  {s[f'min_dcf_p{p}']:12.4f}" for p in P_TARGETS)
               + f"  {top1:>8}")
     plot_det({name: (scores, [t.label for t in trials]) for name, (trials, scores) in runs.items()}, args.out,
-             'DET curves')
+             args.title)
     print(f"DET curves: {args.out}")
     return summaries
 
