@@ -149,7 +149,7 @@ def random_window(feat, win_size=c.NUM_WIN_SIZE):
     return feat[start:start + win_size]
 
 
-def spec_augment(feat, max_bins=c.FREQ_MASK, max_frames=c.TIME_MASK):
+def spec_augment(feat, max_bins, max_frames):
     """A copy of feat (n_frames, n_filters) with SpecAugment's masks (Park et al., 2019), without time warping.
 
     One band of up to `max_bins` filters and one run of up to `max_frames` frames, of random widths
@@ -173,12 +173,13 @@ class DvectorDataset(Dataset):
     """(input (1, n_filters, frames), speaker index) pairs from a DataFrame of feature files.
 
     With random_windows, each item is a random window of feature['win_size'] frames (training),
-    masked by spec_augment when `augment`; without, the whole trimmed utterance (validation).
+    masked by spec_augment when `augment` = (max_bins, max_frames) is given; without, the whole trimmed
+    utterance (validation).
     Features come from `feats` when given (the files' features, preloaded in memory), else from the
     file, read for every item as the tutorial does.
     """
 
-    def __init__(self, DB, spk_to_idx, feature, random_windows=True, feats=None, augment=False):
+    def __init__(self, DB, spk_to_idx, feature, random_windows=True, feats=None, augment=None):
         self.files = list(DB['filename'])
         self.labels = [spk_to_idx[s] for s in DB['speaker_id']]
         self.feature = feature
@@ -194,7 +195,7 @@ class DvectorDataset(Dataset):
         if self.random_windows:
             feat = random_window(feat, self.feature['win_size'])
             if self.augment:
-                feat = spec_augment(feat)
+                feat = spec_augment(feat, *self.augment)
         return to_input(feat), self.labels[index]
 
 

@@ -24,6 +24,14 @@ def positive_int(text):
     return value
 
 
+def non_negative_int(text):
+    """argparse type: an integer of 0 or more."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, not {text}")
+    return value
+
+
 def add_device_arg(p):
     p.add_argument('--device', default=c.DEVICE, help="'auto' (CUDA when there is a GPU), 'cpu' or 'cuda'")
 

@@ -49,6 +49,8 @@ def main(argv=None):
     names = args.names or args.scores
     if len(names) != len(args.scores):
         raise ValueError(f"{len(args.scores)} score files but {len(names)} names")
+    if len(set(names)) != len(names):
+        raise ValueError(f"each score file needs its own name: {' '.join(names)}")
     runs = {name: read_scores(path) for name, path in zip(names, args.scores, strict=True)}
     first_trials = next(iter(runs.values()))[0]
     for name, path in zip(names, args.scores, strict=True):

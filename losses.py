@@ -33,7 +33,7 @@ class MarginSoftmaxLoss(nn.Module):
         if self.kind == 'am':
             with_margin = target_cos - self.margin
         else:
-            sine = (1 - target_cos ** 2).clamp(min=0).sqrt()
+            sine = (1 - target_cos ** 2).clamp(min=1e-7).sqrt()  # not 0: a finite gradient at cos = +-1
             with_margin = target_cos * math.cos(self.margin) - sine * math.sin(self.margin)  # cos(theta + m)
             # past theta = pi - m, cos(theta + m) would rise again: continue it linearly instead (as ArcFace)
             with_margin = torch.where(target_cos > math.cos(math.pi - self.margin), with_margin,

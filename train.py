@@ -40,8 +40,8 @@ from storage import atomic_save, load_checkpoint
 RESUME_OVERRIDES = ('resume', 'epochs', 'log_dir', 'device', 'log_interval', 'preload')
 # what runs of checkpoints without these settings used
 EARLIER_RUNS = {'precision': 'fp32', 'channels_last': 'no', 'recipe': 'tutorial', 'pooling': 'avg', 'loss': 'softmax',
-                'base_channels': 16, 'spec_augment': 'no', 'margin': c.MARGIN, 'scale': c.SCALE,
-                'margin_warmup': c.MARGIN_WARMUP}
+                'base_channels': 16, 'spec_augment': 'no', 'freq_mask': c.FREQ_MASK, 'time_mask': c.TIME_MASK,
+                'margin': c.MARGIN, 'scale': c.SCALE, 'margin_warmup': c.MARGIN_WARMUP}
 TRAINING_STATE_KEYS = {'optimizer', 'scheduler', 'rng_state', 'history', 'train_args', 'train_files'}
 
 
@@ -65,13 +65,17 @@ def parse_args(argv=None):
                    help="'avg': global average (the tutorial); 'asp': attentive statistics pooling over time")
     p.add_argument('--loss', choices=LOSSES, default=c.LOSS,
                    help="'softmax' (the tutorial); 'am' / 'aam': additive (angular) margin softmax on cosines")
-    p.add_argument('--margin', type=float, default=c.MARGIN, help='am/aam margin')
-    p.add_argument('--scale', type=float, default=c.SCALE, help='am/aam scale of the cosines')
-    p.add_argument('--margin-warmup', type=int, default=c.MARGIN_WARMUP,
+    p.add_argument('--margin', type=float, default=c.MARGIN, help='am/aam margin, in [0, 1)')
+    p.add_argument('--scale', type=float, default=c.SCALE, help='am/aam scale of the cosines, above 0')
+    p.add_argument('--margin-warmup', type=cli.non_negative_int, default=c.MARGIN_WARMUP,
                    help='am/aam: epochs over which the margin grows from 0')
     p.add_argument('--win-size', type=cli.positive_int, default=c.NUM_WIN_SIZE, help='frames per training window')
     p.add_argument('--spec-augment', choices=['yes', 'no'], default=c.SPEC_AUGMENT,
                    help='SpecAugment frequency and time masks on the training windows')
+    p.add_argument('--freq-mask', type=cli.non_negative_int, default=c.FREQ_MASK,
+                   help='SpecAugment: widest frequency band masked, in filters')
+    p.add_argument('--time-mask', type=cli.non_negative_int, default=c.TIME_MASK,
+                   help='SpecAugment: longest run of frames masked')
     p.add_argument('--val-ratio', type=float, default=c.VAL_RATIO, help='percent of utterances for validation')
     p.add_argument('--num-workers', type=int, default=c.NUM_WORKERS, help='DataLoader worker processes')
     p.add_argument('--seed', type=int, default=c.SEED, help='seeds the split, the initial weights, the windows')
@@ -88,8 +92,14 @@ def parse_args(argv=None):
     p.add_argument('--resume', nargs='?', const='latest', metavar='CHECKPOINT',
                    help='continue a run: from the latest checkpoint in --log-dir, or from CHECKPOINT')
     recipe = p.parse_known_args(argv)[0].recipe
+    unknown = set(c.RECIPES[recipe]) - set(vars(p.parse_known_args([])[0]))
+    if unknown:
+        p.error(f"configure.RECIPES[{recipe!r}] names settings that train.py does not have: {', '.join(unknown)}")
     p.set_defaults(**c.RECIPES[recipe])
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0 <= args.margin < 1 or args.scale <= 0:
+        p.error(f"--margin must be in [0, 1) and --scale above 0, not {args.margin} and {args.scale}")
+    return args
 
 
 def split_train_valid(DB, val_ratio, seed):
@@ -141,7 +151,7 @@ def make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats=None
     spk_to_idx = {spk: i for i, spk in enumerate(speakers)}
     train_feats, valid_feats = (feats[:len(train_DB)], feats[len(train_DB):]) if feats else (None, None)
     train_set = DvectorDataset(train_DB, spk_to_idx, feature, random_windows=True, feats=train_feats,
-                               augment=args.spec_augment == 'yes')
+                               augment=(args.freq_mask, args.time_mask) if args.spec_augment == 'yes' else None)
     valid_set = DvectorDataset(valid_DB, spk_to_idx, feature, random_windows=False, feats=valid_feats)
     if len(train_set) < args.batch_size:
         raise ValueError(f"{len(train_set)} training utterances, fewer than one batch of {args.batch_size}")
@@ -280,7 +290,7 @@ def resumed_args(args, argv):
     ckpt = load_checkpoint(path)
     if not TRAINING_STATE_KEYS <= set(ckpt):
         raise ValueError(f"{path}: holds no training state to resume from")
-    saved = {**vars(args), **EARLIER_RUNS, **ckpt['train_args']}
+    saved = {**vars(args), **EARLIER_RUNS, 'win_size': ckpt['feature']['win_size'], **ckpt['train_args']}
     changed = [f"--{k.replace('_', '-')}" for k in cli.flags_given(argv, sorted(set(saved) - set(RESUME_OVERRIDES)))
                if getattr(args, k) not in (saved[k], 'auto')]  # 'auto' leaves the run's resolved setting
     if changed:

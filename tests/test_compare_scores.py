@@ -50,3 +50,9 @@ def test_names_must_match_the_files(tmp_path):
     a = write_scores(tmp_path / 'a.txt', scored([0.9, 0.1, 0.8, 0.2]))
     with pytest.raises(ValueError, match='1 score files but 2 names'):
         compare_scores.main([str(a), '--names', 'x', 'y'])
+
+
+def test_each_file_needs_its_own_name(tmp_path):
+    a = write_scores(tmp_path / 'a.txt', scored([0.9, 0.1, 0.8, 0.2]))
+    with pytest.raises(ValueError, match='each score file needs its own name'):
+        compare_scores.main([str(a), str(a), '--out', str(tmp_path / 'det.png')])

@@ -53,3 +53,10 @@ def test_loss_settings():
         build_criterion('arcface')
     with pytest.raises(ValueError, match='margin must be in'):
         MarginSoftmaxLoss('am', 1.5, 30)
+
+
+@pytest.mark.parametrize('cosine', [1.0, -1.0])
+def test_angular_margin_has_a_finite_gradient_at_the_ends(cosine):
+    cosines = torch.tensor([[cosine, 0.1]], requires_grad=True)
+    MarginSoftmaxLoss('aam', 0.2, 30)(cosines, torch.tensor([0])).backward()
+    assert torch.isfinite(cosines.grad).all()

@@ -235,3 +235,25 @@ def test_an_improved_recipe_run_records_its_model_and_windows(feature_tree, tmp_
     assert ckpt['feature']['win_size'] == 120 and ckpt['train_args']['spec_augment'] == 'yes'
     model = model_from_checkpoint(ckpt, 'cpu')
     assert model.embed(torch.randn(2, 1, 40, 230)).shape == (2, 128)
+
+
+@pytest.mark.parametrize('flags', [('--margin', '1.5'), ('--margin', '-0.1'), ('--scale', '0'),
+                                   ('--margin-warmup', '-3'), ('--time-mask', '-1')])
+def test_margin_loss_and_masking_settings_must_make_sense(flags, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(list(flags))
+    assert flags[0] in capsys.readouterr().err
+
+
+def test_a_checkpoint_from_before_the_recipe_options_loads_and_resumes(trained, feature_tree, tmp_path):
+    ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
+    new_keys = ('recipe', 'pooling', 'loss', 'margin', 'scale', 'margin_warmup', 'base_channels', 'win_size',
+                'spec_augment', 'freq_mask', 'time_mask')
+    ckpt['model_args'] = {k: ckpt['model_args'][k] for k in ('embedding_size', 'num_classes', 'backbone')}
+    ckpt['train_args'] = {k: v for k, v in ckpt['train_args'].items() if k not in new_keys}
+    ckpt['train_args']['log_dir'] = str(tmp_path)
+    torch.save(ckpt, tmp_path / 'checkpoint_2.pth')
+    assert model_from_checkpoint(load_checkpoint(tmp_path / 'checkpoint_2.pth'), 'cpu').pooling == 'avg'
+    history = run(feature_tree, tmp_path, '--epochs', '3', '--resume')
+    assert [h['epoch'] for h in history] == [1, 2, 3]
+    assert load_checkpoint(tmp_path / 'checkpoint_3.pth')['train_args']['loss'] == 'softmax'
