@@ -32,7 +32,7 @@ NUM_WIN_SIZE = 100   # frames (1 s) per random training window
 RECIPE = 'tutorial'
 RECIPES = {  # keys: train.py's flags
     'tutorial': {},
-    'improved': {'pooling': 'asp', 'loss': 'aam', 'win_size': 200, 'spec_augment': 'yes'},
+    'improved': {'pooling': 'asp', 'loss': 'aam', 'margin': 0.3, 'win_size': 200, 'spec_augment': 'yes'},
 }
 
 # ---- Model ---------------------------------------------------------------------------------
