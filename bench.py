@@ -1,16 +1,19 @@
-"""Throughput benchmark: the tutorial-style path and the fast path, side by side in one run.
+"""Throughput benchmark: the tutorial-style path and the fast paths, side by side in one run.
 
     python bench.py                               # a sample of TRAIN_FEAT_DIR
     python bench.py --utts 500 --batches 10 --device cuda
 
 Training: samples/s of whole training steps (data, forward, backward, SGD) on batches of random
 100-frame windows, as train.py runs them:
-  tutorial  every pickle read for every item, float32, contiguous memory
-  fast      features preloaded as float32, train.py's automatic precision and memory format
+  tutorial   every pickle read for every item, float32, contiguous memory
+  fast fp32  features preloaded as float32, train.py's automatic memory format, float32
+  fast       the same in train.py's automatic precision (PRECISION; bfloat16 autocast on this CPU)
 Embedding: utterances/s of whole utterances cut into TEST_FRAMES-frame segments (features already read):
-  tutorial  one segment per forward pass, as the tutorial's enroll and verification scripts
-  fast      the segments of many utterances in batched forward passes (dvector.embed_all), through the
-            model as the stages load it: batch norms folded into the convolutions, channels-last on the CPU
+  tutorial   one segment per forward pass, float32, as the tutorial's enroll and verification scripts
+  fast fp32  the segments of all the utterances in batched forward passes (dvector.embed_all), through
+             the model as the stages load it: batch norms folded into the convolutions, channels-last
+             on the CPU; the same d-vectors as the tutorial's loop, to float precision
+  fast       the same with the backbone in the stages' automatic precision (EMBED_PRECISION)
 Each path runs in a fresh process, so that its peak memory (resident set) is its own. FLOPs per
 sample are counted by torch; GFLOP/s is what was achieved.
 """
@@ -33,6 +36,7 @@ from SR_Dataset import DvectorDataset, feature_settings, load_features, read_MFB
 from storage import for_inference
 
 WARMUP_BATCHES = 3
+PATHS = ('tutorial', 'fast fp32', 'fast')
 
 
 def parse_args(argv=None):
@@ -52,19 +56,22 @@ def peak_memory_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def fast_settings(device):
-    """(autocast dtype, channels_last) that train.py picks automatically on this device."""
-    return train.autocast_dtype(c.PRECISION, device), train.use_channels_last(c.CHANNELS_LAST, device)
+def training_settings(path, device):
+    """(autocast dtype, channels_last) of a training path on this device."""
+    if path == 'tutorial':
+        return None, False
+    amp_dtype = cli.autocast_dtype(c.PRECISION, device) if path == 'fast' else None
+    return amp_dtype, train.use_channels_last(c.CHANNELS_LAST, device)
 
 
-def training_throughput(DB, fast, args):
-    """{samples_per_s, load_s, peak_mb} of training steps on DB, by the tutorial's path or the fast one."""
+def training_throughput(DB, path, args):
+    """{samples_per_s, load_s, peak_mb} of training steps on DB by one of PATHS."""
     torch.manual_seed(0)
     device = cli.select_device(args.device)
     speakers = sorted(DB['speaker_id'].unique())
-    amp_dtype, channels_last = fast_settings(device) if fast else (None, False)
+    amp_dtype, channels_last = training_settings(path, device)
     start = time.perf_counter()
-    feats = load_features(DB['filename'], feature_settings()) if fast else None
+    feats = None if path == 'tutorial' else load_features(DB['filename'], feature_settings())
     load_s = time.perf_counter() - start
     dataset = DvectorDataset(DB, {s: i for i, s in enumerate(speakers)}, feature_settings(), feats=feats)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
@@ -96,25 +103,31 @@ def segment_by_segment(model, feat, segment_frames, device):
     return torch.nn.functional.normalize(total, dim=0)
 
 
-def embedding_throughput(files, fast, args):
-    """{utts_per_s, segments_per_s, peak_mb} of embedding the utterances of files, already read."""
+def embedding_throughput(files, path, args):
+    """{utts_per_s, frames_per_s, peak_mb} of embedding the utterances of files, already read, by one of PATHS."""
     device = cli.select_device(args.device)
     feats = {f: read_MFB(f) for f in files}
     model = BackgroundResNet(c.EMBEDDING_SIZE, 10, args.backbone).to(device).eval()
-    if fast:
-        model = for_inference(model, device)
+    if path != 'tutorial':
+        model = for_inference(model, device, cli.embedding_dtype(c.EMBED_PRECISION if path == 'fast' else 'fp32',
+                                                                 device))
     embed_all(model, list(files)[:8], feats.get, c.TEST_FRAMES, device, 'warm-up')
     synchronize(device)
     start = time.perf_counter()
-    if fast:
-        embed_all(model, list(files), feats.get, c.TEST_FRAMES, device, 'embedding')
-    else:
+    if path == 'tutorial':
         for f in files:
             segment_by_segment(model, feats[f], c.TEST_FRAMES, device)
+    else:
+        embed_all(model, list(files), feats.get, c.TEST_FRAMES, device, 'embedding')
     synchronize(device)
     seconds = time.perf_counter() - start
-    n_segments = sum(len(split_segments(feat, c.TEST_FRAMES)) for feat in feats.values())
-    return {'utts_per_s': len(files) / seconds, 'segments_per_s': n_segments / seconds, 'peak_mb': peak_memory_mb()}
+    n_frames = sum(len(feat) for feat in feats.values())
+    return {'utts_per_s': len(files) / seconds, 'frames_per_s': n_frames / seconds, 'peak_mb': peak_memory_mb()}
+
+
+def speed_up(results, path, rate):
+    """How many times the tutorial path's rate a path reaches."""
+    return results[path][rate] / results['tutorial'][rate]
 
 
 def synchronize(device):
@@ -160,11 +173,12 @@ def main(argv=None):
     DB = DB.sample(n=min(args.utts, len(DB)), random_state=0).reset_index(drop=True)
     if len(DB) < args.batch_size:
         raise ValueError(f"{len(DB)} utterances, fewer than one batch of {args.batch_size}: raise --utts")
-    amp_dtype, channels_last = fast_settings(device)
+    amp_dtype, channels_last = training_settings('fast', device)
     print(f"Device {device} ({torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}); {args.backbone}; {len(DB)} utterances of "
           f"{DB['speaker_id'].nunique()} speakers from {args.train_feat_dir}")
-    print(f"Fast path settings here: precision {amp_dtype or 'float32'}, channels-last {channels_last}")
+    print(f"Fast path settings here: training precision {amp_dtype or 'float32'}, channels-last {channels_last}, "
+          f"embedding precision {cli.embedding_dtype(c.EMBED_PRECISION, device)}")
     train_flops = gflops_per_sample(args.backbone, c.NUM_WIN_SIZE, train_step=True)
     embed_flops = gflops_per_sample(args.backbone, c.TEST_FRAMES, train_step=False)
     print(f"Model FLOPs: {embed_flops:.2f} GFLOP forward per {c.NUM_WIN_SIZE}-frame sample, {train_flops:.2f} "
@@ -172,22 +186,21 @@ def main(argv=None):
     print(f"The device's practical limit, a 2048 x 2048 matrix product: {matmul_gflops(device, torch.float32):.0f} "
           f"GFLOP/s in float32, {matmul_gflops(device, torch.bfloat16):.0f} in bfloat16\n")
 
-    trained = {path: in_fresh_process(training_throughput, DB, path == 'fast', args) for path in ('tutorial', 'fast')}
+    trained = {path: in_fresh_process(training_throughput, DB, path, args) for path in PATHS}
     print(f"Training: {args.batches} batches of {args.batch_size} after {WARMUP_BATCHES} of warm-up")
-    print(f"  {'path':10} {'samples/s':>10} {'GFLOP/s':>8} {'peak MiB':>9} {'preload s':>10}")
+    print(f"  {'path':10} {'samples/s':>10} {'speed-up':>9} {'GFLOP/s':>8} {'peak MiB':>9} {'preload s':>10}")
     for path, r in trained.items():
-        print(f"  {path:10} {r['samples_per_s']:10.1f} {r['samples_per_s'] * train_flops:8.1f} "
-              f"{r['peak_mb']:9.0f} {r['load_s']:10.1f}")
-    print(f"  speed-up   {trained['fast']['samples_per_s'] / trained['tutorial']['samples_per_s']:9.2f}x\n")
+        print(f"  {path:10} {r['samples_per_s']:10.1f} {speed_up(trained, path, 'samples_per_s'):8.2f}x "
+              f"{r['samples_per_s'] * train_flops:8.1f} {r['peak_mb']:9.0f} {r['load_s']:10.1f}")
 
     files = list(DB['filename'][:args.embed_utts])
-    embedded = {path: in_fresh_process(embedding_throughput, files, path == 'fast', args)
-                for path in ('tutorial', 'fast')}
-    print(f"Embedding: {len(files)} utterances, {c.TEST_FRAMES}-frame segments, float32")
-    print(f"  {'path':10} {'utts/s':>10} {'GFLOP/s':>8} {'peak MiB':>9}")
+    embedded = {path: in_fresh_process(embedding_throughput, files, path, args) for path in PATHS}
+    n_segments = sum(len(split_segments(read_MFB(f), c.TEST_FRAMES)) for f in files)
+    print(f"\nEmbedding: {len(files)} utterances, {n_segments} segments of up to {c.TEST_FRAMES} frames")
+    print(f"  {'path':10} {'utts/s':>10} {'speed-up':>9} {'GFLOP/s':>8} {'peak MiB':>9}")
     for path, r in embedded.items():
-        print(f"  {path:10} {r['utts_per_s']:10.1f} {r['segments_per_s'] * embed_flops:8.1f} {r['peak_mb']:9.0f}")
-    print(f"  speed-up   {embedded['fast']['utts_per_s'] / embedded['tutorial']['utts_per_s']:9.2f}x")
+        print(f"  {path:10} {r['utts_per_s']:10.1f} {speed_up(embedded, path, 'utts_per_s'):8.2f}x "
+              f"{r['frames_per_s'] / c.TEST_FRAMES * embed_flops:8.1f} {r['peak_mb']:9.0f}")
     return {'training': trained, 'embedding': embedded, 'train_gflop': train_flops, 'embed_gflop': embed_flops}
 
 

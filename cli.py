@@ -6,6 +6,8 @@ import torch
 
 import configure as c
 
+EMBED_PRECISIONS = ('auto', 'fp32', 'bf16')
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Help that keeps the script's docstring as written and shows each flag's default."""
@@ -42,6 +44,9 @@ def add_model_args(p):
     p.add_argument('--embedding-dir', default=c.EMBEDDING_DIR, help='enrolled d-vectors, <speaker>.pth')
     p.add_argument('--test-feat-dir', default=c.TEST_FEAT_DIR,
                    help="<speaker>/<name>.p feature tree; files whose name contains 'enroll' enroll the speaker")
+    p.add_argument('--precision', choices=EMBED_PRECISIONS, default=c.EMBED_PRECISION,
+                   help="the backbone's precision: 'auto' (bfloat16 where the device has bfloat16 units), 'fp32' "
+                   "(the tutorial's d-vectors exactly) or 'bf16'")
     add_device_arg(p)
     return p
 
@@ -74,6 +79,34 @@ def select_device(name):
         raise ValueError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
                          "use 'auto' or 'cpu'")
     return device
+
+
+def bfloat16_is_fast(device):
+    """Whether the device has bfloat16 units: a CPU with AVX512-BF16 or AMX, a GPU with native bfloat16.
+
+    Emulated bfloat16 would be slower than float32.
+    """
+    if device.type == 'cuda':
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def autocast_dtype(precision, device):
+    """The autocast dtype of a training PRECISION on a device (None: float32); 'auto' picks the fastest safe one."""
+    if precision == 'auto':
+        precision = 'bf16' if bfloat16_is_fast(device) else 'fp16' if device.type == 'cuda' else 'fp32'
+    if precision == 'fp16' and device.type != 'cuda':
+        raise ValueError("precision 'fp16' needs a CUDA GPU; on the CPU use 'bf16' or 'fp32'")
+    return {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
+
+
+def embedding_dtype(precision, device):
+    """The dtype the backbone embeds in for an EMBED_PRECISION: 'auto' is bfloat16 where it is fast, else float32."""
+    if precision not in EMBED_PRECISIONS:
+        raise ValueError(f"unknown embedding precision {precision!r}; choose one of {', '.join(EMBED_PRECISIONS)}")
+    if precision == 'auto':
+        precision = 'bf16' if bfloat16_is_fast(device) else 'fp32'
+    return {'fp32': torch.float32, 'bf16': torch.bfloat16}[precision]
 
 
 def run(main):

@@ -5,8 +5,7 @@ from tqdm import tqdm
 
 from SR_Dataset import read_MFB, to_input
 
-MAX_BATCH = 32        # segments per forward pass: on a CPU larger batches spill the caches and run slower
-UTTERANCE_BATCH = 64  # utterances read and embedded together by embed_all
+MAX_BATCH = 32  # segments per forward pass: on a CPU larger batches spill the caches and run slower
 
 
 def split_segments(feat, segment_frames):
@@ -15,36 +14,37 @@ def split_segments(feat, segment_frames):
 
 
 @torch.no_grad()
-def embed_utterances(model, feats, segment_frames, device):
-    """d-vectors (n_utterances, embedding_size) of utterances: each its segments' d-vectors summed, L2-normalised.
+def embed_all(model, names, read, segment_frames, device, desc=None):
+    """{name: d-vector} of utterances, read(name) giving each one's trimmed features (n_frames, n_filters).
 
-    feats: trimmed features (n_frames, n_filters) of each utterance. The segments of all of them go
-    through the model together, grouped by length (only last segments are shorter), MAX_BATCH at a time.
+    As in the tutorial, a d-vector is the sum of the d-vectors of the utterance's segments of
+    `segment_frames` frames, L2-normalised. Here the segments of all the utterances go through the
+    model MAX_BATCH at a time, grouped by length (only last segments are shorter, and they wait for
+    others of their length).
     """
-    by_length = {}
-    for i, feat in enumerate(feats):
-        for segment in split_segments(feat, segment_frames):
-            by_length.setdefault(len(segment), []).append((i, segment))
-    sums = None
-    for items in by_length.values():
-        for start in range(0, len(items), MAX_BATCH):
-            chunk = items[start:start + MAX_BATCH]
-            embeddings = model.embed(torch.stack([to_input(s) for _, s in chunk]).to(device))
-            if sums is None:
-                sums = embeddings.new_zeros(len(feats), embeddings.shape[1])
-            sums.index_add_(0, torch.tensor([i for i, _ in chunk], device=device), embeddings)
-    return F.normalize(sums, dim=1)
+    sums = {}
+    waiting = {}  # segment length -> [(name, input (1, n_filters, length))] not embedded yet
+
+    def embed(batch):
+        vectors = model.embed(torch.stack([x for _, x in batch]).to(device))
+        for (name, _), vector in zip(batch, vectors):
+            sums[name] = sums[name] + vector if name in sums else vector
+
+    for name in tqdm(names, desc=desc, disable=None if desc else True):
+        for segment in split_segments(read(name), segment_frames):
+            batch = waiting.setdefault(len(segment), [])
+            batch.append((name, to_input(segment)))
+            if len(batch) == MAX_BATCH:
+                embed(waiting.pop(len(segment)))
+    for batch in waiting.values():
+        embed(batch)
+    return {name: F.normalize(sums[name], dim=0) for name in names}
 
 
-def embed_all(model, names, read, segment_frames, device, desc):
-    """{name: d-vector} of many utterances, read(name) giving trimmed features; UTTERANCE_BATCH at a time."""
-    vectors = {}
-    with tqdm(total=len(names), desc=desc, disable=None) as bar:
-        for start in range(0, len(names), UTTERANCE_BATCH):
-            chunk = names[start:start + UTTERANCE_BATCH]
-            vectors.update(zip(chunk, embed_utterances(model, [read(n) for n in chunk], segment_frames, device)))
-            bar.update(len(chunk))
-    return vectors
+def embed_utterances(model, feats, segment_frames, device):
+    """d-vectors (n_utterances, embedding_size) of utterances' trimmed features (n_frames, n_filters)."""
+    vectors = embed_all(model, range(len(feats)), feats.__getitem__, segment_frames, device)
+    return torch.stack([vectors[i] for i in range(len(feats))])
 
 
 def embed_utterance(model, feat, segment_frames, device):

@@ -4,7 +4,9 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
+import cli
 from model.model import BackgroundResNet
 from model.resnet import fold_batch_norms
 
@@ -59,22 +61,37 @@ def model_from_checkpoint(ckpt, device):
     return model.to(device).eval()
 
 
-def for_inference(model, device):
-    """The eval-mode model made faster to embed with, giving the same d-vectors to float precision.
+class InDtype(nn.Module):
+    """A module run in another dtype: its input cast to it, its output cast back to float32."""
 
-    Each batch norm of the backbone is folded into the convolution before it, and on the CPU the
-    convolutions run channels-last (oneDNN's fast layout).
+    def __init__(self, module, dtype):
+        super().__init__()
+        self.module, self.dtype = module.to(dtype), dtype
+
+    def forward(self, x):
+        return self.module(x.to(self.dtype)).float()
+
+
+def for_inference(model, device, dtype=torch.float32):
+    """The eval-mode model made faster to embed with.
+
+    Each batch norm of the backbone is folded into the convolution before it, which gives the same
+    d-vectors to float precision; on the CPU the convolutions run channels-last (oneDNN's fast
+    layout). With dtype bfloat16 the backbone runs in it (pooling and projection stay float32).
     """
     fold_batch_norms(model.backbone)
+    if dtype != torch.float32:
+        model.backbone = InDtype(model.backbone, dtype)
     if torch.device(device).type == 'cpu':
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def load_model(path, device):
-    """(model for embedding, checkpoint dict) of the checkpoint at `path`."""
+def load_model(path, device, precision='fp32'):
+    """(model for embedding, checkpoint dict) of the checkpoint at `path`; precision: an EMBED_PRECISION."""
     ckpt = load_checkpoint(path, device)
-    return for_inference(model_from_checkpoint(ckpt, device), device), ckpt
+    device = torch.device(device)
+    return for_inference(model_from_checkpoint(ckpt, device), device, cli.embedding_dtype(precision, device)), ckpt
 
 
 def model_id(ckpt):

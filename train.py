@@ -123,18 +123,6 @@ def create_optimizer(name, params, lr, momentum, weight_decay):
     raise ValueError(f"unknown optimizer {name!r}; choose 'sgd', 'adam' or 'adagrad'")
 
 
-def autocast_dtype(precision, device):
-    """The autocast dtype of a PRECISION setting on a device (None: float32); 'auto' picks the fastest safe one."""
-    if precision == 'auto':
-        if device.type == 'cuda':
-            precision = 'bf16' if torch.cuda.is_bf16_supported(including_emulation=False) else 'fp16'
-        else:  # bfloat16 matrix units (AVX512-BF16, AMX) make it fast; emulated, it would be slower than float32
-            precision = 'bf16' if torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'fp32'
-    if precision == 'fp16' and device.type != 'cuda':
-        raise ValueError("precision 'fp16' needs a CUDA GPU; on the CPU use 'bf16' or 'fp32'")
-    return {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
-
-
 def use_channels_last(setting, device):
     """Whether to run the convolutions channels-last: 'auto' does on the CPU, where oneDNN is faster with it."""
     return device.type == 'cpu' if setting == 'auto' else setting == 'yes'
@@ -342,7 +330,7 @@ def fit(args, ckpt, device, rank=0, world_size=1):
     if ckpt and ckpt['train_files'] != files_fingerprint(DB):
         raise ValueError(f"the files in {args.train_feat_dir} changed since the run started, and with them the "
                          "train/validation split; resume needs the same files")
-    amp_dtype = autocast_dtype(args.precision, device)
+    amp_dtype = cli.autocast_dtype(args.precision, device)
     args.precision = {None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[amp_dtype]  # 'auto' resolved
     channels_last = use_channels_last(args.channels_last, device)
     args.channels_last = 'yes' if channels_last else 'no'

@@ -142,7 +142,7 @@ def verify_trials(args, model, ckpt, device):
 def main(argv=None):
     args = parse_args(argv)
     device = cli.select_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device)
+    model, ckpt = load_model(args.checkpoint, device, args.precision)
     if args.trials:
         return verify_trials(args, model, ckpt, device)
     return verify_one(args, model, ckpt, device)

@@ -54,6 +54,21 @@ def test_folding_batch_norms_keeps_the_d_vectors(backbone):
         torch.testing.assert_close(fast.embed(x), expected, atol=1e-4, rtol=1e-4)
 
 
+def test_a_bfloat16_backbone_embeds_like_the_float32_one():
+    torch.manual_seed(0)
+    model = BackgroundResNet(embedding_size=128, num_classes=10)
+    model(torch.randn(16, 1, 40, 100))  # running statistics that are not the initial ones
+    model.eval()
+    x = torch.randn(6, 1, 40, 100)
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(model.embed(x))
+        fast = storage.for_inference(model, 'cpu', torch.bfloat16)
+        assert {p.dtype for p in fast.backbone.parameters()} == {torch.bfloat16}
+        got = fast.embed(x)
+    assert got.dtype == torch.float32 and fast.fc0.weight.dtype == torch.float32  # pooling and projection
+    assert torch.nn.functional.cosine_similarity(got, expected).min() > 0.999
+
+
 def test_width_scales_every_layer():
     backbone = build_resnet('resnet18', base_channels=32)
     assert backbone(torch.randn(1, 1, 40, 100)).shape == (1, 256, 5, 13)

@@ -3,6 +3,8 @@ import numpy as np
 import pytest
 import torch
 
+import cli
+import configure
 import enroll
 import identification
 import verification
@@ -152,7 +154,7 @@ def segment_by_segment(model, feat, segment_frames):
 
 
 def test_batched_embedding_equals_the_segment_by_segment_loop(trained, monkeypatch):
-    model, _ = load_model(trained / 'checkpoint_best.pth', 'cpu')
+    model, _ = load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')
     rng = np.random.default_rng(0)
     feats = [rng.normal(size=(n, 40)) for n in (437, 100, 250, 99, 437)]
     expected = torch.stack([segment_by_segment(model, f, 100) for f in feats])
@@ -163,6 +165,29 @@ def test_batched_embedding_equals_the_segment_by_segment_loop(trained, monkeypat
     assert [len(s) for s in split_segments(feats[0], 100)] == [100, 100, 100, 100, 37]
 
 
+def test_bfloat16_embedding_is_close_to_float32_and_fp32_is_one_flag_away(trained, feature_tree, tmp_path):
+    feats = [np.random.default_rng(1).normal(size=(n, 40)) for n in (437, 250)]
+    exact = embed_utterances(load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')[0], feats, 100, 'cpu')
+    bf16 = embed_utterances(load_model(trained / 'checkpoint_best.pth', 'cpu', 'bf16')[0], feats, 100, 'cpu')
+    assert not torch.equal(bf16, exact) and (bf16 * exact).sum(1).min() > 0.999  # cosines of unit vectors
+    enroll.main(model_args(trained, feature_tree, tmp_path / 'emb') + ['--precision', 'fp32'])
+    record = torch.load(tmp_path / 'emb' / 'tst0.pth', weights_only=True)
+    model, ckpt = load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')
+    torch.testing.assert_close(record['embedding'], embed_file(model, ckpt, record['files'][0], 200, 'cpu'))
+
+
+def test_embedding_precision_auto_is_bfloat16_only_where_it_is_fast(monkeypatch):
+    cpu = torch.device('cpu')
+    for fast, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(cli, 'bfloat16_is_fast', lambda device, fast=fast: fast)
+        assert cli.embedding_dtype('auto', cpu) == expected
+    assert cli.embedding_dtype('fp32', cpu) == torch.float32 and cli.embedding_dtype('bf16', cpu) == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown embedding precision 'fp16'"):
+        cli.embedding_dtype('fp16', cpu)
+    with pytest.raises(ValueError, match="'fp16' needs a CUDA GPU"):
+        cli.autocast_dtype('fp16', cpu)
+
+
 def test_enrolling_averages_several_files(trained, tmp_path):
     tree = write_feature_tree(tmp_path, n_train_speakers=0, n_test_speakers=1)
     extra = tree / 'test' / 'tst0' / 'enroll_2.p'
@@ -170,6 +195,6 @@ def test_enrolling_averages_several_files(trained, tmp_path):
     enroll.main(model_args(trained, tree, tmp_path / 'emb'))
     record = torch.load(tmp_path / 'emb' / 'tst0.pth', weights_only=True)
     assert [f.rsplit('/', 1)[1] for f in record['files']] == ['enroll.p', 'enroll_2.p']
-    model, ckpt = load_model(trained / 'checkpoint_best.pth', 'cpu')
+    model, ckpt = load_model(trained / 'checkpoint_best.pth', 'cpu', configure.EMBED_PRECISION)  # as the scripts embed
     vectors = [embed_file(model, ckpt, f, 200, 'cpu') for f in record['files']]
     torch.testing.assert_close(record['embedding'], torch.nn.functional.normalize(vectors[0] + vectors[1], dim=0))

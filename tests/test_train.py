@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import cli
 import configure
 import train
 from conftest import REPO, write_feature, write_feature_tree
@@ -70,7 +71,7 @@ def test_the_model_rebuilt_from_a_checkpoint_is_the_trained_one(trained, feature
     cpu = torch.device('cpu')
     _, valid_loader = train.make_loaders(train_DB, valid_DB, ckpt['speakers'], ckpt['feature'], args, cpu)
     channels_last = args.channels_last == 'yes'  # as trained: the same kernels give the same numbers
-    step = train.Step(cpu, train.autocast_dtype(args.precision, cpu), channels_last)
+    step = train.Step(cpu, cli.autocast_dtype(args.precision, cpu), channels_last)
     model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     loss, accuracy = train.validate(model, valid_loader, torch.nn.CrossEntropyLoss(), step)
     assert loss == pytest.approx(ckpt['history'][-1]['valid_loss'], rel=1e-5)

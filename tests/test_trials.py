@@ -6,6 +6,7 @@ import pytest
 import soundfile as sf
 import torch
 
+import configure
 import enroll
 import make_trials
 import verification
@@ -99,7 +100,7 @@ def test_wavs_and_pieces_are_embedded_from_their_features(trained, tmp_path):
     verification.main(trial_args(trained, tmp_path / 'list.txt', tmp_path, '--scores', str(scores_file)))
     scores = [float(line.split()[0]) for line in scores_file.read_text().splitlines()]
 
-    model, _ = load_model(trained / 'checkpoint_best.pth', 'cpu')
+    model, _ = load_model(trained / 'checkpoint_best.pth', 'cpu', configure.EMBED_PRECISION)  # as the scripts embed
     feat = log_fbank(wav)
     enrolled = [embed_utterance(model, log_fbank(tmp_path / s / 'enroll.wav')[50:-50], 200, 'cpu') for s in 'ab']
     expected = [enrolled[0] @ embed_utterance(model, feat[50:-50], 100, 'cpu'),
