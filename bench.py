@@ -45,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument('--utts', type=cli.positive_int, default=2000, help='utterances sampled from it')
     p.add_argument('--batches', type=cli.positive_int, default=20, help='timed training batches per path')
     p.add_argument('--batch-size', type=cli.positive_int, default=c.BATCH_SIZE, help='training windows per batch')
-    p.add_argument('--embed-utts', type=cli.positive_int, default=300, help='utterances embedded per path')
+    p.add_argument('--embed-utts', type=cli.positive_int, default=1000, help='utterances embedded per path')
     p.add_argument('--backbone', default=c.BACKBONE, help='ResNet depth')
     cli.add_device_arg(p)
     return p.parse_args(argv)
