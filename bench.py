@@ -64,6 +64,11 @@ def training_settings(path, device):
     return amp_dtype, train.use_channels_last(c.CHANNELS_LAST, device)
 
 
+def embedding_dtype(path, device):
+    """The dtype a fast embedding path runs its backbone in on this device."""
+    return cli.embedding_dtype(c.EMBED_PRECISION if path == 'fast' else 'fp32', device)
+
+
 def training_throughput(DB, path, args):
     """{samples_per_s, load_s, peak_mb} of training steps on DB by one of PATHS."""
     torch.manual_seed(0)
@@ -104,13 +109,12 @@ def segment_by_segment(model, feat, segment_frames, device):
 
 
 def embedding_throughput(files, path, args):
-    """{utts_per_s, frames_per_s, peak_mb} of embedding the utterances of files, already read, by one of PATHS."""
+    """{utts_per_s, frames_per_s, segments, peak_mb} of embedding files (read beforehand) by one of PATHS."""
     device = cli.select_device(args.device)
     feats = {f: read_MFB(f) for f in files}
     model = BackgroundResNet(c.EMBEDDING_SIZE, 10, args.backbone).to(device).eval()
     if path != 'tutorial':
-        model = for_inference(model, device, cli.embedding_dtype(c.EMBED_PRECISION if path == 'fast' else 'fp32',
-                                                                 device))
+        model = for_inference(model, device, embedding_dtype(path, device))
     embed_all(model, list(files)[:8], feats.get, c.TEST_FRAMES, device, 'warm-up')
     synchronize(device)
     start = time.perf_counter()
@@ -122,7 +126,9 @@ def embedding_throughput(files, path, args):
     synchronize(device)
     seconds = time.perf_counter() - start
     n_frames = sum(len(feat) for feat in feats.values())
-    return {'utts_per_s': len(files) / seconds, 'frames_per_s': n_frames / seconds, 'peak_mb': peak_memory_mb()}
+    n_segments = sum(len(split_segments(feat, c.TEST_FRAMES)) for feat in feats.values())
+    return {'utts_per_s': len(files) / seconds, 'frames_per_s': n_frames / seconds, 'segments': n_segments,
+            'peak_mb': peak_memory_mb()}
 
 
 def speed_up(results, path, rate):
@@ -178,7 +184,7 @@ def main(argv=None):
           f"{torch.backends.cpu.get_cpu_capability()}); {args.backbone}; {len(DB)} utterances of "
           f"{DB['speaker_id'].nunique()} speakers from {args.train_feat_dir}")
     print(f"Fast path settings here: training precision {amp_dtype or 'float32'}, channels-last {channels_last}, "
-          f"embedding precision {cli.embedding_dtype(c.EMBED_PRECISION, device)}")
+          f"embedding precision {embedding_dtype('fast', device)}")
     train_flops = gflops_per_sample(args.backbone, c.NUM_WIN_SIZE, train_step=True)
     embed_flops = gflops_per_sample(args.backbone, c.TEST_FRAMES, train_step=False)
     print(f"Model FLOPs: {embed_flops:.2f} GFLOP forward per {c.NUM_WIN_SIZE}-frame sample, {train_flops:.2f} "
@@ -195,8 +201,8 @@ def main(argv=None):
 
     files = list(DB['filename'][:args.embed_utts])
     embedded = {path: in_fresh_process(embedding_throughput, files, path, args) for path in PATHS}
-    n_segments = sum(len(split_segments(read_MFB(f), c.TEST_FRAMES)) for f in files)
-    print(f"\nEmbedding: {len(files)} utterances, {n_segments} segments of up to {c.TEST_FRAMES} frames")
+    print(f"\nEmbedding: {len(files)} utterances, {embedded['fast']['segments']} segments of up to "
+          f"{c.TEST_FRAMES} frames")
     print(f"  {'path':10} {'utts/s':>10} {'speed-up':>9} {'GFLOP/s':>8} {'peak MiB':>9}")
     for path, r in embedded.items():
         print(f"  {path:10} {r['utts_per_s']:10.1f} {speed_up(embedded, path, 'utts_per_s'):8.2f}x "

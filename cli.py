@@ -6,6 +6,7 @@ import torch
 
 import configure as c
 
+PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')  # training's PRECISION
 EMBED_PRECISIONS = ('auto', 'fp32', 'bf16')
 
 
@@ -46,7 +47,7 @@ def add_model_args(p):
                    help="<speaker>/<name>.p feature tree; files whose name contains 'enroll' enroll the speaker")
     p.add_argument('--precision', choices=EMBED_PRECISIONS, default=c.EMBED_PRECISION,
                    help="the backbone's precision: 'auto' (bfloat16 where the device has bfloat16 units), 'fp32' "
-                   "(the tutorial's d-vectors exactly) or 'bf16'")
+                   "(the tutorial's d-vectors, to float precision) or 'bf16'")
     add_device_arg(p)
     return p
 
@@ -93,6 +94,9 @@ def bfloat16_is_fast(device):
 
 def autocast_dtype(precision, device):
     """The autocast dtype of a training PRECISION on a device (None: float32); 'auto' picks the fastest safe one."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (PRECISION of configure.py or --precision); "
+                         f"choose one of {', '.join(PRECISIONS)}")
     if precision == 'auto':
         precision = 'bf16' if bfloat16_is_fast(device) else 'fp16' if device.type == 'cuda' else 'fp32'
     if precision == 'fp16' and device.type != 'cuda':
@@ -103,7 +107,8 @@ def autocast_dtype(precision, device):
 def embedding_dtype(precision, device):
     """The dtype the backbone embeds in for an EMBED_PRECISION: 'auto' is bfloat16 where it is fast, else float32."""
     if precision not in EMBED_PRECISIONS:
-        raise ValueError(f"unknown embedding precision {precision!r}; choose one of {', '.join(EMBED_PRECISIONS)}")
+        raise ValueError(f"unknown embedding precision {precision!r} (EMBED_PRECISION of configure.py or "
+                         f"--precision); choose one of {', '.join(EMBED_PRECISIONS)}")
     if precision == 'auto':
         precision = 'bf16' if bfloat16_is_fast(device) else 'fp32'
     return {'fp32': torch.float32, 'bf16': torch.bfloat16}[precision]

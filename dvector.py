@@ -15,7 +15,7 @@ def split_segments(feat, segment_frames):
 
 @torch.no_grad()
 def embed_all(model, names, read, segment_frames, device, desc=None):
-    """{name: d-vector} of utterances, read(name) giving each one's trimmed features (n_frames, n_filters).
+    """{name: d-vector} of distinct utterances, read(name) giving each one's trimmed features (n_frames, n_filters).
 
     As in the tutorial, a d-vector is the sum of the d-vectors of the utterance's segments of
     `segment_frames` frames, L2-normalised. Here the segments of all the utterances go through the

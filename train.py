@@ -80,7 +80,7 @@ def parse_args(argv=None):
     p.add_argument('--num-workers', type=int, default=c.NUM_WORKERS, help='DataLoader worker processes')
     p.add_argument('--seed', type=int, default=c.SEED, help='seeds the split, the initial weights, the windows')
     cli.add_device_arg(p)
-    p.add_argument('--precision', choices=['auto', 'fp32', 'bf16', 'fp16'], default=c.PRECISION,
+    p.add_argument('--precision', choices=cli.PRECISIONS, default=c.PRECISION,
                    help="'auto': bfloat16 autocast on CPUs with bfloat16 units and on recent GPUs, float16 on older "
                    "GPUs, float32 elsewhere; 'fp32' is the tutorial's")
     p.add_argument('--channels-last', choices=['auto', 'yes', 'no'], default=c.CHANNELS_LAST,

@@ -165,11 +165,13 @@ def test_batched_embedding_equals_the_segment_by_segment_loop(trained, monkeypat
     assert [len(s) for s in split_segments(feats[0], 100)] == [100, 100, 100, 100, 37]
 
 
-def test_bfloat16_embedding_is_close_to_float32_and_fp32_is_one_flag_away(trained, feature_tree, tmp_path):
+def test_bfloat16_embedding_is_close_to_float32_and_fp32_is_one_flag_away(trained, feature_tree, tmp_path,
+                                                                          monkeypatch):
     feats = [np.random.default_rng(1).normal(size=(n, 40)) for n in (437, 250)]
     exact = embed_utterances(load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')[0], feats, 100, 'cpu')
     bf16 = embed_utterances(load_model(trained / 'checkpoint_best.pth', 'cpu', 'bf16')[0], feats, 100, 'cpu')
     assert not torch.equal(bf16, exact) and (bf16 * exact).sum(1).min() > 0.999  # cosines of unit vectors
+    monkeypatch.setattr(configure, 'EMBED_PRECISION', 'bf16')  # the flag must win over the setting
     enroll.main(model_args(trained, feature_tree, tmp_path / 'emb') + ['--precision', 'fp32'])
     record = torch.load(tmp_path / 'emb' / 'tst0.pth', weights_only=True)
     model, ckpt = load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')
@@ -182,10 +184,8 @@ def test_embedding_precision_auto_is_bfloat16_only_where_it_is_fast(monkeypatch)
         monkeypatch.setattr(cli, 'bfloat16_is_fast', lambda device, fast=fast: fast)
         assert cli.embedding_dtype('auto', cpu) == expected
     assert cli.embedding_dtype('fp32', cpu) == torch.float32 and cli.embedding_dtype('bf16', cpu) == torch.bfloat16
-    with pytest.raises(ValueError, match="unknown embedding precision 'fp16'"):
+    with pytest.raises(ValueError, match="unknown embedding precision 'fp16' .EMBED_PRECISION of configure.py"):
         cli.embedding_dtype('fp16', cpu)
-    with pytest.raises(ValueError, match="'fp16' needs a CUDA GPU"):
-        cli.autocast_dtype('fp16', cpu)
 
 
 def test_enrolling_averages_several_files(trained, tmp_path):

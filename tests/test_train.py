@@ -210,6 +210,17 @@ def test_bad_training_data(tmp_path):
         run(tree, tmp_path / 'log', '--epochs', '1', '--val-ratio', '50')
 
 
+def test_training_precision_auto_is_the_fastest_safe_one_and_bad_ones_are_refused(monkeypatch):
+    cpu = torch.device('cpu')
+    for fast, expected in ((True, torch.bfloat16), (False, None)):
+        monkeypatch.setattr(cli, 'bfloat16_is_fast', lambda device, fast=fast: fast)
+        assert cli.autocast_dtype('auto', cpu) == expected
+    with pytest.raises(ValueError, match="'fp16' needs a CUDA GPU"):
+        cli.autocast_dtype('fp16', cpu)
+    with pytest.raises(ValueError, match="unknown precision 'bf32' .PRECISION of configure.py"):
+        cli.autocast_dtype('bf32', cpu)
+
+
 @pytest.mark.parametrize('flag', ['--epochs', '--batch-size', '--log-interval', '--embedding-size'])
 def test_sizes_must_be_positive(flag, capsys):
     with pytest.raises(SystemExit):
