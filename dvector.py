@@ -5,7 +5,7 @@ from tqdm import tqdm
 
 from SR_Dataset import read_MFB, to_input
 
-MAX_BATCH = 32  # segments per forward pass: on a CPU larger batches spill the caches and run slower
+MAX_BATCH = 16  # segments per forward pass: on a CPU larger batches spill the caches and run slower
 
 
 def split_segments(feat, segment_frames):
