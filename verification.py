@@ -94,6 +94,7 @@ def print_summary(s, trials_file):
     print(f"EER:               {s['eer_percent']:.2f} %   (threshold {s['eer_threshold']:.4f})")
     for p in P_TARGETS:
         print(f"minDCF (p={p}):    {s[f'min_dcf_p{p}']:.4f}")
+    print(f"Backbone in:       {s['embedding_dtype']} (--precision)")
     if s['top1_percent'] is not None:
         print(f"Top-1 identification: {s['top1_percent']:.2f} % of {s['top1_test_items']} test utterances "
               "(the best-scoring enrollment of each is its own speaker's)")
@@ -119,6 +120,7 @@ def verify_trials(args, model, ckpt, device):
     scores = score_trials(embedder, trials)
     labels = [t.label for t in trials]
     summary = summarize(trials, scores)
+    summary['embedding_dtype'] = str(cli.embedding_dtype(args.precision, device)).removeprefix('torch.')
     name = Path(args.trials).stem
     results = Path(args.results_dir)
     summary['det_curve'] = str(results / f'{name}_det.png')
