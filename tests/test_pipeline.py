@@ -8,10 +8,11 @@ import configure
 import enroll
 import identification
 import verification
+from bench import segment_by_segment
 from conftest import model_args, write_feature, write_feature_tree
 import dvector
 from dvector import embed_file, embed_utterance, embed_utterances, split_segments
-from SR_Dataset import FeatureFileError, to_input
+from SR_Dataset import FeatureFileError
 from storage import atomic_save, load_model
 
 
@@ -146,18 +147,11 @@ def test_wrong_feature_dimension_at_enrollment(trained, tmp_path):
         enroll.main(model_args(trained, tmp_path, tmp_path / 'emb'))
 
 
-def segment_by_segment(model, feat, segment_frames):
-    """The tutorial's loop: one segment per forward pass, d-vectors summed, then L2-normalised."""
-    with torch.no_grad():
-        total = sum(model.embed(to_input(s).unsqueeze(0))[0] for s in split_segments(feat, segment_frames))
-    return torch.nn.functional.normalize(total, dim=0)
-
-
 def test_batched_embedding_equals_the_segment_by_segment_loop(trained, monkeypatch):
     model, _ = load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')
     rng = np.random.default_rng(0)
     feats = [rng.normal(size=(n, 40)) for n in (437, 100, 250, 99, 437)]
-    expected = torch.stack([segment_by_segment(model, f, 100) for f in feats])
+    expected = torch.stack([segment_by_segment(model, f, 100, 'cpu') for f in feats])  # bench.py's baseline
     torch.testing.assert_close(embed_utterance(model, feats[0], 100, 'cpu'), expected[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(embed_utterances(model, feats, 100, 'cpu'), expected, atol=1e-5, rtol=1e-5)
     monkeypatch.setattr(dvector, 'MAX_BATCH', 3)  # many forward passes, split inside one utterance's segments
