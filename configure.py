@@ -51,8 +51,11 @@ OPTIMIZER = 'sgd'        # 'sgd' | 'adam' | 'adagrad'
 LR = 0.1
 MOMENTUM = 0.9           # sgd only
 WEIGHT_DECAY = 1e-4
-LR_PATIENCE = 2          # the lr is cut by 10x when the validation loss has not improved for more epochs than this
-MIN_LR = 1e-4
+SCHEDULE = 'plateau'     # learning rate: 'plateau' (the tutorial: ReduceLROnPlateau on the validation loss) |
+                         # 'cosine' (linear warm-up, then a cosine down to MIN_LR at the last epoch) | 'exponential'
+LR_PATIENCE = 2          # plateau: the lr is cut by 10x when the validation loss has not improved for more epochs than this
+MIN_LR = 1e-4            # the lowest lr: plateau's floor, and where cosine and exponential end
+WARMUP_EPOCHS = 2        # cosine/exponential: epochs over which the lr rises linearly from ~0 to LR
 LOG_INTERVAL = 84        # batches between training log lines
 NUM_WORKERS = 0          # DataLoader worker processes (0: load in the main process)
 LOSS = 'softmax'         # 'softmax' (the tutorial) | 'am' (additive margin, CosFace) | 'aam' (angular margin, ArcFace)

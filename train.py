@@ -4,6 +4,8 @@
     python train.py --epochs 5       # flags override configure.py (--help lists them)
     python train.py --resume         # continue the interrupted run in --log-dir
     python train.py --recipe improved  # attentive statistics pooling, AAM-softmax, 2 s windows, SpecAugment
+    python train.py --recipe improved --init-from model_saved/checkpoint_best.pth --log-dir runs/lmft \
+        --win-size 300 --margin 0.5 --margin-warmup 0 --lr 0.001 --epochs 3   # large-margin fine-tuning
 
 Writes <log-dir>/checkpoint_<epoch>.pth every epoch, checkpoint_best.pth (lowest validation
 loss) and loss_plot.png.
@@ -11,6 +13,7 @@ loss) and loss_plot.png.
 import argparse
 import contextlib
 import hashlib
+import math
 import os
 import re
 import time
@@ -38,10 +41,12 @@ from storage import atomic_save, load_checkpoint
 # Flags that --resume takes from the command line; every other setting comes from the checkpoint,
 # so that the run continues exactly (num_workers too: each worker draws its own random windows).
 RESUME_OVERRIDES = ('resume', 'epochs', 'log_dir', 'device', 'log_interval', 'preload')
+SCHEDULES = ('plateau', 'cosine', 'exponential')
 # what runs of checkpoints without these settings used
 EARLIER_RUNS = {'precision': 'fp32', 'channels_last': 'no', 'recipe': 'tutorial', 'pooling': 'avg', 'loss': 'softmax',
                 'base_channels': 16, 'spec_augment': 'no', 'freq_mask': c.FREQ_MASK, 'time_mask': c.TIME_MASK,
-                'margin': c.MARGIN, 'scale': c.SCALE, 'margin_warmup': c.MARGIN_WARMUP}
+                'margin': c.MARGIN, 'scale': c.SCALE, 'margin_warmup': c.MARGIN_WARMUP, 'schedule': 'plateau',
+                'init_from': None}
 TRAINING_STATE_KEYS = {'optimizer', 'scheduler', 'rng_state', 'history', 'train_args', 'train_files'}
 
 
@@ -54,7 +59,14 @@ def parse_args(argv=None):
     p.add_argument('--valid-batch-size', type=cli.positive_int, default=c.VALID_BATCH_SIZE,
                    help='utterances per validation batch')
     p.add_argument('--optimizer', choices=['sgd', 'adam', 'adagrad'], default=c.OPTIMIZER, help='optimizer')
-    p.add_argument('--lr', type=float, default=c.LR, help='initial learning rate')
+    p.add_argument('--lr', type=float, default=c.LR, help='initial (peak, with warm-up) learning rate')
+    p.add_argument('--schedule', choices=SCHEDULES, default=c.SCHEDULE,
+                   help="'plateau': cut the lr 10x when the validation loss stalls (the tutorial); 'cosine' / "
+                   "'exponential': linear warm-up, then down to MIN_LR at the last epoch, whatever validation says")
+    p.add_argument('--warmup-epochs', type=cli.non_negative_int, default=c.WARMUP_EPOCHS,
+                   help='cosine/exponential: epochs of linear lr warm-up')
+    p.add_argument('--init-from', metavar='CHECKPOINT',
+                   help="start a new run from this checkpoint's weights (fine-tuning); the model settings must match")
     p.add_argument('--recipe', choices=list(c.RECIPES), default=c.RECIPE,
                    help="'improved' sets the defaults of the flags in configure.RECIPES['improved'] (flags still win)")
     p.add_argument('--backbone', choices=list(BACKBONES), default=c.BACKBONE, help='ResNet depth')
@@ -97,6 +109,8 @@ def parse_args(argv=None):
         p.error(f"configure.RECIPES[{recipe!r}] names settings that train.py does not have: {', '.join(unknown)}")
     p.set_defaults(**c.RECIPES[recipe])
     args = p.parse_args(argv)
+    if args.schedule != 'plateau' and args.warmup_epochs >= args.epochs:
+        p.error(f"--warmup-epochs ({args.warmup_epochs}) must be fewer than --epochs ({args.epochs})")
     if not 0 <= args.margin < 1 or args.scale <= 0:
         p.error(f"--margin must be in [0, 1) and --scale above 0, not {args.margin} and {args.scale}")
     return args
@@ -121,6 +135,22 @@ def create_optimizer(name, params, lr, momentum, weight_decay):
     if name == 'adagrad':
         return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"unknown optimizer {name!r}; choose 'sgd', 'adam' or 'adagrad'")
+
+
+def scheduled_lr(progress, schedule, lr, min_lr, warmup):
+    """The learning rate at `progress` epochs into training (a float) under a fixed schedule.
+
+    progress and warmup are fractions of the whole run (0..1): a linear rise to `lr` over the warm-up,
+    then a cosine or exponential fall that reaches `min_lr` at the end, as WeSpeaker schedules it.
+    """
+    if progress < warmup:
+        return lr * (progress + 1e-3) / warmup
+    t = (progress - warmup) / (1 - warmup) if warmup < 1 else 1.0
+    if schedule == 'cosine':
+        return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * t))
+    if schedule == 'exponential':
+        return lr * (min_lr / lr) ** t
+    raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
 def use_channels_last(setting, device):
@@ -180,14 +210,20 @@ class Step:
         self.scaler.update()
 
 
-def train_epoch(model, loader, criterion, optimizer, step, epoch, log_interval):
-    """One pass over the training windows; returns (mean loss, accuracy %) (of this process's share)."""
+def train_epoch(model, loader, criterion, optimizer, step, epoch, log_interval, lr_at=None):
+    """One pass over the training windows; returns (mean loss, accuracy %) (of this process's share).
+
+    lr_at(progress in epochs), when given, sets the learning rate before every batch (fixed schedules).
+    """
     model.train()
     if isinstance(loader.sampler, DistributedSampler):
         loader.sampler.set_epoch(epoch)  # another shuffle every epoch
     total_loss, n_correct, n_seen = 0.0, 0, 0
     bar = tqdm(loader, desc=f'epoch {epoch}', leave=False, dynamic_ncols=True, disable=None)
     for batch_idx, (inputs, targets) in enumerate(bar):  # (B, 1, n_filters, win_size), (B,)
+        if lr_at:
+            for group in optimizer.param_groups:
+                group['lr'] = lr_at(epoch - 1 + batch_idx / len(loader))
         logits, loss = step.forward(model, inputs, targets, criterion)
         step.backward(loss, optimizer)
         targets = targets.to(logits.device)
@@ -297,6 +333,18 @@ def check_log_dir(log_dir, run_id):
                              "or choose another --log-dir (or delete it) to start a new one")
 
 
+def init_weights(net, path, model_args, speakers):
+    """Load the weights of the checkpoint at `path` into net, a model of the same settings and speakers."""
+    init = load_checkpoint(path)
+    differ = [f"{k} {init['model_args'].get(k)} (--init-from) vs {v}" for k, v in model_args.items()
+              if init['model_args'].get(k) != v]
+    if differ or init['speakers'] != speakers:
+        raise ValueError(f"--init-from {path}: its model does not match this run's "
+                         f"({'; '.join(differ) or 'other training speakers'}); use the same --recipe and model flags")
+    net.load_state_dict(init['state_dict'])
+    print(f"Weights from {path} (epoch {init['epoch']})")
+
+
 def files_fingerprint(DB):
     """A digest of the list of training files: a resumed run must see the same files (and so the same split)."""
     return hashlib.sha1('\n'.join(DB['filename']).encode()).hexdigest()
@@ -341,7 +389,9 @@ def fit(args, ckpt, device, rank=0, world_size=1):
           f"{args.channels_last}, features {'in memory' if preload else 'read from disk per item'}\n"
           f"Recipe {args.recipe}: {args.backbone} x{args.base_channels}, pooling {args.pooling}, loss {args.loss}"
           f"{f' (margin {args.margin}, scale {args.scale})' if args.loss != 'softmax' else ''}, "
-          f"windows of {feature['win_size']} frames, SpecAugment {args.spec_augment}")
+          f"windows of {feature['win_size']} frames, SpecAugment {args.spec_augment}; lr {args.lr} {args.schedule}"
+          f"{f' (warm-up {args.warmup_epochs} epochs)' if args.schedule != 'plateau' else ''}"
+          f"{f', weights from {args.init_from}' if args.init_from else ''}")
     feats = load_features(files, feature, keep=preload)
 
     torch.manual_seed(args.seed)
@@ -355,7 +405,14 @@ def fit(args, ckpt, device, rank=0, world_size=1):
     valid_criterion = build_criterion(args.loss, 0.0, args.scale)  # without margin: comparable across epochs
     optimizer = create_optimizer(args.optimizer, net.parameters(), args.lr, c.MOMENTUM, c.WEIGHT_DECAY)
     scheduler = ReduceLROnPlateau(optimizer, 'min', patience=c.LR_PATIENCE, min_lr=c.MIN_LR)
+    lr_at = None
+    if args.schedule != 'plateau':
+        def lr_at(progress):  # progress in epochs
+            return scheduled_lr(progress / args.epochs, args.schedule, args.lr, c.MIN_LR,
+                                args.warmup_epochs / args.epochs)
     history = []
+    if args.init_from and not ckpt:
+        init_weights(net, args.init_from, model_args, speakers)
     if ckpt:
         net.load_state_dict(ckpt['state_dict'])
         optimizer.load_state_dict(ckpt['optimizer'])
@@ -374,8 +431,8 @@ def fit(args, ckpt, device, rank=0, world_size=1):
         if args.loss != 'softmax':
             criterion.margin = margin_at(epoch, args.margin, args.margin_warmup)
         try:
-            train_loss, train_acc = mean_over_processes(device, *train_epoch(model, train_loader, criterion,
-                                                                             optimizer, step, epoch, args.log_interval))
+            train_loss, train_acc = mean_over_processes(device, *train_epoch(
+                model, train_loader, criterion, optimizer, step, epoch, args.log_interval, lr_at))
             # every process validates on all of it, but with its own batch-norm statistics: the mean makes
             # the learning-rate schedule the same everywhere
             valid_loss, valid_acc = mean_over_processes(device, *validate(net, valid_loader, valid_criterion, step))
@@ -384,8 +441,9 @@ def fit(args, ckpt, device, rank=0, world_size=1):
                 raise SystemExit("\nInterrupted in epoch 1, before any checkpoint was saved") from None
             raise SystemExit(f"\nInterrupted in epoch {epoch}; epochs 1-{epoch - 1} are saved in {log_dir}. "
                              f"Continue with: python train.py --resume --log-dir {log_dir}") from None
-        lr = optimizer.param_groups[0]['lr']
-        scheduler.step(valid_loss)
+        lr = optimizer.param_groups[0]['lr']  # the epoch's last
+        if args.schedule == 'plateau':
+            scheduler.step(valid_loss)
         history.append({'epoch': epoch, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid_loss,
                         'valid_acc': valid_acc, 'lr': lr, 'seconds': time.time() - start})
         print(f"Epoch {epoch:3d}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "

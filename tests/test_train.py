@@ -269,3 +269,36 @@ def test_a_checkpoint_from_before_the_recipe_options_loads_and_resumes(trained, 
     history = run(feature_tree, tmp_path, '--epochs', '3', '--resume')
     assert [h['epoch'] for h in history] == [1, 2, 3]
     assert load_checkpoint(tmp_path / 'checkpoint_3.pth')['train_args']['loss'] == 'softmax'
+
+
+def test_fixed_schedules_warm_up_then_fall_to_the_floor():
+    lr = [train.scheduled_lr(p / 100, 'cosine', 0.1, 1e-4, 0.1) for p in range(101)]
+    assert lr[0] < 0.002 and lr[10] == pytest.approx(0.1)       # linear warm-up over the first 10 %
+    assert all(a < b for a, b in zip(lr[:10], lr[1:11]))
+    assert all(a >= b for a, b in zip(lr[10:], lr[11:]))        # then never rising
+    assert lr[100] == pytest.approx(1e-4) and lr[55] == pytest.approx((0.1 + 1e-4) / 2)  # cosine: half-way at the middle
+    exp = [train.scheduled_lr(p / 10, 'exponential', 0.1, 1e-4, 0.0) for p in range(11)]
+    assert exp[0] == pytest.approx(0.1) and exp[10] == pytest.approx(1e-4)
+    assert exp[5] == pytest.approx(0.1 * 1e-3 ** 0.5)           # geometric: the same factor every step
+    with pytest.raises(ValueError, match='unknown schedule'):
+        train.scheduled_lr(0.5, 'step', 0.1, 1e-4, 0.1)
+
+
+def test_a_cosine_run_follows_its_schedule_and_ends_at_the_floor(tmp_path, feature_tree):
+    history = run(feature_tree, tmp_path / 'log', '--epochs', '3', '--schedule', 'cosine', '--warmup-epochs', '1')
+    # 36 training utterances: 4 batches of 8 an epoch; the lr recorded is the epoch's last batch's
+    expected = [train.scheduled_lr((epoch + 3 / 4) / 3, 'cosine', 0.1, configure.MIN_LR, 1 / 3) for epoch in range(3)]
+    assert [h['lr'] for h in history] == pytest.approx(expected)
+    assert expected[0] == pytest.approx(0.075) and expected[0] > expected[1] > expected[2]
+
+
+def test_init_from_starts_a_new_run_from_the_weights_and_refuses_another_model(tmp_path, feature_tree, trained):
+    start = trained / 'checkpoint_best.pth'
+    run(feature_tree, tmp_path / 'ft', '--epochs', '1', '--init-from', str(start), '--lr', '0')
+    tuned = load_checkpoint(tmp_path / 'ft' / 'checkpoint_1.pth')
+    original = load_checkpoint(start)
+    assert tuned['run_id'] != original['run_id'] and tuned['train_args']['init_from'] == str(start)
+    # lr 0 (and no momentum yet): the convolution weights are those it started from
+    assert torch.equal(tuned['state_dict']['backbone.conv1.weight'], original['state_dict']['backbone.conv1.weight'])
+    with pytest.raises(ValueError, match='does not match'):
+        run(feature_tree, tmp_path / 'other', '--epochs', '1', '--init-from', str(start), '--pooling', 'asp')
