@@ -138,13 +138,13 @@ def create_optimizer(name, params, lr, momentum, weight_decay):
 
 
 def scheduled_lr(progress, schedule, lr, min_lr, warmup):
-    """The learning rate at `progress` epochs into training (a float) under a fixed schedule.
+    """The learning rate `progress` of the way through training under a fixed schedule.
 
-    progress and warmup are fractions of the whole run (0..1): a linear rise to `lr` over the warm-up,
+    progress and warmup are fractions of the whole run (0..1): a linear rise from 0 to `lr` over the warm-up,
     then a cosine or exponential fall that reaches `min_lr` at the end, as WeSpeaker schedules it.
     """
     if progress < warmup:
-        return lr * (progress + 1e-3) / warmup
+        return lr * progress / warmup
     t = (progress - warmup) / (1 - warmup) if warmup < 1 else 1.0
     if schedule == 'cosine':
         return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * t))
