@@ -1,7 +1,7 @@
 """Throughput benchmark: the tutorial-style path and the fast paths, side by side in one run.
 
     python bench.py                               # a sample of TRAIN_FEAT_DIR
-    python bench.py --utts 500 --batches 10 --device cuda
+    python bench.py --utts 500 --batches 10 --device cuda      # (no ONNX Runtime row: it runs on the CPU)
 
 Training: samples/s of whole training steps (data, forward, backward, SGD) on batches of random
 100-frame windows, as train.py runs them:
@@ -13,7 +13,10 @@ Embedding: utterances/s of whole utterances cut into TEST_FRAMES-frame segments 
   fast fp32  the segments of all the utterances in batched forward passes (dvector.embed_all), through
              the model as the stages load it: batch norms folded into the convolutions, channels-last
              on the CPU; the same d-vectors as the tutorial's loop, to float precision
-  fast       the same with the backbone in the stages' automatic precision (EMBED_PRECISION)
+  fast       the same with the backbone in the stages' automatic precision (EMBED_PRECISION) and backend
+             (--backend, EMBED_BACKEND)
+  onnx fp32  the same segments and batches through ONNX Runtime (the 'onnx' backend: the model exported to
+             ONNX, float32, on the CPU; the same d-vectors to float precision)
 Each path runs in a fresh process, so that its peak memory (resident set) is its own. FLOPs per
 sample are counted by torch; GFLOP/s is what was achieved.
 """
@@ -32,11 +35,13 @@ import train
 from DB_wav_reader import read_feats_structure
 from dvector import embed_all, split_segments
 from model.model import BackgroundResNet
+from onnx_backend import OnnxEmbedder, export_bytes
 from SR_Dataset import DvectorDataset, feature_settings, load_features, read_MFB, to_input
 from storage import for_inference
 
 WARMUP_BATCHES = 3
 PATHS = ('tutorial', 'fast fp32', 'fast')
+CPU_EMBED_PATHS = ('onnx fp32',)  # embedding paths that run on the CPU only
 
 
 def parse_args(argv=None):
@@ -47,6 +52,7 @@ def parse_args(argv=None):
     p.add_argument('--batch-size', type=cli.positive_int, default=c.BATCH_SIZE, help='training windows per batch')
     p.add_argument('--embed-utts', type=cli.positive_int, default=1000, help='utterances embedded per path')
     p.add_argument('--backbone', default=c.BACKBONE, help='ResNet depth')
+    cli.add_backend_arg(p, role="the 'fast' embedding path's backend")
     cli.add_device_arg(p)
     return p.parse_args(argv)
 
@@ -64,9 +70,11 @@ def training_settings(path, device):
     return amp_dtype, train.use_channels_last(c.CHANNELS_LAST, device)
 
 
-def embedding_dtype(path, device):
-    """The dtype a fast embedding path runs its backbone in on this device."""
-    return cli.embedding_dtype(c.EMBED_PRECISION if path == 'fast' else 'fp32', device)
+def embedding_settings(path, backend, device):
+    """(backend, dtype) an embedding path runs its backbone with on this device; backend: the 'fast' path's."""
+    if path == 'fast':
+        return backend, cli.embedding_dtype(c.EMBED_PRECISION, device, backend)
+    return 'onnx' if path == 'onnx fp32' else 'torch', torch.float32
 
 
 def training_throughput(DB, path, args):
@@ -113,8 +121,11 @@ def embedding_throughput(files, path, args):
     device = cli.select_device(args.device)
     feats = {f: read_MFB(f) for f in files}
     model = BackgroundResNet(c.EMBEDDING_SIZE, 10, args.backbone).to(device).eval()
-    if path != 'tutorial':
-        model = for_inference(model, device, embedding_dtype(path, device))
+    backend, dtype = embedding_settings(path, args.backend, device)
+    if backend == 'onnx':
+        model = OnnxEmbedder(export_bytes(model, c.FILTER_BANK, {})[0])
+    elif path != 'tutorial':
+        model = for_inference(model, device, dtype)
     embed_all(model, list(files)[:8], feats.get, c.TEST_FRAMES, device, 'warm-up')
     synchronize(device)
     start = time.perf_counter()
@@ -131,9 +142,9 @@ def embedding_throughput(files, path, args):
             'peak_mb': peak_memory_mb()}
 
 
-def speed_up(results, path, rate):
-    """How many times the tutorial path's rate a path reaches."""
-    return results[path][rate] / results['tutorial'][rate]
+def speed_up(results, path, rate, baseline='tutorial'):
+    """How many times the baseline path's rate a path reaches."""
+    return results[path][rate] / results[baseline][rate]
 
 
 def synchronize(device):
@@ -184,7 +195,7 @@ def main(argv=None):
           f"{torch.backends.cpu.get_cpu_capability()}); {args.backbone}; {len(DB)} utterances of "
           f"{DB['speaker_id'].nunique()} speakers from {args.train_feat_dir}")
     print(f"Fast path settings here: training precision {amp_dtype or 'float32'}, channels-last {channels_last}, "
-          f"embedding precision {embedding_dtype('fast', device)}")
+          f"embedding precision {cli.embedding_description(c.EMBED_PRECISION, device, args.backend)}")
     train_flops = gflops_per_sample(args.backbone, c.NUM_WIN_SIZE, train_step=True)
     embed_flops = gflops_per_sample(args.backbone, c.TEST_FRAMES, train_step=False)
     print(f"Model FLOPs: {embed_flops:.2f} GFLOP forward per {c.NUM_WIN_SIZE}-frame sample, {train_flops:.2f} "
@@ -200,13 +211,17 @@ def main(argv=None):
               f"{r['samples_per_s'] * train_flops:8.1f} {r['peak_mb']:9.0f} {r['load_s']:10.1f}")
 
     files = list(DB['filename'][:args.embed_utts])
-    embedded = {path: in_fresh_process(embedding_throughput, files, path, args) for path in PATHS}
+    embed_paths = PATHS + (CPU_EMBED_PATHS if device.type == 'cpu' else ())
+    embedded = {path: in_fresh_process(embedding_throughput, files, path, args) for path in embed_paths}
     print(f"\nEmbedding: {len(files)} utterances, {embedded['fast']['segments']} segments of up to "
           f"{c.TEST_FRAMES} frames")
     print(f"  {'path':10} {'utts/s':>10} {'speed-up':>9} {'GFLOP/s':>8} {'peak MiB':>9}")
     for path, r in embedded.items():
         print(f"  {path:10} {r['utts_per_s']:10.1f} {speed_up(embedded, path, 'utts_per_s'):8.2f}x "
               f"{r['frames_per_s'] / c.TEST_FRAMES * embed_flops:8.1f} {r['peak_mb']:9.0f}")
+    if 'onnx fp32' in embedded:  # the two exact (float32) paths, the one comparison their speed-up columns hide
+        print(f"  ONNX Runtime float32 embeds {speed_up(embedded, 'onnx fp32', 'utts_per_s', 'fast fp32'):.2f}x as "
+              "fast as PyTorch float32 (fast fp32)")
     return {'training': trained, 'embedding': embedded, 'train_gflop': train_flops, 'embed_gflop': embed_flops}
 
 

@@ -8,6 +8,7 @@ import configure as c
 
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')  # training's PRECISION
 EMBED_PRECISIONS = ('auto', 'fp32', 'bf16')
+EMBED_BACKENDS = ('torch', 'onnx')
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -39,8 +40,15 @@ def add_device_arg(p):
     p.add_argument('--device', default=c.DEVICE, help="'auto' (CUDA when there is a GPU), 'cpu' or 'cuda'")
 
 
+def add_backend_arg(p, role='what runs the embedding network'):
+    p.add_argument('--backend', choices=EMBED_BACKENDS, default=c.EMBED_BACKEND,
+                   help=f"{role}: 'torch', or 'onnx' (ONNX Runtime on the CPU, float32 only; the stages export the "
+                   "model once, to a cache beside the checkpoint)")
+
+
 def add_model_args(p):
-    """Flags of the scripts that use a trained model: checkpoint, enrolled d-vectors, test data, device."""
+    """Flags of the scripts that use a trained model: checkpoint, enrolled d-vectors, test data, precision,
+    backend, device."""
     p.add_argument('--checkpoint', default=c.CHECKPOINT, help='trained model (train.py writes it)')
     p.add_argument('--embedding-dir', default=c.EMBEDDING_DIR, help='enrolled d-vectors, <speaker>.pth')
     p.add_argument('--test-feat-dir', default=c.TEST_FEAT_DIR,
@@ -48,6 +56,7 @@ def add_model_args(p):
     p.add_argument('--precision', choices=EMBED_PRECISIONS, default=c.EMBED_PRECISION,
                    help="the backbone's precision: 'auto' (bfloat16 where the device has bfloat16 units), 'fp32' "
                    "(the tutorial's d-vectors, to float precision) or 'bf16'")
+    add_backend_arg(p)
     add_device_arg(p)
     return p
 
@@ -104,14 +113,36 @@ def autocast_dtype(precision, device):
     return {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
 
 
-def embedding_dtype(precision, device):
-    """The dtype the backbone embeds in for an EMBED_PRECISION: 'auto' is bfloat16 where it is fast, else float32."""
+def embedding_dtype(precision, device, backend='torch'):
+    """The dtype the backbone embeds in for an EMBED_PRECISION and EMBED_BACKEND.
+
+    'auto' is bfloat16 where it is fast, else float32. The 'onnx' backend (ONNX Runtime's CPU build)
+    embeds on the CPU in float32 only, so it resolves 'auto' to float32 and refuses 'bf16' or a GPU
+    rather than ignore them.
+    """
     if precision not in EMBED_PRECISIONS:
         raise ValueError(f"unknown embedding precision {precision!r} (EMBED_PRECISION of configure.py or "
                          f"--precision); choose one of {', '.join(EMBED_PRECISIONS)}")
+    if backend not in EMBED_BACKENDS:
+        raise ValueError(f"unknown embedding backend {backend!r} (EMBED_BACKEND of configure.py or --backend); "
+                         f"choose one of {', '.join(EMBED_BACKENDS)}")
+    if backend == 'onnx':
+        if precision == 'bf16':
+            raise ValueError("precision 'bf16' cannot run on the 'onnx' backend, which embeds in float32 only; "
+                             "use --precision fp32 (or auto) with --backend onnx, or --backend torch for bfloat16")
+        if device.type != 'cpu':
+            raise ValueError(f"the 'onnx' backend runs on the CPU, not on {device}: pass --device cpu with "
+                             "--backend onnx, or use --backend torch")
+        return torch.float32
     if precision == 'auto':
         precision = 'bf16' if bfloat16_is_fast(device) else 'fp32'
     return {'fp32': torch.float32, 'bf16': torch.bfloat16}[precision]
+
+
+def embedding_description(precision, device, backend):
+    """What the backbone embeds in, as reports say it: 'bfloat16', 'float32', or 'float32 (onnx)'."""
+    dtype = str(embedding_dtype(precision, device, backend)).removeprefix('torch.')
+    return dtype if backend == 'torch' else f"{dtype} ({backend})"
 
 
 def run(main):

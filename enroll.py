@@ -28,7 +28,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     device = cli.select_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device, args.precision)
+    model, ckpt = load_model(args.checkpoint, device, args.precision, args.backend)
     enroll_DB, _ = split_enroll_and_test(args.test_feat_dir)
     if enroll_DB.empty:
         raise FileNotFoundError(f"no enrollment files (names containing 'enroll') under {args.test_feat_dir}")

@@ -68,7 +68,7 @@ def identify_all(model, ckpt, enrolled, test_feat_dir, test_frames, device, resu
 def main(argv=None):
     args = parse_args(argv)
     device = cli.select_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device, args.precision)
+    model, ckpt = load_model(args.checkpoint, device, args.precision, args.backend)
     enrolled = load_enrollment(args.embedding_dir, ckpt, device)
     if args.all:
         return identify_all(model, ckpt, enrolled, args.test_feat_dir, args.test_frames, device, args.results_dir)

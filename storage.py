@@ -87,11 +87,19 @@ def for_inference(model, device, dtype=torch.float32):
     return model
 
 
-def load_model(path, device, precision='fp32'):
-    """(model for embedding, checkpoint dict) of the checkpoint at `path`; precision: an EMBED_PRECISION."""
-    ckpt = load_checkpoint(path, device)
+def load_model(path, device, precision='fp32', backend='torch'):
+    """(model for embedding, checkpoint dict) of the checkpoint at `path`.
+
+    precision: an EMBED_PRECISION; backend: an EMBED_BACKEND. With 'onnx' the model is an
+    onnx_backend.OnnxEmbedder, which has the model's `.embed` and runs on the CPU in float32.
+    """
     device = torch.device(device)
-    return for_inference(model_from_checkpoint(ckpt, device), device, cli.embedding_dtype(precision, device)), ckpt
+    dtype = cli.embedding_dtype(precision, device, backend)  # refuses what the backend cannot do, before any work
+    ckpt = load_checkpoint(path, device)
+    if backend == 'onnx':
+        import onnx_backend  # imported here: onnx_backend needs this module, and onnxruntime only when it is used
+        return onnx_backend.cached_embedder(path, ckpt), ckpt
+    return for_inference(model_from_checkpoint(ckpt, device), device, dtype), ckpt
 
 
 def model_id(ckpt):

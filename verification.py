@@ -94,7 +94,7 @@ def print_summary(s, trials_file):
     print(f"EER:               {s['eer_percent']:.2f} %   (threshold {s['eer_threshold']:.4f})")
     for p in P_TARGETS:
         print(f"minDCF (p={p}):    {s[f'min_dcf_p{p}']:.4f}")
-    print(f"Backbone in:       {s['embedding_dtype']} (--precision)")
+    print(f"Backbone in:       {s['embedding_dtype']} (--precision, --backend)")
     if s['top1_percent'] is not None:
         print(f"Top-1 identification: {s['top1_percent']:.2f} % of {s['top1_test_items']} test utterances "
               "(the best-scoring enrollment of each is its own speaker's)")
@@ -120,7 +120,7 @@ def verify_trials(args, model, ckpt, device):
     scores = score_trials(embedder, trials)
     labels = [t.label for t in trials]
     summary = summarize(trials, scores)
-    summary['embedding_dtype'] = str(cli.embedding_dtype(args.precision, device)).removeprefix('torch.')
+    summary['embedding_dtype'] = cli.embedding_description(args.precision, device, args.backend)
     name = Path(args.trials).stem
     results = Path(args.results_dir)
     summary['det_curve'] = str(results / f'{name}_det.png')
@@ -144,7 +144,7 @@ def verify_trials(args, model, ckpt, device):
 def main(argv=None):
     args = parse_args(argv)
     device = cli.select_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device, args.precision)
+    model, ckpt = load_model(args.checkpoint, device, args.precision, args.backend)
     if args.trials:
         return verify_trials(args, model, ckpt, device)
     return verify_one(args, model, ckpt, device)

@@ -1,5 +1,8 @@
 """bench.py runs every path and reports them side by side (a smoke test: no stopwatch is asserted)."""
+import re
+
 import pytest
+import torch
 
 import bench
 
@@ -7,9 +10,18 @@ import bench
 def test_the_benchmark_reports_every_path(feature_tree, capsys):
     results = bench.main(['--train-feat-dir', str(feature_tree / 'train'), '--utts', '40', '--batches', '1',
                           '--batch-size', '8', '--embed-utts', '4', '--device', 'cpu'])
+    assert set(results['training']) == {'tutorial', 'fast fp32', 'fast'}
+    assert set(results['embedding']) == {'tutorial', 'fast fp32', 'fast', 'onnx fp32'}  # ONNX Runtime: the CPU only
     for part, rate in (('training', 'samples_per_s'), ('embedding', 'utts_per_s')):
-        assert set(results[part]) == {'tutorial', 'fast fp32', 'fast'}
         assert all(r[rate] > 0 and r['peak_mb'] > 0 for r in results[part].values())
     assert results['train_gflop'] == pytest.approx(0.83, abs=0.01)  # resnet18 on 40 x 100: forward + backward
     out = capsys.readouterr().out
     assert out.count('speed-up') == 2 and out.count('1.00x') >= 2 and 'GFLOP per training sample' in out
+    assert re.search(r'ONNX Runtime float32 embeds [\d.]+x as fast as PyTorch float32', out)
+
+
+def test_the_fast_path_follows_the_backend_flag():
+    cpu = torch.device('cpu')
+    assert bench.embedding_settings('fast', 'onnx', cpu) == ('onnx', torch.float32)  # 'auto' is float32 there
+    assert bench.embedding_settings('onnx fp32', 'torch', cpu) == ('onnx', torch.float32)
+    assert bench.embedding_settings('fast fp32', 'onnx', cpu) == ('torch', torch.float32)
