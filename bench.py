@@ -37,6 +37,7 @@ from dvector import embed_all, split_segments
 from model.model import BackgroundResNet
 from onnx_backend import OnnxEmbedder, export_bytes
 from SR_Dataset import DvectorDataset, feature_settings, load_features, read_MFB, to_input
+from speed import use_channels_last
 from storage import for_inference
 
 WARMUP_BATCHES = 3
@@ -62,12 +63,12 @@ def peak_memory_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def training_settings(path, device):
+def training_settings(path, device, model):
     """(autocast dtype, channels_last) of a training path on this device."""
     if path == 'tutorial':
         return None, False
     amp_dtype = cli.autocast_dtype(c.PRECISION, device) if path == 'fast' else None
-    return amp_dtype, train.use_channels_last(c.CHANNELS_LAST, device)
+    return amp_dtype, use_channels_last(c.CHANNELS_LAST, device, model)
 
 
 def embedding_settings(path, backend, device):
@@ -82,14 +83,14 @@ def training_throughput(DB, path, args):
     torch.manual_seed(0)
     device = cli.select_device(args.device)
     speakers = sorted(DB['speaker_id'].unique())
-    amp_dtype, channels_last = training_settings(path, device)
+    model = BackgroundResNet(c.EMBEDDING_SIZE, len(speakers), args.backbone)
+    amp_dtype, channels_last = training_settings(path, device, model)
     start = time.perf_counter()
     feats = None if path == 'tutorial' else load_features(DB['filename'], feature_settings())
     load_s = time.perf_counter() - start
     dataset = DvectorDataset(DB, {s: i for i, s in enumerate(speakers)}, feature_settings(), feats=feats)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
-    model = BackgroundResNet(c.EMBEDDING_SIZE, len(speakers), args.backbone).to(
-        device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
     step = train.Step(device, amp_dtype, channels_last)
     optimizer = train.create_optimizer('sgd', model.parameters(), c.LR, c.MOMENTUM, c.WEIGHT_DECAY)
     criterion = torch.nn.CrossEntropyLoss()
@@ -190,7 +191,7 @@ def main(argv=None):
     DB = DB.sample(n=min(args.utts, len(DB)), random_state=0).reset_index(drop=True)
     if len(DB) < args.batch_size:
         raise ValueError(f"{len(DB)} utterances, fewer than one batch of {args.batch_size}: raise --utts")
-    amp_dtype, channels_last = training_settings('fast', device)
+    amp_dtype, channels_last = training_settings('fast', device, BackgroundResNet(c.EMBEDDING_SIZE, 1, args.backbone))
     print(f"Device {device} ({torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}); {args.backbone}; {len(DB)} utterances of "
           f"{DB['speaker_id'].nunique()} speakers from {args.train_feat_dir}")

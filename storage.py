@@ -9,6 +9,7 @@ from torch import nn
 import cli
 from model.model import BackgroundResNet
 from model.resnet import fold_batch_norms
+from speed import use_channels_last
 
 CHECKPOINT_KEYS = {'state_dict', 'model_args', 'speakers', 'feature', 'run_id', 'epoch'}
 
@@ -77,13 +78,14 @@ def for_inference(model, device, dtype=torch.float32):
 
     Each batch norm of the backbone is folded into the convolution before it, which gives the same
     d-vectors to float precision; on the CPU the convolutions run channels-last (oneDNN's fast
-    layout). With dtype bfloat16 the backbone runs in it (pooling and projection stay float32).
+    layout) where that is safe (speed.py). With dtype bfloat16 the backbone runs in it (pooling and
+    projection stay float32).
     """
     fold_batch_norms(model.backbone)
+    if use_channels_last('auto', torch.device(device), model):
+        model = model.to(memory_format=torch.channels_last)
     if dtype != torch.float32:
         model.backbone = InDtype(model.backbone, dtype)
-    if torch.device(device).type == 'cpu':
-        model = model.to(memory_format=torch.channels_last)
     return model
 
 

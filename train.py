@@ -36,6 +36,7 @@ from losses import LOSSES, build_criterion, margin_at
 from model.model import POOLINGS, BackgroundResNet
 from model.resnet import BACKBONES
 from plots import save_figure
+from speed import use_channels_last
 from storage import atomic_save, load_checkpoint
 
 # Flags that --resume takes from the command line; every other setting comes from the checkpoint,
@@ -151,11 +152,6 @@ def scheduled_lr(progress, schedule, lr, min_lr, warmup):
     if schedule == 'exponential':
         return lr * (min_lr / lr) ** t
     raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-
-
-def use_channels_last(setting, device):
-    """Whether to run the convolutions channels-last: 'auto' does on the CPU, where oneDNN is faster with it."""
-    return device.type == 'cpu' if setting == 'auto' else setting == 'yes'
 
 
 def make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats=None, rank=0, world_size=1):
@@ -380,8 +376,14 @@ def fit(args, ckpt, device, rank=0, world_size=1):
                          "train/validation split; resume needs the same files")
     amp_dtype = cli.autocast_dtype(args.precision, device)
     args.precision = {None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[amp_dtype]  # 'auto' resolved
-    channels_last = use_channels_last(args.channels_last, device)
+    torch.manual_seed(args.seed)
+    model_args = {'embedding_size': args.embedding_size, 'num_classes': len(speakers), 'backbone': args.backbone,
+                  'base_channels': args.base_channels, 'pooling': args.pooling,
+                  'head': 'linear' if args.loss == 'softmax' else 'cosine', 'n_filters': feature['n_filters']}
+    net = BackgroundResNet(**model_args)
+    channels_last = use_channels_last(args.channels_last, device, net)
     args.channels_last = 'yes' if channels_last else 'no'
+    net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     files = list(train_DB['filename']) + list(valid_DB['filename'])
     preload = args.preload == 'yes' or (args.preload == 'auto' and preload_fits(files))
     print(f"Training set {len(train_DB)} utts, validation set {len(valid_DB)} utts, "
@@ -394,12 +396,6 @@ def fit(args, ckpt, device, rank=0, world_size=1):
           f"{f', weights from {args.init_from}' if args.init_from else ''}")
     feats = load_features(files, feature, keep=preload)
 
-    torch.manual_seed(args.seed)
-    model_args = {'embedding_size': args.embedding_size, 'num_classes': len(speakers), 'backbone': args.backbone,
-                  'base_channels': args.base_channels, 'pooling': args.pooling,
-                  'head': 'linear' if args.loss == 'softmax' else 'cosine', 'n_filters': feature['n_filters']}
-    net = BackgroundResNet(**model_args).to(device, memory_format=torch.channels_last if channels_last else
-                                            torch.contiguous_format)
     step = Step(device, amp_dtype, channels_last)
     criterion = build_criterion(args.loss, args.margin, args.scale)
     valid_criterion = build_criterion(args.loss, 0.0, args.scale)  # without margin: comparable across epochs
