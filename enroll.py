@@ -5,10 +5,12 @@ L2-normalised sum of the segments' d-vectors, and a speaker's is the (normalised
 
     python enroll.py
     python enroll.py --test-feat-dir my_feats/test --checkpoint model_saved/checkpoint_30.pth
+    python enroll.py --test-feat-dir my_feats/test --replace       # enroll these speakers and no others
 
 Writes <embedding-dir>/<speaker>.pth for every speaker with enrollment files, once all of them
-are embedded, and removes the other enrollment files there (of other speakers, or made by another
-model): afterwards the folder enrolls exactly the speakers of --test-feat-dir.
+are embedded. Enrolling adds: a speaker enrolled before is replaced (also when another model
+made it), the other speakers stay. With --replace the other enrollment files there are removed,
+and the folder enrolls exactly the speakers of --test-feat-dir.
 """
 from tqdm import tqdm
 
@@ -16,12 +18,14 @@ import cli
 import configure as c
 from DB_wav_reader import split_enroll_and_test
 from dvector import enroll_speaker
-from storage import load_model, save_enrollment
+from storage import load_enrollment, load_model, save_enrollment
 
 
 def parse_args(argv=None):
     p = cli.add_model_args(cli.parser(__doc__))
     p.add_argument('--enroll-frames', type=cli.positive_int, default=c.ENROLL_FRAMES, help='frames per segment')
+    p.add_argument('--replace', action='store_true',
+                   help='remove every other enrolled speaker: the folder then enrolls exactly these speakers')
     return p.parse_args(argv)
 
 
@@ -35,11 +39,15 @@ def main(argv=None):
     enrolled = {}
     for speaker, files in tqdm(enroll_DB.groupby('speaker_id')['filename'], desc='enrolling', disable=None):
         enrolled[speaker] = enroll_speaker(model, ckpt, list(files), args.enroll_frames, device), list(files)
-    removed = save_enrollment(args.embedding_dir, enrolled, ckpt)
+    removed = save_enrollment(args.embedding_dir, enrolled, ckpt, args.test_feat_dir, args.replace)
     print(f"Enrolled {len(enrolled)} speakers from {len(enroll_DB)} files of {args.test_feat_dir} "
           f"into {args.embedding_dir}/")
     if removed:
         print(f"Removed the earlier enrollment of: {', '.join(removed)}")
+    try:  # say now what scoring would refuse: speakers enrolled there by another model, foreign files
+        load_enrollment(args.embedding_dir, ckpt, checkpoint=args.checkpoint)
+    except ValueError as e:
+        print(f"Note: verification and identification will refuse {args.embedding_dir}/ until this is fixed: {e}")
 
 
 if __name__ == '__main__':

@@ -69,7 +69,7 @@ def main(argv=None):
     args = parse_args(argv)
     device = cli.select_device(args.device)
     model, ckpt = load_model(args.checkpoint, device, args.precision, args.backend)
-    enrolled = load_enrollment(args.embedding_dir, ckpt, device)
+    enrolled = load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint)
     if args.all:
         return identify_all(model, ckpt, enrolled, args.test_feat_dir, args.test_frames, device, args.results_dir)
     require_enrolled(enrolled, args.test_speaker)

@@ -109,16 +109,20 @@ def model_id(ckpt):
     return f"{ckpt['run_id']}/epoch{ckpt['epoch']}"
 
 
-def save_enrollment(embedding_dir, enrolled, ckpt):
-    """Make <embedding_dir> hold exactly `enrolled`, {speaker: (d-vector (embedding_size,), files)}.
+def save_enrollment(embedding_dir, enrolled, ckpt, test_dir, replace=False):
+    """Write <embedding_dir>/<speaker>.pth for each of `enrolled`, {speaker: (d-vector (embedding_size,), files)}.
 
-    Writes <speaker>.pth for each, then removes the enrollment files of other speakers (another
-    test set's, or another model's). Files that are not enrollment files are left alone.
-    Returns the removed speakers.
+    An earlier enrollment of these speakers is replaced, whichever model made it; the other
+    speakers' enrollments stay, unless `replace`: then they are removed, and the folder enrolls
+    exactly `enrolled`. Files that are not enrollment files are left alone. test_dir: the folder
+    the files came from, recorded to say how to enroll them again. Returns the removed speakers.
     """
     for speaker, (embedding, files) in enrolled.items():
-        record = {'embedding': embedding.cpu(), 'files': list(files), 'model_id': model_id(ckpt)}
+        record = {'embedding': embedding.cpu(), 'files': list(files), 'model_id': model_id(ckpt),
+                  'test_dir': str(test_dir)}
         atomic_save(record, Path(embedding_dir) / f'{speaker}.pth')
+    if not replace:
+        return []
     others = [p for p in sorted(Path(embedding_dir).glob('*.pth')) if p.stem not in enrolled and is_enrollment(p)]
     for p in others:
         p.unlink()
@@ -126,7 +130,7 @@ def save_enrollment(embedding_dir, enrolled, ckpt):
 
 
 def read_enrollment(path, device='cpu'):
-    """The record {'embedding', 'files', 'model_id'} of one enrolled speaker."""
+    """The record {'embedding', 'files', 'model_id', 'test_dir' (absent in older ones)} of one enrolled speaker."""
     try:
         record = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
@@ -145,22 +149,31 @@ def is_enrollment(path):
     return True
 
 
-def load_enrollment(embedding_dir, ckpt, device='cpu'):
+def other_model_error(embedding_dir, others, ckpt, checkpoint):
+    """The message refusing enrollments `others`, {speaker: record}, made by another model: who, and how to fix it."""
+    models = ', '.join(sorted({r['model_id'] for r in others.values()}))
+    folders = sorted({r.get('test_dir', '<the folder of their enrollment files>') for r in others.values()})
+    enroll = f"python enroll.py --checkpoint {checkpoint} --embedding-dir {embedding_dir} --test-feat-dir"
+    return (f"{embedding_dir} holds d-vectors of another model than {checkpoint} ({model_id(ckpt)}), whose scores "
+            f"would be noise: {', '.join(sorted(others))} (model {models}). Enroll them again with this checkpoint: "
+            + '; '.join(f"{enroll} {f}" for f in folders)
+            + f"; or enroll only the speakers you want, dropping all others: {enroll} <folder> --replace")
+
+
+def load_enrollment(embedding_dir, ckpt, device='cpu', checkpoint='<checkpoint>'):
     """{speaker: d-vector (embedding_size,)} of the speakers enrolled in `embedding_dir`.
 
-    Refuses d-vectors made by another model than the checkpoint's: their scores would be noise.
+    Refuses d-vectors made by another model than the checkpoint's (at `checkpoint`, named in the
+    message): their scores would be noise.
     """
     paths = sorted(Path(embedding_dir).glob('*.pth'))
     if not paths:
         raise FileNotFoundError(f"no enrolled speakers in {embedding_dir} (run enroll.py first)")
-    enrolled = {}
-    for p in paths:
-        record = read_enrollment(p, device)
-        if record['model_id'] != model_id(ckpt):
-            raise ValueError(f"{p} was enrolled with model {record['model_id']}, not with this checkpoint's "
-                             f"{model_id(ckpt)}; run enroll.py again with this checkpoint")
-        enrolled[p.stem] = record['embedding']
-    return enrolled
+    records = {p.stem: read_enrollment(p, device) for p in paths}
+    others = {speaker: r for speaker, r in records.items() if r['model_id'] != model_id(ckpt)}
+    if others:
+        raise ValueError(other_model_error(embedding_dir, others, ckpt, checkpoint))
+    return {speaker: r['embedding'] for speaker, r in records.items()}
 
 
 def threshold_path(checkpoint):

@@ -60,7 +60,7 @@ def verification_threshold(args, ckpt):
 
 def verify_one(args, model, ckpt, device):
     """The tutorial's single trial: print the score, the threshold and Accept or Reject."""
-    enrolled = load_enrollment(args.embedding_dir, ckpt, device)
+    enrolled = load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint)
     claimed = require_enrolled(enrolled, args.enroll_speaker)
     threshold, source = verification_threshold(args, ckpt)
     test_file = speaker_test_file(args.test_feat_dir, args.test_speaker)

@@ -91,17 +91,26 @@ def test_missing_corrupt_and_foreign_checkpoints(trained, feature_tree, tmp_path
         enroll_with(tmp_path / 'foreign.pth')
 
 
-def test_enrollment_made_by_another_model_is_refused_then_replaced(trained, feature_tree, tmp_path):
+def test_enrollment_made_by_another_model_is_refused_until_enrolled_again(trained, feature_tree, tmp_path, capsys):
     args = model_args(trained, feature_tree, tmp_path / 'emb')
     enroll.main(args + ['--checkpoint', str(trained / 'checkpoint_1.pth')])
     atomic_save({'embedding': torch.ones(128), 'model_id': 'old/epoch9'}, tmp_path / 'emb' / 'gone.pth')
-    with pytest.raises(ValueError, match=r"gone.pth was enrolled with model old/epoch9, not with this checkpoint's "
-                                         r".*/epoch2; run enroll.py again"):
-        verification.main(args + ['--checkpoint', str(trained / 'checkpoint_2.pth')])
-    enroll.main(args + ['--checkpoint', str(trained / 'checkpoint_2.pth')])  # as the error says
+    new = ['--checkpoint', str(trained / 'checkpoint_2.pth')]
+    with pytest.raises(ValueError, match=r"holds d-vectors of another model than .*checkpoint_2.pth \(.*/epoch2\), "
+                                         r"whose scores would be noise: gone, tst0, tst1, tst2 \(model "
+                                         r"(.*/epoch1, old/epoch9|old/epoch9, .*/epoch1)\)\. Enroll them") as error:
+        verification.main(args + new)
+    assert f"enroll.py --checkpoint {trained / 'checkpoint_2.pth'} --embedding-dir {tmp_path / 'emb'} " \
+           f"--test-feat-dir {feature_tree / 'test'}" in str(error.value)  # the folder tst0-2 came from
+    assert '<the folder of their enrollment files>' in str(error.value) and '--replace' in str(error.value)
+    enroll.main(args + new)  # the command the error gives: tst0-2 with the new model; gone.pth stays
+    assert 'Note: verification and identification will refuse' in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"another model .*: gone \(model old/epoch9\)"):
+        identification.main(args + new)
+    enroll.main(args + new + ['--replace'])  # or start afresh
+    assert 'Removed the earlier enrollment of: gone' in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / 'emb').iterdir()) == ['tst0.pth', 'tst1.pth', 'tst2.pth']
-    verification.main(args + ['--checkpoint', str(trained / 'checkpoint_2.pth'), '--enroll-speaker', 'tst0',
-                              '--test-speaker', 'tst0'])
+    verification.main(args + new + ['--enroll-speaker', 'tst0', '--test-speaker', 'tst0'])
 
 
 def test_enrollment_never_deletes_files_that_are_not_enrollments(trained, feature_tree, tmp_path):
@@ -116,13 +125,18 @@ def test_enrollment_never_deletes_files_that_are_not_enrollments(trained, featur
         verification.main(args)
 
 
-def test_enrolling_another_test_set_replaces_the_enrolled_speakers(trained, feature_tree, tmp_path, capsys):
+def test_enrolling_adds_speakers_and_replace_drops_the_others(trained, feature_tree, tmp_path, capsys):
     enroll.main(model_args(trained, feature_tree, tmp_path / 'emb'))
-    other = write_feature_tree(tmp_path / 'other', n_train_speakers=0, n_test_speakers=1, seed=9)
-    (other / 'test' / 'tst0').rename(other / 'test' / 'new0')
+    before = torch.load(tmp_path / 'emb' / 'tst1.pth', weights_only=True)['embedding']
+    other = write_feature_tree(tmp_path / 'other', n_train_speakers=0, n_test_speakers=2, seed=9)
+    (other / 'test' / 'tst0').rename(other / 'test' / 'new0')  # a new speaker, and tst1 enrolled anew
     enroll.main(model_args(trained, other, tmp_path / 'emb'))
-    assert [p.name for p in (tmp_path / 'emb').iterdir()] == ['new0.pth']
-    assert 'Removed the earlier enrollment of: tst0, tst1, tst2' in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / 'emb').iterdir()) == ['new0.pth', 'tst0.pth', 'tst1.pth', 'tst2.pth']
+    assert not torch.equal(torch.load(tmp_path / 'emb' / 'tst1.pth', weights_only=True)['embedding'], before)
+    assert 'Removed' not in capsys.readouterr().out
+    enroll.main(model_args(trained, other, tmp_path / 'emb') + ['--replace'])
+    assert sorted(p.name for p in (tmp_path / 'emb').iterdir()) == ['new0.pth', 'tst1.pth']
+    assert 'Removed the earlier enrollment of: tst0, tst2' in capsys.readouterr().out
 
 
 def test_a_bad_enrollment_file_leaves_the_old_enrollment_whole(trained, feature_tree, tmp_path):
