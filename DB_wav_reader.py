@@ -1,39 +1,75 @@
-"""Find wav and feature files in a <root>/<speaker>/... tree and list them in DataFrames.
+"""Find audio and feature files in a <root>/<speaker>/... tree and list them in DataFrames.
 
-Each DataFrame has one row per file, sorted by path: filename, speaker_id (the first folder
+Each DataFrame has one row per utterance, sorted by path: filename, speaker_id (the first folder
 under the root, so <speaker>/<session>/<file> trees work too) and dataset_id (the root's name).
+An utterance is a file name without its suffix: where it has both a .p and an audio file, the .p
+(its features, already made) is the one listed; two audio files of one utterance are refused.
 """
 import glob
 from pathlib import Path
 
 import pandas as pd
 
+from features import AUDIO_SUFFIXES, FEATURE_SUFFIX, SUFFIXES, is_audio, refuse_unreadable_audio
 
-def find_files(directory, suffix):
-    """DataFrame (filename, speaker_id, dataset_id) of every `*suffix` file under `directory`."""
+
+def one_per_utterance(files):
+    """files (Paths) with one file per utterance (folder and stem): its .p where it has one, sorted."""
+    by_utterance = {}
+    for f in files:
+        by_utterance.setdefault(f.with_suffix(''), []).append(f)
+    chosen = []
+    for group in by_utterance.values():
+        audio = [f for f in group if is_audio(f)]
+        if len(audio) > 1 and len(audio) == len(group):
+            raise ValueError(f"two audio files of one utterance, {', '.join(map(str, audio))}: keep one")
+        chosen.append(min(group, key=lambda f: f.suffix.lower() != FEATURE_SUFFIX))
+    return sorted(chosen)
+
+
+def utterance_files(folder, suffixes):
+    """Every file under folder (recursively) whose suffix, in any case, is one of suffixes: one per utterance.
+
+    When audio is looked for, audio files of a format libsndfile cannot read are refused, not skipped.
+    """
+    # glob, unlike Path.rglob, follows symlinked speaker folders and skips hidden ones (.ipynb_checkpoints)
+    files = [Path(f) for f in glob.glob(str(Path(folder) / '**' / '*'), recursive=True) if Path(f).is_file()]
+    if set(suffixes) & set(AUDIO_SUFFIXES):
+        refuse_unreadable_audio(files)
+    return one_per_utterance(f for f in files if f.suffix.lower() in suffixes)
+
+
+def find_files(directory, suffixes):
+    """DataFrame (filename, speaker_id, dataset_id) of the utterance files (suffixes: a tuple) under `directory`."""
     root = Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"folder not found: {root}")
-    # glob, unlike Path.rglob, follows symlinked speaker folders and skips hidden ones (.ipynb_checkpoints)
-    files = sorted(Path(f) for f in glob.glob(str(root / '**' / f'*{suffix}'), recursive=True) if Path(f).is_file())
+    files = utterance_files(root, suffixes)
+    kinds = '/'.join(suffixes)
     if not files:
-        raise FileNotFoundError(f"no {suffix} files under {root} (expected {root}/<speaker>/<name>{suffix})")
+        raise FileNotFoundError(f"no {kinds} files under {root} (expected {root}/<speaker>/<name>{suffixes[0]})")
     loose = [str(p) for p in files if p.parent == root]
     if loose:
-        raise ValueError(f"files must be in speaker folders, {root}/<speaker>/<name>{suffix}: {', '.join(loose[:5])}")
+        raise ValueError(f"files must be in speaker folders, {root}/<speaker>/<name>{suffixes[0]}: "
+                         f"{', '.join(loose[:5])}")
     return pd.DataFrame({'filename': [str(p) for p in files],
                          'speaker_id': [p.relative_to(root).parts[0] for p in files],
                          'dataset_id': root.name})
 
 
 def read_DB_structure(directory):
-    """The wav files under `directory`."""
-    return find_files(directory, '.wav')
+    """The audio files under `directory` (every format of features.AUDIO_SUFFIXES)."""
+    return find_files(directory, AUDIO_SUFFIXES)
 
 
 def read_feats_structure(directory):
     """The feature files under `directory`."""
-    return find_files(directory, '.p')
+    return find_files(directory, (FEATURE_SUFFIX,))
+
+
+def read_utterances(directory):
+    """The utterances under `directory` that the stages can embed: feature files, or audio where there are none."""
+    return find_files(directory, SUFFIXES)
 
 
 def is_enroll_file(filename):
@@ -42,8 +78,8 @@ def is_enroll_file(filename):
 
 
 def split_enroll_and_test(directory):
-    """(enroll_DB, test_DB): the feature files under `directory` split by name."""
-    DB = read_feats_structure(directory)
+    """(enroll_DB, test_DB): the utterances (features or audio) under `directory` split by name."""
+    DB = read_utterances(directory)
     enroll = DB['filename'].map(is_enroll_file)
     return DB[enroll].reset_index(drop=True), DB[~enroll].reset_index(drop=True)
 

@@ -1,6 +1,7 @@
 """Reading log-fbank feature pickles, cutting network inputs from them, and the Dataset.
 
-A feature file is a pickle of {'feat': float array (n_frames, n_filters), 'label': speaker id}.
+A feature file is a pickle of {'feat': float array (n_frames, n_filters), 'label': speaker id}, and of
+'settings', how it was made, when feature_extraction.py wrote it.
 It is read with a restricted unpickler, so a hostile file cannot run code.
 """
 import codecs
@@ -46,8 +47,9 @@ def feature_settings():
             'trim_frames': c.TRIM_FRAMES, 'min_frames': c.MIN_FRAMES, 'win_size': c.NUM_WIN_SIZE}
 
 
-def load_feature_file(filename, n_filters=c.FILTER_BANK):
-    """(feat float64 (n_frames, n_filters), label str) of a feature pickle, checked."""
+def load_feature_record(filename, n_filters=c.FILTER_BANK):
+    """The checked dict of a feature pickle: 'feat' float64 (n_frames, n_filters), 'label' str, and 'settings'
+    (a dict of plain values) when the file records how it was made (feature_extraction.py writes it)."""
     try:
         with open(filename, 'rb') as f:
             data = RestrictedUnpickler(f).load()
@@ -64,7 +66,15 @@ def load_feature_file(filename, n_filters=c.FILTER_BANK):
         raise FeatureFileError(f"{filename}: feature dimension {feat.shape[1]}, expected {n_filters}")
     if not np.isfinite(feat).all():
         raise FeatureFileError(f"{filename}: 'feat' contains NaN or infinite values")
-    return feat.astype(np.float64, copy=False), str(data.get('label', ''))
+    if not isinstance(data.get('settings', {}), dict):
+        raise FeatureFileError(f"{filename}: 'settings' must be a dict")
+    return {**data, 'feat': feat.astype(np.float64, copy=False), 'label': str(data.get('label', ''))}
+
+
+def load_feature_file(filename, n_filters=c.FILTER_BANK):
+    """(feat float64 (n_frames, n_filters), label str) of a feature pickle, checked."""
+    record = load_feature_record(filename, n_filters)
+    return record['feat'], record['label']
 
 
 def trim_edges(feat, filename, trim_frames, min_frames):

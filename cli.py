@@ -5,6 +5,7 @@ import sys
 import torch
 
 import configure as c
+import features
 
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')  # training's PRECISION
 EMBED_PRECISIONS = ('auto', 'fp32', 'bf16')
@@ -52,18 +53,39 @@ def add_model_args(p):
     p.add_argument('--checkpoint', default=c.CHECKPOINT, help='trained model (train.py writes it)')
     p.add_argument('--embedding-dir', default=c.EMBEDDING_DIR, help='enrolled d-vectors, <speaker>.pth')
     p.add_argument('--test-feat-dir', default=c.TEST_FEAT_DIR,
-                   help="<speaker>/<name>.p feature tree; files whose name contains 'enroll' enroll the speaker")
+                   help="<speaker>/<name> tree of .p features or audio (.wav, .flac, ...; a .p wins over audio of "
+                   "the same name); files whose name contains 'enroll' enroll the speaker")
     p.add_argument('--precision', choices=EMBED_PRECISIONS, default=c.EMBED_PRECISION,
                    help="the backbone's precision: 'auto' (bfloat16 where the device has bfloat16 units), 'fp32' "
                    "(the tutorial's d-vectors, to float precision) or 'bf16'")
     add_backend_arg(p)
     add_device_arg(p)
+    return add_audio_args(p)
+
+
+def level(text):
+    """argparse type: 'no', or a target speech level in dBFS."""
+    try:
+        return features.check_level(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_audio_args(p):
+    """Flags of the scripts that read audio: speech detection and level normalisation (features.py)."""
+    p.add_argument('--vad', choices=features.VADS, default=c.VAD,
+                   help="speech detection in audio: 'no' (every frame, the tutorial) or 'energy' (frames more than "
+                   f"{features.VAD_DB:.0f} dB below the utterance's loud frames are dropped)")
+    p.add_argument('--level', type=level, nargs='?', const=c.TRAIN_LEVEL, default=c.LEVEL, metavar='DBFS',
+                   help="gain on audio before the fbank, bringing its speech level to DBFS ('no': none, the "
+                   f"tutorial); --level alone: TRAIN_LEVEL, the training data's {c.TRAIN_LEVEL:g} dBFS")
     return p
 
 
 def add_test_args(p):
     """Flags of the scripts that score test utterances."""
     p.add_argument('--test-speaker', default=c.TEST_SPEAKER, help='the speaker whose test utterance is scored')
+    p.add_argument('--test-file', help='score this file (.p features or audio) instead of the test speaker\'s')
     p.add_argument('--test-frames', type=positive_int, default=c.TEST_FRAMES, help='frames per test segment')
     return p
 

@@ -5,7 +5,7 @@ Edit them here; every entry script also takes flags that override them for one r
 """
 
 # ---- Data --------------------------------------------------------------------------------
-# Wav trees <dir>/<speaker>/<utterance>.wav: the input of feature_extraction.py
+# Audio trees <dir>/<speaker>/<utterance>.wav (or .flac, .ogg, ...: features.AUDIO_SUFFIXES): feature_extraction's input
 TRAIN_WAV_DIR = 'wavs/train'
 TEST_WAV_DIR = 'wavs/test'
 # Feature trees <dir>/<speaker>/<utterance>.p: pickles of {'feat': (n_frames, FILTER_BANK), 'label': speaker}
@@ -24,6 +24,12 @@ WIN_LEN = 0.025      # seconds per analysis window
 WIN_STEP = 0.01      # seconds between frames: one frame = 10 ms
 TRIM_FRAMES = 50     # frames (0.5 s) cut at each end of every utterance: its leading/trailing silence
 MIN_FRAMES = 40      # an utterance must keep more than this many frames after trimming (as the tutorial)
+# Front end, wherever audio is read (feature_extraction.py, and audio given to enroll/verification/identification)
+VAD = 'no'           # speech detection: 'no' (the tutorial: every frame) | 'energy' (frames more than 30 dB below the
+                     # utterance's loud frames are dropped before mean normalisation, then TRIM_FRAMES as ever)
+LEVEL = 'no'         # gain before the fbank: 'no' (the tutorial) | a target speech level in dBFS, e.g. TRAIN_LEVEL
+TRAIN_LEVEL = -44.0  # dBFS: speech level of the training recordings (ETRI: median of the 20 test wavs, -47 to -40);
+                     # the target of --level given without a value
 NUM_WIN_SIZE = 100   # frames (1 s) per random training window
 
 # ---- Recipe --------------------------------------------------------------------------------

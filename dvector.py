@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from SR_Dataset import read_MFB, to_input
+from features import read_utterance
+from SR_Dataset import to_input
 
 MAX_BATCH = 16  # segments per forward pass: on a CPU larger batches spill the caches and run slower
 
@@ -52,14 +53,14 @@ def embed_utterance(model, feat, segment_frames, device):
     return embed_utterances(model, [feat], segment_frames, device)[0]
 
 
-def embed_file(model, ckpt, filename, segment_frames, device):
-    """d-vector of a feature file, read with the checkpoint's feature settings."""
-    return embed_utterance(model, read_MFB(filename, ckpt['feature']), segment_frames, device)
+def embed_file(model, settings, filename, segment_frames, device):
+    """d-vector of a feature or audio file, read with feature settings (a checkpoint's 'feature', or a recipe())."""
+    return embed_utterance(model, read_utterance(filename, settings), segment_frames, device)
 
 
-def enroll_speaker(model, ckpt, files, segment_frames, device):
-    """A speaker's d-vector: the mean of the d-vectors of the enrollment files, L2-normalised."""
-    vectors = embed_utterances(model, [read_MFB(f, ckpt['feature']) for f in files], segment_frames, device)
+def enroll_speaker(model, settings, files, segment_frames, device):
+    """A speaker's d-vector: the mean of the d-vectors of the enrollment files (features or audio), L2-normalised."""
+    vectors = embed_utterances(model, [read_utterance(f, settings) for f in files], segment_frames, device)
     return F.normalize(vectors.mean(0), dim=0)
 
 

@@ -1,10 +1,13 @@
 """Stage 2: enrollment: one d-vector per speaker of the test set, from its files named *enroll*.
 
-Each enrollment file is cut into segments of --enroll-frames frames; the file's d-vector is the
-L2-normalised sum of the segments' d-vectors, and a speaker's is the (normalised) mean of its files'.
+The files are .p features or audio (.wav, .flac, ...), made into features in memory with the
+checkpoint's feature settings and --vad/--level. Each enrollment file is cut into segments of
+--enroll-frames frames; the file's d-vector is the L2-normalised sum of the segments' d-vectors,
+and a speaker's is the (normalised) mean of its files'.
 
     python enroll.py
     python enroll.py --test-feat-dir my_feats/test --checkpoint model_saved/checkpoint_30.pth
+    python enroll.py --test-feat-dir my_wavs/test --vad energy      # <speaker>/enroll*.wav (or .flac, ...)
     python enroll.py --test-feat-dir my_feats/test --replace       # enroll these speakers and no others
 
 Writes <embedding-dir>/<speaker>.pth for every speaker with enrollment files, once all of them
@@ -18,6 +21,7 @@ import cli
 import configure as c
 from DB_wav_reader import split_enroll_and_test
 from dvector import enroll_speaker
+from features import recipe
 from storage import load_enrollment, load_model, save_enrollment
 
 
@@ -36,9 +40,10 @@ def main(argv=None):
     enroll_DB, _ = split_enroll_and_test(args.test_feat_dir)
     if enroll_DB.empty:
         raise FileNotFoundError(f"no enrollment files (names containing 'enroll') under {args.test_feat_dir}")
+    settings = recipe(ckpt['feature'], args.vad, args.level)
     enrolled = {}
     for speaker, files in tqdm(enroll_DB.groupby('speaker_id')['filename'], desc='enrolling', disable=None):
-        enrolled[speaker] = enroll_speaker(model, ckpt, list(files), args.enroll_frames, device), list(files)
+        enrolled[speaker] = enroll_speaker(model, settings, list(files), args.enroll_frames, device), list(files)
     removed = save_enrollment(args.embedding_dir, enrolled, ckpt, args.test_feat_dir, args.replace)
     print(f"Enrolled {len(enrolled)} speakers from {len(enroll_DB)} files of {args.test_feat_dir} "
           f"into {args.embedding_dir}/")

@@ -1,61 +1,67 @@
-"""Stage 0: log Mel-filterbank features of a wav tree, written as the feature tree the other stages read.
+"""Stage 0: log Mel-filterbank features of an audio tree, written as the feature tree the other stages read.
 
-<wav-dir>/<speaker>/<name>.wav -> <feat-dir>/<speaker>/<name>.p, a pickle of
-{'feat': float64 (n_frames, FILTER_BANK), 'label': speaker}. The tutorial's recipe (settings in
-configure.py): load at 16 kHz mono (other rates are resampled, stereo is downmixed),
+<wav-dir>/<speaker>/<name>.wav (or .flac, .ogg, .mp3, ...: features.AUDIO_SUFFIXES) ->
+<feat-dir>/<speaker>/<name>.p, a pickle of {'feat': float64 (n_frames, FILTER_BANK), 'label':
+speaker, 'settings': how it was made}. The tutorial's recipe (settings in configure.py; the
+code in features.py): load at 16 kHz mono (other rates are resampled, stereo is downmixed),
 python_speech_features fbank with 40 filters and 25 ms windows every 10 ms, 20*log10, and the
-utterance's mean subtracted from every frame.
+utterance's mean subtracted from every frame; with --vad energy the frames far below the
+utterance's loud frames are dropped first, and with --level a gain brings the speech to a level.
 
     python feature_extraction.py            # TRAIN_WAV_DIR -> TRAIN_FEAT_DIR and TEST_WAV_DIR -> TEST_FEAT_DIR
     python feature_extraction.py --wav-dir my_wavs/train --feat-dir feat_logfbank_nfilt40/train
+    python feature_extraction.py --wav-dir my_wavs/train --feat-dir my_feats/train --vad energy --level
 
-Files already extracted are skipped unless --overwrite. A file that fails is reported by name
-and the others are still written.
+Files already extracted with the same --vad and --level are skipped unless --overwrite (the others
+are extracted again). A file that fails (unreadable, empty, silent, NaN) is reported by name and
+the others are still written.
 """
 import pickle
 import sys
 from functools import partial
 from pathlib import Path
 
-import librosa
-import numpy as np
-import python_speech_features
-import soundfile
 from tqdm import tqdm
 
 import cli
 import configure as c
 from DB_wav_reader import read_DB_structure
+from features import FEATURE_SUFFIX, extraction_settings, log_fbank, recipe
+from SR_Dataset import FeatureFileError, feature_settings, load_feature_record
 from storage import atomic_write
 
 
-def log_fbank(path, sample_rate=c.SAMPLE_RATE, n_filters=c.FILTER_BANK, win_len=c.WIN_LEN, win_step=c.WIN_STEP):
-    """Mean-normalised log Mel-filterbank energies (n_frames, n_filters) float64 of a wav file, in dB."""
-    with soundfile.SoundFile(path) as f:  # soundfile only: no slow, deprecated audioread fallback
-        audio, _ = librosa.load(f, sr=sample_rate, mono=True)
-    if audio.size == 0:
-        raise ValueError("no audio samples")
-    fb, _ = python_speech_features.fbank(audio, samplerate=sample_rate, nfilt=n_filters, winlen=win_len,
-                                         winstep=win_step)
-    fb = 20 * np.log10(np.maximum(fb, 1e-5))
-    return fb - fb.mean(axis=0)
+def already_made(path, settings):
+    """Whether the feature file at path is readable and was made with these settings (a features.recipe()).
+
+    A file that records no settings was made by the tutorial's recipe (before they were recorded).
+    """
+    try:
+        record = load_feature_record(path, settings['n_filters'])
+    except (OSError, FeatureFileError):
+        return False
+    return record.get('settings', extraction_settings(recipe(feature_settings()))) == extraction_settings(settings)
 
 
-def extract_tree(wav_dir, feat_dir, overwrite=False):
-    """Write the features of every wav under wav_dir into feat_dir; returns {wav path: error} of the failures."""
+def extract_tree(wav_dir, feat_dir, overwrite=False, settings=None):
+    """Write the features of every audio file under wav_dir into feat_dir; returns {path: message} of the failures.
+
+    settings: a features.recipe(); default configure.py's feature settings, without vad or level.
+    """
+    settings = settings or recipe(feature_settings())
     DB = read_DB_structure(wav_dir)
     failures = {}
     done = 0
     for wav, speaker in tqdm(zip(DB['filename'], DB['speaker_id']), total=len(DB), desc=str(wav_dir), disable=None):
-        out = Path(feat_dir) / Path(wav).relative_to(wav_dir).with_suffix('.p')
-        if out.exists() and not overwrite:
+        out = Path(feat_dir) / Path(wav).relative_to(wav_dir).with_suffix(FEATURE_SUFFIX)
+        if not overwrite and already_made(out, settings):
             continue
         try:
-            record = {'feat': log_fbank(wav), 'label': speaker}
+            record = {'feat': log_fbank(wav, settings), 'label': speaker, 'settings': extraction_settings(settings)}
             atomic_write(out, partial(pickle.dump, record))
         except Exception as e:  # a bad file must not stop the others
-            failures[wav] = e
-            tqdm.write(f"failed: {wav}: {e}")
+            failures[wav] = str(e) if isinstance(e, FeatureFileError) else f"{wav}: {e}"  # each names the file
+            tqdm.write(f"failed: {failures[wav]}")
             continue
         done += 1
     print(f"{wav_dir} -> {feat_dir}: {done} written, {len(DB) - done - len(failures)} already there, "
@@ -65,9 +71,10 @@ def extract_tree(wav_dir, feat_dir, overwrite=False):
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
-    p.add_argument('--wav-dir', help='wav tree to extract (default: TRAIN_WAV_DIR and TEST_WAV_DIR)')
+    p.add_argument('--wav-dir', help='audio tree to extract (default: TRAIN_WAV_DIR and TEST_WAV_DIR)')
     p.add_argument('--feat-dir', help='where its features go (required with --wav-dir)')
     p.add_argument('--overwrite', action='store_true', help='extract again files that already have features')
+    cli.add_audio_args(p)
     args = p.parse_args(argv)
     if (args.wav_dir is None) != (args.feat_dir is None):
         p.error('--wav-dir and --feat-dir go together')
@@ -78,15 +85,16 @@ def main(argv=None):
     args = parse_args(argv)
     pairs = [(args.wav_dir, args.feat_dir)] if args.wav_dir else [(c.TRAIN_WAV_DIR, c.TRAIN_FEAT_DIR),
                                                                  (c.TEST_WAV_DIR, c.TEST_FEAT_DIR)]
+    settings = recipe(feature_settings(), args.vad, args.level)
     failures = {}
     for wav_dir, feat_dir in pairs:
         try:
-            failures.update(extract_tree(wav_dir, feat_dir, args.overwrite))
+            failures.update(extract_tree(wav_dir, feat_dir, args.overwrite, settings))
         except (OSError, ValueError) as e:  # a missing tree must not stop the other one
-            failures[wav_dir] = e
+            failures[wav_dir] = f"{wav_dir}: {e}"
             print(f"skipped {wav_dir}: {e}")
     if failures:
-        sys.exit(f"error: {len(failures)} file(s) failed:\n" + "\n".join(f"  {w}: {e}" for w, e in failures.items()))
+        sys.exit(f"error: {len(failures)} file(s) failed:\n" + "\n".join(f"  {m}" for m in failures.values()))
 
 
 if __name__ == '__main__':

@@ -2,7 +2,11 @@
 
     python identification.py                          # the test utterance of TEST_SPEAKER
     python identification.py --test-speaker 103F3021
+    python identification.py --test-file clip.flac    # who said it? (a .p or audio file): the enrolled speakers ranked
     python identification.py --all                    # top-1 and top-5 accuracy over every test file of --test-feat-dir
+
+Test files are .p features or audio (.wav, .flac, ...), made into features with the checkpoint's
+feature settings and --vad/--level.
 """
 from pathlib import Path
 
@@ -10,9 +14,9 @@ import cli
 import configure as c
 from DB_wav_reader import speaker_test_file, split_enroll_and_test
 from dvector import embed_all, embed_file, rank_speakers, require_enrolled
+from features import read_utterance, recipe, require_utterance_file
 from metrics import top_k_accuracy
 from plots import plot_confusion
-from SR_Dataset import read_MFB
 from storage import load_enrollment, load_model
 
 
@@ -21,21 +25,31 @@ def parse_args(argv=None):
     p.add_argument('--all', action='store_true',
                    help='identify every test file; report top-1 and top-5 accuracy and plot the confusion matrix')
     p.add_argument('--results-dir', default=c.RESULTS_DIR, help='where the confusion matrix goes (with --all)')
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.all and args.test_file:
+        p.error('--test-file identifies one file: it does not go with --all')
+    return args
 
 
-def identify_one(model, ckpt, enrolled, test_file, speaker, test_frames, device):
-    """Identify one test file of an enrolled speaker; print the best-scoring speakers."""
-    ranking = rank_speakers(enrolled, embed_file(model, ckpt, test_file, test_frames, device))
+def identify_one(model, settings, enrolled, test_file, speaker, test_frames, device):
+    """Identify one test file (of an enrolled speaker, or of speaker None: unknown); print the best-scoring speakers.
+
+    settings: feature settings, a features.recipe().
+    """
+    ranking = rank_speakers(enrolled, embed_file(model, settings, test_file, test_frames, device))
     predicted = ranking[0][0]
     print("\n=== Speaker identification ===")
     print(f"Test utterance:    {test_file}")
-    print(f"True speaker:      {speaker}\nPredicted speaker: {predicted}\nResult:            {predicted == speaker}")
+    if speaker is not None:
+        print(f"True speaker:      {speaker}")
+    print(f"Predicted speaker: {predicted}")
+    if speaker is not None:
+        print(f"Result:            {predicted == speaker}")
     print("Best scores: " + ", ".join(f"{spk} {score:.4f}" for spk, score in ranking[:5]) + "\n")
     return predicted
 
 
-def identify_all(model, ckpt, enrolled, test_feat_dir, test_frames, device, results_dir):
+def identify_all(model, settings, enrolled, test_feat_dir, test_frames, device, results_dir):
     """Identify every test file under test_feat_dir; print each result, top-1 and top-5 accuracy.
 
     Saves the confusion matrix as <results_dir>/confusion_matrix.png.
@@ -47,7 +61,7 @@ def identify_all(model, ckpt, enrolled, test_feat_dir, test_frames, device, resu
     if unknown:
         raise ValueError(f"test speakers not enrolled: {', '.join(unknown)}; enroll them first (enroll.py)")
     files, truth = list(test_DB['filename']), list(test_DB['speaker_id'])
-    embedded = embed_all(model, files, lambda f: read_MFB(f, ckpt['feature']), test_frames, device, 'identifying')
+    embedded = embed_all(model, files, lambda f: read_utterance(f, settings), test_frames, device, 'identifying')
     ranked = [[spk for spk, _ in rank_speakers(enrolled, embedded[f])] for f in files]
     if len(files) <= 50:
         for test_file, speaker, ranking in zip(files, truth, ranked):
@@ -70,11 +84,15 @@ def main(argv=None):
     device = cli.select_device(args.device)
     model, ckpt = load_model(args.checkpoint, device, args.precision, args.backend)
     enrolled = load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint)
+    settings = recipe(ckpt['feature'], args.vad, args.level)
     if args.all:
-        return identify_all(model, ckpt, enrolled, args.test_feat_dir, args.test_frames, device, args.results_dir)
+        return identify_all(model, settings, enrolled, args.test_feat_dir, args.test_frames, device, args.results_dir)
+    if args.test_file:
+        return identify_one(model, settings, enrolled, require_utterance_file(args.test_file), None,
+                            args.test_frames, device)
     require_enrolled(enrolled, args.test_speaker)
     test_file = speaker_test_file(args.test_feat_dir, args.test_speaker)
-    return identify_one(model, ckpt, enrolled, test_file, args.test_speaker, args.test_frames, device)
+    return identify_one(model, settings, enrolled, test_file, args.test_speaker, args.test_frames, device)
 
 
 if __name__ == '__main__':

@@ -20,6 +20,7 @@ import soundfile
 import cli
 import configure as c
 from DB_wav_reader import find_files, is_enroll_file
+from features import FEATURE_SUFFIX, SUFFIXES, is_audio
 from SR_Dataset import FeatureFileError, load_feature_file
 from trials import Trial, write_trials
 
@@ -27,19 +28,19 @@ from trials import Trial, write_trials
 def parse_args(argv=None):
     p = cli.parser(__doc__)
     p.add_argument('--test-dir', default=c.TEST_FEAT_DIR, help='<speaker>/<files> test folder')
-    p.add_argument('--suffix', default='.p', choices=('.p', '.wav'), help='the kind of file to take')
+    p.add_argument('--suffix', default=FEATURE_SUFFIX, choices=SUFFIXES, help='the kind of file to take')
     p.add_argument('--out', default=c.TRIALS, help='the trial list to write')
     p.add_argument('--piece-seconds', type=float, help='cut every test file into pieces of this many seconds')
     return p.parse_args(argv)
 
 
 def duration(path):
-    """Seconds of a .wav file, or of the frames of a .p feature file."""
-    if path.suffix == '.wav':
+    """Seconds of an audio file, or of the frames of a .p feature file."""
+    if is_audio(path):
         try:
             return soundfile.info(path).duration
         except (RuntimeError, soundfile.SoundFileError) as e:
-            raise FeatureFileError(f"{path}: not a readable wav file ({e})") from e
+            raise FeatureFileError(f"{path}: not a readable audio file ({e})") from e
     return len(load_feature_file(path)[0]) * c.WIN_STEP
 
 
@@ -72,7 +73,7 @@ def enrollments_and_tests(DB, test_dir, base, piece_seconds):
 def make_trials(test_dir, suffix, out, piece_seconds=None):
     """Write every enrollment-against-test trial of test_dir to `out`; returns the trials."""
     base = Path(out).resolve().parent
-    enroll, tests = enrollments_and_tests(find_files(test_dir, suffix), test_dir, base, piece_seconds)
+    enroll, tests = enrollments_and_tests(find_files(test_dir, (suffix,)), test_dir, base, piece_seconds)
     if not enroll or not tests:
         raise ValueError(f"{test_dir}: need files named like 'enroll*' and test files, found {len(enroll)} "
                          f"enrolled speakers and {len(tests)} test utterances")

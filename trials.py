@@ -2,14 +2,15 @@
 
 One trial per line, `<label> <enroll> <test>`: label 1 when both sides are the same speaker, 0
 otherwise; the two paths are relative to a root folder. A path names
-  - a feature pickle (.p) or a wav (.wav, turned into features by feature_extraction.py's recipe),
-    trimmed at both ends as every utterance;
+  - a feature pickle (.p) or an audio file (.wav, .flac, ...: features.AUDIO_SUFFIXES, turned into
+    features by features.py's recipe with the model's settings and --vad/--level), trimmed at both
+    ends as every utterance;
   - a piece of one, `<file>@<start>-<end>` in seconds from the start of the recording, e.g.
-    `103F3021/test.wav@0.5-3.5`: exactly those frames, not trimmed again;
+    `103F3021/test.wav@0.5-3.5`: exactly those frames, not trimmed again (with --vad, those of them
+    that are speech: the times stay the recording's);
   - (enroll side only) a speaker folder ending in `/`: the speaker's d-vector from its files
     whose name contains 'enroll', as enroll.py makes it.
 """
-import glob
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from DB_wav_reader import is_enroll_file
+from DB_wav_reader import is_enroll_file, utterance_files
 from dvector import embed_all
-from feature_extraction import log_fbank
-from SR_Dataset import FeatureFileError, load_feature_file, trim_edges
+from features import SUFFIXES, file_features, is_utterance_file, recipe
+from SR_Dataset import FeatureFileError, trim_edges
 from storage import atomic_write
 
-SUFFIXES = ('.p', '.wav')
 PIECE = re.compile(r'(?P<file>.+)@(?P<start>\d+(?:\.\d+)?)-(?P<end>\d+(?:\.\d+)?)')
 
 
@@ -71,14 +71,12 @@ def split_piece(name):
 
 
 def enrollment_files(folder):
-    """The enrollment files of a speaker folder, as enroll.py takes them: names containing 'enroll', .p files
-    (or .wav files when it has no .p), hidden folders left out."""
-    for suffix in SUFFIXES:
-        files = sorted(Path(f) for f in glob.glob(str(Path(folder) / '**' / f'*{suffix}'), recursive=True))
-        files = [f for f in files if is_enroll_file(f)]
-        if files:
-            return files
-    raise FileNotFoundError(f"{folder}: no enrollment files (.p or .wav named like 'enroll*') in it")
+    """The enrollment files of a speaker folder, as enroll.py takes them: names containing 'enroll', .p or audio
+    (a .p wins over audio of the same name), hidden folders left out."""
+    files = [f for f in utterance_files(folder, SUFFIXES) if is_enroll_file(f)]
+    if not files:
+        raise FileNotFoundError(f"{folder}: no enrollment files (.p or audio named like 'enroll*') in it")
+    return files
 
 
 def missing_paths(trials, root):
@@ -87,45 +85,44 @@ def missing_paths(trials, root):
     for name in {t.enroll for t in trials} | {t.test for t in trials}:
         path, _ = split_piece(name)
         full = Path(root) / path
-        if not (full.is_dir() if name.endswith('/') else full.is_file() and full.suffix in SUFFIXES):
+        if not (full.is_dir() if name.endswith('/') else full.is_file() and is_utterance_file(full)):
             missing.add(str(full))
     return sorted(missing)
 
 
-def file_features(path, feature):
-    """Untrimmed features (n_frames, n_filters) of a .p or .wav file, with the model's feature settings."""
-    if Path(path).suffix == '.wav':
-        try:
-            return log_fbank(path, feature['sample_rate'], feature['n_filters'], feature['win_len'],
-                             feature['win_step'])
-        except Exception as e:  # soundfile, librosa and numpy each fail their own way on a bad wav
-            raise FeatureFileError(f"{path}: not a usable wav file ({e})") from e
-    feat, _ = load_feature_file(path, feature['n_filters'])
-    return feat
+def utterance_features(frames, path, piece, feature):
+    """The frames the model embeds of a file whose frames = file_features(): all of them trimmed, or the piece's.
 
-
-def utterance_features(feat, path, piece, feature):
-    """The frames of a file's features feat that the model embeds: all of them trimmed, or exactly the piece."""
+    A piece's times are on the file's own timeline (for audio, the recording's): it holds the kept
+    frames (all, without vad) from its start to its end, not trimmed again.
+    """
+    feat, kept = frames
     if piece is None:
         return trim_edges(feat, path, feature['trim_frames'], feature['min_frames'])
     start, end = (round(s / feature['win_step']) for s in piece)
-    if end > len(feat):
+    if end > len(kept):
         raise FeatureFileError(f"{path}: piece {piece[0]}-{piece[1]} s ends after the last frame "
-                               f"({len(feat) * feature['win_step']:.2f} s)")
-    if end - start <= feature['min_frames']:
-        raise FeatureFileError(f"{path}: piece {piece[0]}-{piece[1]} s is too short: {end - start} frames, "
+                               f"({len(kept) * feature['win_step']:.2f} s)")
+    rows = feat[np.count_nonzero(kept[:start]):np.count_nonzero(kept[:end])]
+    if len(rows) <= feature['min_frames']:
+        speech = f" of speech (of {end - start})" if len(rows) < end - start else ""
+        raise FeatureFileError(f"{path}: piece {piece[0]}-{piece[1]} s is too short: {len(rows)} frames{speech}, "
                                f"more than {feature['min_frames']} are needed")
-    return feat[start:end]
+    return rows
 
 
 class TrialEmbedder:
-    """d-vectors of the enroll and test sides of trials, each distinct one computed once."""
+    """d-vectors of the enroll and test sides of trials, each distinct one computed once.
 
-    def __init__(self, model, ckpt, root, enroll_frames, test_frames, device):
-        self.model, self.feature, self.root, self.device = model, ckpt['feature'], Path(root), device
+    Audio is made into features with the checkpoint's feature settings and the front end's vad and level.
+    """
+
+    def __init__(self, model, ckpt, root, enroll_frames, test_frames, device, vad='no', level='no'):
+        self.model, self.root, self.device = model, Path(root), device
+        self.feature = recipe(ckpt['feature'], vad, level)
         self.enroll_frames, self.test_frames = enroll_frames, test_frames
 
-        self._last_file = (None, None)  # (path, features): the pieces of one file come one after another
+        self._last_file = (None, None)  # (path, (feat, kept)): the pieces of one file come one after another
 
     def file_features(self, path):
         if self._last_file[0] != path:

@@ -1,12 +1,15 @@
 """Stage 3: speaker verification: one trial as in the tutorial, or a whole trial list scored with EER and minDCF.
 
-Single trial (the default): is the test utterance of --test-speaker (its test*.p file) spoken by
-the enrolled speaker whose identity is claimed (--enroll-speaker)? Accept when the cosine score
-of their d-vectors is above the threshold: --threshold when given, else the checkpoint's
-calibrated threshold when one is stored (--calibrate below), else THRESHOLD of configure.py.
+Single trial (the default): is the test utterance of --test-speaker (its first test file, .p or
+audio), or the file --test-file (.p or audio), spoken by the enrolled speaker whose identity is
+claimed (--enroll-speaker)? Accept when the cosine score of their d-vectors is above the
+threshold: --threshold when given, else the checkpoint's calibrated threshold when one is stored
+(--calibrate below), else THRESHOLD of configure.py. Audio is made into features with the
+checkpoint's feature settings and --vad/--level.
 
     python verification.py
     python verification.py --enroll-speaker 230M4087 --test-speaker 103F3021 --threshold 0.9
+    python verification.py --enroll-speaker me --test-file clip.flac
 
 Trial list (--trials, the VoxCeleb1 format `<label> <enroll> <test>`, see trials.py and
 make_trials.py): prints EER, minDCF (p_target 0.01 and 0.05), the EER threshold and top-1
@@ -23,6 +26,7 @@ import cli
 import configure as c
 from DB_wav_reader import speaker_test_file
 from dvector import cosine_score, embed_file, require_enrolled
+from features import recipe, require_utterance_file
 from metrics import compute_eer, compute_min_dcf
 from plots import plot_det, plot_score_histogram
 from storage import atomic_write, load_enrollment, load_model, load_threshold, save_threshold, threshold_path
@@ -45,7 +49,10 @@ def parse_args(argv=None):
     p.add_argument('--json', action='store_true', help='print the results as one JSON object')
     p.add_argument('--calibrate', action='store_true',
                    help="store the trial list's EER threshold beside the checkpoint for the single-trial mode")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.trials and args.test_file:
+        p.error('--test-file is a single trial: it does not go with --trials')
+    return args
 
 
 def verification_threshold(args, ckpt):
@@ -63,12 +70,17 @@ def verify_one(args, model, ckpt, device):
     enrolled = load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint)
     claimed = require_enrolled(enrolled, args.enroll_speaker)
     threshold, source = verification_threshold(args, ckpt)
-    test_file = speaker_test_file(args.test_feat_dir, args.test_speaker)
-    score = cosine_score(claimed, embed_file(model, ckpt, test_file, args.test_frames, device)).item()
+    if args.test_file:
+        test_file, described = require_utterance_file(args.test_file), args.test_file
+    else:
+        test_file = speaker_test_file(args.test_feat_dir, args.test_speaker)
+        described = f"{test_file} (speaker {args.test_speaker})"
+    settings = recipe(ckpt['feature'], args.vad, args.level)
+    score = cosine_score(claimed, embed_file(model, settings, test_file, args.test_frames, device)).item()
     result = 'Accept' if score > threshold else 'Reject'
     print("\n=== Speaker verification ===")
     print(f"Claimed speaker (enrolled): {args.enroll_speaker}")
-    print(f"Test utterance:             {test_file} (speaker {args.test_speaker})")
+    print(f"Test utterance:             {described}")
     print(f"Score: {score:.4f}   Threshold: {threshold:.4f} ({source})")
     print(f"Result: {result}\n")
     return score, result
@@ -114,12 +126,12 @@ def verify_trials(args, model, ckpt, device):
     root = Path(args.root) if args.root is not None else Path(args.trials).parent
     missing = missing_paths(trials, root)
     if missing:
-        raise FileNotFoundError(f"{len(missing)} path(s) of {args.trials} not found under {root}, or not .p/.wav:\n  "
-                                + "\n  ".join(missing))
-    embedder = TrialEmbedder(model, ckpt, root, args.enroll_frames, args.test_frames, device)
+        raise FileNotFoundError(f"{len(missing)} path(s) of {args.trials} not found under {root}, or not .p or "
+                                "audio:\n  " + "\n  ".join(missing))
+    embedder = TrialEmbedder(model, ckpt, root, args.enroll_frames, args.test_frames, device, args.vad, args.level)
     scores = score_trials(embedder, trials)
     labels = [t.label for t in trials]
-    summary = summarize(trials, scores)
+    summary = {**summarize(trials, scores), 'vad': args.vad, 'level': args.level}
     summary['embedding_dtype'] = cli.embedding_description(args.precision, device, args.backend)
     name = Path(args.trials).stem
     results = Path(args.results_dir)

@@ -183,7 +183,8 @@ def test_bfloat16_embedding_is_close_to_float32_and_fp32_is_one_flag_away(traine
     enroll.main(model_args(trained, feature_tree, tmp_path / 'emb') + ['--precision', 'fp32'])
     record = torch.load(tmp_path / 'emb' / 'tst0.pth', weights_only=True)
     model, ckpt = load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')
-    torch.testing.assert_close(record['embedding'], embed_file(model, ckpt, record['files'][0], 200, 'cpu'))
+    expected = embed_file(model, ckpt['feature'], record['files'][0], 200, 'cpu')
+    torch.testing.assert_close(record['embedding'], expected)
 
 
 def test_embedding_precision_auto_is_bfloat16_only_where_it_is_fast(monkeypatch):
@@ -204,5 +205,5 @@ def test_enrolling_averages_several_files(trained, tmp_path):
     record = torch.load(tmp_path / 'emb' / 'tst0.pth', weights_only=True)
     assert [f.rsplit('/', 1)[1] for f in record['files']] == ['enroll.p', 'enroll_2.p']
     model, ckpt = load_model(trained / 'checkpoint_best.pth', 'cpu', configure.EMBED_PRECISION)  # as the scripts embed
-    vectors = [embed_file(model, ckpt, f, 200, 'cpu') for f in record['files']]
+    vectors = [embed_file(model, ckpt['feature'], f, 200, 'cpu') for f in record['files']]
     torch.testing.assert_close(record['embedding'], torch.nn.functional.normalize(vectors[0] + vectors[1], dim=0))

@@ -12,7 +12,7 @@ import make_trials
 import verification
 from conftest import model_args, write_feature, write_feature_tree
 from dvector import embed_utterance
-from feature_extraction import log_fbank
+from features import log_fbank
 from SR_Dataset import FeatureFileError
 from storage import load_model, threshold_path
 from test_feature_extraction import voice
@@ -191,6 +191,6 @@ def test_calibrated_threshold_is_used_by_the_single_trial_mode(trained, feature_
 def test_a_corrupt_wav_is_named_when_cutting_pieces(tmp_path):
     write_voice(tmp_path / 'wavs' / 'a' / 'enroll.wav', 150)
     (tmp_path / 'wavs' / 'a' / 'test.wav').write_bytes(b'RIFF but not a wav')
-    with pytest.raises(FeatureFileError, match='test.wav: not a readable wav file'):
+    with pytest.raises(FeatureFileError, match='test.wav: not a readable audio file'):
         make_trials.main(['--test-dir', str(tmp_path / 'wavs'), '--suffix', '.wav', '--piece-seconds', '3',
                           '--out', str(tmp_path / 'trials.txt')])

@@ -1,0 +1,232 @@
+"""The audio front end: which files are audio, reading them safely, and the log Mel-filterbank recipe.
+
+The tutorial's recipe, with a model's feature settings (a checkpoint's 'feature', or configure.py's):
+
+    audio (n_samples,) at 16 kHz mono          librosa's way: other rates resampled (soxr), channels averaged
+    -> fb (n_frames, 40)                       python_speech_features.fbank: 25-ms windows every 10 ms
+    -> 20 * log10(max(fb, 1e-5))               dB, with an absolute floor at -100 dB
+    -> minus the utterance's mean frame        mean normalisation
+
+Two optional steps, off by default ('vad' and 'level' of the settings: VAD and LEVEL of configure.py),
+both led by the level (dBFS) of each fbank frame's samples, and by the utterance's *loud frames*:
+those within VAD_DB of the LOUD_PERCENTILE-th percentile of its frame levels (a percentile, not the
+maximum, so that a click does not set the reference):
+
+- level (a target in dBFS): before the fbank, a gain that brings the utterance's speech level (the
+  RMS of its loud frames) to the target. Mean normalisation makes the features blind to gain,
+  except through the absolute floor: quiet speech sinks into it (at -70 dBFS every value of the
+  ETRI test wavs is at the floor). Aiming at the training data's level (TRAIN_LEVEL) keeps clean
+  speech where the model saw it.
+- vad 'energy': the frames that are not loud are dropped after the log, before mean
+  normalisation, so that silences neither become d-vector segments nor pull the mean. They are the
+  fbank's own frames, so the kept frames are rows of the tutorial's features. Every utterance is
+  then trimmed (TRIM_FRAMES at each end, when it is read for the model) as without it: the frames
+  trimmed are speech then. A piece `file@start-end` of a trial list is cut on the recording's own
+  timeline, and holds the kept frames between start and end.
+
+Every audio file is checked as it is read: unreadable, empty, NaN or infinite samples, or silent
+(every sample 0, or a peak below SILENCE_DBFS) raise FeatureFileError naming the file.
+"""
+from pathlib import Path
+
+import librosa
+import numpy as np
+import python_speech_features
+import soundfile
+
+from SR_Dataset import FeatureFileError, feature_settings, load_feature_record, trim_edges
+
+FEATURE_SUFFIX = '.p'
+# Audio suffixes and the libsndfile format that reads each; those the installed libsndfile lacks
+# (mp3 before libsndfile 1.1) are left out. The only place that knows which files are audio.
+_AUDIO_FORMATS = {'.wav': 'WAV', '.flac': 'FLAC', '.ogg': 'OGG', '.opus': 'OGG', '.mp3': 'MP3', '.aiff': 'AIFF',
+                  '.aif': 'AIFF', '.au': 'AU', '.caf': 'CAF', '.w64': 'W64'}
+AUDIO_SUFFIXES = tuple(s for s, f in _AUDIO_FORMATS.items() if f in soundfile.available_formats())
+SUFFIXES = (FEATURE_SUFFIX,) + AUDIO_SUFFIXES  # what the stages read: features, or audio made into features
+# Audio that libsndfile does not read (the compressed formats of phones and the web): refused by name
+# wherever audio is looked for, never skipped silently
+UNREADABLE_AUDIO = ('.m4a', '.aac', '.wma', '.amr', '.3gp', '.webm') + tuple(set(_AUDIO_FORMATS) - set(AUDIO_SUFFIXES))
+
+VADS = ('no', 'energy')
+SILENCE_DBFS = -90.0  # peak below this: silent. 16-bit audio's smallest step is -90.3 dBFS: only dither is below
+LOUD_PERCENTILE = 95  # the reference of the utterance's loud frames (5 % of the frames may be louder: clicks)
+# dB below that reference where speech ends. On the 20 ETRI test wavs (clean read speech, 1 m) the
+# frame levels are bimodal: speech mostly within 25 dB of the reference, the room's silence 40-50 dB
+# below it, fewest frames between -40 and -30 dB. 30 dB keeps weak consonants and drops the silence.
+VAD_DB = 30.0
+
+
+def is_audio(path):
+    """Whether path names an audio file (by its suffix, in any case)."""
+    return Path(path).suffix.lower() in AUDIO_SUFFIXES
+
+
+def is_utterance_file(path):
+    """Whether path names a file the stages read: a feature pickle or an audio file."""
+    return Path(path).suffix.lower() in SUFFIXES
+
+
+def check_level(level):
+    """A LEVEL setting checked: 'no', or a target speech level in dBFS (a float below 0)."""
+    if level == 'no':
+        return level
+    try:
+        level = float(level)
+    except (TypeError, ValueError):
+        raise ValueError(f"level must be 'no' or a target in dBFS such as -44, not {level!r}") from None
+    if not -120 < level < 0:
+        raise ValueError(f"level {level} dBFS: a target speech level must be between -120 and 0 dBFS")
+    return level
+
+
+def recipe(feature, vad='no', level='no'):
+    """A model's feature settings (feature_settings() or a checkpoint's 'feature') with the front end's vad and level.
+
+    The settings every function below takes; 'vad' and 'level' default to 'no' (the tutorial) when absent.
+    """
+    if vad not in VADS:
+        raise ValueError(f"unknown vad {vad!r} (VAD of configure.py or --vad); choose one of {', '.join(VADS)}")
+    return {**feature, 'vad': vad, 'level': check_level(level)}
+
+
+def front_end(settings):
+    """{'vad', 'level'} of feature settings; absent means the tutorial's 'no'."""
+    return {'vad': settings.get('vad', 'no'), 'level': settings.get('level', 'no')}
+
+
+def extraction_settings(settings):
+    """What features written with these settings record about how they were made (plain data for the pickle)."""
+    keys = ('sample_rate', 'n_filters', 'win_len', 'win_step')
+    return {**{k: settings[k] for k in keys}, **front_end(settings)}
+
+
+def check_samples(audio, path):
+    """Refuse audio (n_samples,) or (channels, n_samples) that is empty, not finite, or silent; name the file."""
+    if audio.size == 0:
+        raise FeatureFileError(f"{path}: no audio samples")
+    if not np.isfinite(audio).all():
+        raise FeatureFileError(f"{path}: NaN or infinite samples")
+    peak = float(np.abs(audio).max())
+    if peak == 0:
+        raise FeatureFileError(f"{path}: silent: every sample is 0")
+    if 20 * np.log10(peak) < SILENCE_DBFS:
+        raise FeatureFileError(f"{path}: silent: peak {20 * np.log10(peak):.1f} dBFS, below {SILENCE_DBFS:.0f} dBFS")
+
+
+def read_audio(path, sample_rate):
+    """Samples (n_samples,) float32 of an audio file, mono at sample_rate, checked by check_samples.
+
+    Exactly librosa.load(path, sr=sample_rate, mono=True), read with soundfile only (no slow,
+    deprecated audioread fallback), with the samples checked before librosa sees them.
+    """
+    try:
+        audio, native_rate = soundfile.read(path, dtype='float32', always_2d=False)
+    except (RuntimeError, soundfile.SoundFileError) as e:  # LibsndfileError: unknown format, truncated header
+        raise FeatureFileError(f"{path}: not a readable audio file ({e})") from e
+    audio = audio.T  # (channels, n_samples), as librosa reads it
+    check_samples(audio, path)
+    return librosa.resample(librosa.to_mono(audio), orig_sr=native_rate, target_sr=sample_rate)
+
+
+def decibels(power):
+    """10 * log10(power), with 0 as the smallest positive float instead of -inf."""
+    return 10 * np.log10(np.maximum(power, np.finfo(np.float64).tiny))
+
+
+def frame_levels(audio, settings):
+    """dBFS (n_frames,) of each fbank frame of audio (n_samples,): the mean power of its samples, 0 dBFS = 1.0.
+
+    The fbank's frames exactly (python_speech_features' framing, the last one padded with
+    zeros), but of the samples as they are: the fbank's pre-emphasis would lift the hiss of
+    silence towards the (low-frequency) speech and blur the two apart.
+    """
+    rate = settings['sample_rate']
+    frames = python_speech_features.sigproc.framesig(audio, settings['win_len'] * rate, settings['win_step'] * rate)
+    return decibels(np.mean(np.square(frames, dtype=np.float64), axis=1))
+
+
+def loud_frames(frame_db):
+    """Boolean mask (n_frames,) of the frames within VAD_DB of the LOUD_PERCENTILE-th percentile of frame_db (dB)."""
+    return frame_db >= np.percentile(frame_db, LOUD_PERCENTILE) - VAD_DB
+
+
+def speech_level(frame_db):
+    """dBFS: the RMS of the loud frames of an utterance whose frames have levels frame_db (n_frames,) dBFS.
+
+    Silences, however long, do not lower it, as they lower the RMS of the whole file.
+    """
+    return float(decibels(np.mean(10 ** (frame_db[loud_frames(frame_db)] / 10))))
+
+
+def log_fbank_frames(audio, settings):
+    """(feat float64 (n_kept, n_filters) in dB, kept bool (n_frames,)) of audio (n_samples,) at settings' rate.
+
+    feat holds the kept frames, mean-normalised; kept marks which of the fbank's n_frames frames
+    they are (all of them without vad). Level and speech detection both use the frames' levels
+    before any gain: the loud frames are the same either way.
+    """
+    level, vad = front_end(settings)['level'], front_end(settings)['vad']
+    frame_db = frame_levels(audio, settings) if level != 'no' or vad == 'energy' else None
+    if level != 'no':  # a gain on the samples: the floor below then meets speech at the target level
+        audio = audio * np.float32(10 ** ((level - speech_level(frame_db)) / 20))
+    fb, _ = python_speech_features.fbank(audio, samplerate=settings['sample_rate'], nfilt=settings['n_filters'],
+                                         winlen=settings['win_len'], winstep=settings['win_step'])
+    kept = loud_frames(frame_db) if vad == 'energy' else np.ones(len(fb), bool)
+    fb = 20 * np.log10(np.maximum(fb[kept], 1e-5))
+    return fb - fb.mean(axis=0), kept
+
+
+def log_fbank(path, settings=None):
+    """Mean-normalised log Mel-filterbank energies (n_frames, n_filters) float64 in dB of an audio file.
+
+    settings: a recipe(); default configure.py's feature settings without vad or level (the tutorial's recipe).
+    """
+    settings = settings or feature_settings()
+    return log_fbank_frames(read_audio(path, settings['sample_rate']), settings)[0]
+
+
+def file_features(path, settings):
+    """(feat (n_kept, n_filters), kept bool (n_frames,)) of a feature pickle or an audio file, untrimmed.
+
+    Audio is made into features with settings (a recipe()). A pickle's features are used as they
+    are, so they must have been made with the same vad and level (a pickle that does not record
+    them was made by the tutorial's recipe, without either); its frames are all kept.
+    """
+    if is_audio(path):
+        return log_fbank_frames(read_audio(path, settings['sample_rate']), settings)
+    record = load_feature_record(path, settings['n_filters'])
+    made, asked = front_end(record.get('settings', {})), front_end(settings)
+    if made != asked:
+        raise FeatureFileError(f"{path}: features made with vad {made['vad']!r} and level {made['level']!r}, but "
+                               f"vad {asked['vad']!r} and level {asked['level']!r} are asked for (--vad, --level); "
+                               "extract them again with these settings (feature_extraction.py), or score with theirs")
+    return record['feat'], np.ones(len(record['feat']), bool)
+
+
+def read_utterance(path, settings):
+    """Trimmed features (n_frames, n_filters) of a feature pickle or an audio file: what the model embeds.
+
+    settings: a recipe() (its trim_frames and min_frames too). Trimming comes after speech
+    detection: with vad the frames cut at each end are speech.
+    """
+    feat, _ = file_features(path, settings)
+    return trim_edges(feat, path, settings['trim_frames'], settings['min_frames'])
+
+
+def refuse_unreadable_audio(paths):
+    """Raise ValueError naming the files of paths that are audio in a format libsndfile does not read here."""
+    unreadable = [str(p) for p in paths if Path(p).suffix.lower() in UNREADABLE_AUDIO]
+    if unreadable:
+        raise ValueError(f"audio that soundfile cannot read here (formats: {', '.join(AUDIO_SUFFIXES)}): "
+                         f"{', '.join(unreadable[:5])}{' ...' if len(unreadable) > 5 else ''}; convert it, e.g. "
+                         f"ffmpeg -i {Path(unreadable[0]).name} {Path(unreadable[0]).stem}.wav")
+
+
+def require_utterance_file(path):
+    """path, when it names an existing feature pickle or audio file; else an error saying which it is not."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"file not found: {path}")
+    refuse_unreadable_audio([path])
+    if not is_utterance_file(path):
+        raise ValueError(f"{path}: neither features (.p) nor audio ({', '.join(AUDIO_SUFFIXES)})")
+    return path

@@ -1,0 +1,217 @@
+"""The audio front end (features.py): every format, refusing silent or broken audio, speech detection, level."""
+import argparse
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import python_speech_features
+import soundfile as sf
+
+import cli
+import configure as c
+from conftest import ETRI, needs_etri, write_feature
+from DB_wav_reader import read_DB_structure, read_utterances
+from features import (AUDIO_SUFFIXES, _AUDIO_FORMATS, file_features, frame_levels, log_fbank, log_fbank_frames,
+                      read_audio, recipe, require_utterance_file, speech_level)
+from SR_Dataset import FeatureFileError, feature_settings
+from test_feature_extraction import voice
+from trials import utterance_features
+
+TUTORIAL = recipe(feature_settings())
+VAD = recipe(feature_settings(), vad='energy')
+
+
+def write_audio(path, audio, sample_rate=16000, subtype=None):
+    """Write audio in the format its suffix names (as features.py maps suffixes to libsndfile formats)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = _AUDIO_FORMATS[path.suffix.lower()]
+    sf.write(path, audio, sample_rate, format=fmt, subtype=subtype or ('OPUS' if path.suffix == '.opus' else None))
+    return path
+
+
+def padded(audio, seconds, level_db=None, sample_rate=16000):
+    """audio with `seconds` of silence before and after: zeros, or white noise of RMS level_db dBFS."""
+    n = int(seconds * sample_rate)
+    edges = [np.zeros(n, np.float32) if level_db is None else
+             np.random.default_rng(i).normal(0, 10 ** (level_db / 20), n).astype(np.float32) for i in (1, 2)]
+    return np.concatenate([edges[0], audio, edges[1]])
+
+
+def test_the_formats_soundfile_reads_here_are_accepted():
+    assert {'.wav', '.flac', '.ogg'} <= set(AUDIO_SUFFIXES)
+    assert ('.mp3' in AUDIO_SUFFIXES) == ('MP3' in sf.available_formats())  # libsndfile 1.1 and later
+
+
+@pytest.mark.parametrize('suffix', AUDIO_SUFFIXES)
+def test_every_accepted_format_gives_the_features_of_the_same_sound(tmp_path, suffix):
+    audio = voice(seconds=3.0)
+    reference = log_fbank(write_audio(tmp_path / 'reference.wav', audio, subtype='FLOAT'))
+    feat = log_fbank(write_audio(tmp_path / f'voice{suffix}', audio))
+    assert feat.shape == reference.shape == (299, 40)
+    lossless = sf.info(tmp_path / f'voice{suffix}').subtype.startswith('PCM')
+    # 16-bit samples move the features by hundredths of a dB; vorbis, opus and mp3 by more, but little overall
+    if lossless:
+        assert np.abs(feat - reference).max() < 0.05
+    else:
+        assert np.corrcoef(feat.ravel(), reference.ravel())[0, 1] > 0.95
+
+
+def test_the_tutorial_recipe_is_librosa_load_and_fbank_bit_for_bit(tmp_path):
+    stereo = np.stack([voice(seed=1), voice(pitch=230, seed=2)], axis=1)
+    for path, rate in ((tmp_path / 'mono.wav', 16000), (tmp_path / 'stereo44.flac', 44100)):
+        write_audio(path, stereo[:, 0] if rate == 16000 else librosa.resample(stereo.T, orig_sr=16000,
+                                                                               target_sr=rate).T, rate)
+        samples, _ = librosa.load(path, sr=16000, mono=True)  # the tutorial's code, verbatim
+        fb, _ = python_speech_features.fbank(samples, samplerate=16000, nfilt=40, winlen=0.025)
+        fb = 20 * np.log10(np.maximum(fb, 1e-5))
+        assert np.array_equal(read_audio(path, 16000), samples)
+        assert np.array_equal(log_fbank(path), fb - fb.mean(axis=0))
+
+
+@pytest.mark.parametrize('name, samples, subtype, message', [
+    ('bad.flac', np.zeros(16000), 'PCM_16', 'silent: every sample is 0'),
+    ('bad.wav', np.random.default_rng(0).uniform(-1, 1, 16000) * 10 ** (-95 / 20), 'FLOAT',
+     r'silent: peak -9[56]\.\d dBFS, below -90 dBFS'),
+    ('bad.flac', np.random.default_rng(0).choice([-1, 0, 1], 16000) / 32768, 'PCM_16',
+     r'silent: peak -90\.3 dBFS'),  # one 16-bit step: dither
+    ('bad.wav', np.r_[voice(), np.nan], 'FLOAT', 'NaN or infinite samples'),
+    ('bad.wav', np.r_[voice(), np.inf], 'FLOAT', 'NaN or infinite samples'),
+    ('bad.wav', np.zeros(0), 'PCM_16', 'no audio samples'),
+], ids=['zeros', 'peak-95dBFS', 'one-16-bit-step', 'NaN', 'inf', 'empty'])
+def test_silent_empty_or_non_finite_audio_is_refused_by_name(tmp_path, name, samples, subtype, message):
+    path = write_audio(tmp_path / name, samples, subtype=subtype)
+    with pytest.raises(FeatureFileError, match=f'{path}: {message}'):
+        read_audio(path, 16000)
+
+
+def test_quiet_speech_is_not_silence(tmp_path):
+    from demo_corpus import random_voice, synthesize_utterance
+    rng = np.random.default_rng(0)
+    demo = synthesize_utterance(random_voice(rng), 3.0, rng)
+    for audio in (voice(), demo):
+        for gain in (1, 0.05, 0.05 * 10 ** (-26 / 20)):  # down to -70 dBFS and more below the voice's level
+            path = write_audio(tmp_path / 'quiet.wav', audio * gain, subtype='PCM_16')
+            assert read_audio(path, 16000).any()
+            assert np.isfinite(log_fbank(path)).all()
+
+
+def test_an_unreadable_audio_file_is_refused_by_name(tmp_path):
+    (tmp_path / 'broken.ogg').write_bytes(b'OggS but no more')
+    with pytest.raises(FeatureFileError, match=r'broken\.ogg: not a readable audio file'):
+        read_audio(tmp_path / 'broken.ogg', 16000)
+
+
+def test_speech_detection_drops_the_silence_around_the_speech(tmp_path):
+    speech = voice(seconds=2.0)
+    alone = log_fbank_frames(speech, VAD)[0]
+    for noise_db in (None, -80):  # digital silence, and a quiet room
+        audio = padded(speech, 1.0, noise_db)
+        tutorial, all_frames = log_fbank_frames(audio, TUTORIAL)
+        feat, kept = log_fbank_frames(audio, VAD)
+        assert all_frames.all() and len(tutorial) == len(kept) == 399  # 4 s: the fbank's frames
+        assert len(feat) == kept.sum() and abs(len(feat) - len(alone)) <= 3  # only the speech is kept
+        assert not kept[:95].any() and not kept[-95:].any()
+        # the kept frames are the tutorial's rows, mean-normalised over themselves
+        difference = tutorial[kept] - feat
+        assert np.ptp(difference, axis=0).max() < 1e-9 and np.abs(feat.mean(axis=0)).max() < 1e-9
+
+
+def test_speech_detection_keeps_continuous_speech_and_follows_the_model_settings():
+    speech = voice(seconds=2.0)
+    feat, kept = log_fbank_frames(speech, VAD)
+    assert kept.mean() > 0.95  # the voice's quietest syllable parts are within 15 dB of its loud ones
+    settings = recipe({**feature_settings(), 'win_step': 0.02}, vad='energy')
+    assert len(log_fbank_frames(speech, settings)[1]) == 100  # 20-ms steps
+
+
+def test_a_piece_holds_the_kept_frames_of_its_stretch_of_the_recording():
+    feat = np.arange(6, dtype=float)[:, None].repeat(40, axis=1)  # the kept frames 0..5
+    kept = np.array([0, 1, 1, 0, 0, 1, 1, 1, 0, 1], bool)  # of 10 frames of the recording
+    piece = utterance_features((feat, kept), 'x.wav', (0.02, 0.08), {**feature_settings(), 'min_frames': 2})
+    np.testing.assert_array_equal(piece[:, 0], [1, 2, 3, 4])  # frames 2-7 of the recording, 3 and 4 dropped
+    with pytest.raises(FeatureFileError, match=r'x\.wav: piece 0\.03-0\.05 s is too short: 0 frames of speech '
+                                               r'\(of 2\), more than 2 are needed'):
+        utterance_features((feat, kept), 'x.wav', (0.03, 0.05), {**feature_settings(), 'min_frames': 2})
+
+
+def test_level_normalisation_makes_quiet_speech_give_the_features_of_loud_speech():
+    speech = voice(seconds=3.0)
+    target = recipe(feature_settings(), level=-30.0)
+    loud = log_fbank_frames(speech, target)[0]
+    quiet = log_fbank_frames(speech * np.float32(0.001), target)[0]  # -60 dB
+    assert np.abs(loud - quiet).max() < 1e-3
+    floored = log_fbank_frames(speech * np.float32(0.001), TUTORIAL)[0]
+    assert np.abs(loud - floored).mean() > 5  # without it the floor swallows the quiet copy
+    # the gain brings the loud frames' RMS to the target
+    gained = speech * np.float32(10 ** ((-30 - speech_level(frame_levels(speech, TUTORIAL))) / 20))
+    assert speech_level(frame_levels(gained, TUTORIAL)) == pytest.approx(-30, abs=1e-3)
+    np.testing.assert_allclose(loud, log_fbank_frames(gained, TUTORIAL)[0], atol=1e-6)
+
+
+def test_speech_level_is_that_of_the_speech_not_of_the_silences():
+    speech = voice(seconds=2.0)
+    level = speech_level(frame_levels(speech, TUTORIAL))
+    assert speech_level(frame_levels(padded(speech, 3.0), TUTORIAL)) == pytest.approx(level, abs=0.5)
+    whole_file = 10 * np.log10(np.mean(np.square(padded(speech, 3.0), dtype=np.float64)))
+    assert whole_file < level - 4  # 2 s of speech in 8 s
+
+
+def test_front_end_settings_are_checked():
+    with pytest.raises(ValueError, match="unknown vad 'yes'"):
+        recipe(feature_settings(), vad='yes')
+    for level in ('loud', 3, 0):
+        with pytest.raises(ValueError, match='level'):
+            recipe(feature_settings(), level=level)
+    p = cli.add_audio_args(argparse.ArgumentParser())
+    assert (p.parse_args([]).vad, p.parse_args([]).level) == (c.VAD, c.LEVEL) == ('no', 'no')
+    assert p.parse_args(['--level']).level == c.TRAIN_LEVEL
+    assert p.parse_args(['--level', '-30']).level == -30.0 and p.parse_args(['--level=no']).level == 'no'
+    with pytest.raises(SystemExit):
+        p.parse_args(['--level', '6'])
+
+
+def test_features_are_used_only_with_the_front_end_they_were_made_with(tmp_path):
+    old = write_feature(tmp_path / 'old.p', np.zeros((200, 40)), 'x')  # records nothing: the tutorial's
+    assert file_features(old, TUTORIAL)[0].shape == (200, 40)
+    with pytest.raises(FeatureFileError, match=r"old\.p: features made with vad 'no' and level 'no', but vad "
+                                               r"'energy' and level 'no' are asked for"):
+        file_features(old, VAD)
+
+
+def test_audio_trees_list_every_format_and_a_p_wins_over_audio_of_the_same_name(tmp_path):
+    for name in ('a/u1.flac', 'a/u2.OGG', 'b/u1.wav', 'b/u1.p', 'b/notes.txt'):
+        write_audio(tmp_path / name, voice()) if not name.endswith(('.p', '.txt')) else \
+            (tmp_path / name).write_bytes(b'')
+    def listed(DB):
+        return [str(Path(f).relative_to(tmp_path)) for f in DB['filename']]
+
+    assert listed(read_DB_structure(tmp_path)) == ['a/u1.flac', 'a/u2.OGG', 'b/u1.wav']
+    assert listed(read_utterances(tmp_path)) == ['a/u1.flac', 'a/u2.OGG', 'b/u1.p']
+    write_audio(tmp_path / 'a' / 'u1.wav', voice())
+    with pytest.raises(ValueError, match=r'two audio files of one utterance, .*a/u1\.flac, .*a/u1\.wav: keep one'):
+        read_DB_structure(tmp_path)
+    (tmp_path / 'a' / 'u1.wav').unlink()
+    (tmp_path / 'b' / 'phone.m4a').write_bytes(b'')  # audio that libsndfile cannot read: never skipped silently
+    for read in (read_DB_structure, read_utterances):
+        with pytest.raises(ValueError, match=r'audio that soundfile cannot read here \(formats: \.wav, \.flac.*\): '
+                                             r'.*b/phone\.m4a; convert it, e\.g\. ffmpeg -i phone\.m4a phone\.wav'):
+            read(tmp_path)
+    with pytest.raises(ValueError, match=r'phone\.m4a; convert it'):
+        require_utterance_file(tmp_path / 'b' / 'phone.m4a')
+
+
+@needs_etri
+def test_etri_speech_passes_at_its_level_and_at_minus_70_dBFS(tmp_path):
+    levels, dropped = [], []
+    for path in sorted((ETRI / 'test_wavs').glob('*/*.wav')):
+        audio = read_audio(path, 16000)
+        levels.append(speech_level(frame_levels(audio, TUTORIAL)))
+        dropped.append(1 - log_fbank_frames(audio, VAD)[1].mean())
+    assert np.median(levels) == pytest.approx(c.TRAIN_LEVEL, abs=0.5)  # where TRAIN_LEVEL comes from
+    assert 0.05 < np.median(dropped) < 0.25  # the pauses and the silence at the ends
+    quiet = write_audio(tmp_path / 'quiet.wav', audio * np.float32(0.05), subtype='FLOAT')  # ~ -70 dBFS
+    floored = log_fbank(quiet)
+    assert (floored == floored.min(axis=0)).mean() > 0.9  # the tutorial's recipe: nearly all at the floor
+    level = recipe(feature_settings(), level=c.TRAIN_LEVEL)
+    np.testing.assert_allclose(log_fbank(quiet, level), log_fbank_frames(audio, level)[0], atol=1e-3)
