@@ -24,7 +24,7 @@ from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 MIN_SAFE_CHANNELS = 16  # oneDNN's channel block on AVX512: strided 1x1 convolutions with fewer input channels fail
 PROBE_WIDTHS = (4, 8, 12, 16, 32)
@@ -126,6 +126,13 @@ def _probe_child(cases):
         print(json.dumps({'error': compare_layouts(ConvShape(**shape), dtype)}), flush=True)
 
 
+def _forward_lines(stream, lines):
+    """Put each line of stream into the queue `lines`, then None at its end."""
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
 PROBE_CHILD = 'import json, sys, speed; speed._probe_child(json.loads(sys.argv[1]))'
 
 
@@ -144,8 +151,7 @@ def probe(shapes, dtypes=('fp32', 'bf16'), case_timeout=60, code=PROBE_CHILD):
                                  cwd=Path(__file__).parent, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                  text=True)
         lines = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(line) for line in child.stdout] + [lines.put(None)],
-                         daemon=True).start()
+        threading.Thread(target=_forward_lines, args=(child.stdout, lines), daemon=True).start()
         while len(found) < len(cases):
             shape, dtype = cases[len(found)]
             try:

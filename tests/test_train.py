@@ -1,5 +1,6 @@
 """Training: the split, the loss going down, checkpoints, resuming, and interruption."""
 import argparse
+import os
 import subprocess
 import sys
 
@@ -100,11 +101,19 @@ def test_features_in_memory_train_exactly_as_features_read_per_item(feature_tree
 
 
 def test_training_under_torchrun_with_two_processes(feature_tree, tmp_path):
-    result = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-                             str(REPO / 'train.py'), '--train-feat-dir', str(feature_tree / 'train'), '--log-dir',
-                             str(tmp_path / 'log'), '--epochs', '2', '--batch-size', '8', '--valid-batch-size', '4',
-                             '--device', 'cpu', '--lr', '0.01'], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
+    # --standalone: the rendezvous binds a port the OS picks (port 0), so no other test or run can hold it;
+    # gloo on the loopback interface, whatever the host name resolves to; one thread a process, so that
+    # two processes on a 2-core machine do not wait on each other's threads at every all-reduce
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'GLOO_SOCKET_IFNAME': 'lo'}
+    command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
+               str(REPO / 'train.py'), '--train-feat-dir', str(feature_tree / 'train'), '--log-dir',
+               str(tmp_path / 'log'), '--epochs', '2', '--batch-size', '8', '--valid-batch-size', '4',
+               '--device', 'cpu', '--lr', '0.01']
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"torchrun did not finish in 300 s:\n{e.stdout}\n{e.stderr}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count('Epoch   2: train loss') == 1  # the first process speaks for both
     assert sorted(p.name for p in (tmp_path / 'log').iterdir()) == [
         'checkpoint_1.pth', 'checkpoint_2.pth', 'checkpoint_best.pth', 'loss_plot.png']
