@@ -9,6 +9,7 @@ import features
 
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')  # training's PRECISION
 EMBED_PRECISIONS = ('auto', 'fp32', 'bf16')
+SCORE_NORMS = ('none', 'asnorm')
 EMBED_BACKENDS = ('torch', 'onnx')
 
 
@@ -86,8 +87,45 @@ def add_test_args(p):
     """Flags of the scripts that score test utterances."""
     p.add_argument('--test-speaker', default=c.TEST_SPEAKER, help='the speaker whose test utterance is scored')
     p.add_argument('--test-file', help='score this file (.p features or audio) instead of the test speaker\'s')
-    p.add_argument('--test-frames', type=positive_int, default=c.TEST_FRAMES, help='frames per test segment')
     return p
+
+
+def add_scoring_args(p, sides=('enroll', 'test'), score_norm=True):
+    """Flags of how d-vectors are made and scored: segment lengths of the given sides, score normalisation.
+
+    A checkpoint may recommend other values (its 'scoring'): recommended_scoring applies them.
+    """
+    for side in sides:
+        p.add_argument(f'--{side}-frames', type=non_negative_int, default=getattr(c, f'{side.upper()}_FRAMES'),
+                       help=f'frames per {side} segment; 0: the whole utterance in one pass')
+    if score_norm:
+        p.add_argument('--score-norm', choices=SCORE_NORMS, default=c.SCORE_NORM,
+                       help="'none': cosine scores (the tutorial); 'asnorm': normalised against a cohort of "
+                       "training speakers")
+        p.add_argument('--cohort-top', type=positive_int, default=c.COHORT_TOP,
+                       help='asnorm: the highest cohort scores each side is normalised by')
+        p.add_argument('--cohort-dir', help='asnorm: training feature tree to build the cohort from when the '
+                       'checkpoint has none (default: the one it was trained on)')
+    return p
+
+
+def recommended_scoring(args, argv, ckpt):
+    """Set the scoring settings the checkpoint recommends (ckpt['scoring']) that no flag on argv gives; print them."""
+    recommended = {k: v for k, v in ckpt.get('scoring', {}).items() if hasattr(args, k)}
+    given = flags_given(argv, recommended)
+    applied = {k: v for k, v in recommended.items() if k not in given and getattr(args, k) != v}
+    for k, v in applied.items():
+        setattr(args, k, v)
+    if applied:
+        print("Scoring as the checkpoint recommends: " + ", ".join(f"--{k.replace('_', '-')} {v}"
+                                                                  for k, v in applied.items()))
+    return args
+
+
+def scoring_record(args):
+    """The scoring settings in args that scores depend on: a calibrated threshold is valid for these only."""
+    return {k: getattr(args, k) for k in ('enroll_frames', 'test_frames', 'score_norm', 'cohort_top')
+            if hasattr(args, k)}
 
 
 def flags_given(argv, names):

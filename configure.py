@@ -82,8 +82,18 @@ DEVICE = 'auto'          # 'auto' (CUDA when there is a GPU) | 'cpu' | 'cuda'
 # ---- Enrollment and testing (enroll.py, verification.py, identification.py) -----------------
 CHECKPOINT = 'model_saved/checkpoint_best.pth'  # the model that makes the d-vectors
 EMBEDDING_DIR = 'enroll_embeddings'              # enrolled d-vectors, <speaker>.pth
-ENROLL_FRAMES = 200  # frames per segment when embedding enrollment utterances
-TEST_FRAMES = 100    # frames per segment when embedding test utterances
+ENROLL_FRAMES = 200  # frames per segment when embedding enrollment utterances (0: the whole utterance in one pass)
+TEST_FRAMES = 100    # frames per segment when embedding test utterances (0: the whole utterance in one pass)
+SCORE_NORM = 'none'  # 'none' (the tutorial: the cosine score) | 'asnorm' (adaptive symmetric normalisation against a
+                     # cohort of training speakers, one d-vector each, kept beside or inside the checkpoint)
+COHORT_TOP = 100     # asnorm: each side is normalised by its this many highest cohort scores
+COHORT_UTTS = 20     # asnorm: training utterances per speaker averaged into its cohort d-vector
+# Scoring settings a recipe's checkpoints recommend: train.py records them in each checkpoint, and the
+# stages use them for that model in place of the settings above (a flag given on the command line still wins)
+SCORINGS = {
+    'tutorial': {},
+    'improved': {},
+}
 EMBED_PRECISION = 'auto'  # the backbone's precision when embedding: 'auto' (bfloat16 where the device has bfloat16
                           # units; scores move by ~0.002, see README) | 'fp32' (the tutorial's d-vectors) | 'bf16'
 EMBED_BACKEND = 'torch'   # what runs the embedding network: 'torch' | 'onnx' (ONNX Runtime on the CPU, float32 only:

@@ -10,7 +10,12 @@ MAX_BATCH = 16  # segments per forward pass: on a CPU larger batches spill the c
 
 
 def split_segments(feat, segment_frames):
-    """Consecutive pieces of `segment_frames` frames of feat (n_frames, n_filters); the last may be shorter."""
+    """Consecutive pieces of `segment_frames` frames of feat (n_frames, n_filters); the last may be shorter.
+
+    segment_frames 0: the whole utterance, one piece (what statistics pooling is made for).
+    """
+    if segment_frames == 0:
+        return [feat]
     return [feat[i:i + segment_frames] for i in range(0, len(feat), segment_frames)]
 
 
@@ -76,8 +81,50 @@ def require_enrolled(enrolled, speaker):
     return enrolled[speaker]
 
 
-def rank_speakers(enrolled, embedding):
-    """[(speaker, cosine score)] of every enrolled speaker against one d-vector, best first."""
+def rank_speakers(enrolled, embedding, cohort=None, cohort_top=None):
+    """[(speaker, score)] of every enrolled speaker against one d-vector, best first.
+
+    Cosine scores, or with a cohort (n_speakers, embedding_size) their AS-norm, which can change the
+    ranking: each enrolled speaker's scores are normalised by its own cohort statistics.
+    """
     speakers = sorted(enrolled)
-    scores = cosine_score(torch.stack([enrolled[s] for s in speakers]), embedding)
+    vectors = torch.stack([enrolled[s] for s in speakers])  # (n_enrolled, embedding_size)
+    if cohort is None:
+        scores = cosine_score(vectors, embedding)
+    else:
+        pairs = torch.tensor([(i, 0) for i in range(len(speakers))])
+        scores = normalise_scores(vectors, embedding[None], pairs, cohort, cohort_top)
     return sorted(zip(speakers, scores.tolist()), key=lambda pair: -pair[1])
+
+
+# ---- Score normalisation ----------------------------------------------------------------------
+# A raw cosine score depends on how "typical" each side is: some voices score high against everyone.
+# AS-norm (adaptive symmetric normalisation, Matejka et al., Interspeech 2017) measures that on a
+# cohort of other speakers (cohort.py: one d-vector per training speaker): for each side, the mean
+# and standard deviation of its `top` highest cohort scores, and normalises with both:
+#     s' = ((s - mean_e) / std_e + (s - mean_t) / std_t) / 2
+
+def cohort_stats(vectors, cohort, top):
+    """(mean, std) (n,) of each d-vector's `top` highest cosine scores against the cohort.
+
+    vectors (n, embedding_size) and cohort (n_cohort, embedding_size), both L2-normalised.
+    """
+    scores = vectors @ cohort.T  # (n, n_cohort)
+    best = scores.topk(min(top, cohort.shape[0]), dim=1).values
+    return best.mean(1), best.std(1).clamp(min=1e-6)
+
+
+def as_norm(scores, enroll_stats, test_stats):
+    """AS-norm of raw scores (...) given the (mean, std) of their enrollment and test sides (broadcastable)."""
+    (mean_e, std_e), (mean_t, std_t) = enroll_stats, test_stats
+    return 0.5 * ((scores - mean_e) / std_e + (scores - mean_t) / std_t)
+
+
+def normalise_scores(enrolled, tested, pairs, cohort, top):
+    """AS-normed scores (n_pairs,) of (enroll index, test index) pairs of d-vectors enrolled (E, d), tested (T, d)."""
+    enroll_stats = cohort_stats(enrolled, cohort, top)
+    test_stats = cohort_stats(tested, cohort, top)
+    e, t = pairs[:, 0], pairs[:, 1]
+    raw = (enrolled[e] * tested[t]).sum(1)
+    return as_norm(raw, (enroll_stats[0][e], enroll_stats[1][e]), (test_stats[0][t], test_stats[1][t]))
+

@@ -18,7 +18,6 @@ and the folder enrolls exactly the speakers of --test-feat-dir.
 from tqdm import tqdm
 
 import cli
-import configure as c
 from DB_wav_reader import split_enroll_and_test
 from dvector import enroll_speaker
 from features import recipe
@@ -26,8 +25,7 @@ from storage import load_enrollment, load_model, save_enrollment
 
 
 def parse_args(argv=None):
-    p = cli.add_model_args(cli.parser(__doc__))
-    p.add_argument('--enroll-frames', type=cli.positive_int, default=c.ENROLL_FRAMES, help='frames per segment')
+    p = cli.add_scoring_args(cli.add_model_args(cli.parser(__doc__)), sides=('enroll',), score_norm=False)
     p.add_argument('--replace', action='store_true',
                    help='remove every other enrolled speaker: the folder then enrolls exactly these speakers')
     return p.parse_args(argv)
@@ -37,6 +35,7 @@ def main(argv=None):
     args = parse_args(argv)
     device = cli.select_device(args.device)
     model, ckpt = load_model(args.checkpoint, device, args.precision, args.backend)
+    cli.recommended_scoring(args, argv, ckpt)
     enroll_DB, _ = split_enroll_and_test(args.test_feat_dir)
     if enroll_DB.empty:
         raise FileNotFoundError(f"no enrollment files (names containing 'enroll') under {args.test_feat_dir}")

@@ -8,10 +8,12 @@
 Test files are .p features or audio (.wav, .flac, ...), made into features with the checkpoint's
 feature settings and --vad/--level.
 """
+from functools import partial
 from pathlib import Path
 
 import cli
 import configure as c
+from cohort import load_cohort
 from DB_wav_reader import speaker_test_file, split_enroll_and_test
 from dvector import embed_all, embed_file, rank_speakers, require_enrolled
 from features import read_utterance, recipe, require_utterance_file
@@ -21,7 +23,7 @@ from storage import load_enrollment, load_model
 
 
 def parse_args(argv=None):
-    p = cli.add_test_args(cli.add_model_args(cli.parser(__doc__)))
+    p = cli.add_scoring_args(cli.add_test_args(cli.add_model_args(cli.parser(__doc__))), sides=('test',))
     p.add_argument('--all', action='store_true',
                    help='identify every test file; report top-1 and top-5 accuracy and plot the confusion matrix')
     p.add_argument('--results-dir', default=c.RESULTS_DIR, help='where the confusion matrix goes (with --all)')
@@ -31,12 +33,12 @@ def parse_args(argv=None):
     return args
 
 
-def identify_one(model, settings, enrolled, test_file, speaker, test_frames, device):
+def identify_one(model, settings, rank, test_file, speaker, test_frames, device):
     """Identify one test file (of an enrolled speaker, or of speaker None: unknown); print the best-scoring speakers.
 
-    settings: feature settings, a features.recipe().
+    settings: feature settings, a features.recipe(); rank(d-vector): [(speaker, score)], best first.
     """
-    ranking = rank_speakers(enrolled, embed_file(model, settings, test_file, test_frames, device))
+    ranking = rank(embed_file(model, settings, test_file, test_frames, device))
     predicted = ranking[0][0]
     print("\n=== Speaker identification ===")
     print(f"Test utterance:    {test_file}")
@@ -49,7 +51,7 @@ def identify_one(model, settings, enrolled, test_file, speaker, test_frames, dev
     return predicted
 
 
-def identify_all(model, settings, enrolled, test_feat_dir, test_frames, device, results_dir):
+def identify_all(model, settings, enrolled, rank, test_feat_dir, test_frames, device, results_dir):
     """Identify every test file under test_feat_dir; print each result, top-1 and top-5 accuracy.
 
     Saves the confusion matrix as <results_dir>/confusion_matrix.png.
@@ -62,7 +64,7 @@ def identify_all(model, settings, enrolled, test_feat_dir, test_frames, device, 
         raise ValueError(f"test speakers not enrolled: {', '.join(unknown)}; enroll them first (enroll.py)")
     files, truth = list(test_DB['filename']), list(test_DB['speaker_id'])
     embedded = embed_all(model, files, lambda f: read_utterance(f, settings), test_frames, device, 'identifying')
-    ranked = [[spk for spk, _ in rank_speakers(enrolled, embedded[f])] for f in files]
+    ranked = [[spk for spk, _ in rank(embedded[f])] for f in files]
     if len(files) <= 50:
         for test_file, speaker, ranking in zip(files, truth, ranked):
             print(f"{test_file}: true {speaker}, predicted {ranking[0]} {'ok' if ranking[0] == speaker else 'WRONG'}")
@@ -84,15 +86,20 @@ def main(argv=None):
     device = cli.select_device(args.device)
     model, ckpt = load_model(args.checkpoint, device, args.precision, args.backend)
     enrolled = load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint)
+    cli.recommended_scoring(args, argv, ckpt)
     settings = recipe(ckpt['feature'], args.vad, args.level)
+    # AS-norm can change the ranking: each enrolled speaker's scores are normalised by its own cohort statistics
+    cohort = load_cohort(args.checkpoint, ckpt, model, device, args.cohort_dir) if args.score_norm == 'asnorm' else None
+    rank = partial(rank_speakers, enrolled, cohort=cohort, cohort_top=args.cohort_top)
     if args.all:
-        return identify_all(model, settings, enrolled, args.test_feat_dir, args.test_frames, device, args.results_dir)
+        return identify_all(model, settings, enrolled, rank, args.test_feat_dir, args.test_frames, device,
+                            args.results_dir)
     if args.test_file:
-        return identify_one(model, settings, enrolled, require_utterance_file(args.test_file), None,
+        return identify_one(model, settings, rank, require_utterance_file(args.test_file), None,
                             args.test_frames, device)
     require_enrolled(enrolled, args.test_speaker)
     test_file = speaker_test_file(args.test_feat_dir, args.test_speaker)
-    return identify_one(model, settings, enrolled, test_file, args.test_speaker, args.test_frames, device)
+    return identify_one(model, settings, rank, test_file, args.test_speaker, args.test_frames, device)
 
 
 if __name__ == '__main__':

@@ -176,30 +176,45 @@ def load_enrollment(embedding_dir, ckpt, device='cpu', checkpoint='<checkpoint>'
     return {speaker: r['embedding'] for speaker, r in records.items()}
 
 
-def threshold_path(checkpoint):
-    """Where the calibrated threshold of a checkpoint is stored: beside it, <name>_threshold.json."""
+def threshold_path(checkpoint, score_norm='none'):
+    """Where a calibrated threshold of a checkpoint is stored: beside it, <name>_threshold.json for cosine scores,
+    <name>_<score_norm>_threshold.json for normalised ones (their scales differ)."""
     checkpoint = Path(checkpoint)
-    return checkpoint.with_name(f'{checkpoint.stem}_threshold.json')
+    infix = '' if score_norm == 'none' else f'_{score_norm}'
+    return checkpoint.with_name(f'{checkpoint.stem}{infix}_threshold.json')
 
 
-def save_threshold(checkpoint, ckpt, record):
-    """Store a calibrated threshold of the model in `checkpoint`: record holds 'threshold' and how it was found."""
-    text = json.dumps({**record, 'model_id': model_id(ckpt)}, indent=2)
-    atomic_write(threshold_path(checkpoint), lambda f: f.write(text.encode()))
+def save_threshold(checkpoint, ckpt, record, scoring):
+    """Store a calibrated threshold of the model in `checkpoint` for the scoring settings `scoring`
+    (cli.scoring_record); record holds 'threshold' and how it was found."""
+    text = json.dumps({**record, 'scoring': scoring, 'model_id': model_id(ckpt)}, indent=2)
+    atomic_write(threshold_path(checkpoint, scoring['score_norm']), lambda f: f.write(text.encode()))
 
 
-def load_threshold(checkpoint, ckpt):
-    """The stored calibration record of the checkpoint's model, or None when there is none."""
-    path = threshold_path(checkpoint)
-    if not path.is_file():
+def load_threshold(checkpoint, ckpt, scoring):
+    """The calibration record of the checkpoint's model for these scoring settings, or None when there is none.
+
+    Looked for beside the checkpoint, then inside it (a published checkpoint's 'thresholds'); its 'source'
+    says which. A threshold calibrated for other scoring settings is refused: it would not fit these scores.
+    """
+    path = threshold_path(checkpoint, scoring['score_norm'])
+    if path.is_file():
+        try:
+            record = json.loads(path.read_text())
+            float(record['threshold'])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: not a calibrated threshold ({e}); delete it or calibrate again") from e
+        if record.get('model_id') != model_id(ckpt):
+            raise ValueError(f"{path} was calibrated for model {record.get('model_id')}, not this checkpoint's "
+                             f"{model_id(ckpt)}: calibrate again (verification.py --trials LIST --calibrate), "
+                             "delete it, or pass --threshold")
+        record = {**record, 'source': f'calibrated, {path}'}
+    elif scoring['score_norm'] in ckpt.get('thresholds', {}):
+        record = {**ckpt['thresholds'][scoring['score_norm']], 'source': f'of the checkpoint, {checkpoint}'}
+    else:
         return None
-    try:
-        record = json.loads(path.read_text())
-        float(record['threshold'])
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a calibrated threshold ({e}); delete it or calibrate again") from e
-    if record.get('model_id') != model_id(ckpt):
-        raise ValueError(f"{path} was calibrated for model {record.get('model_id')}, not this checkpoint's "
-                         f"{model_id(ckpt)}: calibrate again (verification.py --trials LIST --calibrate), "
-                         "delete it, or pass --threshold")
+    calibrated = record.get('scoring', scoring)
+    if calibrated != scoring:
+        raise ValueError(f"the threshold {record['source']} was calibrated for scoring {calibrated}, not {scoring}: "
+                         "calibrate again with these settings, score with those, or pass --threshold")
     return record

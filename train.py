@@ -451,6 +451,7 @@ def fit(args, ckpt, device, rank=0, world_size=1):
                       'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
                       'rng_state': torch.get_rng_state(), 'scaler': step.scaler.state_dict(), 'history': history,
                       'speakers': speakers, 'model_args': model_args, 'feature': feature, 'train_args': vars(args),
+                      'scoring': c.SCORINGS.get(args.recipe, {}),
                       'train_files': files_fingerprint(DB)}
         # the best first: a crash between the two writes is then repaired by resuming, which redoes this epoch
         if best_epoch(history)['epoch'] == epoch:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from DB_wav_reader import is_enroll_file, utterance_files
-from dvector import embed_all
+from dvector import embed_all, normalise_scores
 from features import SUFFIXES, file_features, is_utterance_file, recipe
 from SR_Dataset import FeatureFileError, trim_edges
 from storage import atomic_write
@@ -147,11 +147,22 @@ class TrialEmbedder:
         return self.embed(names, self.test_frames, 'test side')
 
 
-def score_trials(embedder, trials):
-    """Cosine scores (n_trials,) of the trials, in their order; each distinct side is embedded once."""
-    enrolled = embedder.enrollments(sorted({t.enroll for t in trials}))
-    tested = embedder.tests(sorted({t.test for t in trials}))
-    return np.array([float(enrolled[t.enroll] @ tested[t.test]) for t in trials])
+def score_trials(embedder, trials, cohort=None, cohort_top=None):
+    """Scores (n_trials,) of the trials, in their order; each distinct side is embedded once.
+
+    Cosine scores, or with a cohort (n_speakers, embedding_size) their AS-norm over its cohort_top best.
+    """
+    enroll_names, test_names = sorted({t.enroll for t in trials}), sorted({t.test for t in trials})
+    enrolled, tested = embedder.enrollments(enroll_names), embedder.tests(test_names)
+    enroll_index, test_index = ({n: i for i, n in enumerate(names)} for names in (enroll_names, test_names))
+    E = torch.stack([enrolled[n] for n in enroll_names])  # (n_enroll, embedding_size)
+    T = torch.stack([tested[n] for n in test_names])      # (n_test, embedding_size)
+    pairs = torch.tensor([(enroll_index[t.enroll], test_index[t.test]) for t in trials])
+    if cohort is None:
+        scores = (E[pairs[:, 0]] * T[pairs[:, 1]]).sum(1)
+    else:
+        scores = normalise_scores(E, T, pairs, cohort.to(E.device), cohort_top)
+    return scores.double().cpu().numpy()
 
 
 def trial_identification(trials, scores):

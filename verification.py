@@ -22,10 +22,13 @@ stores the EER threshold beside the checkpoint for the single-trial mode.
 import json
 from pathlib import Path
 
+import torch
+
 import cli
 import configure as c
+from cohort import load_cohort
 from DB_wav_reader import speaker_test_file
-from dvector import cosine_score, embed_file, require_enrolled
+from dvector import cosine_score, embed_file, normalise_scores, require_enrolled
 from features import recipe, require_utterance_file
 from metrics import compute_eer, compute_min_dcf
 from plots import plot_det, plot_score_histogram
@@ -36,14 +39,12 @@ P_TARGETS = (0.01, 0.05)
 
 
 def parse_args(argv=None):
-    p = cli.add_test_args(cli.add_model_args(cli.parser(__doc__)))
+    p = cli.add_scoring_args(cli.add_test_args(cli.add_model_args(cli.parser(__doc__))))
     p.add_argument('--enroll-speaker', default=c.ENROLL_SPEAKER, help='the enrolled speaker whose identity is claimed')
-    p.add_argument('--threshold', type=float, help='accept above this cosine score (default: the calibrated '
-                   'threshold of the checkpoint when one is stored, else THRESHOLD of configure.py)')
+    p.add_argument('--threshold', type=float, help='accept above this score (default: the calibrated threshold of '
+                   'the checkpoint for these scoring settings when one is stored, else THRESHOLD of configure.py)')
     p.add_argument('--trials', help='score this trial list instead of one trial')
     p.add_argument('--root', help="folder the trial list's paths are relative to (default: the list's folder)")
-    p.add_argument('--enroll-frames', type=cli.positive_int, default=c.ENROLL_FRAMES,
-                   help='frames per segment of the enroll side of trials')
     p.add_argument('--scores', help='write `<score> <label> <enroll> <test>` per trial to this file')
     p.add_argument('--results-dir', default=c.RESULTS_DIR, help='where the DET curve and score histogram go')
     p.add_argument('--json', action='store_true', help='print the results as one JSON object')
@@ -59,9 +60,13 @@ def verification_threshold(args, ckpt):
     """(threshold, where it comes from) for the single-trial mode."""
     if args.threshold is not None:
         return args.threshold, '--threshold'
-    record = load_threshold(args.checkpoint, ckpt)
+    record = load_threshold(args.checkpoint, ckpt, cli.scoring_record(args))
     if record is not None:
-        return float(record['threshold']), f"calibrated, {threshold_path(args.checkpoint)}"
+        return float(record['threshold']), record['source']
+    if args.score_norm != 'none':
+        raise ValueError(f"no calibrated threshold of {args.checkpoint} for --score-norm {args.score_norm} "
+                         "(THRESHOLD of configure.py is a cosine score): calibrate one with --trials LIST "
+                         "--calibrate, or pass --threshold")
     return c.THRESHOLD, 'THRESHOLD of configure.py'
 
 
@@ -76,7 +81,12 @@ def verify_one(args, model, ckpt, device):
         test_file = speaker_test_file(args.test_feat_dir, args.test_speaker)
         described = f"{test_file} (speaker {args.test_speaker})"
     settings = recipe(ckpt['feature'], args.vad, args.level)
-    score = cosine_score(claimed, embed_file(model, settings, test_file, args.test_frames, device)).item()
+    tested = embed_file(model, settings, test_file, args.test_frames, device)
+    if args.score_norm == 'none':
+        score = cosine_score(claimed, tested).item()
+    else:
+        cohort = load_cohort(args.checkpoint, ckpt, model, device, args.cohort_dir)
+        score = normalise_scores(claimed[None], tested[None], torch.tensor([[0, 0]]), cohort, args.cohort_top).item()
     result = 'Accept' if score > threshold else 'Reject'
     print("\n=== Speaker verification ===")
     print(f"Claimed speaker (enrolled): {args.enroll_speaker}")
@@ -100,6 +110,11 @@ def summarize(trials, scores):
     return summary
 
 
+def segments(frames):
+    """How a side is embedded, in words: `frames`-frame segments, or whole utterances (0)."""
+    return 'whole utterances' if frames == 0 else f'{frames}-frame segments'
+
+
 def print_summary(s, trials_file):
     print(f"\n=== Verification: {trials_file} ===")
     print(f"Trials:            {s['trials']} ({s['target_trials']} target, {s['nontarget_trials']} non-target)")
@@ -107,6 +122,8 @@ def print_summary(s, trials_file):
     for p in P_TARGETS:
         print(f"minDCF (p={p}):    {s[f'min_dcf_p{p}']:.4f}")
     print(f"Backbone in:       {s['embedding_dtype']} (--precision, --backend)")
+    print(f"Scoring:           enroll {segments(s['enroll_frames'])}, test {segments(s['test_frames'])}, "
+          + ('cosine' if s['score_norm'] == 'none' else f"{s['score_norm']} (cohort top {s['cohort_top']})"))
     if s['top1_percent'] is not None:
         print(f"Top-1 identification: {s['top1_percent']:.2f} % of {s['top1_test_items']} test utterances "
               "(the best-scoring enrollment of each is its own speaker's)")
@@ -129,9 +146,12 @@ def verify_trials(args, model, ckpt, device):
         raise FileNotFoundError(f"{len(missing)} path(s) of {args.trials} not found under {root}, or not .p or "
                                 "audio:\n  " + "\n  ".join(missing))
     embedder = TrialEmbedder(model, ckpt, root, args.enroll_frames, args.test_frames, device, args.vad, args.level)
-    scores = score_trials(embedder, trials)
+    cohort = None
+    if args.score_norm == 'asnorm':
+        cohort = load_cohort(args.checkpoint, ckpt, model, device, args.cohort_dir)
+    scores = score_trials(embedder, trials, cohort, args.cohort_top)
     labels = [t.label for t in trials]
-    summary = {**summarize(trials, scores), 'vad': args.vad, 'level': args.level}
+    summary = {**summarize(trials, scores), 'vad': args.vad, 'level': args.level, **cli.scoring_record(args)}
     summary['embedding_dtype'] = cli.embedding_description(args.precision, device, args.backend)
     name = Path(args.trials).stem
     results = Path(args.results_dir)
@@ -144,8 +164,9 @@ def verify_trials(args, model, ckpt, device):
         summary['scores'] = args.scores
     if args.calibrate:
         save_threshold(args.checkpoint, ckpt, {'threshold': summary['eer_threshold'], 'eer_percent':
-                                               summary['eer_percent'], 'trials': str(args.trials)})
-        summary['calibrated'] = str(threshold_path(args.checkpoint))
+                                               summary['eer_percent'], 'trials': str(args.trials)},
+                       cli.scoring_record(args))
+        summary['calibrated'] = str(threshold_path(args.checkpoint, args.score_norm))
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -157,6 +178,7 @@ def main(argv=None):
     args = parse_args(argv)
     device = cli.select_device(args.device)
     model, ckpt = load_model(args.checkpoint, device, args.precision, args.backend)
+    cli.recommended_scoring(args, argv, ckpt)
     if args.trials:
         return verify_trials(args, model, ckpt, device)
     return verify_one(args, model, ckpt, device)

@@ -1,0 +1,58 @@
+"""The AS-norm cohort of a checkpoint: one d-vector per training speaker (dvector.py normalises scores with it).
+
+Each training speaker's d-vector is the normalised mean of the d-vectors of its first COHORT_UTTS
+training utterances. It is computed once per checkpoint and stored beside it (`<name>_cohort.pth`),
+or inside a published checkpoint (pretrained/), so that AS-norm works where the training data is absent.
+"""
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import configure as c
+from DB_wav_reader import read_feats_structure
+from dvector import embed_all
+from SR_Dataset import read_MFB
+from storage import atomic_save, model_id
+
+
+def cohort_path(checkpoint):
+    """Where the cohort of a checkpoint is stored: beside it, <name>_cohort.pth."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f'{checkpoint.stem}_cohort.pth')
+
+
+def build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, segment_frames, device):
+    """One d-vector (n_speakers, embedding_size) per training speaker: the normalised mean of the d-vectors of its
+    first `utts_per_speaker` utterances (by name)."""
+    DB = read_feats_structure(train_feat_dir)
+    files = DB.groupby('speaker_id')['filename'].apply(lambda f: sorted(f)[:utts_per_speaker])
+    names = [f for fs in files for f in fs]
+    vectors = embed_all(model, names, lambda f: read_MFB(f, ckpt['feature']), segment_frames, device, 'cohort')
+    return torch.stack([F.normalize(torch.stack([vectors[f] for f in fs]).mean(0), dim=0) for fs in files])
+
+
+def load_cohort(checkpoint, ckpt, model, device, train_feat_dir=None, utts_per_speaker=c.COHORT_UTTS):
+    """The checkpoint's cohort (n_speakers, embedding_size): inside it, stored beside it, or built now and stored.
+
+    A cohort is built from the run's training folder (train_feat_dir, default the one it was trained on),
+    its utterances embedded as the checkpoint recommends for enrollment (ENROLL_FRAMES otherwise).
+    """
+    if 'cohort' in ckpt:
+        return ckpt['cohort'].to(device)
+    path = cohort_path(checkpoint)
+    if path.is_file():
+        record = torch.load(path, map_location=device, weights_only=True)
+        if record.get('model_id') == model_id(ckpt):
+            return record['cohort']
+    train_feat_dir = train_feat_dir or ckpt.get('train_args', {}).get('train_feat_dir')
+    if not train_feat_dir or not Path(train_feat_dir).is_dir():
+        raise FileNotFoundError(f"AS-norm needs a cohort of training speakers: {checkpoint} holds none, and its "
+                                f"training folder {train_feat_dir} is not here (pass --cohort-dir, or --score-norm none)")
+    print(f"Building the AS-norm cohort of {checkpoint} from {train_feat_dir} ({utts_per_speaker} utterances "
+          f"a speaker); stored in {path}")
+    segment_frames = ckpt.get('scoring', {}).get('enroll_frames', c.ENROLL_FRAMES)
+    cohort = build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, segment_frames, device)
+    atomic_save({'cohort': cohort.cpu(), 'model_id': model_id(ckpt), 'train_feat_dir': str(train_feat_dir),
+                 'utts_per_speaker': utts_per_speaker, 'segment_frames': segment_frames}, path)
+    return cohort

@@ -1,0 +1,159 @@
+"""AS-norm on hand-made d-vectors and cohorts, and the cohort a checkpoint keeps."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cohort
+import dvector
+import enroll
+import identification
+import make_trials
+import storage
+import verification
+from storage import load_model
+
+
+def unit(*rows):
+    return F.normalize(torch.tensor(rows, dtype=torch.float32), dim=1)
+
+
+def test_cohort_stats_take_the_top_scores_of_each_vector():
+    cohort = unit([1, 0], [0, 1], [-1, 0])
+    vectors = unit([1, 0], [0, 1])
+    mean, std = dvector.cohort_stats(vectors, cohort, top=2)
+    # [1, 0] scores 1, 0, -1 against the cohort: its best two are 1 and 0
+    assert mean.tolist() == pytest.approx([0.5, 0.5])
+    assert std.tolist() == pytest.approx([2 ** -0.5] * 2)
+    mean_all, _ = dvector.cohort_stats(vectors, cohort, top=10)  # more than the cohort: all of it
+    assert mean_all.tolist() == pytest.approx([0.0, 1 / 3], abs=1e-7)  # 1, 0, -1 and 0, 1, 0
+
+
+def test_as_norm_is_the_mean_of_both_sides_z_scores():
+    scores = torch.tensor([0.8, 0.2])
+    normed = dvector.as_norm(scores, (torch.tensor(0.5), torch.tensor(0.1)), (torch.tensor(0.2), torch.tensor(0.2)))
+    assert normed.tolist() == pytest.approx([((0.8 - 0.5) / 0.1 + (0.8 - 0.2) / 0.2) / 2,
+                                             ((0.2 - 0.5) / 0.1 + 0) / 2])
+
+
+def test_as_norm_lowers_a_voice_that_scores_high_against_everyone():
+    """Two test voices with the same raw score against an enrollment: the one close to the whole cohort (a
+    'lamb', typical of everyone) gets the lower normalised score."""
+    cohort = unit([1, 0.1, 0], [1, -0.1, 0], [1, 0, 0.1], [1, 0, -0.1])
+    enrolled = unit([0, 1, 1])
+    typical, distinct = unit([1, 0.3, 0.3]), unit([-1, 0.3, 0.3])
+    tested = torch.cat([typical, distinct])
+    raw = (enrolled @ tested.T)[0]
+    assert raw[0] == pytest.approx(raw[1])
+    normed = dvector.normalise_scores(enrolled, tested, torch.tensor([[0, 0], [0, 1]]), cohort, top=4)
+    assert normed[0] < normed[1]
+
+
+def test_normalise_scores_scores_each_pair_once():
+    torch.manual_seed(0)
+    enrolled, tested, cohort = (F.normalize(torch.randn(n, 8), dim=1) for n in (3, 5, 20))
+    pairs = torch.tensor([[e, t] for e in range(3) for t in range(5)])
+    normed = dvector.normalise_scores(enrolled, tested, pairs, cohort, top=5)
+    me, se = dvector.cohort_stats(enrolled, cohort, 5)
+    mt, st = dvector.cohort_stats(tested, cohort, 5)
+    for k, (e, t) in enumerate(pairs.tolist()):
+        raw = float(enrolled[e] @ tested[t])
+        assert normed[k].item() == pytest.approx(((raw - me[e]) / se[e] + (raw - mt[t]) / st[t]).item() / 2, rel=1e-5)
+
+
+def test_a_checkpoints_cohort_is_built_once_and_stored_beside_it(trained, feature_tree, capsys):
+    checkpoint = trained / 'checkpoint_best.pth'
+    model, ckpt = load_model(checkpoint, 'cpu', 'fp32')
+    vectors = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', feature_tree / 'train', 3)
+    assert vectors.shape == (4, 128) and torch.allclose(vectors.norm(dim=1), torch.ones(4))
+    assert 'Building the AS-norm cohort' in capsys.readouterr().out
+    assert cohort.cohort_path(checkpoint).is_file()
+    again = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', '/nowhere')  # stored: no data needed
+    assert torch.equal(again, vectors) and 'Building' not in capsys.readouterr().out
+    other = {**ckpt, 'epoch': ckpt['epoch'] + 1}  # another model: the stored cohort is not its own
+    with pytest.raises(FileNotFoundError, match='AS-norm needs a cohort'):
+        cohort.load_cohort(checkpoint, other, model, 'cpu', '/nowhere')
+    cohort.cohort_path(checkpoint).unlink()
+
+
+# ---- The stages with AS-norm, whole utterances and a checkpoint's recommended scoring ----------
+
+def copy_checkpoint(trained, tmp_path, **extra):
+    """A copy of the tiny run's best checkpoint in its own folder (its cohort and thresholds go beside it)."""
+    ckpt = torch.load(trained / 'checkpoint_best.pth', weights_only=True)
+    path = tmp_path / 'model' / 'checkpoint_best.pth'
+    path.parent.mkdir()
+    torch.save({**ckpt, **extra}, path)
+    return path
+
+
+def scored(tmp_path, checkpoint, feature_tree, *flags):
+    trials = tmp_path / 'trials.txt'
+    if not trials.exists():
+        make_trials.main(['--test-dir', str(feature_tree / 'test'), '--out', str(trials)])
+    return verification.main(['--trials', str(trials), '--checkpoint', str(checkpoint), '--device', 'cpu',
+                              '--results-dir', str(tmp_path / 'results'), '--scores', str(tmp_path / 's.txt'),
+                              '--cohort-dir', str(feature_tree / 'train'), *flags])
+
+
+def read_scores(tmp_path):
+    return [float(line.split()[0]) for line in (tmp_path / 's.txt').read_text().splitlines()]
+
+
+def test_asnorm_scores_a_trial_list_and_keeps_its_own_threshold(trained, feature_tree, tmp_path):
+    checkpoint = copy_checkpoint(trained, tmp_path)
+    raw = scored(tmp_path, checkpoint, feature_tree, '--calibrate')
+    raw_scores = read_scores(tmp_path)
+    normed = scored(tmp_path, checkpoint, feature_tree, '--score-norm', 'asnorm', '--cohort-top', '2', '--calibrate')
+    assert normed['score_norm'] == 'asnorm' and normed['eer_percent'] == 0 and normed['top1_percent'] == 100
+    assert read_scores(tmp_path) != pytest.approx(raw_scores)  # other numbers, on another scale
+    assert storage.threshold_path(checkpoint).is_file() and storage.threshold_path(checkpoint, 'asnorm').is_file()
+    assert raw['calibrated'] != normed['calibrated']
+    stored = storage.load_threshold(checkpoint, storage.load_checkpoint(checkpoint),
+                                    {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'asnorm', 'cohort_top': 2})
+    assert stored['threshold'] == normed['eer_threshold']
+    with pytest.raises(ValueError, match='was calibrated for scoring'):  # the same norm, another cohort size
+        storage.load_threshold(checkpoint, storage.load_checkpoint(checkpoint),
+                               {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'asnorm', 'cohort_top': 3})
+
+
+def test_whole_utterances_are_one_segment_each(trained, feature_tree, tmp_path):
+    model, _ = load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')
+    feat = torch.randn(330, 40).numpy()
+    whole = dvector.embed_utterance(model, feat, 0, 'cpu')
+    assert torch.allclose(whole, F.normalize(model.embed(torch.from_numpy(feat.T.copy())[None, None])[0], dim=0),
+                          atol=1e-5)
+    assert not torch.allclose(whole, dvector.embed_utterance(model, feat, 100, 'cpu'), atol=1e-3)
+    summary = scored(tmp_path, copy_checkpoint(trained, tmp_path), feature_tree, '--test-frames', '0',
+                     '--enroll-frames', '0')
+    assert (summary['test_frames'], summary['enroll_frames']) == (0, 0) and summary['eer_percent'] == 0
+
+
+def test_the_stages_score_as_the_checkpoint_recommends_unless_a_flag_says_otherwise(trained, feature_tree, tmp_path,
+                                                                                     capsys):
+    checkpoint = copy_checkpoint(trained, tmp_path, scoring={'test_frames': 0, 'score_norm': 'asnorm'})
+    summary = scored(tmp_path, checkpoint, feature_tree)
+    assert (summary['test_frames'], summary['score_norm'], summary['enroll_frames']) == (0, 'asnorm', 200)
+    assert 'Scoring as the checkpoint recommends: --test-frames 0, --score-norm asnorm' in capsys.readouterr().out
+    assert scored(tmp_path, checkpoint, feature_tree, '--score-norm', 'none')['score_norm'] == 'none'
+
+    embeddings = tmp_path / 'emb'
+    flags = ['--checkpoint', str(checkpoint), '--test-feat-dir', str(feature_tree / 'test'), '--embedding-dir',
+             str(embeddings), '--device', 'cpu']
+    enroll.main(flags)
+    accuracy = identification.main(flags + ['--all', '--results-dir', str(tmp_path / 'results'), '--cohort-dir',
+                                            str(feature_tree / 'train')])
+    assert accuracy[1] == 100
+    with pytest.raises(ValueError, match='no calibrated threshold .* for --score-norm asnorm'):
+        verification.main(flags + ['--enroll-speaker', 'tst0', '--test-speaker', 'tst0'])
+    score, result = verification.main(flags + ['--enroll-speaker', 'tst0', '--test-speaker', 'tst0', '--threshold',
+                                               '1.0'])
+    assert result == ('Accept' if score > 1.0 else 'Reject') and score > 1  # a z-score, not a cosine
+
+
+def test_asnorm_can_change_the_identification_ranking():
+    # two enrolled speakers; the test scores higher against A, but A scores high against the whole cohort
+    cohort = unit([1, 0, 0.2], [1, 0, -0.2], [1, 0.2, 0])
+    enrolled = {'A': unit([1, 0.5, 0])[0], 'B': unit([0, 1, 0.5])[0]}
+    test = unit([0.7, 0.8, 0.3])[0]
+    assert dvector.rank_speakers(enrolled, test)[0][0] == 'A'
+    assert dvector.rank_speakers(enrolled, test, cohort, 3)[0][0] == 'B'
