@@ -1,4 +1,4 @@
-"""Channels-last safety: which convolutions oneDNN runs wrongly in channels-last, and the policy that avoids them.
+"""Speed settings that must never cost correctness: channels-last and bfloat16 around oneDNN's bugs.
 
 Channels-last (NHWC) is oneDNN's fast layout on the CPU, but oneDNN has a bug: the weight gradient
 of a 1x1 convolution with stride > 1 and fewer input channels than its channel block (16 here)
@@ -11,10 +11,17 @@ contiguous, for training and for embedding.
 
     python speed.py                  # probe every convolution shape of the ResNet widths 4-32 on this machine
 
+bfloat16 has a bug of its own here: a 3x3 convolution with stride 2 whose input is 1 or 2 frames
+wide returns garbage (inf, or values ~1e18) in bfloat16, in either layout, while float32 is exact.
+The ResNet's strided convolutions see T, T/2 and T/4 frames of a T-frame input, so segments of
+fewer than MIN_BF16_FRAMES frames (the short last segment of an utterance) are embedded in
+float32 (InDtype).
+
 The probe runs each shape forward and backward in channels-last and contiguous memory (same
 weights, batch and dtype) in a child process, and reports crash / mismatch / ok, so that a torch
 upgrade that fixes the bug shows up here, and a test checks the policy against it.
 """
+import copy
 import json
 import queue
 import subprocess
@@ -26,11 +33,29 @@ from pathlib import Path
 import torch
 from torch import nn
 
+MIN_BF16_FRAMES = 9     # the last strided convolution sees ceil(T / 4) frames of a T-frame input: at least 3
 MIN_SAFE_CHANNELS = 16  # oneDNN's channel block on AVX512: strided 1x1 convolutions with fewer input channels fail
 PROBE_WIDTHS = (4, 8, 12, 16, 32)
 PROBE_BACKBONES = ('resnet18',)
 PROBE_FRAMES = (100, 200)  # the tutorial's and the improved recipe's training windows
 TOLERANCE = {'fp32': 1e-4, 'bf16': 2e-2}  # relative error of outputs and gradients that counts as a mismatch
+
+
+class InDtype(nn.Module):
+    """A module run in a lower dtype: its input cast to it, its output cast back to float32.
+
+    Inputs narrower than MIN_BF16_FRAMES run in float32 instead, through a float32 copy of the module.
+    """
+
+    def __init__(self, module, dtype):
+        super().__init__()
+        self.dtype = dtype
+        self.module, self.exact = copy.deepcopy(module).to(dtype), module.float()
+
+    def forward(self, x):  # (B, C, F, T)
+        if x.shape[-1] < MIN_BF16_FRAMES:
+            return self.exact(x.float())
+        return self.module(x.to(self.dtype)).float()
 
 
 def risky_convolutions(model):

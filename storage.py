@@ -4,12 +4,11 @@ import os
 from pathlib import Path
 
 import torch
-from torch import nn
 
 import cli
 from model.model import BackgroundResNet
 from model.resnet import fold_batch_norms
-from speed import use_channels_last
+from speed import InDtype, use_channels_last
 
 CHECKPOINT_KEYS = {'state_dict', 'model_args', 'speakers', 'feature', 'run_id', 'epoch'}
 
@@ -60,17 +59,6 @@ def model_from_checkpoint(ckpt, device):
     except (TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"the checkpoint's weights do not fit its model settings ({e})") from e
     return model.to(device).eval()
-
-
-class InDtype(nn.Module):
-    """A module run in another dtype: its input cast to it, its output cast back to float32."""
-
-    def __init__(self, module, dtype):
-        super().__init__()
-        self.module, self.dtype = module.to(dtype), dtype
-
-    def forward(self, x):
-        return self.module(x.to(self.dtype)).float()
 
 
 def for_inference(model, device, dtype=torch.float32):
