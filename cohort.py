@@ -38,8 +38,8 @@ def load_cohort(checkpoint, ckpt, model, device, train_feat_dir=None, utts_per_s
     A cohort is built from the run's training folder (train_feat_dir, default the one it was trained on),
     its utterances embedded as the checkpoint recommends for enrollment (ENROLL_FRAMES otherwise).
     """
-    if 'cohort' in ckpt:
-        return ckpt['cohort'].to(device)
+    if 'cohort' in ckpt:  # a published checkpoint's, stored in float16
+        return ckpt['cohort'].float().to(device)
     path = cohort_path(checkpoint)
     if path.is_file():
         record = torch.load(path, map_location=device, weights_only=True)

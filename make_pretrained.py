@@ -1,0 +1,91 @@
+"""Write a published checkpoint (pretrained/): what the stages need and nothing else, in float16.
+
+    python make_pretrained.py --checkpoint runs/all200/checkpoint_best.pth \\
+        --twin runs/holdout180/checkpoint_best.pth --out pretrained/dvector_etri200_improved.pth
+
+Keeps the weights (stored in float16, checked to move no score by more than 1e-3), the model and
+feature settings, the scoring settings its recipe recommends (configure.SCORINGS), its AS-norm
+cohort (one d-vector per training speaker, so that AS-norm works without the training data) and
+its thresholds. The thresholds are not tuned on anything this model is scored on: they are the
+EER thresholds of its twin, the same recipe trained without the held-out speakers, calibrated on
+them (`verification.py --trials trials/holdout20.txt --checkpoint <twin> --calibrate`, for each
+scoring setting); a threshold file missing beside the twin is left out.
+"""
+import json
+
+import torch
+import torch.nn.functional as F
+
+import cli
+import configure as c
+from cohort import build_cohort
+from DB_wav_reader import read_feats_structure
+from dvector import embed_all
+from SR_Dataset import read_MFB
+from storage import atomic_save, load_checkpoint, load_model, model_from_checkpoint, threshold_path
+
+MAX_SCORE_CHANGE = 1e-3
+CHECK_UTTERANCES = 200  # training utterances whose d-vectors check the float16 weights
+
+
+def twin_thresholds(twin, scoring):
+    """{score_norm: calibration record} of the twin checkpoint's thresholds calibrated with the recommended scoring
+    (each score normalisation with the recommended segment lengths)."""
+    defaults = {'enroll_frames': c.ENROLL_FRAMES, 'test_frames': c.TEST_FRAMES, 'cohort_top': c.COHORT_TOP}
+    thresholds = {}
+    for score_norm in cli.SCORE_NORMS:
+        path = threshold_path(twin, score_norm)
+        expected = {**defaults, **scoring, 'score_norm': score_norm}
+        record = json.loads(path.read_text()) if path.is_file() else None
+        if record and record['scoring'] == expected:
+            thresholds[score_norm] = {**record, 'calibrated_on': f"the twin model {twin}, {record['trials']}"}
+        else:
+            print(f"No threshold for {expected}: {path} {'holds another' if record else 'is not there'}")
+    return thresholds
+
+
+def float16_score_change(ckpt, state, files):
+    """The largest change of a cosine score between d-vectors of `files` when the weights are stored as `state`."""
+    vectors = []
+    for weights in (ckpt['state_dict'], state):
+        model = model_from_checkpoint({**ckpt, 'state_dict': weights}, 'cpu')
+        found = embed_all(model, files, lambda f: read_MFB(f, ckpt['feature']), c.TEST_FRAMES, 'cpu')
+        vectors.append(torch.stack([found[f] for f in files]))
+    return ((vectors[0] @ vectors[0].T) - (vectors[1] @ vectors[1].T)).abs().max().item()
+
+
+def main(argv=None):
+    p = cli.parser(__doc__)
+    p.add_argument('--checkpoint', required=True, help='the trained model (train.py on all training speakers)')
+    p.add_argument('--twin', help='the same recipe trained without the held-out speakers, with calibrated thresholds')
+    p.add_argument('--out', required=True, help='the published checkpoint to write')
+    args = p.parse_args(argv)
+
+    ckpt = load_checkpoint(args.checkpoint)
+    recipe = ckpt['train_args']['recipe']
+    scoring = c.SCORINGS[recipe]
+    model, _ = load_model(args.checkpoint, 'cpu', 'fp32')
+    train_dir = ckpt['train_args']['train_feat_dir']
+    cohort = build_cohort(model, {**ckpt, 'scoring': scoring}, train_dir, c.COHORT_UTTS,
+                          scoring.get('enroll_frames', c.ENROLL_FRAMES), 'cpu')
+    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt['state_dict'].items()}
+    files = list(read_feats_structure(train_dir)['filename'].sample(CHECK_UTTERANCES, random_state=0))
+    change = float16_score_change(ckpt, state, files)
+    if change > MAX_SCORE_CHANGE:
+        raise ValueError(f"float16 weights move scores by {change:.1e}, more than {MAX_SCORE_CHANGE}")
+    best = min(ckpt['history'], key=lambda h: h['valid_loss'])
+    published = {
+        'state_dict': state, 'model_args': ckpt['model_args'], 'speakers': ckpt['speakers'],
+        'feature': ckpt['feature'], 'run_id': ckpt['run_id'], 'epoch': ckpt['epoch'], 'scoring': scoring,
+        'cohort': F.normalize(cohort.half().float(), dim=1).half(),
+        'thresholds': twin_thresholds(args.twin, scoring) if args.twin else {},
+        'train_args': ckpt['train_args'], 'valid_acc': best['valid_acc'], 'float16_score_change': change,
+    }
+    atomic_save(published, args.out)
+    print(f"{args.out}: epoch {ckpt['epoch']}, validation accuracy {best['valid_acc']:.2f} %, scoring {scoring}, "
+          f"cohort {tuple(cohort.shape)}, thresholds {sorted(published['thresholds'])}; float16 weights move "
+          f"scores by at most {change:.1e}")
+
+
+if __name__ == '__main__':
+    cli.run(main)

@@ -1,0 +1,163 @@
+"""What to expect on real recordings: a model scored on degraded copies of test recordings.
+
+    python robustness.py --checkpoint pretrained/dvector_etri200_improved.pth
+    python robustness.py --wav-dir my_wavs --out robustness_mine      # <speaker>/enroll*.wav, <speaker>/test*.wav
+
+Each speaker's test recording is cut into 3-s pieces (as make_trials.py --piece-seconds 3 does);
+every piece is degraded in each condition below and written as a wav with 0.5 s more at each end,
+which the stages trim off again. Enrollment stays clean. Every condition is scored as a trial list
+(every enrollment against every piece) with and without speech detection (--vad energy) and
+level normalisation (--level), and the EER and top-1 identification of each are printed as a table
+and written to <out>/robustness.md.
+
+Conditions: clean; white noise at 20, 10 and 5 dB SNR; babble (four other speakers' enrollment
+recordings mixed) at 10 and 5 dB; telephone band (300-3400 Hz, stored at 8 kHz); long silences
+(2 s of room tone at -70 dBFS before and after the speech, 1 s in its middle); low gain (x0.05,
+about -70 dBFS for the ETRI recordings).
+"""
+from pathlib import Path
+
+import numpy as np
+import scipy.signal
+import soundfile
+
+import cli
+import configure as c
+import make_trials
+import verification
+from DB_wav_reader import find_files, is_enroll_file
+from features import read_audio
+
+PIECE_SECONDS = 3.0
+MARGIN = c.TRIM_FRAMES * c.WIN_STEP  # seconds the stages trim at each end of a file
+TELEPHONE_RATE = 8000
+VARIANTS = {'defaults': [], '--vad energy': ['--vad', 'energy'], '--level': ['--level', str(c.TRAIN_LEVEL)],
+            '--vad energy --level': ['--vad', 'energy', '--level', str(c.TRAIN_LEVEL)]}
+
+
+def rms(audio):
+    return float(np.sqrt(np.mean(audio ** 2)))
+
+
+def at_snr(speech, noise, snr_db):
+    """speech + noise scaled so that the ratio of their powers is snr_db."""
+    return speech + noise * rms(speech) / (rms(noise) * 10 ** (snr_db / 20))
+
+
+def babble(others, n_samples, rng, voices=4):
+    """The sum of `voices` random stretches of n_samples of the recordings `others`, each at the same level."""
+    mixed = np.zeros(n_samples)
+    for i in rng.choice(len(others), size=min(voices, len(others)), replace=False):
+        start = rng.integers(0, len(others[i]) - n_samples)
+        stretch = others[i][start:start + n_samples]
+        mixed += stretch / rms(stretch)
+    return mixed
+
+
+def telephone(audio, sample_rate):
+    """The 300-3400 Hz band of audio, at 8 kHz: a telephone line."""
+    band = scipy.signal.butter(6, [300, 3400], btype='bandpass', fs=sample_rate, output='sos')
+    return scipy.signal.resample_poly(scipy.signal.sosfiltfilt(band, audio), TELEPHONE_RATE, sample_rate)
+
+
+def with_silences(audio, sample_rate, rng):
+    """audio with 2 s of room tone (white noise at -70 dBFS) before and after it and 1 s in its middle."""
+    def tone(seconds):
+        return rng.normal(0, 10 ** (-70 / 20), int(seconds * sample_rate))
+    middle = len(audio) // 2
+    return np.concatenate([tone(2), audio[:middle], tone(1), audio[middle:], tone(2)])
+
+
+def conditions(piece, others, sample_rate, rng):
+    """{name: (degraded piece, its sample rate)} of a piece (n_samples,) of speech."""
+    noise = rng.normal(0, 1, len(piece))
+    out = {'clean': piece}
+    out.update({f'white noise {snr} dB': at_snr(piece, noise, snr) for snr in (20, 10, 5)})
+    out.update({f'babble {snr} dB': at_snr(piece, babble(others, len(piece), rng), snr) for snr in (10, 5)})
+    out['long silences'] = with_silences(piece, sample_rate, rng)
+    out['low gain x0.05'] = 0.05 * piece
+    rates = {name: sample_rate for name in out}
+    out['telephone 8 kHz'], rates['telephone 8 kHz'] = telephone(piece, sample_rate), TELEPHONE_RATE
+    return {name: (audio, rates[name]) for name, audio in out.items()}
+
+
+def folder_name(condition):
+    return condition.replace(' ', '_').replace('.', '')
+
+
+def write_conditions(wav_dir, out, seed=0):
+    """Write <out>/<condition>/<speaker>/{enroll.wav, test_<k>.wav} of every speaker of wav_dir; returns the
+    condition names."""
+    DB = find_files(wav_dir, '.wav')
+    rng = np.random.default_rng(seed)
+    sr = c.SAMPLE_RATE
+    enroll = {s: f for f, s in zip(DB['filename'], DB['speaker_id']) if is_enroll_file(f)}
+    tests = [(s, f) for f, s in zip(DB['filename'], DB['speaker_id']) if not is_enroll_file(f)]
+    enroll_audio = {s: read_audio(f, sr) for s, f in enroll.items()}
+    names = None
+    for speaker, path in tests:
+        audio = read_audio(path, sr)
+        others = [a for s, a in enroll_audio.items() if s != speaker]
+        step, margin = int(PIECE_SECONDS * sr), int(MARGIN * sr)
+        for k in range(int((len(audio) - 2 * margin) // step)):
+            piece = audio[k * step:(k + 1) * step + 2 * margin]  # the piece and the margins trimmed again
+            degraded_pieces = conditions(piece, others, sr, rng)
+            names = list(degraded_pieces)
+            for condition, (degraded, rate) in degraded_pieces.items():
+                folder = Path(out) / folder_name(condition) / speaker
+                folder.mkdir(parents=True, exist_ok=True)
+                soundfile.write(folder / f'{Path(path).stem}_{k}.wav', degraded.astype(np.float32), rate, 'FLOAT')
+                if not (folder / 'enroll.wav').exists():
+                    soundfile.write(folder / 'enroll.wav', enroll_audio[speaker], sr, 'FLOAT')
+    if names is None:
+        raise ValueError(f"no test recording under {wav_dir} is longer than {PIECE_SECONDS + 2 * MARGIN} s")
+    return names
+
+
+def score_conditions(names, out, checkpoint, device):
+    """{(condition, variant): verification summary} of every condition and variant."""
+    results = {}
+    for condition in names:
+        folder = Path(out) / folder_name(condition)
+        trials = folder / 'trials.txt'
+        make_trials.main(['--test-dir', str(folder), '--suffix', '.wav', '--out', str(trials)])
+        for variant, flags in VARIANTS.items():
+            print(f"--- {condition}, {variant}")
+            results[condition, variant] = verification.main(
+                ['--trials', str(trials), '--checkpoint', str(checkpoint), '--device', device, '--json',
+                 '--results-dir', str(folder / 'results'), *flags])
+    return results
+
+
+def table(results, names):
+    """A Markdown table: one row per condition, EER and top-1 of each variant."""
+    lines = ['| condition | ' + ' | '.join(f'{v}: EER / top-1' for v in VARIANTS) + ' |',
+             '|---|' + '---:|' * len(VARIANTS)]
+    for condition in names:
+        cells = [f"{results[condition, v]['eer_percent']:.1f} % / {results[condition, v]['top1_percent']:.0f} %"
+                 for v in VARIANTS]
+        lines.append(f'| {condition} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def parse_args(argv=None):
+    p = cli.parser(__doc__)
+    p.add_argument('--checkpoint', default=c.CHECKPOINT, help='the model to score')
+    p.add_argument('--wav-dir', default='../shared/etri/test_wavs', help='<speaker>/{enroll,test}.wav recordings')
+    p.add_argument('--out', default='robustness', help='where the degraded recordings, trial lists and table go')
+    cli.add_device_arg(p)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    names = write_conditions(args.wav_dir, args.out)
+    results = score_conditions(names, args.out, args.checkpoint, args.device)
+    text = table(results, names)
+    (Path(args.out) / 'robustness.md').write_text(text + '\n')
+    print('\n' + text)
+    return results
+
+
+if __name__ == '__main__':
+    cli.run(main)

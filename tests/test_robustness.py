@@ -1,0 +1,48 @@
+"""robustness.py: the degraded copies of test recordings, and the table of their scores."""
+import numpy as np
+import pytest
+import soundfile as sf
+
+import robustness
+from test_feature_extraction import voice
+
+
+def write_recordings(root, pitches=(110, 170, 260)):
+    for s, pitch in enumerate(pitches):
+        folder = root / f'spk{s}'
+        folder.mkdir(parents=True)
+        sf.write(folder / 'enroll.wav', voice(6.0, pitch=pitch, seed=s), 16000)
+        sf.write(folder / 'test.wav', voice(4.2, pitch=pitch * 1.05, seed=10 + s), 16000)
+    return root
+
+
+def test_noise_is_mixed_at_the_asked_signal_to_noise_ratio():
+    rng = np.random.default_rng(0)
+    speech, noise = rng.normal(0, 0.1, 16000), rng.normal(0, 3, 16000)
+    mixed = robustness.at_snr(speech, noise, 10)
+    assert 20 * np.log10(robustness.rms(speech) / robustness.rms(mixed - speech)) == pytest.approx(10)
+
+
+def test_every_condition_is_written_beside_a_clean_enrollment(tmp_path):
+    names = robustness.write_conditions(write_recordings(tmp_path / 'wavs'), tmp_path / 'out')
+    assert len(names) == 9 and names[0] == 'clean'
+    clean = tmp_path / 'out' / 'clean' / 'spk0'
+    assert sorted(p.name for p in clean.iterdir()) == ['enroll.wav', 'test_0.wav']  # one 3-s piece (+2 x 0.5 s)
+    assert sf.info(clean / 'test_0.wav').duration == pytest.approx(4.0)
+    assert sf.info(tmp_path / 'out' / 'telephone_8_kHz' / 'spk0' / 'test_0.wav').samplerate == 8000
+    assert sf.info(tmp_path / 'out' / 'long_silences' / 'spk0' / 'test_0.wav').duration == pytest.approx(9.0)
+    quiet, _ = sf.read(tmp_path / 'out' / 'low_gain_x005' / 'spk0' / 'test_0.wav')
+    loud, _ = sf.read(clean / 'test_0.wav')
+    assert np.allclose(quiet, 0.05 * loud, atol=1e-7)
+    assert np.array_equal(sf.read(clean / 'enroll.wav')[0], sf.read(tmp_path / 'out' / 'babble_5_dB' / 'spk0' /
+                                                                   'enroll.wav')[0])
+
+
+def test_the_table_scores_each_condition_with_and_without_vad_and_level(trained, tmp_path):
+    results = robustness.main(['--checkpoint', str(trained / 'checkpoint_best.pth'), '--wav-dir',
+                               str(write_recordings(tmp_path / 'wavs')), '--out', str(tmp_path / 'out'),
+                               '--device', 'cpu'])
+    assert len(results) == 9 * 4
+    text = (tmp_path / 'out' / 'robustness.md').read_text()
+    assert text.count('\n') == 2 + 9 and '| long silences |' in text and '--vad energy --level: EER / top-1' in text
+    assert all(r['trials'] == 9 and r['target_trials'] == 3 for r in results.values())
