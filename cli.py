@@ -118,7 +118,7 @@ def recommended_scoring(args, argv, ckpt):
         setattr(args, k, v)
     if applied:
         print("Scoring as the checkpoint recommends: " + ", ".join(f"--{k.replace('_', '-')} {v}"
-                                                                  for k, v in applied.items()))
+                                                                  for k, v in applied.items()), file=sys.stderr)
     return args
 
 

@@ -4,6 +4,7 @@ Each training speaker's d-vector is the normalised mean of the d-vectors of its 
 training utterances. It is computed once per checkpoint and stored beside it (`<name>_cohort.pth`),
 or inside a published checkpoint (pretrained/), so that AS-norm works where the training data is absent.
 """
+import sys
 from pathlib import Path
 
 import torch
@@ -50,7 +51,7 @@ def load_cohort(checkpoint, ckpt, model, device, train_feat_dir=None, utts_per_s
         raise FileNotFoundError(f"AS-norm needs a cohort of training speakers: {checkpoint} holds none, and its "
                                 f"training folder {train_feat_dir} is not here (pass --cohort-dir, or --score-norm none)")
     print(f"Building the AS-norm cohort of {checkpoint} from {train_feat_dir} ({utts_per_speaker} utterances "
-          f"a speaker); stored in {path}")
+          f"a speaker); stored in {path}", file=sys.stderr)  # stderr: stdout may be --json
     segment_frames = ckpt.get('scoring', {}).get('enroll_frames', c.ENROLL_FRAMES)
     cohort = build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, segment_frames, device)
     atomic_save({'cohort': cohort.cpu(), 'model_id': model_id(ckpt), 'train_feat_dir': str(train_feat_dir),

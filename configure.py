@@ -38,7 +38,8 @@ NUM_WIN_SIZE = 100   # frames (1 s) per random training window
 RECIPE = 'tutorial'
 RECIPES = {  # keys: train.py's flags
     'tutorial': {},
-    'improved': {'pooling': 'asp', 'loss': 'aam', 'margin': 0.3, 'win_size': 200, 'spec_augment': 'yes'},
+    'improved': {'pooling': 'asp', 'loss': 'aam', 'margin': 0.3, 'win_size': 200, 'spec_augment': 'yes',
+                 'schedule': 'cosine', 'epochs': 20},
 }
 
 # ---- Model ---------------------------------------------------------------------------------
@@ -92,7 +93,7 @@ COHORT_UTTS = 20     # asnorm: training utterances per speaker averaged into its
 # stages use them for that model in place of the settings above (a flag given on the command line still wins)
 SCORINGS = {
     'tutorial': {},
-    'improved': {},
+    'improved': {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'asnorm'},
 }
 EMBED_PRECISION = 'auto'  # the backbone's precision when embedding: 'auto' (bfloat16 where the device has bfloat16
                           # units; scores move by ~0.002, see README) | 'fp32' (the tutorial's d-vectors) | 'bf16'

@@ -65,10 +65,10 @@ def test_a_checkpoints_cohort_is_built_once_and_stored_beside_it(trained, featur
     model, ckpt = load_model(checkpoint, 'cpu', 'fp32')
     vectors = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', feature_tree / 'train', 3)
     assert vectors.shape == (4, 128) and torch.allclose(vectors.norm(dim=1), torch.ones(4))
-    assert 'Building the AS-norm cohort' in capsys.readouterr().out
+    assert 'Building the AS-norm cohort' in capsys.readouterr().err
     assert cohort.cohort_path(checkpoint).is_file()
     again = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', '/nowhere')  # stored: no data needed
-    assert torch.equal(again, vectors) and 'Building' not in capsys.readouterr().out
+    assert torch.equal(again, vectors) and 'Building' not in capsys.readouterr().err
     other = {**ckpt, 'epoch': ckpt['epoch'] + 1}  # another model: the stored cohort is not its own
     with pytest.raises(FileNotFoundError, match='AS-norm needs a cohort'):
         cohort.load_cohort(checkpoint, other, model, 'cpu', '/nowhere')
@@ -133,7 +133,7 @@ def test_the_stages_score_as_the_checkpoint_recommends_unless_a_flag_says_otherw
     checkpoint = copy_checkpoint(trained, tmp_path, scoring={'test_frames': 0, 'score_norm': 'asnorm'})
     summary = scored(tmp_path, checkpoint, feature_tree)
     assert (summary['test_frames'], summary['score_norm'], summary['enroll_frames']) == (0, 'asnorm', 200)
-    assert 'Scoring as the checkpoint recommends: --test-frames 0, --score-norm asnorm' in capsys.readouterr().out
+    assert 'Scoring as the checkpoint recommends: --test-frames 0, --score-norm asnorm' in capsys.readouterr().err
     assert scored(tmp_path, checkpoint, feature_tree, '--score-norm', 'none')['score_norm'] == 'none'
 
     embeddings = tmp_path / 'emb'
