@@ -80,7 +80,9 @@ def test_the_model_rebuilt_from_a_checkpoint_is_the_trained_one(trained, feature
 
 
 @pytest.mark.parametrize('flags', [('--num-workers', '0'), ('--num-workers', '2'),
-                                   ('--recipe', 'improved', '--margin-warmup', '2')])  # the margin grows in epoch 3
+                                   # the margin grows in epoch 3; a fixed schedule's lr depends on --epochs, which
+                                   # this test changes to stop early
+                                   ('--recipe', 'improved', '--margin-warmup', '2', '--schedule', 'plateau')])
 def test_resume_continues_exactly(feature_tree, tmp_path, flags):
     straight = run(feature_tree, tmp_path / 'a', '--epochs', '3', *flags)
     run(feature_tree, tmp_path / 'b', '--epochs', '2', *flags)
@@ -248,7 +250,7 @@ def test_the_improved_recipe_sets_its_settings_and_flags_still_win():
 
 def test_an_improved_recipe_run_records_its_model_and_windows(feature_tree, tmp_path):
     history = run(feature_tree, tmp_path / 'log', '--epochs', '2', '--recipe', 'improved', '--win-size', '120',
-                  '--base-channels', '8')
+                  '--base-channels', '8', '--warmup-epochs', '1')
     assert len(history) == 2 and all(np.isfinite(h['valid_loss']) for h in history)
     ckpt = load_checkpoint(tmp_path / 'log' / 'checkpoint_best.pth')
     assert ckpt['model_args'] == {'embedding_size': 128, 'num_classes': 4, 'backbone': 'resnet18', 'base_channels': 8,
@@ -311,3 +313,12 @@ def test_init_from_starts_a_new_run_from_the_weights_and_refuses_another_model(t
     assert torch.equal(tuned['state_dict']['backbone.conv1.weight'], original['state_dict']['backbone.conv1.weight'])
     with pytest.raises(ValueError, match='does not match'):
         run(feature_tree, tmp_path / 'other', '--epochs', '1', '--init-from', str(start), '--pooling', 'asp')
+
+
+def test_a_fixed_schedule_run_resumes_exactly_from_a_middle_checkpoint(feature_tree, tmp_path):
+    flags = ('--epochs', '3', '--schedule', 'cosine', '--warmup-epochs', '1')
+    straight = run(feature_tree, tmp_path / 'a', *flags)
+    run(feature_tree, tmp_path / 'b', *flags)
+    resumed = run(feature_tree, tmp_path / 'b', *flags, '--resume', str(tmp_path / 'b' / 'checkpoint_2.pth'))
+    assert [h['lr'] for h in resumed] == [h['lr'] for h in straight]
+    assert [h['valid_loss'] for h in resumed] == [h['valid_loss'] for h in straight]
