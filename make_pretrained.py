@@ -69,7 +69,8 @@ def main(argv=None):
     cohort = build_cohort(model, {**ckpt, 'scoring': scoring}, train_dir, c.COHORT_UTTS,
                           scoring.get('enroll_frames', c.ENROLL_FRAMES), 'cpu')
     state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt['state_dict'].items()}
-    files = list(read_feats_structure(train_dir)['filename'].sample(CHECK_UTTERANCES, random_state=0))
+    train_files = read_feats_structure(train_dir)['filename']
+    files = list(train_files.sample(min(CHECK_UTTERANCES, len(train_files)), random_state=0))
     change = float16_score_change(ckpt, state, files)
     if change > MAX_SCORE_CHANGE:
         raise ValueError(f"float16 weights move scores by {change:.1e}, more than {MAX_SCORE_CHANGE}")
