@@ -4,6 +4,7 @@ Each training speaker's d-vector is the normalised mean of the d-vectors of its 
 training utterances. It is computed once per checkpoint and stored beside it (`<name>_cohort.pth`),
 or inside a published checkpoint (pretrained/), so that AS-norm works where the training data is absent.
 """
+import pickle
 import sys
 from pathlib import Path
 
@@ -23,9 +24,11 @@ def cohort_path(checkpoint):
     return checkpoint.with_name(f'{checkpoint.stem}_cohort.pth')
 
 
-def build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, segment_frames, device):
+def build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, device):
     """One d-vector (n_speakers, embedding_size) per training speaker: the normalised mean of the d-vectors of its
-    first `utts_per_speaker` utterances (by name)."""
+    first `utts_per_speaker` utterances (by name), embedded as the checkpoint recommends for enrollment
+    (ENROLL_FRAMES otherwise)."""
+    segment_frames = ckpt.get('scoring', {}).get('enroll_frames', c.ENROLL_FRAMES)
     DB = read_feats_structure(train_feat_dir)
     files = DB.groupby('speaker_id')['filename'].apply(lambda f: sorted(f)[:utts_per_speaker])
     names = [f for fs in files for f in fs]
@@ -33,27 +36,40 @@ def build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, segment_frames, 
     return torch.stack([F.normalize(torch.stack([vectors[f] for f in fs]).mean(0), dim=0) for fs in files])
 
 
+def read_stored_cohort(path, device):
+    """The record stored at `path`, or None when there is none or it cannot be read (it is then built again)."""
+    if not path.is_file():
+        return None
+    try:
+        record = torch.load(path, map_location=device, weights_only=True)
+        if isinstance(record, dict) and torch.is_tensor(record.get('cohort')):
+            return record
+        problem = 'not a cohort record'
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:  # truncated or foreign
+        problem = f'{type(e).__name__}: {e}'
+    print(f"Cannot read the stored cohort {path} ({problem}); building it again", file=sys.stderr)
+    return None
+
+
 def load_cohort(checkpoint, ckpt, model, device, train_feat_dir=None, utts_per_speaker=c.COHORT_UTTS):
     """The checkpoint's cohort (n_speakers, embedding_size): inside it, stored beside it, or built now and stored.
 
-    A cohort is built from the run's training folder (train_feat_dir, default the one it was trained on),
-    its utterances embedded as the checkpoint recommends for enrollment (ENROLL_FRAMES otherwise).
+    A cohort is built from the run's training folder (train_feat_dir, default the one it was trained on). A stored
+    cohort that cannot be read is built again.
     """
     if 'cohort' in ckpt:  # a published checkpoint's, stored in float16
         return ckpt['cohort'].float().to(device)
     path = cohort_path(checkpoint)
-    if path.is_file():
-        record = torch.load(path, map_location=device, weights_only=True)
-        if record.get('model_id') == model_id(ckpt):
-            return record['cohort']
+    record = read_stored_cohort(path, device)
+    if record and record.get('model_id') == model_id(ckpt):
+        return record['cohort']
     train_feat_dir = train_feat_dir or ckpt.get('train_args', {}).get('train_feat_dir')
     if not train_feat_dir or not Path(train_feat_dir).is_dir():
         raise FileNotFoundError(f"AS-norm needs a cohort of training speakers: {checkpoint} holds none, and its "
                                 f"training folder {train_feat_dir} is not here (pass --cohort-dir, or --score-norm none)")
     print(f"Building the AS-norm cohort of {checkpoint} from {train_feat_dir} ({utts_per_speaker} utterances "
           f"a speaker); stored in {path}", file=sys.stderr)  # stderr: stdout may be --json
-    segment_frames = ckpt.get('scoring', {}).get('enroll_frames', c.ENROLL_FRAMES)
-    cohort = build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, segment_frames, device)
+    cohort = build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, device)
     atomic_save({'cohort': cohort.cpu(), 'model_id': model_id(ckpt), 'train_feat_dir': str(train_feat_dir),
-                 'utts_per_speaker': utts_per_speaker, 'segment_frames': segment_frames}, path)
+                 'utts_per_speaker': utts_per_speaker}, path)
     return cohort

@@ -66,8 +66,7 @@ def main(argv=None):
     scoring = c.SCORINGS[recipe]
     model, _ = load_model(args.checkpoint, 'cpu', 'fp32')
     train_dir = ckpt['train_args']['train_feat_dir']
-    cohort = build_cohort(model, {**ckpt, 'scoring': scoring}, train_dir, c.COHORT_UTTS,
-                          scoring.get('enroll_frames', c.ENROLL_FRAMES), 'cpu')
+    cohort = build_cohort(model, {**ckpt, 'scoring': scoring}, train_dir, c.COHORT_UTTS, 'cpu')
     state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt['state_dict'].items()}
     train_files = read_feats_structure(train_dir)['filename']
     files = list(train_files.sample(min(CHECK_UTTERANCES, len(train_files)), random_state=0))

@@ -75,6 +75,21 @@ def test_a_checkpoints_cohort_is_built_once_and_stored_beside_it(trained, featur
     cohort.cohort_path(checkpoint).unlink()
 
 
+def test_a_stored_cohort_that_cannot_be_read_is_built_again(trained, feature_tree, capsys):
+    checkpoint = trained / 'checkpoint_best.pth'
+    model, ckpt = load_model(checkpoint, 'cpu', 'fp32')
+    path = cohort.cohort_path(checkpoint)
+    try:
+        for damaged in (b'not a torch file', b''):
+            path.write_bytes(damaged)
+            vectors = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', feature_tree / 'train', 3)
+            assert 'Cannot read the stored cohort' in capsys.readouterr().err
+            assert vectors.shape == (4, 128)
+            assert torch.equal(cohort.load_cohort(checkpoint, ckpt, model, 'cpu', '/nowhere'), vectors)  # repaired
+    finally:
+        path.unlink(missing_ok=True)
+
+
 # ---- The stages with AS-norm, whole utterances and a checkpoint's recommended scoring ----------
 
 def copy_checkpoint(trained, tmp_path, **extra):
