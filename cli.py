@@ -1,6 +1,10 @@
 """Command-line plumbing shared by the entry scripts: flags, the device, and clean error exits."""
 import argparse
+import io
+import re
 import sys
+import tokenize
+from pathlib import Path
 
 import torch
 
@@ -11,6 +15,47 @@ PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')  # training's PRECISION
 EMBED_PRECISIONS = ('auto', 'fp32', 'bf16')
 SCORE_NORMS = ('none', 'asnorm')
 EMBED_BACKENDS = ('torch', 'onnx')
+
+
+def setting_comments(path=Path(c.__file__)):
+    """{NAME: description} of each setting in configure.py: its comment (with the indented comment lines under it),
+    or else the comment lines just above it. Flags take their help from here, so each setting is described once."""
+    lines = path.read_text().splitlines()
+    comments = {t.start[0]: t.string.lstrip('#').strip()
+                for t in tokenize.generate_tokens(io.StringIO('\n'.join(lines) + '\n').readline)
+                if t.type == tokenize.COMMENT}
+
+    def comment_only(row):
+        return row in comments and lines[row - 1].lstrip().startswith('#')
+
+    described = {}
+    for row, line in enumerate(lines, 1):
+        name = re.match(r'([A-Z][A-Z0-9_]*) *=', line)
+        if not name:
+            continue
+        if row in comments:  # on its line, continued on indented comment lines below
+            text, below = [comments[row]], row + 1
+            while comment_only(below) and lines[below - 1].startswith(' '):
+                text, below = text + [comments[below]], below + 1
+        else:  # the comment lines above it (not a section heading)
+            text, above = [], row - 1
+            while comment_only(above) and not lines[above - 1].startswith(('#  ', '# --')):
+                text, above = [comments[above]] + text, above - 1
+        described[name.group(1)] = ' '.join(text)
+    return described
+
+
+SETTING_HELP = setting_comments()
+
+
+def setting(p, name, flag=None, **kwargs):
+    """Add the flag of configure.py's setting `name`: --lower-case-name (or `flag`), its value as the default and
+    its comment there as the help. A number's type is the default's unless `type` or `choices` say otherwise."""
+    default = getattr(c, name)
+    if not {'type', 'choices', 'nargs'} & set(kwargs) and type(default) in (int, float):
+        kwargs['type'] = type(default)
+    return p.add_argument(flag or '--' + name.lower().replace('_', '-'), default=default,
+                          help=SETTING_HELP[name].replace('%', '%%'), **kwargs)
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -39,7 +84,7 @@ def non_negative_int(text):
 
 
 def add_device_arg(p):
-    p.add_argument('--device', default=c.DEVICE, help="'auto' (CUDA when there is a GPU), 'cpu' or 'cuda'")
+    setting(p, 'DEVICE')
 
 
 def add_backend_arg(p, role='what runs the embedding network'):
@@ -74,18 +119,14 @@ def level(text):
 
 def add_audio_args(p):
     """Flags of the scripts that read audio: speech detection and level normalisation (features.py)."""
-    p.add_argument('--vad', choices=features.VADS, default=c.VAD,
-                   help="speech detection in audio: 'no' (every frame, the tutorial) or 'energy' (frames more than "
-                   f"{features.VAD_DB:.0f} dB below the utterance's loud frames are dropped)")
-    p.add_argument('--level', type=level, nargs='?', const=c.TRAIN_LEVEL, default=c.LEVEL, metavar='DBFS',
-                   help="gain on audio before the fbank, bringing its speech level to DBFS ('no': none, the "
-                   f"tutorial); --level alone: TRAIN_LEVEL, the training data's {c.TRAIN_LEVEL:g} dBFS")
+    setting(p, 'VAD', choices=features.VADS)
+    setting(p, 'LEVEL', type=level, nargs='?', const=c.TRAIN_LEVEL, metavar='DBFS')
     return p
 
 
 def add_test_args(p):
     """Flags of the scripts that score test utterances."""
-    p.add_argument('--test-speaker', default=c.TEST_SPEAKER, help='the speaker whose test utterance is scored')
+    setting(p, 'TEST_SPEAKER')
     p.add_argument('--test-file', help='score this file (.p features or audio) instead of the test speaker\'s')
     return p
 
@@ -96,14 +137,10 @@ def add_scoring_args(p, sides=('enroll', 'test'), score_norm=True):
     A checkpoint may recommend other values (its 'scoring'): recommended_scoring applies them.
     """
     for side in sides:
-        p.add_argument(f'--{side}-frames', type=non_negative_int, default=getattr(c, f'{side.upper()}_FRAMES'),
-                       help=f'frames per {side} segment; 0: the whole utterance in one pass')
+        setting(p, f'{side.upper()}_FRAMES', type=non_negative_int)
     if score_norm:
-        p.add_argument('--score-norm', choices=SCORE_NORMS, default=c.SCORE_NORM,
-                       help="'none': cosine scores (the tutorial); 'asnorm': normalised against a cohort of "
-                       "training speakers")
-        p.add_argument('--cohort-top', type=positive_int, default=c.COHORT_TOP,
-                       help='asnorm: the highest cohort scores each side is normalised by')
+        setting(p, 'SCORE_NORM', choices=SCORE_NORMS)
+        setting(p, 'COHORT_TOP', type=positive_int)
         p.add_argument('--cohort-dir', help='asnorm: training feature tree to build the cohort from when the '
                        'checkpoint has none (default: the one it was trained on)')
     return p

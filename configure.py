@@ -5,16 +5,17 @@ Edit them here; every entry script also takes flags that override them for one r
 """
 
 # ---- Data --------------------------------------------------------------------------------
-# Audio trees <dir>/<speaker>/<utterance>.wav (or .flac, .ogg, ...: features.AUDIO_SUFFIXES): feature_extraction's input
-TRAIN_WAV_DIR = 'wavs/train'
-TEST_WAV_DIR = 'wavs/test'
-# Feature trees <dir>/<speaker>/<utterance>.p: pickles of {'feat': (n_frames, FILTER_BANK), 'label': speaker}
-TRAIN_FEAT_DIR = 'feat_logfbank_nfilt40/train'
-TEST_FEAT_DIR = 'feat_logfbank_nfilt40/test'  # files whose name contains 'enroll' enroll a speaker, the others test
-
-# Speakers held out of training to test on (holdout.py writes <HOLDOUT_DIR>/train and <HOLDOUT_DIR>/test)
-HOLDOUT_DIR = 'feat_holdout'
-HOLDOUT_SPEAKERS = 20
+# Audio trees <dir>/<speaker>/<utterance>.wav (or .flac, .ogg, ...: features.AUDIO_SUFFIXES) are feature_extraction's
+# input; feature trees <dir>/<speaker>/<utterance>.p (pickles of {'feat': (n_frames, FILTER_BANK), 'label': speaker})
+# are its output and the other stages' input
+TRAIN_WAV_DIR = 'wavs/train'                  # training audio: <speaker>/<utterance>.wav
+TEST_WAV_DIR = 'wavs/test'                    # enrollment and test audio: <speaker>/<utterance>.wav
+TRAIN_FEAT_DIR = 'feat_logfbank_nfilt40/train'  # training features: <speaker>/<utterance>.p
+TEST_FEAT_DIR = 'feat_logfbank_nfilt40/test'  # enrollment and test features (or audio): files whose name contains
+                                              # 'enroll' enroll a speaker, the others test
+# Speakers held out of training to test on
+HOLDOUT_DIR = 'feat_holdout'  # holdout.py writes <HOLDOUT_DIR>/train (the others) and <HOLDOUT_DIR>/test (held out)
+HOLDOUT_SPEAKERS = 20         # speakers held out, spread evenly over the sorted speaker list
 HOLDOUT_ENROLL_UTTS = 5  # utterances per held-out speaker that enroll it; the others test it
 
 # ---- Features: log Mel-filterbank energies (python_speech_features) -----------------------
@@ -28,6 +29,7 @@ MIN_FRAMES = 40      # an utterance must keep more than this many frames after t
 VAD = 'no'           # speech detection: 'no' (the tutorial: every frame) | 'energy' (frames more than 30 dB below the
                      # utterance's loud frames are dropped before mean normalisation, then TRIM_FRAMES as ever)
 LEVEL = 'no'         # gain before the fbank: 'no' (the tutorial) | a target speech level in dBFS, e.g. TRAIN_LEVEL
+                     # (the flag --level alone means TRAIN_LEVEL)
 TRAIN_LEVEL = -44.0  # dBFS: speech level of the training recordings (ETRI: median of the 20 test wavs, -47 to -40);
                      # the target of --level given without a value
 NUM_WIN_SIZE = 100   # frames (1 s) per random training window
@@ -51,13 +53,13 @@ POOLING = 'avg'        # over the backbone's output: 'avg' (global average, the 
 # ---- Training (train.py) --------------------------------------------------------------------
 LOG_DIR = 'model_saved'  # checkpoint_<epoch>.pth, checkpoint_best.pth, loss_plot.png
 VAL_RATIO = 10           # percent of the training utterances held out for validation
-EPOCHS = 30
-BATCH_SIZE = 64
+EPOCHS = 30              # train up to this epoch
+BATCH_SIZE = 64          # training windows per batch
 VALID_BATCH_SIZE = 16    # whole utterances, padded by repetition to the longest in the batch
-OPTIMIZER = 'sgd'        # 'sgd' | 'adam' | 'adagrad'
-LR = 0.1
+OPTIMIZER = 'sgd'        # 'sgd' (the tutorial) | 'adam' | 'adagrad'
+LR = 0.1                 # learning rate: the initial one (plateau), the peak after the warm-up (cosine, exponential)
 MOMENTUM = 0.9           # sgd only
-WEIGHT_DECAY = 1e-4
+WEIGHT_DECAY = 1e-4      # L2 penalty on the weights, in the optimizer
 SCHEDULE = 'plateau'     # learning rate: 'plateau' (the tutorial: ReduceLROnPlateau on the validation loss) |
                          # 'cosine' (linear warm-up, then a cosine down to MIN_LR at the last epoch) | 'exponential'
 LR_PATIENCE = 2          # plateau: the lr is cut by 10x when the validation loss has not improved for more epochs than this
@@ -107,11 +109,11 @@ ENROLL_SPEAKER = '230M4087'  # verification: the enrolled speaker whose identity
 TEST_SPEAKER = '230M4087'    # verification, identification: the speaker whose test.p is scored
 
 # ---- Demo (demo.py): the whole pipeline on synthetic voices, everything under DEMO_DIR ---------
-DEMO_DIR = 'demo'
-DEMO_TRAIN_SPEAKERS = 30
+DEMO_DIR = 'demo'         # everything the demo writes: audio, features, model, results
+DEMO_TRAIN_SPEAKERS = 30  # synthetic training voices
 DEMO_TRAIN_UTTS = 20      # per training voice
 DEMO_TEST_SPEAKERS = 10   # enrolled and tested, never seen in training
-DEMO_EPOCHS = 15
-DEMO_BATCH_SIZE = 32
+DEMO_EPOCHS = 15          # training epochs of the demo model
+DEMO_BATCH_SIZE = 32      # training windows per batch in the demo
 DEMO_OPTIMIZER = 'adam'   # on a small corpus and few epochs Adam converges where SGD at lr 0.1 does not
-DEMO_LR = 0.001
+DEMO_LR = 0.001           # the demo's Adam learning rate

@@ -18,6 +18,7 @@ import os
 import re
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -53,55 +54,39 @@ TRAINING_STATE_KEYS = {'optimizer', 'scheduler', 'rng_state', 'history', 'train_
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
-    p.add_argument('--train-feat-dir', default=c.TRAIN_FEAT_DIR, help='<speaker>/<utterance>.p feature tree')
-    p.add_argument('--log-dir', default=c.LOG_DIR, help='where checkpoints and plots go')
-    p.add_argument('--epochs', type=cli.positive_int, default=c.EPOCHS, help='train up to this epoch')
-    p.add_argument('--batch-size', type=cli.positive_int, default=c.BATCH_SIZE, help='training windows per batch')
-    p.add_argument('--valid-batch-size', type=cli.positive_int, default=c.VALID_BATCH_SIZE,
-                   help='utterances per validation batch')
-    p.add_argument('--optimizer', choices=['sgd', 'adam', 'adagrad'], default=c.OPTIMIZER, help='optimizer')
-    p.add_argument('--lr', type=float, default=c.LR, help='initial (peak, with warm-up) learning rate')
-    p.add_argument('--schedule', choices=SCHEDULES, default=c.SCHEDULE,
-                   help="'plateau': cut the lr 10x when the validation loss stalls (the tutorial); 'cosine' / "
-                   "'exponential': linear warm-up, then down to MIN_LR at the last epoch, whatever validation says")
-    p.add_argument('--warmup-epochs', type=cli.non_negative_int, default=c.WARMUP_EPOCHS,
-                   help='cosine/exponential: epochs of linear lr warm-up')
+    setting = partial(cli.setting, p)  # flag, default and help of a configure.py setting
+    setting('TRAIN_FEAT_DIR')
+    setting('LOG_DIR')
+    setting('EPOCHS', type=cli.positive_int)
+    setting('BATCH_SIZE', type=cli.positive_int)
+    setting('VALID_BATCH_SIZE', type=cli.positive_int)
+    setting('OPTIMIZER', choices=['sgd', 'adam', 'adagrad'])
+    setting('LR')
+    setting('SCHEDULE', choices=SCHEDULES)
+    setting('WARMUP_EPOCHS', type=cli.non_negative_int)
     p.add_argument('--init-from', metavar='CHECKPOINT',
                    help="start a new run from this checkpoint's weights (fine-tuning); the model settings must match")
-    p.add_argument('--recipe', choices=list(c.RECIPES), default=c.RECIPE,
-                   help="'improved' sets the defaults of the flags in configure.RECIPES['improved'] (flags still win)")
-    p.add_argument('--backbone', choices=list(BACKBONES), default=c.BACKBONE, help='ResNet depth')
-    p.add_argument('--base-channels', type=cli.positive_int, default=c.BASE_CHANNELS,
-                   help='ResNet width: channels of the first layer (16 in the tutorial)')
-    p.add_argument('--embedding-size', type=cli.positive_int, default=c.EMBEDDING_SIZE, help='d-vector dimension')
-    p.add_argument('--pooling', choices=POOLINGS, default=c.POOLING,
-                   help="'avg': global average (the tutorial); 'asp': attentive statistics pooling over time")
-    p.add_argument('--loss', choices=LOSSES, default=c.LOSS,
-                   help="'softmax' (the tutorial); 'am' / 'aam': additive (angular) margin softmax on cosines")
-    p.add_argument('--margin', type=float, default=c.MARGIN, help='am/aam margin, in [0, 1)')
-    p.add_argument('--scale', type=float, default=c.SCALE, help='am/aam scale of the cosines, above 0')
-    p.add_argument('--margin-warmup', type=cli.non_negative_int, default=c.MARGIN_WARMUP,
-                   help='am/aam: epochs over which the margin grows from 0')
-    p.add_argument('--win-size', type=cli.positive_int, default=c.NUM_WIN_SIZE, help='frames per training window')
-    p.add_argument('--spec-augment', choices=['yes', 'no'], default=c.SPEC_AUGMENT,
-                   help='SpecAugment frequency and time masks on the training windows')
-    p.add_argument('--freq-mask', type=cli.non_negative_int, default=c.FREQ_MASK,
-                   help='SpecAugment: widest frequency band masked, in filters')
-    p.add_argument('--time-mask', type=cli.non_negative_int, default=c.TIME_MASK,
-                   help='SpecAugment: longest run of frames masked')
-    p.add_argument('--val-ratio', type=float, default=c.VAL_RATIO, help='percent of utterances for validation')
-    p.add_argument('--num-workers', type=int, default=c.NUM_WORKERS, help='DataLoader worker processes')
-    p.add_argument('--seed', type=int, default=c.SEED, help='seeds the split, the initial weights, the windows')
+    setting('RECIPE', choices=list(c.RECIPES))
+    setting('BACKBONE', choices=list(BACKBONES))
+    setting('BASE_CHANNELS', type=cli.positive_int)
+    setting('EMBEDDING_SIZE', type=cli.positive_int)
+    setting('POOLING', choices=POOLINGS)
+    setting('LOSS', choices=LOSSES)
+    setting('MARGIN')
+    setting('SCALE')
+    setting('MARGIN_WARMUP', type=cli.non_negative_int)
+    setting('NUM_WIN_SIZE', '--win-size', type=cli.positive_int)
+    setting('SPEC_AUGMENT', choices=['yes', 'no'])
+    setting('FREQ_MASK', type=cli.non_negative_int)
+    setting('TIME_MASK', type=cli.non_negative_int)
+    setting('VAL_RATIO', type=float)
+    setting('NUM_WORKERS')
+    setting('SEED')
     cli.add_device_arg(p)
-    p.add_argument('--precision', choices=cli.PRECISIONS, default=c.PRECISION,
-                   help="'auto': bfloat16 autocast on CPUs with bfloat16 units and on recent GPUs, float16 on older "
-                   "GPUs, float32 elsewhere; 'fp32' is the tutorial's")
-    p.add_argument('--channels-last', choices=['auto', 'yes', 'no'], default=c.CHANNELS_LAST,
-                   help="channels-last memory format for the convolutions ('auto': on the CPU)")
-    p.add_argument('--preload', choices=['auto', 'yes', 'no'], default=c.PRELOAD,
-                   help="keep the features in memory as float32 ('auto': when they fit in half the free memory); "
-                   "'no' reads each pickle for every item, as the tutorial")
-    p.add_argument('--log-interval', type=cli.positive_int, default=c.LOG_INTERVAL, help='batches between log lines')
+    setting('PRECISION', choices=cli.PRECISIONS)
+    setting('CHANNELS_LAST', choices=['auto', 'yes', 'no'])
+    setting('PRELOAD', choices=['auto', 'yes', 'no'])
+    setting('LOG_INTERVAL', type=cli.positive_int)
     p.add_argument('--resume', nargs='?', const='latest', metavar='CHECKPOINT',
                    help='continue a run: from the latest checkpoint in --log-dir, or from CHECKPOINT')
     recipe = p.parse_known_args(argv)[0].recipe

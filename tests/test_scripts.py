@@ -3,9 +3,11 @@ import re
 import shutil
 
 import pytest
-
-import configure as c
 from conftest import run_ok, run_script, write_feature_tree
+
+import cli
+import configure as c
+import train
 
 
 @pytest.fixture(scope='module')
@@ -54,3 +56,17 @@ def test_a_bad_flag_value_ends_with_a_one_line_error(tmp_path):
 def test_help_shows_the_configured_defaults(tmp_path):
     out = run_ok(tmp_path, 'train.py', '--help')
     assert '--resume [CHECKPOINT]' in out and f'(default: {c.EPOCHS})' in out
+
+
+def test_every_setting_is_described_once_in_configure_and_flags_take_that_description():
+    names = [n for n in vars(c) if n.isupper()]
+    assert set(cli.SETTING_HELP) == set(names) and all(cli.SETTING_HELP[n] for n in names)
+    assert cli.SETTING_HELP['TEST_FEAT_DIR'].endswith("files whose name contains 'enroll' enroll a speaker, the "
+                                                      "others test")  # a comment continued on the next line
+    assert cli.SETTING_HELP['HOLDOUT_SPEAKERS'] == 'speakers held out, spread evenly over the sorted speaker list'
+    p = cli.parser('')
+    action = cli.setting(p, 'NUM_WIN_SIZE', '--win-size', type=cli.positive_int)
+    assert (action.option_strings, action.default, action.help) == (['--win-size'], c.NUM_WIN_SIZE,
+                                                                    cli.SETTING_HELP['NUM_WIN_SIZE'])
+    assert cli.setting(p, 'LR').type is float and cli.setting(p, 'SEED').type is int  # from the default
+    assert train.parse_args(['--win-size', '300']).win_size == 300
