@@ -32,13 +32,12 @@ from demo_corpus import write_corpus
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
-    p.add_argument('--root', default=c.DEMO_DIR, help='everything the demo writes goes here')
-    p.add_argument('--train-speakers', type=cli.positive_int, default=c.DEMO_TRAIN_SPEAKERS, help='training voices')
-    p.add_argument('--train-utts', type=cli.positive_int, default=c.DEMO_TRAIN_UTTS, help='utterances per voice')
-    p.add_argument('--test-speakers', type=cli.positive_int, default=c.DEMO_TEST_SPEAKERS,
-                   help='test voices (enrolled and tested; unseen in training)')
-    p.add_argument('--epochs', type=cli.positive_int, default=c.DEMO_EPOCHS, help='training epochs')
-    p.add_argument('--seed', type=int, default=c.SEED, help='seeds the voices and the training')
+    cli.setting(p, 'DEMO_DIR', '--root')
+    cli.setting(p, 'DEMO_TRAIN_SPEAKERS', '--train-speakers', type=cli.positive_int)
+    cli.setting(p, 'DEMO_TRAIN_UTTS', '--train-utts', type=cli.positive_int)
+    cli.setting(p, 'DEMO_TEST_SPEAKERS', '--test-speakers', type=cli.positive_int)
+    cli.setting(p, 'DEMO_EPOCHS', '--epochs', type=cli.positive_int)
+    cli.setting(p, 'SEED')
     cli.add_device_arg(p)
     args = p.parse_args(argv)
     if args.test_speakers < 2:

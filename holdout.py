@@ -14,17 +14,15 @@ import shutil
 from pathlib import Path
 
 import cli
-import configure as c
 from DB_wav_reader import read_feats_structure
 
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
-    p.add_argument('--train-feat-dir', default=c.TRAIN_FEAT_DIR, help='<speaker>/<utterance>.p feature tree to split')
-    p.add_argument('--out', default=c.HOLDOUT_DIR, help='writes <out>/train and <out>/test here')
-    p.add_argument('--speakers', type=cli.positive_int, default=c.HOLDOUT_SPEAKERS, help='speakers to hold out')
-    p.add_argument('--enroll-utts', type=cli.positive_int, default=c.HOLDOUT_ENROLL_UTTS,
-                   help='utterances per held-out speaker that enroll it; the others test it')
+    cli.setting(p, 'TRAIN_FEAT_DIR')
+    cli.setting(p, 'HOLDOUT_DIR', '--out')
+    cli.setting(p, 'HOLDOUT_SPEAKERS', '--speakers', type=cli.positive_int)
+    cli.setting(p, 'HOLDOUT_ENROLL_UTTS', '--enroll-utts', type=cli.positive_int)
     return p.parse_args(argv)
 
 

@@ -12,7 +12,6 @@ from functools import partial
 from pathlib import Path
 
 import cli
-import configure as c
 from cohort import load_cohort
 from DB_wav_reader import speaker_test_file, split_enroll_and_test
 from dvector import embed_all, embed_file, rank_speakers, require_enrolled
@@ -26,7 +25,7 @@ def parse_args(argv=None):
     p = cli.add_scoring_args(cli.add_test_args(cli.add_model_args(cli.parser(__doc__))), sides=('test',))
     p.add_argument('--all', action='store_true',
                    help='identify every test file; report top-1 and top-5 accuracy and plot the confusion matrix')
-    p.add_argument('--results-dir', default=c.RESULTS_DIR, help='where the confusion matrix goes (with --all)')
+    cli.setting(p, 'RESULTS_DIR')
     args = p.parse_args(argv)
     if args.all and args.test_file:
         p.error('--test-file identifies one file: it does not go with --all')

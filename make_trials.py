@@ -27,9 +27,9 @@ from trials import Trial, write_trials
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
-    p.add_argument('--test-dir', default=c.TEST_FEAT_DIR, help='<speaker>/<files> test folder')
+    cli.setting(p, 'TEST_FEAT_DIR', '--test-dir')
     p.add_argument('--suffix', default=FEATURE_SUFFIX, choices=SUFFIXES, help='the kind of file to take')
-    p.add_argument('--out', default=c.TRIALS, help='the trial list to write')
+    cli.setting(p, 'TRIALS', '--out')
     p.add_argument('--piece-seconds', type=float, help='cut every test file into pieces of this many seconds')
     return p.parse_args(argv)
 

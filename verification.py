@@ -40,13 +40,13 @@ P_TARGETS = (0.01, 0.05)
 
 def parse_args(argv=None):
     p = cli.add_scoring_args(cli.add_test_args(cli.add_model_args(cli.parser(__doc__))))
-    p.add_argument('--enroll-speaker', default=c.ENROLL_SPEAKER, help='the enrolled speaker whose identity is claimed')
+    cli.setting(p, 'ENROLL_SPEAKER')
     p.add_argument('--threshold', type=float, help='accept above this score (default: the calibrated threshold of '
                    'the checkpoint for these scoring settings when one is stored, else THRESHOLD of configure.py)')
     p.add_argument('--trials', help='score this trial list instead of one trial')
     p.add_argument('--root', help="folder the trial list's paths are relative to (default: the list's folder)")
     p.add_argument('--scores', help='write `<score> <label> <enroll> <test>` per trial to this file')
-    p.add_argument('--results-dir', default=c.RESULTS_DIR, help='where the DET curve and score histogram go')
+    cli.setting(p, 'RESULTS_DIR')
     p.add_argument('--json', action='store_true', help='print the results as one JSON object')
     p.add_argument('--calibrate', action='store_true',
                    help="store the trial list's EER threshold beside the checkpoint for the single-trial mode")
