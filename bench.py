@@ -90,8 +90,9 @@ def training_throughput(DB, path, args):
     load_s = time.perf_counter() - start
     dataset = DvectorDataset(DB, {s: i for i, s in enumerate(speakers)}, feature_settings(), feats=feats)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
-    step = train.Step(device, amp_dtype, channels_last)
+    compute = train.Compute(device, amp_dtype, torch.channels_last if channels_last else torch.contiguous_format)
+    model = model.to(device, memory_format=compute.memory_format).train()
+    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     optimizer = train.create_optimizer('sgd', model.parameters(), c.LR, c.MOMENTUM, c.WEIGHT_DECAY)
     criterion = torch.nn.CrossEntropyLoss()
     n_batches = 0
@@ -100,8 +101,17 @@ def training_throughput(DB, path, args):
             if n_batches == WARMUP_BATCHES:
                 synchronize(device)
                 start = time.perf_counter()
-            _, loss = step.forward(model, inputs, targets, criterion)
-            step.backward(loss, optimizer)
+            inputs, targets = inputs.to(device, memory_format=compute.memory_format), targets.to(device)
+            with compute.autocast():  # the step of train.train_epoch
+                loss = criterion(model(inputs)[1], targets)
+            optimizer.zero_grad()
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             n_batches += 1
             if n_batches == WARMUP_BATCHES + args.batches:
                 break

@@ -1,6 +1,7 @@
 """Command-line plumbing shared by the entry scripts: flags, the device, and clean error exits."""
 import argparse
 import io
+import os
 import re
 import sys
 import tokenize
@@ -243,8 +244,13 @@ def embedding_description(precision, device, backend):
 
 
 def run(main):
-    """Run an entry script's main(); a bad input ends it with an error message instead of a traceback."""
+    """Run an entry script's main(); a bad input ends it with an error message instead of a traceback.
+
+    DVECTOR_DEBUG=1 in the environment shows the whole traceback instead, to find where the error arose.
+    """
     try:
         main()
     except (OSError, ValueError) as e:  # bad paths, files, names or settings
+        if os.environ.get('DVECTOR_DEBUG', '0') not in ('', '0'):
+            raise
         sys.exit(f"error: {e}")

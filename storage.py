@@ -1,4 +1,5 @@
 """What the stages write and read back: atomic writes, checkpoints, enrolled d-vectors."""
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -10,7 +11,11 @@ from model.model import BackgroundResNet
 from model.resnet import fold_batch_norms
 from speed import InDtype, use_channels_last
 
+# What every checkpoint holds: all that the stages need to use its model (training_checkpoint says what each is) ...
 CHECKPOINT_KEYS = {'state_dict', 'model_args', 'speakers', 'feature', 'run_id', 'epoch'}
+# ... and what train.py's checkpoints hold besides, to continue the run (a published checkpoint leaves it out)
+TRAINING_KEYS = {'scoring', 'history', 'optimizer', 'scheduler', 'scaler', 'rng_state', 'train_args', 'resolved',
+                 'train_files'}
 
 
 def atomic_write(path, write):
@@ -37,8 +42,11 @@ def atomic_save(obj, path):
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load_checkpoint(path, device='cpu'):
-    """The checkpoint dict saved by train.py, with tensors on `device`."""
+def load_checkpoint(path, device='cpu', to_resume=False):
+    """The checkpoint dict saved by train.py, with tensors on `device`.
+
+    to_resume: it must hold the training state that --resume continues from (TRAINING_KEYS).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path} (train one with train.py, or pass --checkpoint)")
@@ -48,7 +56,57 @@ def load_checkpoint(path, device='cpu'):
         raise ValueError(f"{path}: not a readable checkpoint ({e})") from e
     if not isinstance(ckpt, dict) or not CHECKPOINT_KEYS <= set(ckpt):
         raise ValueError(f"{path}: not a checkpoint written by this project's train.py")
+    if to_resume and not TRAINING_KEYS <= set(ckpt):
+        raise ValueError(f"{path}: holds no training state to resume from (a published checkpoint keeps only "
+                         "what the stages need); start a new run from its weights with --init-from")
     return ckpt
+
+
+def training_checkpoint(*, epoch, history, model, optimizer, scheduler, scaler, run_id, speakers, model_args,
+                        feature, scoring, train_args, resolved, train_files):
+    """The checkpoint train.py writes after each epoch: the model, and the state of the run to resume it."""
+    return {
+        # to use the model (CHECKPOINT_KEYS): model_from_checkpoint rebuilds it from these alone
+        'state_dict': model.state_dict(),
+        'model_args': model_args,  # BackgroundResNet(**model_args)
+        'speakers': speakers,      # the training speakers, in the order of the classifier's outputs
+        'feature': feature,        # the features it was trained on (SR_Dataset.feature_settings) and 'win_size'
+        'run_id': run_id,          # the training run and the epoch name the model: enrollments record them
+        'epoch': epoch,
+        'scoring': scoring,        # the scoring settings its recipe recommends (configure.SCORINGS)
+        # to resume the run (TRAINING_KEYS)
+        'history': history,        # one record per epoch: losses, accuracies, lr, seconds
+        'optimizer': optimizer.state_dict(),
+        'scheduler': scheduler.state_dict(),
+        'scaler': scaler.state_dict() if scaler else None,  # float16's gradient scaler, if it has one
+        'rng_state': torch.get_rng_state(),  # the random windows (and the workers' seeds) go on from here
+        'train_args': train_args,  # the settings as asked for: configure.py, then the flags
+        'resolved': resolved,      # what the run made of them where 'auto' may choose: {'precision', 'channels_last'}
+        'train_files': train_files,  # files_fingerprint of the training files: a resumed run needs the same ones
+    }
+
+
+def files_fingerprint(filenames):
+    """A digest of a set of training files: a resumed run must see the same files (and so the same split)."""
+    return hashlib.sha1('\n'.join(sorted(map(str, filenames))).encode()).hexdigest()
+
+
+def check_resume(ckpt, given, train_files):
+    """Refuse to continue the run of checkpoint ckpt with other settings or other training files than its own.
+
+    given: {setting: value} of the flags given on the command line that a resumed run takes from its
+    checkpoint; each must be the run's ('auto', or what the run resolved it to, passes too).
+    train_files: the names of the training files now.
+    """
+    asked, resolved = ckpt['train_args'], ckpt['resolved']
+    changed = [f"--{k.replace('_', '-')}" for k, v in given.items()
+               if v not in ('auto', asked[k], resolved.get(k, 'auto'))]
+    if changed:
+        raise ValueError(f"{', '.join(changed)} cannot change when resuming a run (it continues with its own "
+                         f"settings); start a new run in another --log-dir to change them")
+    if files_fingerprint(train_files) != ckpt['train_files']:
+        raise ValueError(f"the files in {asked['train_feat_dir']} changed since the run started, and with them the "
+                         "train/validation split; resume needs the same files")
 
 
 def model_from_checkpoint(ckpt, device):

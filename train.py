@@ -6,50 +6,42 @@
     python train.py --recipe improved  # attentive statistics pooling, AAM-softmax, 2 s windows, SpecAugment
     python train.py --recipe improved --init-from model_saved/checkpoint_best.pth --log-dir runs/lmft \
         --win-size 300 --margin 0.5 --margin-warmup 0 --lr 0.001 --epochs 3   # large-margin fine-tuning
+    torchrun --standalone --nproc_per_node 2 train.py   # several processes, e.g. one per GPU (distributed.py)
 
 Writes <log-dir>/checkpoint_<epoch>.pth every epoch, checkpoint_best.pth (lowest validation
 loss) and loss_plot.png.
 """
 import argparse
-import contextlib
-import hashlib
 import math
-import os
 import re
 import time
 import uuid
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
-from matplotlib.figure import Figure
 import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
+from matplotlib.figure import Figure
 from torch.optim.lr_scheduler import ReduceLROnPlateau
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import cli
 import configure as c
+import distributed
 from DB_wav_reader import read_feats_structure
-from SR_Dataset import DvectorDataset, collate_fn_feat_padded, feature_settings, load_features, preload_fits
 from losses import LOSSES, build_criterion, margin_at
 from model.model import POOLINGS, BackgroundResNet
 from model.resnet import BACKBONES
 from plots import save_figure
 from speed import use_channels_last
-from storage import atomic_save, load_checkpoint
+from SR_Dataset import DvectorDataset, collate_fn_feat_padded, feature_settings, load_features, preload_fits
+from storage import atomic_save, check_resume, files_fingerprint, load_checkpoint, training_checkpoint
 
 # Flags that --resume takes from the command line; every other setting comes from the checkpoint,
 # so that the run continues exactly (num_workers too: each worker draws its own random windows).
 RESUME_OVERRIDES = ('resume', 'epochs', 'log_dir', 'device', 'log_interval', 'preload')
 SCHEDULES = ('plateau', 'cosine', 'exponential')
-# what runs of checkpoints without these settings used
-EARLIER_RUNS = {'precision': 'fp32', 'channels_last': 'no', 'recipe': 'tutorial', 'pooling': 'avg', 'loss': 'softmax',
-                'base_channels': 16, 'spec_augment': 'no', 'freq_mask': c.FREQ_MASK, 'time_mask': c.TIME_MASK,
-                'margin': c.MARGIN, 'scale': c.SCALE, 'margin_warmup': c.MARGIN_WARMUP, 'schedule': 'plateau',
-                'init_from': None}
-TRAINING_STATE_KEYS = {'optimizer', 'scheduler', 'rng_state', 'history', 'train_args', 'train_files'}
 
 
 def parse_args(argv=None):
@@ -139,13 +131,66 @@ def scheduled_lr(progress, schedule, lr, min_lr, warmup):
     raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
-def make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats=None, rank=0, world_size=1):
+class Compute(NamedTuple):
+    """Where and how the batches run through the model: chosen once, in build_model."""
+    device: torch.device
+    amp_dtype: torch.dtype | None       # autocast to bfloat16 or float16; None: float32 throughout
+    memory_format: torch.memory_format  # torch.channels_last (oneDNN's fast layout) or torch.contiguous_format
+
+    def autocast(self):
+        """The context in which the model and the loss run in amp_dtype (autocast keeps float32 where it must)."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+
+def read_data(args, feature):
+    """(train_DB, valid_DB, speakers, feats) of the utterances in args.train_feat_dir.
+
+    The split of split_train_valid, the sorted speaker ids (the classes), and the trimmed features of
+    train_DB then valid_DB in memory as float32, or None where they are read from disk per item (--preload).
+    """
+    DB = read_feats_structure(args.train_feat_dir)
+    train_DB, valid_DB = split_train_valid(DB, args.val_ratio, args.seed)
+    speakers = sorted(DB['speaker_id'].unique())
+    files = list(train_DB['filename']) + list(valid_DB['filename'])
+    preload = args.preload == 'yes' or (args.preload == 'auto' and preload_fits(files))
+    print(f"Training set {len(train_DB)} utts, validation set {len(valid_DB)} utts, {len(speakers)} speakers "
+          f"(classes), features {'in memory' if preload else 'read from disk per item'}")
+    return train_DB, valid_DB, speakers, load_features(files, feature, keep=preload)
+
+
+def build_model(args, num_classes, feature, device, resolved=None):
+    """(net, model_args, compute, resolved): the model of args' settings, its initial weights seeded with
+    args.seed, on the device; and how the batches run through it.
+
+    resolved: {'precision', 'channels_last'} as a resumed run resolved them ('auto' may choose otherwise on
+    another machine); None: resolve args' own. Returned as resolved: never 'auto'.
+    """
+    model_args = {'embedding_size': args.embedding_size, 'num_classes': num_classes, 'backbone': args.backbone,
+                  'base_channels': args.base_channels, 'pooling': args.pooling,
+                  'head': 'linear' if args.loss == 'softmax' else 'cosine', 'n_filters': feature['n_filters']}
+    torch.manual_seed(args.seed)
+    net = BackgroundResNet(**model_args)
+    asked = resolved or {'precision': args.precision, 'channels_last': args.channels_last}
+    amp_dtype = cli.autocast_dtype(asked['precision'], device)
+    channels_last = use_channels_last(asked['channels_last'], device, net)
+    resolved = {'precision': {None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[amp_dtype],
+                'channels_last': 'yes' if channels_last else 'no'}
+    compute = Compute(device, amp_dtype, torch.channels_last if channels_last else torch.contiguous_format)
+    print(f"Recipe {args.recipe}: {args.backbone} x{args.base_channels}, pooling {args.pooling}, loss {args.loss}"
+          f"{f' (margin {args.margin}, scale {args.scale})' if args.loss != 'softmax' else ''}, "
+          f"windows of {feature['win_size']} frames, SpecAugment {args.spec_augment}; lr {args.lr} {args.schedule}"
+          f"{f' (warm-up {args.warmup_epochs} epochs)' if args.schedule != 'plateau' else ''}"
+          f"{f', weights from {args.init_from}' if args.init_from else ''}; device {device}, precision "
+          f"{resolved['precision']}, channels-last {resolved['channels_last']}")
+    return net.to(device, memory_format=compute.memory_format), model_args, compute, resolved
+
+
+def make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats=None, ddp=None):
     """Training windows (random, shuffled, SpecAugment-masked if args say) and whole validation utterances
     (padded by repetition).
 
     feats: the preloaded features of train_DB and valid_DB (in that order), or None to read files per item.
-    With several processes (torchrun), each trains on its share of every batch of args.batch_size
-    and validates on all of the validation set.
+    ddp: a distributed.Torchrun, whose process trains on its share of every batch (and validates on all).
     """
     spk_to_idx = {spk: i for i, spk in enumerate(speakers)}
     train_feats, valid_feats = (feats[:len(train_DB)], feats[len(train_DB):]) if feats else (None, None)
@@ -156,58 +201,52 @@ def make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats=None
         raise ValueError(f"{len(train_set)} training utterances, fewer than one batch of {args.batch_size}")
     # Workers are started afresh each epoch and seeded from torch's main generator, whose state the
     # checkpoints keep: that is what makes --resume exact.
-    workers = dict(num_workers=args.num_workers, pin_memory=device.type == 'cuda')
+    workers = {'num_workers': args.num_workers, 'pin_memory': device.type == 'cuda'}
     # drop_last: a last batch of one sample would break batch norm; the windows are random anyway
-    if world_size == 1:
-        train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, **workers)
+    if ddp:
+        train_loader = ddp.train_loader(train_set, args.batch_size, args.seed, **workers)
     else:
-        sampler = DistributedSampler(train_set, world_size, rank, shuffle=True, seed=args.seed, drop_last=True)
-        train_loader = DataLoader(train_set, batch_size=args.batch_size // world_size, sampler=sampler,
-                                  drop_last=True, **workers)
+        train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, drop_last=True, **workers)
     valid_loader = DataLoader(valid_set, batch_size=args.valid_batch_size, collate_fn=collate_fn_feat_padded,
                               **workers)
     return train_loader, valid_loader
 
 
-class Step:
-    """How a batch goes through the model: device, memory format, autocast dtype and gradient scaling."""
-
-    def __init__(self, device, amp_dtype, channels_last):
-        self.device, self.amp_dtype = device, amp_dtype
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-
-    def forward(self, model, inputs, targets, criterion):
-        """(logits, loss) of a batch, under autocast when a lower precision is set."""
-        inputs = inputs.to(self.device, memory_format=self.memory_format)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            _, logits = model(inputs)
-            return logits, criterion(logits, targets.to(self.device))
-
-    def backward(self, loss, optimizer):
-        optimizer.zero_grad()
-        self.scaler.scale(loss).backward()
-        self.scaler.step(optimizer)
-        self.scaler.update()
+def fixed_schedule(args):
+    """lr_at(progress in epochs) of a cosine or exponential schedule; None for 'plateau', which sets the
+    learning rate after each epoch instead."""
+    if args.schedule == 'plateau':
+        return None
+    return lambda progress: scheduled_lr(progress / args.epochs, args.schedule, args.lr, c.MIN_LR,
+                                         args.warmup_epochs / args.epochs)
 
 
-def train_epoch(model, loader, criterion, optimizer, step, epoch, log_interval, lr_at=None):
+def train_epoch(model, loader, criterion, optimizer, scaler, compute, epoch, log_interval, lr_at=None):
     """One pass over the training windows; returns (mean loss, accuracy %) (of this process's share).
 
-    lr_at(progress in epochs), when given, sets the learning rate before every batch (fixed schedules).
+    scaler: float16's torch.amp.GradScaler, or None. lr_at(progress in epochs), when given, sets the
+    learning rate before every batch (fixed schedules).
     """
     model.train()
-    if isinstance(loader.sampler, DistributedSampler):
-        loader.sampler.set_epoch(epoch)  # another shuffle every epoch
     total_loss, n_correct, n_seen = 0.0, 0, 0
     bar = tqdm(loader, desc=f'epoch {epoch}', leave=False, dynamic_ncols=True, disable=None)
-    for batch_idx, (inputs, targets) in enumerate(bar):  # (B, 1, n_filters, win_size), (B,)
+    for batch_idx, (inputs, targets) in enumerate(bar):
         if lr_at:
             for group in optimizer.param_groups:
                 group['lr'] = lr_at(epoch - 1 + batch_idx / len(loader))
-        logits, loss = step.forward(model, inputs, targets, criterion)
-        step.backward(loss, optimizer)
-        targets = targets.to(logits.device)
+        inputs = inputs.to(compute.device, memory_format=compute.memory_format)  # (B, 1, n_filters, win_size)
+        targets = targets.to(compute.device)                                    # (B,) speaker indices
+        with compute.autocast():
+            _, logits = model(inputs)                                           # (B, num_classes)
+            loss = criterion(logits, targets)
+        optimizer.zero_grad()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:  # float16: the loss scaled up, so that small gradients do not underflow to 0
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)  # unscales the gradients; skips the step if they overflowed
+            scaler.update()
 
         total_loss += loss.item() * len(targets)
         n_correct += (logits.argmax(1) == targets).sum().item()
@@ -219,38 +258,17 @@ def train_epoch(model, loader, criterion, optimizer, step, epoch, log_interval, 
     return total_loss / n_seen, 100 * n_correct / n_seen
 
 
-def start_processes(device_name, batch_size):
-    """(rank, world size, device) of this process: one of torchrun's processes when it started us, else (0, 1, ...)."""
-    device = cli.select_device(device_name)
-    world_size = int(os.environ.get('WORLD_SIZE', '1'))
-    if world_size == 1:
-        return 0, 1, device
-    if batch_size % world_size:
-        raise ValueError(f"the batch size {batch_size} must split evenly over the {world_size} processes")
-    if device.type == 'cuda':
-        device = torch.device('cuda', int(os.environ['LOCAL_RANK']))
-        torch.cuda.set_device(device)
-    dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
-    return dist.get_rank(), world_size, device
-
-
-def mean_over_processes(device, *values):
-    """The values averaged over torchrun's processes (each worked on an equal share of the data)."""
-    if not dist.is_initialized():
-        return values
-    total = torch.tensor(values, dtype=torch.float64, device=device)  # NCCL reduces only GPU tensors
-    dist.all_reduce(total)
-    return tuple((total / dist.get_world_size()).tolist())
-
-
 @torch.no_grad()
-def validate(model, loader, criterion, step):
+def validate(model, loader, criterion, compute):
     """Loss and accuracy % on whole validation utterances."""
     model.eval()
     total_loss, n_correct, n_seen = 0.0, 0, 0
     for inputs, targets in tqdm(loader, desc='validation', leave=False, dynamic_ncols=True, disable=None):
-        logits, loss = step.forward(model, inputs, targets, criterion)
-        targets = targets.to(logits.device)
+        inputs = inputs.to(compute.device, memory_format=compute.memory_format)  # (B, 1, n_filters, T)
+        targets = targets.to(compute.device)
+        with compute.autocast():
+            _, logits = model(inputs)
+            loss = criterion(logits, targets)
         total_loss += loss.item() * len(targets)
         n_correct += (logits.argmax(1) == targets).sum().item()
         n_seen += len(targets)
@@ -280,6 +298,24 @@ def plot_history(history, path):
     save_figure(fig, path)
 
 
+def save_epoch(checkpoint, history, log_dir):
+    """Write the epoch's checkpoint_<epoch>.pth, checkpoint_best.pth when it is the best so far, and the plot."""
+    epoch = history[-1]['epoch']
+    # the best first: a crash between the two writes is then repaired by resuming, which redoes this epoch
+    if best_epoch(history)['epoch'] == epoch:
+        atomic_save(checkpoint, log_dir / 'checkpoint_best.pth')
+    atomic_save(checkpoint, log_dir / f'checkpoint_{epoch}.pth')
+    plot_history(history, log_dir / 'loss_plot.png')
+
+
+def interrupted(epoch, log_dir):
+    """What to say when Ctrl-C stops the run in `epoch`: what is saved, and how to go on."""
+    if epoch == 1:
+        return "\nInterrupted in epoch 1, before any checkpoint was saved"
+    return (f"\nInterrupted in epoch {epoch}; epochs 1-{epoch - 1} are saved in {log_dir}. "
+            f"Continue with: python train.py --resume --log-dir {log_dir}")
+
+
 def latest_checkpoint(log_dir):
     """The checkpoint_<epoch>.pth of the highest epoch in log_dir, or None."""
     found = [(int(m.group(1)), p) for p in Path(log_dir).glob('checkpoint_*.pth')
@@ -288,22 +324,17 @@ def latest_checkpoint(log_dir):
 
 
 def resumed_args(args, argv):
-    """(run settings, checkpoint): the checkpoint's own settings, with only RESUME_OVERRIDES from the flags."""
+    """(run settings, checkpoint) of --resume: the checkpoint's own settings, with only RESUME_OVERRIDES from
+    the command line. Other settings, or other training files, than the run's are refused."""
     path = latest_checkpoint(args.log_dir) if args.resume == 'latest' else args.resume
     if path is None:
         raise FileNotFoundError(f"--resume: no checkpoint_<epoch>.pth in {args.log_dir} to continue from")
-    ckpt = load_checkpoint(path)
-    if not TRAINING_STATE_KEYS <= set(ckpt):
-        raise ValueError(f"{path}: holds no training state to resume from")
-    saved = {**vars(args), **EARLIER_RUNS, 'win_size': ckpt['feature']['win_size'], **ckpt['train_args']}
-    changed = [f"--{k.replace('_', '-')}" for k in cli.flags_given(argv, sorted(set(saved) - set(RESUME_OVERRIDES)))
-               if getattr(args, k) not in (saved[k], 'auto')]  # 'auto' leaves the run's resolved setting
-    if changed:
-        raise ValueError(f"{', '.join(changed)} cannot change when resuming a run (it continues with its own "
-                         f"settings); start a new run in another --log-dir to change them")
-    saved.update({k: getattr(args, k) for k in RESUME_OVERRIDES})
+    ckpt = load_checkpoint(path, to_resume=True)
+    given = {k: getattr(args, k) for k in cli.flags_given(argv, sorted(set(vars(args)) - set(RESUME_OVERRIDES)))}
+    run_args = {**ckpt['train_args'], **{k: getattr(args, k) for k in RESUME_OVERRIDES}}
+    check_resume(ckpt, given, read_feats_structure(run_args['train_feat_dir'])['filename'])
     print(f"Resuming from {path} (epoch {ckpt['epoch']})")
-    return argparse.Namespace(**saved), ckpt
+    return argparse.Namespace(**run_args), ckpt
 
 
 def check_log_dir(log_dir, run_id):
@@ -326,9 +357,24 @@ def init_weights(net, path, model_args, speakers):
     print(f"Weights from {path} (epoch {init['epoch']})")
 
 
-def files_fingerprint(DB):
-    """A digest of the list of training files: a resumed run must see the same files (and so the same split)."""
-    return hashlib.sha1('\n'.join(DB['filename']).encode()).hexdigest()
+def restore(ckpt, init_from, net, optimizer, scheduler, scaler, model_args, speakers):
+    """The history of the epochs done so far, after loading what the run goes on from.
+
+    Resuming (ckpt: the run's checkpoint), the weights, optimizer, lr scheduler, gradient scaler and
+    random generator continue where they were; a new run (ckpt None) starts from the weights of the
+    checkpoint init_from (fine-tuning), if one is given, else from the random ones.
+    """
+    if ckpt is None:
+        if init_from:
+            init_weights(net, init_from, model_args, speakers)
+        return []
+    net.load_state_dict(ckpt['state_dict'])
+    optimizer.load_state_dict(ckpt['optimizer'])
+    scheduler.load_state_dict(ckpt['scheduler'])
+    if scaler:
+        scaler.load_state_dict(ckpt['scaler'])
+    torch.set_rng_state(ckpt['rng_state'])  # the same random windows as if the run had never stopped
+    return ckpt['history']
 
 
 def main(argv=None):
@@ -336,92 +382,55 @@ def main(argv=None):
     ckpt = None
     if args.resume:
         args, ckpt = resumed_args(args, argv)
-    rank, world_size, device = start_processes(args.device, args.batch_size)
-    try:
-        with contextlib.ExitStack() as stack:
-            if rank != 0:  # the first process speaks and writes for all
-                stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, 'w'))))
-            return fit(args, ckpt, device, rank, world_size)
-    finally:
-        if world_size > 1:
-            dist.destroy_process_group()
+    device = cli.select_device(args.device)
+    if distributed.started_by_torchrun():  # one of several processes (distributed.py)
+        with distributed.Torchrun(device, args.batch_size) as ddp:
+            return fit(args, ckpt, ddp.device, ddp)
+    return fit(args, ckpt, device)
 
 
-def fit(args, ckpt, device, rank=0, world_size=1):
-    """Train (or continue training) as args say; returns the history of the epochs."""
+def fit(args, ckpt, device, ddp=None):
+    """Train (or continue training) as args say; returns the history of the epochs.
+
+    ckpt: the checkpoint of the run to continue, or None for a new run. ddp: this process's
+    distributed.Torchrun when torchrun started several, else None.
+    """
     run_id = ckpt['run_id'] if ckpt else uuid.uuid4().hex[:12]
     check_log_dir(args.log_dir, run_id)
     feature = ckpt['feature'] if ckpt else {**feature_settings(), 'win_size': args.win_size}
-
-    DB = read_feats_structure(args.train_feat_dir)
-    train_DB, valid_DB = split_train_valid(DB, args.val_ratio, args.seed)
-    speakers = sorted(DB['speaker_id'].unique())
-    if ckpt and ckpt['train_files'] != files_fingerprint(DB):
-        raise ValueError(f"the files in {args.train_feat_dir} changed since the run started, and with them the "
-                         "train/validation split; resume needs the same files")
-    amp_dtype = cli.autocast_dtype(args.precision, device)
-    args.precision = {None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[amp_dtype]  # 'auto' resolved
-    torch.manual_seed(args.seed)
-    model_args = {'embedding_size': args.embedding_size, 'num_classes': len(speakers), 'backbone': args.backbone,
-                  'base_channels': args.base_channels, 'pooling': args.pooling,
-                  'head': 'linear' if args.loss == 'softmax' else 'cosine', 'n_filters': feature['n_filters']}
-    net = BackgroundResNet(**model_args)
-    channels_last = use_channels_last(args.channels_last, device, net)
-    args.channels_last = 'yes' if channels_last else 'no'
-    net = net.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    files = list(train_DB['filename']) + list(valid_DB['filename'])
-    preload = args.preload == 'yes' or (args.preload == 'auto' and preload_fits(files))
-    print(f"Training set {len(train_DB)} utts, validation set {len(valid_DB)} utts, "
-          f"{len(speakers)} speakers (classes), device {device}, precision {args.precision}, channels-last "
-          f"{args.channels_last}, features {'in memory' if preload else 'read from disk per item'}\n"
-          f"Recipe {args.recipe}: {args.backbone} x{args.base_channels}, pooling {args.pooling}, loss {args.loss}"
-          f"{f' (margin {args.margin}, scale {args.scale})' if args.loss != 'softmax' else ''}, "
-          f"windows of {feature['win_size']} frames, SpecAugment {args.spec_augment}; lr {args.lr} {args.schedule}"
-          f"{f' (warm-up {args.warmup_epochs} epochs)' if args.schedule != 'plateau' else ''}"
-          f"{f', weights from {args.init_from}' if args.init_from else ''}")
-    feats = load_features(files, feature, keep=preload)
-
-    step = Step(device, amp_dtype, channels_last)
+    train_DB, valid_DB, speakers, feats = read_data(args, feature)
+    net, model_args, compute, resolved = build_model(args, len(speakers), feature, device,
+                                                     ckpt['resolved'] if ckpt else None)
     criterion = build_criterion(args.loss, args.margin, args.scale)
     valid_criterion = build_criterion(args.loss, 0.0, args.scale)  # without margin: comparable across epochs
     optimizer = create_optimizer(args.optimizer, net.parameters(), args.lr, c.MOMENTUM, c.WEIGHT_DECAY)
     scheduler = ReduceLROnPlateau(optimizer, 'min', patience=c.LR_PATIENCE, min_lr=c.MIN_LR)
-    lr_at = None
-    if args.schedule != 'plateau':
-        def lr_at(progress):  # progress in epochs
-            return scheduled_lr(progress / args.epochs, args.schedule, args.lr, c.MIN_LR,
-                                args.warmup_epochs / args.epochs)
-    history = []
-    if args.init_from and not ckpt:
-        init_weights(net, args.init_from, model_args, speakers)
-    if ckpt:
-        net.load_state_dict(ckpt['state_dict'])
-        optimizer.load_state_dict(ckpt['optimizer'])
-        scheduler.load_state_dict(ckpt['scheduler'])
-        torch.set_rng_state(ckpt['rng_state'])
-        step.scaler.load_state_dict(ckpt.get('scaler', {}))
-        history = ckpt['history']
-    train_loader, valid_loader = make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats, rank,
-                                              world_size)
-    # several processes: DDP averages the gradients, and starts every process from the first one's weights
-    model = net if world_size == 1 else DistributedDataParallel(net, [device] if device.type == 'cuda' else None)
+    # float16 only: its gradients would underflow without a scaled-up loss (bfloat16 has float32's range)
+    scaler = torch.amp.GradScaler(device.type) if compute.amp_dtype == torch.float16 else None
+    history = restore(ckpt, args.init_from, net, optimizer, scheduler, scaler, model_args, speakers)
+    train_loader, valid_loader = make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats, ddp)
+    model = ddp.wrap(net) if ddp else net  # DDP averages the gradients over the processes
+    lr_at = fixed_schedule(args)
+    # what every checkpoint of the run holds besides the epoch's state (storage.training_checkpoint)
+    run = {'run_id': run_id, 'speakers': speakers, 'model_args': model_args, 'feature': feature,
+           'train_args': vars(args), 'resolved': resolved, 'scoring': c.SCORINGS.get(args.recipe, {}),
+           'train_files': files_fingerprint(list(train_DB['filename']) + list(valid_DB['filename']))}
 
     log_dir = Path(args.log_dir)
     for epoch in range(len(history) + 1, args.epochs + 1):
         start = time.time()
         if args.loss != 'softmax':
             criterion.margin = margin_at(epoch, args.margin, args.margin_warmup)
+        if ddp:
+            ddp.start_epoch(train_loader, epoch)
         try:
-            train_loss, train_acc = mean_over_processes(device, *train_epoch(
-                model, train_loader, criterion, optimizer, step, epoch, args.log_interval, lr_at))
-            # every process validates on all of it, but with its own batch-norm statistics: the mean makes
-            # the learning-rate schedule the same everywhere
-            valid_loss, valid_acc = mean_over_processes(device, *validate(net, valid_loader, valid_criterion, step))
+            train_loss, train_acc = train_epoch(model, train_loader, criterion, optimizer, scaler, compute, epoch,
+                                                args.log_interval, lr_at)
+            valid_loss, valid_acc = validate(net, valid_loader, valid_criterion, compute)
         except KeyboardInterrupt:
-            if epoch == 1:
-                raise SystemExit("\nInterrupted in epoch 1, before any checkpoint was saved") from None
-            raise SystemExit(f"\nInterrupted in epoch {epoch}; epochs 1-{epoch - 1} are saved in {log_dir}. "
-                             f"Continue with: python train.py --resume --log-dir {log_dir}") from None
+            raise SystemExit(interrupted(epoch, log_dir)) from None
+        if ddp:  # every process trained on its share, and validated with its own batch-norm statistics
+            train_loss, train_acc, valid_loss, valid_acc = ddp.mean(train_loss, train_acc, valid_loss, valid_acc)
         lr = optimizer.param_groups[0]['lr']  # the epoch's last
         if args.schedule == 'plateau':
             scheduler.step(valid_loss)
@@ -429,20 +438,9 @@ def fit(args, ckpt, device, rank=0, world_size=1):
                         'valid_acc': valid_acc, 'lr': lr, 'seconds': time.time() - start})
         print(f"Epoch {epoch:3d}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
               f"validation loss {valid_loss:.4f} acc {valid_acc:.2f}% | lr {lr:g} | {time.time() - start:.0f} s")
-
-        if rank != 0:
-            continue
-        checkpoint = {'epoch': epoch, 'run_id': run_id, 'state_dict': net.state_dict(),
-                      'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
-                      'rng_state': torch.get_rng_state(), 'scaler': step.scaler.state_dict(), 'history': history,
-                      'speakers': speakers, 'model_args': model_args, 'feature': feature, 'train_args': vars(args),
-                      'scoring': c.SCORINGS.get(args.recipe, {}),
-                      'train_files': files_fingerprint(DB)}
-        # the best first: a crash between the two writes is then repaired by resuming, which redoes this epoch
-        if best_epoch(history)['epoch'] == epoch:
-            atomic_save(checkpoint, log_dir / 'checkpoint_best.pth')
-        atomic_save(checkpoint, log_dir / f'checkpoint_{epoch}.pth')
-        plot_history(history, log_dir / 'loss_plot.png')
+        if ddp is None or ddp.is_first:  # one process writes for all
+            save_epoch(training_checkpoint(epoch=epoch, history=history, model=net, optimizer=optimizer,
+                                           scheduler=scheduler, scaler=scaler, **run), history, log_dir)
 
     if history:
         best = best_epoch(history)

@@ -1,8 +1,16 @@
-"""The d-vector model: ResNet backbone -> pooling over time -> d-vector -> speaker logits (or cosines)."""
+"""The d-vector model: ResNet backbone -> pooling over time -> d-vector -> speaker logits (or cosines).
+
+    python model/model.py     # the shape of each tensor of a dummy batch on its way through the model
+"""
+import sys
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+if __name__ == '__main__':  # run as a script: import from the repository, not from model/ (which has a model.py)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 from model.resnet import build_resnet
 
 POOLINGS = ('avg', 'asp')
@@ -90,3 +98,49 @@ class BackgroundResNet(nn.Module):
             if self.head == 'linear':
                 return embedding, self.last(F.relu(self.bn0(embedding.float())))
             return embedding, self.last(embedding.float())
+
+
+def traced_shapes(model, x):
+    """[(step, shape, what its axes are)] of the tensors that a batch x (B, 1, F, T) gives on its way
+    through the model; F: n_filters, T: frames, C: the backbone's output channels (model.backbone.out_channels)."""
+    pooling, pooled = {'avg': ('pooling: average over F and T', '(B, C)'),
+                       'asp': ('pooling: attentive statistics over T', '(B, 2 C F/8)')}[model.pooling]
+    folded = [(model.pool, 'frequency folded into channels', True, '(B, C F/8, T/8)')] if model.pooling == 'asp' else []
+    steps = [  # (module, step, whether the tensor is the module's input (else its output), its axes)
+        (model.backbone.conv1, 'backbone.conv1: 7x7, stride 1', False, '(B, channels, F, T)'),
+        (model.backbone.layer1, 'backbone.layer1', False, '(B, channels, F, T)'),
+        (model.backbone.layer2, 'backbone.layer2', False, '(B, channels, F/2, T/2)'),
+        (model.backbone.layer3, 'backbone.layer3', False, '(B, channels, F/4, T/4)'),
+        (model.backbone.layer4, 'backbone.layer4', False, '(B, C, F/8, T/8)'),
+        *folded,
+        (model.fc0, pooling, True, pooled),
+        (model.fc0, 'fc0: the d-vector', False, '(B, embedding_size)'),
+        (model.last, f"last: speaker {'logits' if model.head == 'linear' else 'cosines'}", False, '(B, num_classes)'),
+    ]
+    shapes = [('input: log-fbank windows', tuple(x.shape), '(B, 1, F, T)')]
+
+    def record(step, of_input, what):
+        def hook(module, inputs, output):
+            shapes.append((step, tuple((inputs[0] if of_input else output).shape), what))
+        return hook
+
+    hooks = [module.register_forward_hook(record(step, of_input, what)) for module, step, of_input, what in steps]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return shapes
+
+
+if __name__ == '__main__':
+    import configure as c
+    num_classes = 200  # the speakers of the ETRI training set; train.py takes them from the data
+    model = BackgroundResNet(c.EMBEDDING_SIZE, num_classes, c.BACKBONE, c.BASE_CHANNELS, c.POOLING,
+                             'linear' if c.LOSS == 'softmax' else 'cosine', c.FILTER_BANK).eval()
+    x = torch.randn(2, 1, c.FILTER_BANK, c.NUM_WIN_SIZE)  # a batch of two training windows
+    print(f"BackgroundResNet of configure.py's settings: {c.BACKBONE} x{c.BASE_CHANNELS}, pooling {c.POOLING}, "
+          f"{num_classes} speakers; {sum(p.numel() for p in model.parameters()):,} parameters")
+    for step, shape, what in traced_shapes(model, x):
+        print(f"  {step:38s} {shape!s:18} {what}")

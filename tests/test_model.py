@@ -1,9 +1,10 @@
 """The ResNet backbones and the d-vector model."""
 import pytest
 import torch
+from conftest import run_ok
 
 import storage
-from model.model import AttentiveStatsPool, BackgroundResNet
+from model.model import AttentiveStatsPool, BackgroundResNet, traced_shapes
 from model.resnet import BACKBONES, build_resnet
 
 
@@ -124,3 +125,19 @@ def test_folding_batch_norms_keeps_the_d_vectors_with_attentive_pooling():
     with torch.no_grad():
         expected = model.embed(x)
         torch.testing.assert_close(storage.for_inference(model, 'cpu').embed(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_the_model_file_runs_on_a_dummy_batch_and_shows_each_shape(tmp_path):
+    out = run_ok(tmp_path, 'model/model.py')  # configure.py's settings: resnet18 x16, average pooling, 100 frames
+    shapes = [line.split(')')[0].split('(')[-1] for line in out.splitlines()[1:]]
+    assert shapes == ['2, 1, 40, 100', '2, 16, 40, 100', '2, 16, 40, 100', '2, 32, 20, 50', '2, 64, 10, 25',
+                      '2, 128, 5, 13', '2, 128', '2, 128', '2, 200'], out
+    assert 'backbone.layer4' in out and 'fc0: the d-vector' in out and 'last: speaker logits' in out
+
+
+def test_traced_shapes_follow_attentive_pooling():
+    model = BackgroundResNet(embedding_size=32, num_classes=5, base_channels=8, pooling='asp', head='cosine').eval()
+    steps = {step: shape for step, shape, _ in traced_shapes(model, torch.randn(3, 1, 40, 60))}
+    assert steps['frequency folded into channels'] == (3, 64 * 5, 8)  # (B, C F/8, T/8)
+    assert steps['pooling: attentive statistics over T'] == (3, 2 * 64 * 5)
+    assert steps['last: speaker cosines'] == (3, 5)

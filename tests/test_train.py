@@ -10,10 +10,12 @@ import torch
 
 import cli
 import configure
+import storage
 import train
 from conftest import REPO, write_feature, write_feature_tree
 from DB_wav_reader import read_feats_structure
-from SR_Dataset import FeatureFileError
+from model.model import BackgroundResNet
+from SR_Dataset import FeatureFileError, feature_settings
 from storage import atomic_write, load_checkpoint, model_from_checkpoint
 
 
@@ -57,7 +59,10 @@ def test_checkpoints_hold_everything_needed_to_use_them(trained):
     assert ckpt['model_args'] == {'embedding_size': 128, 'num_classes': 4, 'backbone': 'resnet18', 'base_channels': 16,
                                   'pooling': 'avg', 'head': 'linear', 'n_filters': 40}
     assert ckpt['feature']['n_filters'] == 40 and ckpt['feature']['trim_frames'] == 50
-    assert {'optimizer', 'scheduler', 'rng_state', 'train_args'} <= set(ckpt)
+    assert set(ckpt) == storage.CHECKPOINT_KEYS | storage.TRAINING_KEYS
+    # the settings as asked for ('auto'), and apart from them what this run made of them
+    assert ckpt['train_args']['precision'] == 'auto' and ckpt['train_args']['channels_last'] == 'auto'
+    assert ckpt['resolved']['precision'] in ('fp32', 'bf16') and ckpt['resolved']['channels_last'] == 'yes'
     best = min(ckpt['history'], key=lambda h: h['valid_loss'])['epoch']
     assert load_checkpoint(trained / 'checkpoint_best.pth')['epoch'] == best
     assert (trained / 'loss_plot.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
@@ -71,10 +76,11 @@ def test_the_model_rebuilt_from_a_checkpoint_is_the_trained_one(trained, feature
     args = argparse.Namespace(**ckpt['train_args'])
     cpu = torch.device('cpu')
     _, valid_loader = train.make_loaders(train_DB, valid_DB, ckpt['speakers'], ckpt['feature'], args, cpu)
-    channels_last = args.channels_last == 'yes'  # as trained: the same kernels give the same numbers
-    step = train.Step(cpu, cli.autocast_dtype(args.precision, cpu), channels_last)
-    model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    loss, accuracy = train.validate(model, valid_loader, torch.nn.CrossEntropyLoss(), step)
+    resolved = ckpt['resolved']  # as trained: the same kernels give the same numbers
+    memory_format = torch.channels_last if resolved['channels_last'] == 'yes' else torch.contiguous_format
+    compute = train.Compute(cpu, cli.autocast_dtype(resolved['precision'], cpu), memory_format)
+    model = model.to(memory_format=memory_format)
+    loss, accuracy = train.validate(model, valid_loader, torch.nn.CrossEntropyLoss(), compute)
     assert loss == pytest.approx(ckpt['history'][-1]['valid_loss'], rel=1e-5)
     assert accuracy == ckpt['history'][-1]['valid_acc']
 
@@ -156,6 +162,41 @@ def test_resume_refuses_changed_training_files(tmp_path):
         run(tree, tmp_path / 'log', '--epochs', '2', '--resume')
 
 
+def test_resume_accepts_what_the_run_resolved_and_refuses_other_values(trained, feature_tree):
+    resolved = load_checkpoint(trained / 'checkpoint_2.pth')['resolved']
+    other = 'no' if resolved['channels_last'] == 'yes' else 'yes'
+    for value in ('auto', resolved['channels_last']):  # --epochs 2: nothing left to train
+        assert len(run(feature_tree, trained, '--epochs', '2', '--resume', '--channels-last', value)) == 2
+    with pytest.raises(ValueError, match='--channels-last cannot change when resuming'):
+        run(feature_tree, trained, '--epochs', '2', '--resume', '--channels-last', other)
+
+
+def test_a_resumed_run_keeps_what_it_resolved(trained, feature_tree, tmp_path):
+    """'auto' may choose otherwise on another machine: a resumed run goes on with the choice it made."""
+    ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
+    ckpt['resolved'] = {'precision': 'fp32', 'channels_last': 'no'}  # not what 'auto' chooses on a CPU
+    torch.save(ckpt, tmp_path / 'checkpoint_2.pth')
+    run(feature_tree, tmp_path, '--epochs', '3', '--resume')
+    resumed = load_checkpoint(tmp_path / 'checkpoint_3.pth')
+    assert resumed['resolved'] == {'precision': 'fp32', 'channels_last': 'no'}
+    assert resumed['train_args']['precision'] == resumed['train_args']['channels_last'] == 'auto'
+
+
+def test_a_published_checkpoint_cannot_be_resumed(feature_tree, tmp_path):
+    with pytest.raises(ValueError, match='holds no training state to resume from.*--init-from'):
+        run(feature_tree, tmp_path, '--resume', str(REPO / 'pretrained' / 'dvector_etri200_improved.pth'))
+
+
+def test_the_resume_check_compares_settings_and_the_set_of_files(trained):
+    ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
+    files = list(read_feats_structure(ckpt['train_args']['train_feat_dir'])['filename'])
+    storage.check_resume(ckpt, {'lr': ckpt['train_args']['lr'], 'precision': 'auto'}, files[::-1])  # any order
+    with pytest.raises(ValueError, match='^--lr cannot change'):
+        storage.check_resume(ckpt, {'lr': 0.5}, files)
+    with pytest.raises(ValueError, match='changed since the run started'):
+        storage.check_resume(ckpt, {}, files[1:])
+
+
 def test_resume_takes_the_runs_own_settings(feature_tree, tmp_path):
     run(feature_tree, tmp_path, '--epochs', '1', '--embedding-size', '32')
     run(feature_tree, tmp_path, '--epochs', '2', '--resume')  # default flags say 128
@@ -186,10 +227,10 @@ def test_unusable_training_files_are_all_reported_before_training(tmp_path):
 def test_interrupted_run_keeps_its_checkpoints_and_resumes(feature_tree, tmp_path, monkeypatch):
     real_train_epoch = train.train_epoch
 
-    def interrupted_in_epoch_2(*args):
-        if args[5] == 2:
+    def interrupted_in_epoch_2(model, loader, criterion, optimizer, scaler, compute, epoch, *rest):
+        if epoch == 2:
             raise KeyboardInterrupt
-        return real_train_epoch(*args)
+        return real_train_epoch(model, loader, criterion, optimizer, scaler, compute, epoch, *rest)
 
     monkeypatch.setattr(train, 'train_epoch', interrupted_in_epoch_2)
     with pytest.raises(SystemExit, match='Interrupted in epoch 2; epochs 1-1 are saved.*--resume --log-dir'):
@@ -268,20 +309,6 @@ def test_margin_loss_and_masking_settings_must_make_sense(flags, capsys):
     assert flags[0] in capsys.readouterr().err
 
 
-def test_a_checkpoint_from_before_the_recipe_options_loads_and_resumes(trained, feature_tree, tmp_path):
-    ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
-    new_keys = ('recipe', 'pooling', 'loss', 'margin', 'scale', 'margin_warmup', 'base_channels', 'win_size',
-                'spec_augment', 'freq_mask', 'time_mask')
-    ckpt['model_args'] = {k: ckpt['model_args'][k] for k in ('embedding_size', 'num_classes', 'backbone')}
-    ckpt['train_args'] = {k: v for k, v in ckpt['train_args'].items() if k not in new_keys}
-    ckpt['train_args']['log_dir'] = str(tmp_path)
-    torch.save(ckpt, tmp_path / 'checkpoint_2.pth')
-    assert model_from_checkpoint(load_checkpoint(tmp_path / 'checkpoint_2.pth'), 'cpu').pooling == 'avg'
-    history = run(feature_tree, tmp_path, '--epochs', '3', '--resume')
-    assert [h['epoch'] for h in history] == [1, 2, 3]
-    assert load_checkpoint(tmp_path / 'checkpoint_3.pth')['train_args']['loss'] == 'softmax'
-
-
 def test_fixed_schedules_warm_up_then_fall_to_the_floor():
     lr = [train.scheduled_lr(p / 100, 'cosine', 0.1, 1e-4, 0.1) for p in range(101)]
     assert lr[0] == 0 and lr[10] == pytest.approx(0.1)       # linear warm-up over the first 10 %
@@ -322,3 +349,24 @@ def test_a_fixed_schedule_run_resumes_exactly_from_a_middle_checkpoint(feature_t
     resumed = run(feature_tree, tmp_path / 'b', *flags, '--resume', str(tmp_path / 'b' / 'checkpoint_2.pth'))
     assert [h['lr'] for h in resumed] == [h['lr'] for h in straight]
     assert [h['valid_loss'] for h in resumed] == [h['valid_loss'] for h in straight]
+
+
+def test_the_float16_gradient_scaler_takes_the_same_step(feature_tree):
+    """train_epoch's GradScaler branch (float16 runs on CUDA), run here in float32 on the CPU: scaling the loss by
+    a power of 2 and the gradients back is exact, so the weights end as without a scaler."""
+    DB = read_feats_structure(feature_tree / 'train')
+    speakers = sorted(DB['speaker_id'].unique())
+    args = train.parse_args(['--batch-size', '8', '--device', 'cpu'])
+    cpu = torch.device('cpu')
+    compute = train.Compute(cpu, None, torch.contiguous_format)
+    weights = []
+    for scaler in (None, torch.amp.GradScaler('cpu', init_scale=2.0 ** 10)):
+        torch.manual_seed(0)
+        model = BackgroundResNet(16, len(speakers), base_channels=8)
+        loader, _ = train.make_loaders(DB, DB, speakers, {**feature_settings(), 'win_size': 50}, args, cpu)
+        optimizer = train.create_optimizer('sgd', model.parameters(), 0.1, 0.9, 1e-4)
+        train.train_epoch(model, loader, torch.nn.CrossEntropyLoss(), optimizer, scaler, compute, 1, 100)
+        weights.append(model.state_dict())
+    assert scaler.get_scale() == 2.0 ** 10  # no overflow: every step was taken
+    for name in weights[0]:
+        assert torch.equal(weights[0][name], weights[1][name]), name
