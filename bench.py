@@ -34,9 +34,10 @@ import configure as c
 import train
 from DB_wav_reader import read_feats_structure
 from dvector import embed_all, split_segments
+from features import feature_settings, read_MFB
 from model.model import BackgroundResNet
 from onnx_backend import OnnxEmbedder, export_bytes
-from SR_Dataset import DvectorDataset, feature_settings, load_features, read_MFB, to_input
+from SR_Dataset import DvectorDataset, load_features, to_input
 from speed import use_channels_last
 from storage import for_inference
 

@@ -32,7 +32,8 @@ from tqdm import tqdm
 import cli
 import configure as c
 from DB_wav_reader import read_feats_structure
-from SR_Dataset import DvectorDataset, collate_fn_feat_padded, feature_settings, load_features, preload_fits
+from features import feature_settings
+from SR_Dataset import DvectorDataset, collate_fn_feat_padded, load_features, preload_fits
 from losses import LOSSES, build_criterion, margin_at
 from model.model import POOLINGS, BackgroundResNet
 from model.resnet import BACKBONES

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 
 from DB_wav_reader import is_enroll_file, utterance_files
 from dvector import embed_all, normalise_scores
-from features import SUFFIXES, file_features, is_utterance_file, recipe
-from SR_Dataset import FeatureFileError, trim_edges
+from features import SUFFIXES, FeatureFileError, file_features, is_utterance_file, recipe, trim_edges
 from storage import atomic_write
 
 PIECE = re.compile(r'(?P<file>.+)@(?P<start>\d+(?:\.\d+)?)-(?P<end>\d+(?:\.\d+)?)')

@@ -20,8 +20,8 @@ import cli
 import enroll
 from conftest import REPO, model_args, run_ok
 from model.model import BackgroundResNet
+from features import feature_settings
 from onnx_backend import weights_hash
-from SR_Dataset import feature_settings
 from storage import atomic_save, load_checkpoint
 
 

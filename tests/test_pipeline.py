@@ -12,7 +12,7 @@ from bench import segment_by_segment
 from conftest import model_args, write_feature, write_feature_tree
 import dvector
 from dvector import embed_file, embed_utterance, embed_utterances, split_segments
-from SR_Dataset import FeatureFileError
+from features import FeatureFileError
 from storage import atomic_save, load_model
 
 

@@ -13,7 +13,7 @@ import configure
 import train
 from conftest import REPO, write_feature, write_feature_tree
 from DB_wav_reader import read_feats_structure
-from SR_Dataset import FeatureFileError
+from features import FeatureFileError
 from storage import atomic_write, load_checkpoint, model_from_checkpoint
 
 

@@ -12,8 +12,7 @@ import make_trials
 import verification
 from conftest import model_args, write_feature, write_feature_tree
 from dvector import embed_utterance
-from features import log_fbank
-from SR_Dataset import FeatureFileError
+from features import FeatureFileError, log_fbank
 from storage import load_model, threshold_path
 from test_feature_extraction import voice
 
