@@ -37,9 +37,9 @@ from dvector import embed_all, split_segments
 from features import feature_settings, read_MFB
 from model.model import BackgroundResNet
 from onnx_backend import OnnxEmbedder, export_bytes
+from speed import (Step, autocast_dtype, embedding_description, embedding_dtype, for_inference, select_device,
+                   use_channels_last)
 from SR_Dataset import DvectorDataset, load_features, to_input
-from speed import use_channels_last
-from storage import for_inference
 
 WARMUP_BATCHES = 3
 PATHS = ('tutorial', 'fast fp32', 'fast')
@@ -68,21 +68,21 @@ def training_settings(path, device, model):
     """(autocast dtype, channels_last) of a training path on this device."""
     if path == 'tutorial':
         return None, False
-    amp_dtype = cli.autocast_dtype(c.PRECISION, device) if path == 'fast' else None
+    amp_dtype = autocast_dtype(c.PRECISION, device) if path == 'fast' else None
     return amp_dtype, use_channels_last(c.CHANNELS_LAST, device, model)
 
 
 def embedding_settings(path, backend, device):
     """(backend, dtype) an embedding path runs its backbone with on this device; backend: the 'fast' path's."""
     if path == 'fast':
-        return backend, cli.embedding_dtype(c.EMBED_PRECISION, device, backend)
+        return backend, embedding_dtype(c.EMBED_PRECISION, device, backend)
     return 'onnx' if path == 'onnx fp32' else 'torch', torch.float32
 
 
 def training_throughput(DB, path, args):
     """{samples_per_s, load_s, peak_mb} of training steps on DB by one of PATHS."""
     torch.manual_seed(0)
-    device = cli.select_device(args.device)
+    device = select_device(args.device)
     speakers = sorted(DB['speaker_id'].unique())
     model = BackgroundResNet(c.EMBEDDING_SIZE, len(speakers), args.backbone)
     amp_dtype, channels_last = training_settings(path, device, model)
@@ -92,7 +92,7 @@ def training_throughput(DB, path, args):
     dataset = DvectorDataset(DB, {s: i for i, s in enumerate(speakers)}, feature_settings(), feats=feats)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format).train()
-    step = train.Step(device, amp_dtype, channels_last)
+    step = Step(device, amp_dtype, channels_last)
     optimizer = train.create_optimizer('sgd', model.parameters(), c.LR, c.MOMENTUM, c.WEIGHT_DECAY)
     criterion = torch.nn.CrossEntropyLoss()
     n_batches = 0
@@ -120,7 +120,7 @@ def segment_by_segment(model, feat, segment_frames, device):
 
 def embedding_throughput(files, path, args):
     """{utts_per_s, frames_per_s, segments, peak_mb} of embedding files (read beforehand) by one of PATHS."""
-    device = cli.select_device(args.device)
+    device = select_device(args.device)
     feats = {f: read_MFB(f) for f in files}
     model = BackgroundResNet(c.EMBEDDING_SIZE, 10, args.backbone).to(device).eval()
     backend, dtype = embedding_settings(path, args.backend, device)
@@ -187,7 +187,7 @@ def in_fresh_process(function, *arguments):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = cli.select_device(args.device)
+    device = select_device(args.device)
     DB = read_feats_structure(args.train_feat_dir)
     DB = DB.sample(n=min(args.utts, len(DB)), random_state=0).reset_index(drop=True)
     if len(DB) < args.batch_size:
@@ -197,7 +197,7 @@ def main(argv=None):
           f"{torch.backends.cpu.get_cpu_capability()}); {args.backbone}; {len(DB)} utterances of "
           f"{DB['speaker_id'].nunique()} speakers from {args.train_feat_dir}")
     print(f"Fast path settings here: training precision {amp_dtype or 'float32'}, channels-last {channels_last}, "
-          f"embedding precision {cli.embedding_description(c.EMBED_PRECISION, device, args.backend)}")
+          f"embedding precision {embedding_description(c.EMBED_PRECISION, device, args.backend)}")
     train_flops = gflops_per_sample(args.backbone, c.NUM_WIN_SIZE, train_step=True)
     embed_flops = gflops_per_sample(args.backbone, c.TEST_FRAMES, train_step=False)
     print(f"Model FLOPs: {embed_flops:.2f} GFLOP forward per {c.NUM_WIN_SIZE}-frame sample, {train_flops:.2f} "

@@ -33,12 +33,12 @@ import cli
 import configure as c
 from DB_wav_reader import read_feats_structure
 from features import feature_settings
-from SR_Dataset import DvectorDataset, collate_fn_feat_padded, load_features, preload_fits
+from SR_Dataset import DvectorDataset, collate_fn_feat_padded, load_features
 from losses import LOSSES, build_criterion, margin_at
 from model.model import POOLINGS, BackgroundResNet
 from model.resnet import BACKBONES
 from plots import save_figure
-from speed import use_channels_last
+from speed import PRECISIONS, Step, autocast_dtype, preload_fits, select_device, use_channels_last
 from storage import atomic_save, load_checkpoint
 
 # Flags that --resume takes from the command line; every other setting comes from the checkpoint,
@@ -84,7 +84,7 @@ def parse_args(argv=None):
     setting('NUM_WORKERS')
     setting('SEED')
     cli.add_device_arg(p)
-    setting('PRECISION', choices=cli.PRECISIONS)
+    setting('PRECISION', choices=PRECISIONS)
     setting('CHANNELS_LAST', choices=['auto', 'yes', 'no'])
     setting('PRELOAD', choices=['auto', 'yes', 'no'])
     setting('LOG_INTERVAL', type=cli.positive_int)
@@ -170,28 +170,6 @@ def make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats=None
     return train_loader, valid_loader
 
 
-class Step:
-    """How a batch goes through the model: device, memory format, autocast dtype and gradient scaling."""
-
-    def __init__(self, device, amp_dtype, channels_last):
-        self.device, self.amp_dtype = device, amp_dtype
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-
-    def forward(self, model, inputs, targets, criterion):
-        """(logits, loss) of a batch, under autocast when a lower precision is set."""
-        inputs = inputs.to(self.device, memory_format=self.memory_format)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            _, logits = model(inputs)
-            return logits, criterion(logits, targets.to(self.device))
-
-    def backward(self, loss, optimizer):
-        optimizer.zero_grad()
-        self.scaler.scale(loss).backward()
-        self.scaler.step(optimizer)
-        self.scaler.update()
-
-
 def train_epoch(model, loader, criterion, optimizer, step, epoch, log_interval, lr_at=None):
     """One pass over the training windows; returns (mean loss, accuracy %) (of this process's share).
 
@@ -222,7 +200,7 @@ def train_epoch(model, loader, criterion, optimizer, step, epoch, log_interval, 
 
 def start_processes(device_name, batch_size):
     """(rank, world size, device) of this process: one of torchrun's processes when it started us, else (0, 1, ...)."""
-    device = cli.select_device(device_name)
+    device = select_device(device_name)
     world_size = int(os.environ.get('WORLD_SIZE', '1'))
     if world_size == 1:
         return 0, 1, device
@@ -360,7 +338,7 @@ def fit(args, ckpt, device, rank=0, world_size=1):
     if ckpt and ckpt['train_files'] != files_fingerprint(DB):
         raise ValueError(f"the files in {args.train_feat_dir} changed since the run started, and with them the "
                          "train/validation split; resume needs the same files")
-    amp_dtype = cli.autocast_dtype(args.precision, device)
+    amp_dtype = autocast_dtype(args.precision, device)
     args.precision = {None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[amp_dtype]  # 'auto' resolved
     torch.manual_seed(args.seed)
     model_args = {'embedding_size': args.embedding_size, 'num_classes': len(speakers), 'backbone': args.backbone,

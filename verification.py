@@ -32,6 +32,7 @@ from dvector import cosine_score, embed_file, normalise_scores, require_enrolled
 from features import recipe, require_utterance_file
 from metrics import compute_eer, compute_min_dcf
 from plots import plot_det, plot_score_histogram
+from speed import embedding_description, select_device
 from storage import atomic_write, load_enrollment, load_model, load_threshold, save_threshold, threshold_path
 from trials import TrialEmbedder, missing_paths, read_trials, score_trials, trial_identification
 
@@ -152,7 +153,7 @@ def verify_trials(args, model, ckpt, device):
     scores = score_trials(embedder, trials, cohort, args.cohort_top)
     labels = [t.label for t in trials]
     summary = {**summarize(trials, scores), 'vad': args.vad, 'level': args.level, **cli.scoring_record(args)}
-    summary['embedding_dtype'] = cli.embedding_description(args.precision, device, args.backend)
+    summary['embedding_dtype'] = embedding_description(args.precision, device, args.backend)
     name = Path(args.trials).stem
     results = Path(args.results_dir)
     summary['det_curve'] = str(results / f'{name}_det.png')
@@ -176,7 +177,7 @@ def verify_trials(args, model, ckpt, device):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = cli.select_device(args.device)
+    device = select_device(args.device)
     model, ckpt = load_model(args.checkpoint, device, args.precision, args.backend)
     cli.recommended_scoring(args, argv, ckpt)
     if args.trials:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import storage
+import speed
 from model.model import AttentiveStatsPool, BackgroundResNet
 from model.resnet import BACKBONES, build_resnet
 
@@ -49,7 +49,7 @@ def test_folding_batch_norms_keeps_the_d_vectors(backbone):
     x = torch.randn(4, 1, 40, 130)
     with torch.no_grad():
         expected = model.embed(x)
-        fast = storage.for_inference(model, 'cpu')
+        fast = speed.for_inference(model, 'cpu')
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.backbone.modules())
         torch.testing.assert_close(fast.embed(x), expected, atol=1e-4, rtol=1e-4)
 
@@ -62,7 +62,7 @@ def test_a_bfloat16_backbone_embeds_like_the_float32_one():
     x = torch.randn(6, 1, 40, 100)
     with torch.no_grad():
         expected = torch.nn.functional.normalize(model.embed(x))
-        fast = storage.for_inference(model, 'cpu', torch.bfloat16)
+        fast = speed.for_inference(model, 'cpu', torch.bfloat16)
         assert {p.dtype for p in fast.backbone.module.parameters()} == {torch.bfloat16}
         assert {p.dtype for p in fast.backbone.exact.parameters()} == {torch.float32}  # for segments under 9 frames
         got = fast.embed(x)
@@ -123,4 +123,4 @@ def test_folding_batch_norms_keeps_the_d_vectors_with_attentive_pooling():
     x = torch.randn(3, 1, 40, 120)
     with torch.no_grad():
         expected = model.embed(x)
-        torch.testing.assert_close(storage.for_inference(model, 'cpu').embed(x), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(speed.for_inference(model, 'cpu').embed(x), expected, atol=1e-4, rtol=1e-4)

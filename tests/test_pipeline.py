@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-import cli
 import configure
 import enroll
 import identification
+import speed
 import verification
 from bench import segment_by_segment
 from conftest import model_args, write_feature, write_feature_tree
@@ -190,11 +190,11 @@ def test_bfloat16_embedding_is_close_to_float32_and_fp32_is_one_flag_away(traine
 def test_embedding_precision_auto_is_bfloat16_only_where_it_is_fast(monkeypatch):
     cpu = torch.device('cpu')
     for fast, expected in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(cli, 'bfloat16_is_fast', lambda device, fast=fast: fast)
-        assert cli.embedding_dtype('auto', cpu) == expected
-    assert cli.embedding_dtype('fp32', cpu) == torch.float32 and cli.embedding_dtype('bf16', cpu) == torch.bfloat16
+        monkeypatch.setattr(speed, 'bfloat16_is_fast', lambda device, fast=fast: fast)
+        assert speed.embedding_dtype('auto', cpu) == expected
+    assert speed.embedding_dtype('fp32', cpu) == torch.float32 and speed.embedding_dtype('bf16', cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="unknown embedding precision 'fp16' .EMBED_PRECISION of configure.py"):
-        cli.embedding_dtype('fp16', cpu)
+        speed.embedding_dtype('fp16', cpu)
 
 
 def test_enrolling_averages_several_files(trained, tmp_path):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import cli
 import configure
+import speed
 import train
 from conftest import REPO, write_feature, write_feature_tree
 from DB_wav_reader import read_feats_structure
@@ -72,7 +72,7 @@ def test_the_model_rebuilt_from_a_checkpoint_is_the_trained_one(trained, feature
     cpu = torch.device('cpu')
     _, valid_loader = train.make_loaders(train_DB, valid_DB, ckpt['speakers'], ckpt['feature'], args, cpu)
     channels_last = args.channels_last == 'yes'  # as trained: the same kernels give the same numbers
-    step = train.Step(cpu, cli.autocast_dtype(args.precision, cpu), channels_last)
+    step = speed.Step(cpu, speed.autocast_dtype(args.precision, cpu), channels_last)
     model = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     loss, accuracy = train.validate(model, valid_loader, torch.nn.CrossEntropyLoss(), step)
     assert loss == pytest.approx(ckpt['history'][-1]['valid_loss'], rel=1e-5)
@@ -224,12 +224,12 @@ def test_bad_training_data(tmp_path):
 def test_training_precision_auto_is_the_fastest_safe_one_and_bad_ones_are_refused(monkeypatch):
     cpu = torch.device('cpu')
     for fast, expected in ((True, torch.bfloat16), (False, None)):
-        monkeypatch.setattr(cli, 'bfloat16_is_fast', lambda device, fast=fast: fast)
-        assert cli.autocast_dtype('auto', cpu) == expected
+        monkeypatch.setattr(speed, 'bfloat16_is_fast', lambda device, fast=fast: fast)
+        assert speed.autocast_dtype('auto', cpu) == expected
     with pytest.raises(ValueError, match="'fp16' needs a CUDA GPU"):
-        cli.autocast_dtype('fp16', cpu)
+        speed.autocast_dtype('fp16', cpu)
     with pytest.raises(ValueError, match="unknown precision 'bf32' .PRECISION of configure.py"):
-        cli.autocast_dtype('bf32', cpu)
+        speed.autocast_dtype('bf32', cpu)
 
 
 @pytest.mark.parametrize('flag', ['--epochs', '--batch-size', '--log-interval', '--embedding-size'])
