@@ -30,13 +30,11 @@ from cohort import load_cohort
 from DB_wav_reader import speaker_test_file
 from dvector import cosine_score, embed_file, normalise_scores, require_enrolled
 from features import recipe, require_utterance_file
-from metrics import compute_eer, compute_min_dcf
+from metrics import P_TARGETS, summarize
 from plots import plot_det, plot_score_histogram
 from speed import embedding_description, select_device
-from storage import atomic_write, load_enrollment, load_model, load_threshold, save_threshold, threshold_path
-from trials import TrialEmbedder, missing_paths, read_trials, score_trials, trial_identification
-
-P_TARGETS = (0.01, 0.05)
+from storage import load_enrollment, load_model, load_threshold, save_threshold, threshold_path
+from trials import TrialEmbedder, missing_paths, read_trials, score_trials, write_scores
 
 
 def parse_args(argv=None):
@@ -97,20 +95,6 @@ def verify_one(args, model, ckpt, device):
     return score, result
 
 
-def summarize(trials, scores):
-    """The figures of a scored trial list, as a dict (rates in percent)."""
-    labels = [t.label for t in trials]
-    eer, eer_threshold = compute_eer(scores, labels)
-    top1, n_items = trial_identification(trials, scores)
-    summary = {'trials': len(trials), 'target_trials': sum(labels), 'nontarget_trials': len(labels) - sum(labels),
-               'eer_percent': 100 * eer, 'eer_threshold': eer_threshold}
-    for p in P_TARGETS:
-        summary[f'min_dcf_p{p}'] = compute_min_dcf(scores, labels, p)[0]
-    summary['top1_percent'] = None if top1 is None else 100 * top1
-    summary['top1_test_items'] = n_items
-    return summary
-
-
 def segments(frames):
     """How a side is embedded, in words: `frames`-frame segments, or whole utterances (0)."""
     return 'whole utterances' if frames == 0 else f'{frames}-frame segments'
@@ -131,11 +115,6 @@ def print_summary(s, trials_file):
     for name in ('det_curve', 'score_histogram', 'scores', 'calibrated'):
         if s.get(name):
             print(f"{name.replace('_', ' ').capitalize() + ':':18} {s[name]}")
-
-
-def write_scores(path, trials, scores):
-    text = ''.join(f"{score:.6f} {t.label} {t.enroll} {t.test}\n" for score, t in zip(scores, trials, strict=True))
-    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def verify_trials(args, model, ckpt, device):
