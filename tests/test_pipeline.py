@@ -8,10 +8,9 @@ import enroll
 import identification
 import speed
 import verification
-from bench import segment_by_segment
 from conftest import model_args, write_feature, write_feature_tree
 import dvector
-from dvector import embed_file, embed_utterance, embed_utterances, split_segments
+from dvector import d_vector, embed_file, embed_utterance, embed_utterances, split_segments
 from features import FeatureFileError
 from storage import atomic_save, load_model
 
@@ -161,11 +160,11 @@ def test_wrong_feature_dimension_at_enrollment(trained, tmp_path):
         enroll.main(model_args(trained, tmp_path, tmp_path / 'emb'))
 
 
-def test_batched_embedding_equals_the_segment_by_segment_loop(trained, monkeypatch):
+def test_batched_embedding_gives_the_d_vectors_of_the_definition(trained, monkeypatch):
     model, _ = load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')
     rng = np.random.default_rng(0)
     feats = [rng.normal(size=(n, 40)) for n in (437, 100, 250, 99, 437)]
-    expected = torch.stack([segment_by_segment(model, f, 100, 'cpu') for f in feats])  # bench.py's baseline
+    expected = torch.stack([d_vector(model, f, 100, 'cpu') for f in feats])  # the tutorial's loop
     torch.testing.assert_close(embed_utterance(model, feats[0], 100, 'cpu'), expected[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(embed_utterances(model, feats, 100, 'cpu'), expected, atol=1e-5, rtol=1e-5)
     monkeypatch.setattr(dvector, 'MAX_BATCH', 3)  # many forward passes, split inside one utterance's segments
