@@ -93,16 +93,18 @@ def add_backend_arg(p, role='what runs the embedding network'):
 
 
 def add_model_args(p):
-    """Flags of the scripts that use a trained model: checkpoint, enrolled d-vectors, test data, precision,
-    backend, device."""
+    """Flags of the scripts that use a trained model: checkpoint, enrolled d-vectors, test data, embedding
+    precision, backend, device."""
     p.add_argument('--checkpoint', default=c.CHECKPOINT, help='trained model (train.py writes it)')
     p.add_argument('--embedding-dir', default=c.EMBEDDING_DIR, help='enrolled d-vectors, <speaker>.pth')
     p.add_argument('--test-feat-dir', default=c.TEST_FEAT_DIR,
                    help="<speaker>/<name> tree of .p features or audio (.wav, .flac, ...; a .p wins over audio of "
                    "the same name); files whose name contains 'enroll' enroll the speaker")
-    p.add_argument('--precision', choices=speed.EMBED_PRECISIONS, default=c.EMBED_PRECISION,
-                   help="the backbone's precision: 'auto' (bfloat16 where the device has bfloat16 units), 'fp32' "
-                   "(the tutorial's d-vectors, to float precision) or 'bf16'")
+    p.add_argument('--embed-precision', '--precision', dest='embed_precision', choices=speed.EMBED_PRECISIONS,
+                   default=c.EMBED_PRECISION,
+                   help="the backbone's precision when embedding: 'auto' (bfloat16 where the device has bfloat16 "
+                   "units), 'fp32' (the tutorial's d-vectors, to float precision) or 'bf16' (--precision: its old "
+                   "name)")
     add_backend_arg(p)
     add_device_arg(p)
     return add_audio_args(p)

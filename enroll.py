@@ -35,7 +35,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     device = select_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device, args.precision, args.backend)
+    model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend)
     cli.recommended_scoring(args, argv, ckpt)
     enroll_DB, _ = split_enroll_and_test(args.test_feat_dir)
     if enroll_DB.empty:

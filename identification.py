@@ -84,7 +84,7 @@ def identify_all(model, settings, enrolled, rank, test_feat_dir, test_frames, de
 def main(argv=None):
     args = parse_args(argv)
     device = select_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device, args.precision, args.backend)
+    model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend)
     enrolled = load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint)
     cli.recommended_scoring(args, argv, ckpt)
     settings = recipe(ckpt['feature'], args.vad, args.level)

@@ -107,14 +107,14 @@ def embedding_dtype(precision, device, backend='torch'):
     """
     if precision not in EMBED_PRECISIONS:
         raise ValueError(f"unknown embedding precision {precision!r} (EMBED_PRECISION of configure.py or "
-                         f"--precision); choose one of {', '.join(EMBED_PRECISIONS)}")
+                         f"--embed-precision); choose one of {', '.join(EMBED_PRECISIONS)}")
     if backend not in EMBED_BACKENDS:
         raise ValueError(f"unknown embedding backend {backend!r} (EMBED_BACKEND of configure.py or --backend); "
                          f"choose one of {', '.join(EMBED_BACKENDS)}")
     if backend == 'onnx':
         if precision == 'bf16':
             raise ValueError("precision 'bf16' cannot run on the 'onnx' backend, which embeds in float32 only; "
-                             "use --precision fp32 (or auto) with --backend onnx, or --backend torch for bfloat16")
+                             "use --embed-precision fp32 (or auto) with --backend onnx, or --backend torch for bfloat16")
         if device.type != 'cpu':
             raise ValueError(f"the 'onnx' backend runs on the CPU, not on {device}: pass --device cpu with "
                              "--backend onnx, or use --backend torch")

@@ -106,7 +106,7 @@ def print_summary(s, trials_file):
     print(f"EER:               {s['eer_percent']:.2f} %   (threshold {s['eer_threshold']:.4f})")
     for p in P_TARGETS:
         print(f"minDCF (p={p}):    {s[f'min_dcf_p{p}']:.4f}")
-    print(f"Backbone in:       {s['embedding_dtype']} (--precision, --backend)")
+    print(f"Backbone in:       {s['embedding_dtype']} (--embed-precision, --backend)")
     print(f"Scoring:           enroll {segments(s['enroll_frames'])}, test {segments(s['test_frames'])}, "
           + ('cosine' if s['score_norm'] == 'none' else f"{s['score_norm']} (cohort top {s['cohort_top']})"))
     if s['top1_percent'] is not None:
@@ -132,7 +132,7 @@ def verify_trials(args, model, ckpt, device):
     scores = score_trials(embedder, trials, cohort, args.cohort_top)
     labels = [t.label for t in trials]
     summary = {**summarize(trials, scores), 'vad': args.vad, 'level': args.level, **cli.scoring_record(args)}
-    summary['embedding_dtype'] = embedding_description(args.precision, device, args.backend)
+    summary['embedding_dtype'] = embedding_description(args.embed_precision, device, args.backend)
     name = Path(args.trials).stem
     results = Path(args.results_dir)
     summary['det_curve'] = str(results / f'{name}_det.png')
@@ -157,7 +157,7 @@ def verify_trials(args, model, ckpt, device):
 def main(argv=None):
     args = parse_args(argv)
     device = select_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device, args.precision, args.backend)
+    model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend)
     cli.recommended_scoring(args, argv, ckpt)
     if args.trials:
         return verify_trials(args, model, ckpt, device)

@@ -179,11 +179,20 @@ def test_bfloat16_embedding_is_close_to_float32_and_fp32_is_one_flag_away(traine
     bf16 = embed_utterances(load_model(trained / 'checkpoint_best.pth', 'cpu', 'bf16')[0], feats, 100, 'cpu')
     assert not torch.equal(bf16, exact) and (bf16 * exact).sum(1).min() > 0.999  # cosines of unit vectors
     monkeypatch.setattr(configure, 'EMBED_PRECISION', 'bf16')  # the flag must win over the setting
-    enroll.main(model_args(trained, feature_tree, tmp_path / 'emb') + ['--precision', 'fp32'])
+    enroll.main(model_args(trained, feature_tree, tmp_path / 'emb') + ['--embed-precision', 'fp32'])
     record = torch.load(tmp_path / 'emb' / 'tst0.pth', weights_only=True)
     model, ckpt = load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')
     expected = embed_file(model, ckpt['feature'], record['files'][0], 200, 'cpu')
     torch.testing.assert_close(record['embedding'], expected)
+
+
+@pytest.mark.parametrize('flag', ['--embed-precision', '--precision'])  # --precision: its old name, still taken
+@pytest.mark.parametrize('script', [enroll, verification, identification])
+def test_the_embedding_precision_flag_answers_to_both_names(script, flag):
+    assert script.parse_args([flag, 'bf16']).embed_precision == 'bf16'
+    assert script.parse_args([flag, 'fp32']).embed_precision == 'fp32'
+    assert script.parse_args([]).embed_precision == configure.EMBED_PRECISION
+    assert not hasattr(script.parse_args([]), 'precision')  # one setting, one name in the code
 
 
 def test_embedding_precision_auto_is_bfloat16_only_where_it_is_fast(monkeypatch):
