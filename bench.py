@@ -4,12 +4,13 @@
     python bench.py --utts 500 --batches 10 --device cuda      # (no ONNX Runtime row: it runs on the CPU)
 
 Training: samples/s of whole training steps (data, forward, backward, SGD) on batches of random
-100-frame windows, as train.py runs them:
+NUM_WIN_SIZE-frame windows, as train.py runs them:
   tutorial   every pickle read for every item, float32, contiguous memory
-  fast fp32  features preloaded as float32, train.py's automatic memory format, float32
+  fast fp32  features preloaded as float32, train.py's memory format (CHANNELS_LAST), float32
   fast       the same in train.py's automatic precision (PRECISION; bfloat16 autocast on this CPU)
 Embedding: utterances/s of whole utterances cut into TEST_FRAMES-frame segments (features already read):
   tutorial   one segment per forward pass, float32, as the tutorial's enroll and verification scripts
+             (dvector.d_vector, the definition)
   fast fp32  the segments of all the utterances in batched forward passes (dvector.embed_all), through
              the model as the stages load it: batch norms folded into the convolutions, channels-last
              on the CPU; the same d-vectors as the tutorial's loop, to float precision
@@ -18,7 +19,8 @@ Embedding: utterances/s of whole utterances cut into TEST_FRAMES-frame segments 
   onnx fp32  the same segments and batches through ONNX Runtime (the 'onnx' backend: the model exported to
              ONNX, float32, on the CPU; the same d-vectors to float precision)
 Each path runs in a fresh process, so that its peak memory (resident set) is its own. FLOPs per
-sample are counted by torch; GFLOP/s is what was achieved.
+sample (a NUM_WIN_SIZE-frame training window, a TEST_FRAMES-frame segment) are counted by torch;
+GFLOP/s is what was achieved.
 """
 import resource
 import time
@@ -31,14 +33,21 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import cli
 import configure as c
-import train
 from DB_wav_reader import read_feats_structure
-from dvector import embed_all, split_segments
+from dvector import d_vector, embed_all, split_segments
+from features import feature_settings, read_MFB
 from model.model import BackgroundResNet
 from onnx_backend import OnnxEmbedder, export_bytes
-from SR_Dataset import DvectorDataset, feature_settings, load_features, read_MFB, to_input
-from speed import use_channels_last
-from storage import for_inference
+from speed import (
+    Compute,
+    autocast_dtype,
+    embedding_description,
+    embedding_dtype,
+    for_inference,
+    select_device,
+    use_channels_last,
+)
+from SR_Dataset import DvectorDataset, load_features
 
 WARMUP_BATCHES = 3
 PATHS = ('tutorial', 'fast fp32', 'fast')
@@ -67,21 +76,21 @@ def training_settings(path, device, model):
     """(autocast dtype, channels_last) of a training path on this device."""
     if path == 'tutorial':
         return None, False
-    amp_dtype = cli.autocast_dtype(c.PRECISION, device) if path == 'fast' else None
+    amp_dtype = autocast_dtype(c.PRECISION, device) if path == 'fast' else None
     return amp_dtype, use_channels_last(c.CHANNELS_LAST, device, model)
 
 
 def embedding_settings(path, backend, device):
     """(backend, dtype) an embedding path runs its backbone with on this device; backend: the 'fast' path's."""
     if path == 'fast':
-        return backend, cli.embedding_dtype(c.EMBED_PRECISION, device, backend)
+        return backend, embedding_dtype(c.EMBED_PRECISION, device, backend)
     return 'onnx' if path == 'onnx fp32' else 'torch', torch.float32
 
 
 def training_throughput(DB, path, args):
     """{samples_per_s, load_s, peak_mb} of training steps on DB by one of PATHS."""
     torch.manual_seed(0)
-    device = cli.select_device(args.device)
+    device = select_device(args.device)
     speakers = sorted(DB['speaker_id'].unique())
     model = BackgroundResNet(c.EMBEDDING_SIZE, len(speakers), args.backbone)
     amp_dtype, channels_last = training_settings(path, device, model)
@@ -90,10 +99,11 @@ def training_throughput(DB, path, args):
     load_s = time.perf_counter() - start
     dataset = DvectorDataset(DB, {s: i for i, s in enumerate(speakers)}, feature_settings(), feats=feats)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
-    compute = train.Compute(device, amp_dtype, torch.channels_last if channels_last else torch.contiguous_format)
+    compute = Compute(device, amp_dtype, torch.channels_last if channels_last else torch.contiguous_format)
     model = model.to(device, memory_format=compute.memory_format).train()
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
-    optimizer = train.create_optimizer('sgd', model.parameters(), c.LR, c.MOMENTUM, c.WEIGHT_DECAY)
+    # train.py's optimizer with OPTIMIZER 'sgd', the default
+    optimizer = torch.optim.SGD(model.parameters(), lr=c.LR, momentum=c.MOMENTUM, weight_decay=c.WEIGHT_DECAY)
     criterion = torch.nn.CrossEntropyLoss()
     n_batches = 0
     while n_batches < WARMUP_BATCHES + args.batches:
@@ -120,16 +130,9 @@ def training_throughput(DB, path, args):
     return {'samples_per_s': args.batches * args.batch_size / seconds, 'load_s': load_s, 'peak_mb': peak_memory_mb()}
 
 
-@torch.no_grad()
-def segment_by_segment(model, feat, segment_frames, device):
-    """The tutorial's embedding: one forward pass per segment, d-vectors summed, then L2-normalised."""
-    total = sum(model.embed(to_input(s).unsqueeze(0).to(device))[0] for s in split_segments(feat, segment_frames))
-    return torch.nn.functional.normalize(total, dim=0)
-
-
 def embedding_throughput(files, path, args):
     """{utts_per_s, frames_per_s, segments, peak_mb} of embedding files (read beforehand) by one of PATHS."""
-    device = cli.select_device(args.device)
+    device = select_device(args.device)
     feats = {f: read_MFB(f) for f in files}
     model = BackgroundResNet(c.EMBEDDING_SIZE, 10, args.backbone).to(device).eval()
     backend, dtype = embedding_settings(path, args.backend, device)
@@ -142,7 +145,7 @@ def embedding_throughput(files, path, args):
     start = time.perf_counter()
     if path == 'tutorial':
         for f in files:
-            segment_by_segment(model, feats[f], c.TEST_FRAMES, device)
+            d_vector(model, feats[f], c.TEST_FRAMES, device)
     else:
         embed_all(model, list(files), feats.get, c.TEST_FRAMES, device, 'embedding')
     synchronize(device)
@@ -164,7 +167,7 @@ def synchronize(device):
 
 
 def gflops_per_sample(backbone, frames, train_step):
-    """GFLOP of one sample of NUM_WIN_SIZE frames: forward only, or forward + backward (a training step)."""
+    """GFLOP of one sample of `frames` frames: forward only, or forward + backward (a training step)."""
     model = BackgroundResNet(c.EMBEDDING_SIZE, 200, backbone)
     x = torch.randn(8, 1, c.FILTER_BANK, frames)
     with FlopCounterMode(display=False) as counter:
@@ -196,7 +199,7 @@ def in_fresh_process(function, *arguments):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = cli.select_device(args.device)
+    device = select_device(args.device)
     DB = read_feats_structure(args.train_feat_dir)
     DB = DB.sample(n=min(args.utts, len(DB)), random_state=0).reset_index(drop=True)
     if len(DB) < args.batch_size:
@@ -206,10 +209,10 @@ def main(argv=None):
           f"{torch.backends.cpu.get_cpu_capability()}); {args.backbone}; {len(DB)} utterances of "
           f"{DB['speaker_id'].nunique()} speakers from {args.train_feat_dir}")
     print(f"Fast path settings here: training precision {amp_dtype or 'float32'}, channels-last {channels_last}, "
-          f"embedding precision {cli.embedding_description(c.EMBED_PRECISION, device, args.backend)}")
+          f"embedding precision {embedding_description(c.EMBED_PRECISION, device, args.backend)}")
     train_flops = gflops_per_sample(args.backbone, c.NUM_WIN_SIZE, train_step=True)
     embed_flops = gflops_per_sample(args.backbone, c.TEST_FRAMES, train_step=False)
-    print(f"Model FLOPs: {embed_flops:.2f} GFLOP forward per {c.NUM_WIN_SIZE}-frame sample, {train_flops:.2f} "
+    print(f"Model FLOPs: {embed_flops:.2f} GFLOP forward per {c.TEST_FRAMES}-frame sample, {train_flops:.2f} "
           f"GFLOP per training sample (forward + backward)")
     print(f"The device's practical limit, a 2048 x 2048 matrix product: {matmul_gflops(device, torch.float32):.0f} "
           f"GFLOP/s in float32, {matmul_gflops(device, torch.bfloat16):.0f} in bfloat16\n")

@@ -1,4 +1,7 @@
-"""Command-line plumbing shared by the entry scripts: flags, the device, and clean error exits."""
+"""Command-line plumbing shared by the entry scripts: flags and clean error exits.
+
+(The device and the precisions the flags name are chosen in speed.py.)
+"""
 import argparse
 import io
 import os
@@ -7,15 +10,11 @@ import sys
 import tokenize
 from pathlib import Path
 
-import torch
-
 import configure as c
 import features
+import speed
 
-PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')  # training's PRECISION
-EMBED_PRECISIONS = ('auto', 'fp32', 'bf16')
 SCORE_NORMS = ('none', 'asnorm')
-EMBED_BACKENDS = ('torch', 'onnx')
 
 
 def setting_comments(path=Path(c.__file__)):
@@ -89,22 +88,24 @@ def add_device_arg(p):
 
 
 def add_backend_arg(p, role='what runs the embedding network'):
-    p.add_argument('--backend', choices=EMBED_BACKENDS, default=c.EMBED_BACKEND,
+    p.add_argument('--backend', choices=speed.EMBED_BACKENDS, default=c.EMBED_BACKEND,
                    help=f"{role}: 'torch', or 'onnx' (ONNX Runtime on the CPU, float32 only; the stages export the "
                    "model once, to a cache beside the checkpoint)")
 
 
 def add_model_args(p):
-    """Flags of the scripts that use a trained model: checkpoint, enrolled d-vectors, test data, precision,
-    backend, device."""
+    """Flags of the scripts that use a trained model: checkpoint, enrolled d-vectors, test data, embedding
+    precision, backend, device."""
     p.add_argument('--checkpoint', default=c.CHECKPOINT, help='trained model (train.py writes it)')
     p.add_argument('--embedding-dir', default=c.EMBEDDING_DIR, help='enrolled d-vectors, <speaker>.pth')
     p.add_argument('--test-feat-dir', default=c.TEST_FEAT_DIR,
                    help="<speaker>/<name> tree of .p features or audio (.wav, .flac, ...; a .p wins over audio of "
                    "the same name); files whose name contains 'enroll' enroll the speaker")
-    p.add_argument('--precision', choices=EMBED_PRECISIONS, default=c.EMBED_PRECISION,
-                   help="the backbone's precision: 'auto' (bfloat16 where the device has bfloat16 units), 'fp32' "
-                   "(the tutorial's d-vectors, to float precision) or 'bf16'")
+    p.add_argument('--embed-precision', '--precision', dest='embed_precision', choices=speed.EMBED_PRECISIONS,
+                   default=c.EMBED_PRECISION,
+                   help="the backbone's precision when embedding: 'auto' (bfloat16 where the device has bfloat16 "
+                   "units), 'fp32' (the tutorial's d-vectors, to float precision) or 'bf16' (--precision: its old "
+                   "name)")
     add_backend_arg(p)
     add_device_arg(p)
     return add_audio_args(p)
@@ -171,76 +172,6 @@ def flags_given(argv, names):
     tokens = sys.argv[1:] if argv is None else argv
     flags = {name: '--' + name.replace('_', '-') for name in names}
     return [n for n, flag in flags.items() if any(t == flag or t.startswith(flag + '=') for t in tokens)]
-
-
-def select_device(name):
-    """The torch.device for 'auto' (CUDA when there is a GPU), 'cpu' or 'cuda[:N]'."""
-    if name == 'auto':
-        name = 'cuda' if torch.cuda.is_available() else 'cpu'
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ('cpu', 'cuda'):
-        raise ValueError(f"unknown device {name!r}; use 'auto', 'cpu' or 'cuda'")
-    if device.type == 'cuda' and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
-                         "use 'auto' or 'cpu'")
-    return device
-
-
-def bfloat16_is_fast(device):
-    """Whether the device has bfloat16 units: a CPU with AVX512-BF16 or AMX, a GPU with native bfloat16.
-
-    Emulated bfloat16 would be slower than float32.
-    """
-    if device.type == 'cuda':
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-def autocast_dtype(precision, device):
-    """The autocast dtype of a training PRECISION on a device (None: float32); 'auto' picks the fastest safe one."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r} (PRECISION of configure.py or --precision); "
-                         f"choose one of {', '.join(PRECISIONS)}")
-    if precision == 'auto':
-        precision = 'bf16' if bfloat16_is_fast(device) else 'fp16' if device.type == 'cuda' else 'fp32'
-    if precision == 'fp16' and device.type != 'cuda':
-        raise ValueError("precision 'fp16' needs a CUDA GPU; on the CPU use 'bf16' or 'fp32'")
-    return {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
-
-
-def embedding_dtype(precision, device, backend='torch'):
-    """The dtype the backbone embeds in for an EMBED_PRECISION and EMBED_BACKEND.
-
-    'auto' is bfloat16 where it is fast, else float32. The 'onnx' backend (ONNX Runtime's CPU build)
-    embeds on the CPU in float32 only, so it resolves 'auto' to float32 and refuses 'bf16' or a GPU
-    rather than ignore them.
-    """
-    if precision not in EMBED_PRECISIONS:
-        raise ValueError(f"unknown embedding precision {precision!r} (EMBED_PRECISION of configure.py or "
-                         f"--precision); choose one of {', '.join(EMBED_PRECISIONS)}")
-    if backend not in EMBED_BACKENDS:
-        raise ValueError(f"unknown embedding backend {backend!r} (EMBED_BACKEND of configure.py or --backend); "
-                         f"choose one of {', '.join(EMBED_BACKENDS)}")
-    if backend == 'onnx':
-        if precision == 'bf16':
-            raise ValueError("precision 'bf16' cannot run on the 'onnx' backend, which embeds in float32 only; "
-                             "use --precision fp32 (or auto) with --backend onnx, or --backend torch for bfloat16")
-        if device.type != 'cpu':
-            raise ValueError(f"the 'onnx' backend runs on the CPU, not on {device}: pass --device cpu with "
-                             "--backend onnx, or use --backend torch")
-        return torch.float32
-    if precision == 'auto':
-        precision = 'bf16' if bfloat16_is_fast(device) else 'fp32'
-    return {'fp32': torch.float32, 'bf16': torch.bfloat16}[precision]
-
-
-def embedding_description(precision, device, backend):
-    """What the backbone embeds in, as reports say it: 'bfloat16', 'float32', or 'float32 (onnx)'."""
-    dtype = str(embedding_dtype(precision, device, backend)).removeprefix('torch.')
-    return dtype if backend == 'torch' else f"{dtype} ({backend})"
 
 
 def run(main):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import configure as c
 from DB_wav_reader import read_feats_structure
 from dvector import embed_all
-from SR_Dataset import read_MFB
+from features import read_MFB
 from storage import atomic_save, model_id
 
 

@@ -8,9 +8,9 @@ Score the same trial list with each model (verification.py --scores), then:
 """
 import cli
 import configure as c
+from metrics import P_TARGETS, summarize
 from plots import plot_det
-from trials import Trial
-from verification import P_TARGETS, summarize
+from trials import read_scores
 
 
 def parse_args(argv=None):
@@ -20,28 +20,6 @@ def parse_args(argv=None):
     p.add_argument('--out', default=f'{c.RESULTS_DIR}/det_compare.png', help='the DET plot')
     p.add_argument('--title', default='DET curves', help='the title of the plot')
     return p.parse_args(argv)
-
-
-def read_scores(path):
-    """(trials, scores) of a score file, in its order."""
-    trials, scores = [], []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            try:
-                score, label, enroll, test = float(fields[0]), int(fields[1]), fields[2], fields[3]
-                if len(fields) != 4 or label not in (0, 1):
-                    raise ValueError
-            except (ValueError, IndexError):
-                raise ValueError(f"{path}, line {number}: expected '<score> <0|1> <enroll> <test>', "
-                                 f"got {line.strip()!r}") from None
-            trials.append(Trial(label, enroll, test))
-            scores.append(score)
-    if not trials:
-        raise ValueError(f"{path}: no scores")
-    return trials, scores
 
 
 def main(argv=None):

@@ -28,6 +28,7 @@ import make_trials
 import train
 import verification
 from demo_corpus import write_corpus
+from storage import load_checkpoint
 
 
 def parse_args(argv=None):
@@ -87,7 +88,7 @@ def main(argv=None):
     stage('4. Identification')
     accuracy = identification.main(model + results + ['--all'])
 
-    best = train.best_epoch(history)
+    best = load_checkpoint(log_dir / 'checkpoint_best.pth')['history'][-1]  # the epoch of the model enrolled with
     stage('Summary')
     print(f"Voices:          {corpus['train_speakers']} training x {args.train_utts} utterances, "
           f"{corpus['test_speakers']} test voices never seen in training (synthetic, {root / 'wavs'})")

@@ -1,4 +1,8 @@
-"""d-vectors of utterances and their cosine scores: what enroll, verification and identification share."""
+"""d-vectors of utterances and their cosine scores: what enroll, verification and identification share.
+
+d_vector is the definition, the tutorial's loop over an utterance's segments; embed_all computes the
+same d-vectors, faster, and the stages use it.
+"""
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -20,13 +24,24 @@ def split_segments(feat, segment_frames):
 
 
 @torch.no_grad()
+def d_vector(model, feat, segment_frames, device):
+    """The d-vector (embedding_size,) of an utterance's trimmed features feat (n_frames, n_filters): the definition.
+
+    As in the tutorial: the utterance is cut into segments of `segment_frames` frames (split_segments),
+    each segment goes through the model in a forward pass of its own, and the segments' embeddings are
+    summed and L2-normalised. embed_all gives the same d-vectors, faster.
+    """
+    total = sum(model.embed(to_input(s).unsqueeze(0).to(device))[0] for s in split_segments(feat, segment_frames))
+    return F.normalize(total, dim=0)
+
+
+@torch.no_grad()
 def embed_all(model, names, read, segment_frames, device, desc=None):
     """{name: d-vector} of distinct utterances, read(name) giving each one's trimmed features (n_frames, n_filters).
 
-    As in the tutorial, a d-vector is the sum of the d-vectors of the utterance's segments of
-    `segment_frames` frames, L2-normalised. Here the segments of all the utterances go through the
-    model MAX_BATCH at a time, grouped by length (only last segments are shorter, and they wait for
-    others of their length).
+    The same d-vectors as d_vector (to float precision), faster: the segments of all the utterances
+    go through the model MAX_BATCH at a time, grouped by length (only last segments are shorter, and
+    they wait for others of their length), and each utterance's are summed and L2-normalised.
     """
     sums = {}
     waiting = {}  # segment length -> [(name, input (1, n_filters, length))] not embedded yet

@@ -21,6 +21,7 @@ import cli
 from DB_wav_reader import split_enroll_and_test
 from dvector import enroll_speaker
 from features import recipe
+from speed import select_device
 from storage import load_enrollment, load_model, save_enrollment
 
 
@@ -33,8 +34,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = cli.select_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device, args.precision, args.backend)
+    device = select_device(args.device)
+    model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend)
     cli.recommended_scoring(args, argv, ckpt)
     enroll_DB, _ = split_enroll_and_test(args.test_feat_dir)
     if enroll_DB.empty:

@@ -26,8 +26,8 @@ from tqdm import tqdm
 import cli
 import configure as c
 from DB_wav_reader import read_DB_structure
-from features import FEATURE_SUFFIX, extraction_settings, log_fbank, recipe
-from SR_Dataset import FeatureFileError, feature_settings, load_feature_record
+from features import (FEATURE_SUFFIX, FeatureFileError, extraction_settings, feature_settings, load_feature_record,
+                      log_fbank, recipe)
 from storage import atomic_write
 
 

@@ -1,6 +1,12 @@
-"""The audio front end: which files are audio, reading them safely, and the log Mel-filterbank recipe.
+"""An utterance's features, from a feature file or from audio: what the model is given.
 
-The tutorial's recipe, with a model's feature settings (a checkpoint's 'feature', or configure.py's):
+Feature files (.p) are pickles of {'feat': float array (n_frames, n_filters), 'label': speaker id},
+and of 'settings', how they were made, when feature_extraction.py wrote them. They are read with a
+restricted unpickler, so that a hostile file cannot run code. read_MFB (the tutorial's name) gives
+a file's features trimmed at both ends, as the model is trained on them.
+
+Audio is made into features by the tutorial's recipe, with a model's feature settings (a checkpoint's
+'feature', or configure.py's):
 
     audio (n_samples,) at 16 kHz mono          librosa's way: other rates resampled (soxr), channels averaged
     -> fb (n_frames, 40)                       python_speech_features.fbank: 25-ms windows every 10 ms
@@ -27,14 +33,18 @@ maximum, so that a click does not set the reference):
 Every audio file is checked as it is read: unreadable, empty, NaN or infinite samples, or silent
 (every sample 0, or a peak below SILENCE_DBFS) raise FeatureFileError naming the file.
 """
+import codecs
+import pickle
 from pathlib import Path
 
 import librosa
 import numpy as np
 import python_speech_features
 import soundfile
+from numpy._core.multiarray import _reconstruct, scalar
+from numpy._core.numeric import _frombuffer
 
-from SR_Dataset import FeatureFileError, feature_settings, load_feature_record, trim_edges
+import configure as c
 
 FEATURE_SUFFIX = '.p'
 # Audio suffixes and the libsndfile format that reads each; those the installed libsndfile lacks
@@ -55,6 +65,89 @@ LOUD_PERCENTILE = 95  # the reference of the utterance's loud frames (5 % of the
 # below it, fewest frames between -40 and -30 dB. 30 dB keeps weak consonants and drops the silence.
 VAD_DB = 30.0
 
+
+# ---- Feature files ------------------------------------------------------------------------
+
+class FeatureFileError(ValueError):
+    """A feature file that cannot be used; the message names the file."""
+
+
+# The only globals a feature pickle may name: what numpy 1.x and 2.x write for arrays.
+_SAFE_GLOBALS = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype,
+                 ('_codecs', 'encode'): codecs.encode}  # bytes in protocol-2 pickles
+for _core in ('numpy.core', 'numpy._core'):
+    _SAFE_GLOBALS.update({(f'{_core}.multiarray', '_reconstruct'): _reconstruct,
+                          (f'{_core}.multiarray', 'scalar'): scalar,
+                          (f'{_core}.numeric', '_frombuffer'): _frombuffer})
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles plain data (dicts, lists, strings, numbers) and numpy arrays; refuses anything else."""
+
+    def find_class(self, module, name):
+        try:
+            return _SAFE_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"forbidden object {module}.{name}") from None
+
+
+def feature_settings():
+    """configure.py's feature settings, as a checkpoint records them for the stages that use the model."""
+    return {'sample_rate': c.SAMPLE_RATE, 'n_filters': c.FILTER_BANK, 'win_len': c.WIN_LEN, 'win_step': c.WIN_STEP,
+            'trim_frames': c.TRIM_FRAMES, 'min_frames': c.MIN_FRAMES, 'win_size': c.NUM_WIN_SIZE}
+
+
+def load_feature_record(filename, n_filters=c.FILTER_BANK):
+    """The checked dict of a feature pickle: 'feat' float64 (n_frames, n_filters), 'label' str, and 'settings'
+    (a dict of plain values) when the file records how it was made (feature_extraction.py writes it)."""
+    try:
+        with open(filename, 'rb') as f:
+            data = RestrictedUnpickler(f).load()
+    except OSError:  # missing or unreadable: the error already names the file
+        raise
+    except Exception as e:  # truncated, corrupt or hostile: all unusable the same way
+        raise FeatureFileError(f"{filename}: not a readable feature pickle ({e})") from e
+    if not isinstance(data, dict) or 'feat' not in data:
+        raise FeatureFileError(f"{filename}: expected a dict with 'feat' and 'label', got {type(data).__name__}")
+    feat = data['feat']
+    if not isinstance(feat, np.ndarray) or feat.ndim != 2 or feat.dtype.kind not in 'fiu':
+        raise FeatureFileError(f"{filename}: 'feat' must be a 2-D numeric array (n_frames, {n_filters})")
+    if feat.shape[1] != n_filters:
+        raise FeatureFileError(f"{filename}: feature dimension {feat.shape[1]}, expected {n_filters}")
+    if not np.isfinite(feat).all():
+        raise FeatureFileError(f"{filename}: 'feat' contains NaN or infinite values")
+    if not isinstance(data.get('settings', {}), dict):
+        raise FeatureFileError(f"{filename}: 'settings' must be a dict")
+    return {**data, 'feat': feat.astype(np.float64, copy=False), 'label': str(data.get('label', ''))}
+
+
+def load_feature_file(filename, n_filters=c.FILTER_BANK):
+    """(feat float64 (n_frames, n_filters), label str) of a feature pickle, checked."""
+    record = load_feature_record(filename, n_filters)
+    return record['feat'], record['label']
+
+
+def trim_edges(feat, filename, trim_frames, min_frames):
+    """feat without `trim_frames` frames at each end: the tutorial's 0.5 s silence trimming.
+
+    As the tutorial, more than `min_frames` frames must remain.
+    """
+    trimmed = feat[trim_frames:len(feat) - trim_frames]
+    if len(trimmed) <= min_frames:
+        raise FeatureFileError(
+            f"{filename}: too short: {len(feat)} frames, {len(trimmed)} after trimming {trim_frames} "
+            f"at each end; more than {min_frames} are needed")
+    return trimmed
+
+
+def read_MFB(filename, feature=None):
+    """Trimmed features (n_frames, n_filters) of a feature file; `feature`: settings, default configure.py's."""
+    feature = feature or feature_settings()
+    feat, _ = load_feature_file(filename, feature['n_filters'])
+    return trim_edges(feat, filename, feature['trim_frames'], feature['min_frames'])
+
+
+# ---- Audio ------------------------------------------------------------------------------
 
 def is_audio(path):
     """Whether path names an audio file (by its suffix, in any case)."""

@@ -18,6 +18,7 @@ from dvector import embed_all, embed_file, rank_speakers, require_enrolled
 from features import read_utterance, recipe, require_utterance_file
 from metrics import top_k_accuracy
 from plots import plot_confusion
+from speed import select_device
 from storage import load_enrollment, load_model
 
 
@@ -82,8 +83,8 @@ def identify_all(model, settings, enrolled, rank, test_feat_dir, test_frames, de
 
 def main(argv=None):
     args = parse_args(argv)
-    device = cli.select_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device, args.precision, args.backend)
+    device = select_device(args.device)
+    model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend)
     enrolled = load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint)
     cli.recommended_scoring(args, argv, ckpt)
     settings = recipe(ckpt['feature'], args.vad, args.level)

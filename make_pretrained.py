@@ -21,7 +21,7 @@ import configure as c
 from cohort import build_cohort
 from DB_wav_reader import read_feats_structure
 from dvector import embed_all
-from SR_Dataset import read_MFB
+from features import read_MFB
 from storage import atomic_save, load_checkpoint, load_model, model_from_checkpoint, threshold_path
 
 MAX_SCORE_CHANGE = 1e-3

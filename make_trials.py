@@ -20,8 +20,7 @@ import soundfile
 import cli
 import configure as c
 from DB_wav_reader import find_files, is_enroll_file
-from features import FEATURE_SUFFIX, SUFFIXES, is_audio
-from SR_Dataset import FeatureFileError, load_feature_file
+from features import FEATURE_SUFFIX, SUFFIXES, FeatureFileError, is_audio, load_feature_file
 from trials import Trial, write_trials
 
 

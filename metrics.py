@@ -1,4 +1,5 @@
-"""Verification metrics of scored trials: EER and minDCF, as speaker-recognition papers report them.
+"""Verification metrics of scored trials: EER and minDCF, as speaker-recognition papers report them, and
+top-1 identification; summarize gives them all for a scored trial list.
 
 A trial is accepted when its score is above the threshold. Sweeping the threshold from above
 the highest score down past the lowest gives every achievable pair of error rates:
@@ -6,6 +7,8 @@ the highest score down past the lowest gives every achievable pair of error rate
   miss rate        P_miss = rejected target trials / target trials.
 """
 import numpy as np
+
+P_TARGETS = (0.01, 0.05)  # the target-speaker priors minDCF is reported at
 
 
 def check_trials(scores, labels):
@@ -79,3 +82,36 @@ def top_k_accuracy(ranked, truth, k):
     if not ranked:
         raise ValueError("nothing to rank")
     return sum(t in r[:k] for r, t in zip(ranked, truth, strict=True)) / len(ranked)
+
+
+def trial_identification(trials, scores):
+    """(top-1 accuracy, test items counted): how often a test item's best-scoring enrollment is a target.
+
+    trials: trials.Trial (label, enroll, test), scores their scores. Counts the test items that have a
+    target trial and at least one non-target trial.
+    """
+    by_test = {}
+    for trial, score in zip(trials, scores, strict=True):
+        by_test.setdefault(trial.test, []).append((score, trial.label))
+    contests = [pairs for pairs in by_test.values() if {label for _, label in pairs} == {0, 1}]
+    if not contests:
+        return None, 0
+    correct = sum(max(pairs, key=lambda pair: pair[0])[1] == 1 for pairs in contests)
+    return correct / len(contests), len(contests)
+
+
+def summarize(trials, scores):
+    """The figures of a scored trial list (trials.Trial and their scores), as a dict (rates in percent).
+
+    Counts, EER and its threshold, minDCF at each of P_TARGETS, and top-1 identification (trial_identification).
+    """
+    labels = [t.label for t in trials]
+    eer, eer_threshold = compute_eer(scores, labels)
+    top1, n_items = trial_identification(trials, scores)
+    summary = {'trials': len(trials), 'target_trials': sum(labels), 'nontarget_trials': len(labels) - sum(labels),
+               'eer_percent': 100 * eer, 'eer_threshold': eer_threshold}
+    for p in P_TARGETS:
+        summary[f'min_dcf_p{p}'] = compute_min_dcf(scores, labels, p)[0]
+    summary['top1_percent'] = None if top1 is None else 100 * top1
+    summary['top1_test_items'] = n_items
+    return summary

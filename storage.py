@@ -6,10 +6,8 @@ from pathlib import Path
 
 import torch
 
-import cli
 from model.model import BackgroundResNet
-from model.resnet import fold_batch_norms
-from speed import InDtype, use_channels_last
+from speed import embedding_dtype, for_inference
 
 # What every checkpoint holds: all that the stages need to use its model (training_checkpoint says what each is) ...
 CHECKPOINT_KEYS = {'state_dict', 'model_args', 'speakers', 'feature', 'run_id', 'epoch'}
@@ -119,22 +117,6 @@ def model_from_checkpoint(ckpt, device):
     return model.to(device).eval()
 
 
-def for_inference(model, device, dtype=torch.float32):
-    """The eval-mode model made faster to embed with.
-
-    Each batch norm of the backbone is folded into the convolution before it, which gives the same
-    d-vectors to float precision; on the CPU the convolutions run channels-last (oneDNN's fast
-    layout) where that is safe (speed.py). With dtype bfloat16 the backbone runs in it (pooling and
-    projection stay float32).
-    """
-    fold_batch_norms(model.backbone)
-    if use_channels_last('auto', torch.device(device), model):
-        model = model.to(memory_format=torch.channels_last)
-    if dtype != torch.float32:
-        model.backbone = InDtype(model.backbone, dtype)
-    return model
-
-
 def load_model(path, device, precision='fp32', backend='torch'):
     """(model for embedding, checkpoint dict) of the checkpoint at `path`.
 
@@ -142,7 +124,7 @@ def load_model(path, device, precision='fp32', backend='torch'):
     onnx_backend.OnnxEmbedder, which has the model's `.embed` and runs on the CPU in float32.
     """
     device = torch.device(device)
-    dtype = cli.embedding_dtype(precision, device, backend)  # refuses what the backend cannot do, before any work
+    dtype = embedding_dtype(precision, device, backend)  # refuses what the backend cannot do, before any work
     ckpt = load_checkpoint(path, device)
     if backend == 'onnx':
         import onnx_backend  # imported here: onnx_backend needs this module, and onnxruntime only when it is used

@@ -18,7 +18,6 @@ import time
 import uuid
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from matplotlib.figure import Figure
@@ -30,12 +29,13 @@ import cli
 import configure as c
 import distributed
 from DB_wav_reader import read_feats_structure
+from features import feature_settings
 from losses import LOSSES, build_criterion, margin_at
 from model.model import POOLINGS, BackgroundResNet
 from model.resnet import BACKBONES
 from plots import save_figure
-from speed import use_channels_last
-from SR_Dataset import DvectorDataset, collate_fn_feat_padded, feature_settings, load_features, preload_fits
+from speed import PRECISIONS, Compute, autocast_dtype, preload_fits, select_device, use_channels_last
+from SR_Dataset import DvectorDataset, collate_fn_feat_padded, load_features
 from storage import atomic_save, check_resume, files_fingerprint, load_checkpoint, training_checkpoint
 
 # Flags that --resume takes from the command line; every other setting comes from the checkpoint,
@@ -75,7 +75,7 @@ def parse_args(argv=None):
     setting('NUM_WORKERS')
     setting('SEED')
     cli.add_device_arg(p)
-    setting('PRECISION', choices=cli.PRECISIONS)
+    setting('PRECISION', choices=PRECISIONS)
     setting('CHANNELS_LAST', choices=['auto', 'yes', 'no'])
     setting('PRELOAD', choices=['auto', 'yes', 'no'])
     setting('LOG_INTERVAL', type=cli.positive_int)
@@ -131,17 +131,6 @@ def scheduled_lr(progress, schedule, lr, min_lr, warmup):
     raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
-class Compute(NamedTuple):
-    """Where and how the batches run through the model: chosen once, in build_model."""
-    device: torch.device
-    amp_dtype: torch.dtype | None       # autocast to bfloat16 or float16; None: float32 throughout
-    memory_format: torch.memory_format  # torch.channels_last (oneDNN's fast layout) or torch.contiguous_format
-
-    def autocast(self):
-        """The context in which the model and the loss run in amp_dtype (autocast keeps float32 where it must)."""
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
-
-
 def read_data(args, feature):
     """(train_DB, valid_DB, speakers, feats) of the utterances in args.train_feat_dir.
 
@@ -171,7 +160,7 @@ def build_model(args, num_classes, feature, device, resolved=None):
     torch.manual_seed(args.seed)
     net = BackgroundResNet(**model_args)
     asked = resolved or {'precision': args.precision, 'channels_last': args.channels_last}
-    amp_dtype = cli.autocast_dtype(asked['precision'], device)
+    amp_dtype = autocast_dtype(asked['precision'], device)
     channels_last = use_channels_last(asked['channels_last'], device, net)
     resolved = {'precision': {None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[amp_dtype],
                 'channels_last': 'yes' if channels_last else 'no'}
@@ -382,7 +371,7 @@ def main(argv=None):
     ckpt = None
     if args.resume:
         args, ckpt = resumed_args(args, argv)
-    device = cli.select_device(args.device)
+    device = select_device(args.device)
     if distributed.started_by_torchrun():  # one of several processes (distributed.py)
         with distributed.Torchrun(device, args.batch_size) as ddp:
             return fit(args, ckpt, ddp.device, ddp)

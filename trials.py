@@ -1,4 +1,4 @@
-"""Trial lists in the VoxCeleb1 format, and scoring them with a d-vector model.
+"""Trial lists in the VoxCeleb1 format, scoring them with a d-vector model, and score files.
 
 One trial per line, `<label> <enroll> <test>`: label 1 when both sides are the same speaker, 0
 otherwise; the two paths are relative to a root folder. A path names
@@ -10,6 +10,9 @@ otherwise; the two paths are relative to a root folder. A path names
     that are speech: the times stay the recording's);
   - (enroll side only) a speaker folder ending in `/`: the speaker's d-vector from its files
     whose name contains 'enroll', as enroll.py makes it.
+
+A score file (verification.py --scores, compare_scores.py) holds the scored trials of a list, one
+`<score> <label> <enroll> <test>` per line.
 """
 import re
 from dataclasses import dataclass
@@ -21,8 +24,7 @@ import torch.nn.functional as F
 
 from DB_wav_reader import is_enroll_file, utterance_files
 from dvector import embed_all, normalise_scores
-from features import SUFFIXES, file_features, is_utterance_file, recipe
-from SR_Dataset import FeatureFileError, trim_edges
+from features import SUFFIXES, FeatureFileError, file_features, is_utterance_file, recipe, trim_edges
 from storage import atomic_write
 
 PIECE = re.compile(r'(?P<file>.+)@(?P<start>\d+(?:\.\d+)?)-(?P<end>\d+(?:\.\d+)?)')
@@ -56,6 +58,34 @@ def read_trials(path):
 def write_trials(path, trials):
     """Write trials as a trial list, one `<label> <enroll> <test>` line each."""
     text = ''.join(f"{t.label} {t.enroll} {t.test}\n" for t in trials)
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def read_scores(path):
+    """(trials, scores) of a score file (write_scores, verification.py --scores), in its order."""
+    trials, scores = [], []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            try:
+                score, label, enroll, test = float(fields[0]), int(fields[1]), fields[2], fields[3]
+                if len(fields) != 4 or label not in (0, 1):
+                    raise ValueError
+            except (ValueError, IndexError):
+                raise ValueError(f"{path}, line {number}: expected '<score> <0|1> <enroll> <test>', "
+                                 f"got {line.strip()!r}") from None
+            trials.append(Trial(label, enroll, test))
+            scores.append(score)
+    if not trials:
+        raise ValueError(f"{path}: no scores")
+    return trials, scores
+
+
+def write_scores(path, trials, scores):
+    """Write scored trials as a score file, one `<score> <label> <enroll> <test>` line each (read_scores reads it)."""
+    text = ''.join(f"{score:.6f} {t.label} {t.enroll} {t.test}\n" for score, t in zip(scores, trials, strict=True))
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
@@ -163,18 +193,3 @@ def score_trials(embedder, trials, cohort=None, cohort_top=None):
     else:
         scores = normalise_scores(E, T, pairs, cohort.to(E.device), cohort_top)
     return scores.double().cpu().numpy()
-
-
-def trial_identification(trials, scores):
-    """(top-1 accuracy, test items counted): how often a test item's best-scoring enrollment is a target.
-
-    Counts the test items that have a target trial and at least one non-target trial.
-    """
-    by_test = {}
-    for trial, score in zip(trials, scores, strict=True):
-        by_test.setdefault(trial.test, []).append((score, trial.label))
-    contests = [pairs for pairs in by_test.values() if {label for _, label in pairs} == {0, 1}]
-    if not contests:
-        return None, 0
-    correct = sum(max(pairs, key=lambda pair: pair[0])[1] == 1 for pairs in contests)
-    return correct / len(contests), len(contests)

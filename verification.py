@@ -30,12 +30,11 @@ from cohort import load_cohort
 from DB_wav_reader import speaker_test_file
 from dvector import cosine_score, embed_file, normalise_scores, require_enrolled
 from features import recipe, require_utterance_file
-from metrics import compute_eer, compute_min_dcf
+from metrics import P_TARGETS, summarize
 from plots import plot_det, plot_score_histogram
-from storage import atomic_write, load_enrollment, load_model, load_threshold, save_threshold, threshold_path
-from trials import TrialEmbedder, missing_paths, read_trials, score_trials, trial_identification
-
-P_TARGETS = (0.01, 0.05)
+from speed import embedding_description, select_device
+from storage import load_enrollment, load_model, load_threshold, save_threshold, threshold_path
+from trials import TrialEmbedder, missing_paths, read_trials, score_trials, write_scores
 
 
 def parse_args(argv=None):
@@ -96,20 +95,6 @@ def verify_one(args, model, ckpt, device):
     return score, result
 
 
-def summarize(trials, scores):
-    """The figures of a scored trial list, as a dict (rates in percent)."""
-    labels = [t.label for t in trials]
-    eer, eer_threshold = compute_eer(scores, labels)
-    top1, n_items = trial_identification(trials, scores)
-    summary = {'trials': len(trials), 'target_trials': sum(labels), 'nontarget_trials': len(labels) - sum(labels),
-               'eer_percent': 100 * eer, 'eer_threshold': eer_threshold}
-    for p in P_TARGETS:
-        summary[f'min_dcf_p{p}'] = compute_min_dcf(scores, labels, p)[0]
-    summary['top1_percent'] = None if top1 is None else 100 * top1
-    summary['top1_test_items'] = n_items
-    return summary
-
-
 def segments(frames):
     """How a side is embedded, in words: `frames`-frame segments, or whole utterances (0)."""
     return 'whole utterances' if frames == 0 else f'{frames}-frame segments'
@@ -121,7 +106,7 @@ def print_summary(s, trials_file):
     print(f"EER:               {s['eer_percent']:.2f} %   (threshold {s['eer_threshold']:.4f})")
     for p in P_TARGETS:
         print(f"minDCF (p={p}):    {s[f'min_dcf_p{p}']:.4f}")
-    print(f"Backbone in:       {s['embedding_dtype']} (--precision, --backend)")
+    print(f"Backbone in:       {s['embedding_dtype']} (--embed-precision, --backend)")
     print(f"Scoring:           enroll {segments(s['enroll_frames'])}, test {segments(s['test_frames'])}, "
           + ('cosine' if s['score_norm'] == 'none' else f"{s['score_norm']} (cohort top {s['cohort_top']})"))
     if s['top1_percent'] is not None:
@@ -130,11 +115,6 @@ def print_summary(s, trials_file):
     for name in ('det_curve', 'score_histogram', 'scores', 'calibrated'):
         if s.get(name):
             print(f"{name.replace('_', ' ').capitalize() + ':':18} {s[name]}")
-
-
-def write_scores(path, trials, scores):
-    text = ''.join(f"{score:.6f} {t.label} {t.enroll} {t.test}\n" for score, t in zip(scores, trials, strict=True))
-    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def verify_trials(args, model, ckpt, device):
@@ -152,7 +132,7 @@ def verify_trials(args, model, ckpt, device):
     scores = score_trials(embedder, trials, cohort, args.cohort_top)
     labels = [t.label for t in trials]
     summary = {**summarize(trials, scores), 'vad': args.vad, 'level': args.level, **cli.scoring_record(args)}
-    summary['embedding_dtype'] = cli.embedding_description(args.precision, device, args.backend)
+    summary['embedding_dtype'] = embedding_description(args.embed_precision, device, args.backend)
     name = Path(args.trials).stem
     results = Path(args.results_dir)
     summary['det_curve'] = str(results / f'{name}_det.png')
@@ -176,8 +156,8 @@ def verify_trials(args, model, ckpt, device):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = cli.select_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device, args.precision, args.backend)
+    device = select_device(args.device)
+    model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend)
     cli.recommended_scoring(args, argv, ckpt)
     if args.trials:
         return verify_trials(args, model, ckpt, device)

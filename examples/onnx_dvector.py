@@ -5,7 +5,7 @@ soundfile, librosa and python_speech_features: no PyTorch, no code of this repos
     python examples/onnx_dvector.py dvector.onnx enroll1.wav [enroll2.wav ...]
 
 prints the d-vector that enroll.py stores in enroll_embeddings/<speaker>.pth for these files
-(--precision fp32): 128 numbers, unit length. Score two d-vectors by their dot product (cosine).
+(--embed-precision fp32): 128 numbers, unit length. Score two d-vectors by their dot product (cosine).
 """
 import json
 import sys

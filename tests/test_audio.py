@@ -12,9 +12,8 @@ import cli
 import configure as c
 from conftest import ETRI, needs_etri, write_feature
 from DB_wav_reader import read_DB_structure, read_utterances
-from features import (AUDIO_SUFFIXES, _AUDIO_FORMATS, file_features, frame_levels, log_fbank, log_fbank_frames,
-                      read_audio, recipe, require_utterance_file, speech_level)
-from SR_Dataset import FeatureFileError, feature_settings
+from features import (AUDIO_SUFFIXES, _AUDIO_FORMATS, FeatureFileError, feature_settings, file_features, frame_levels,
+                      log_fbank, log_fbank_frames, read_audio, recipe, require_utterance_file, speech_level)
 from test_feature_extraction import voice
 from trials import utterance_features
 

@@ -12,8 +12,7 @@ import feature_extraction
 import identification
 import verification
 from conftest import model_args, run_ok
-from features import AUDIO_SUFFIXES
-from SR_Dataset import FeatureFileError
+from features import AUDIO_SUFFIXES, FeatureFileError
 from test_audio import padded, write_audio
 from test_feature_extraction import voice
 

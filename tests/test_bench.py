@@ -1,4 +1,5 @@
-"""bench.py runs every path and reports them side by side (a smoke test: no stopwatch is asserted)."""
+"""bench.py runs every path and reports them side by side (no stopwatch is asserted: only what it prints of its
+measurements)."""
 import re
 
 import pytest
@@ -16,8 +17,23 @@ def test_the_benchmark_reports_every_path(feature_tree, capsys):
         assert all(r[rate] > 0 and r['peak_mb'] > 0 for r in results[part].values())
     assert results['train_gflop'] == pytest.approx(0.83, abs=0.01)  # resnet18 on 40 x 100: forward + backward
     out = capsys.readouterr().out
-    assert out.count('speed-up') == 2 and out.count('1.00x') >= 2 and 'GFLOP per training sample' in out
-    assert re.search(r'ONNX Runtime float32 embeds [\d.]+x as fast as PyTorch float32', out)
+    assert out.count('speed-up') == 2 and 'GFLOP per training sample' in out
+    training, embedding = out.split('\nEmbedding:')
+    for part, text, rate in (('training', training, 'samples_per_s'), ('embedding', embedding, 'utts_per_s')):
+        rows = printed_rows(text)
+        assert list(rows) == list(results[part])
+        for path, (printed_rate, printed_speed_up) in rows.items():  # each speed-up: the path's rate / tutorial's
+            measured = results[part][path][rate]
+            assert printed_rate == f"{measured:.1f}"
+            assert printed_speed_up == f"{measured / results[part]['tutorial'][rate]:.2f}"
+    onnx_vs_torch = results['embedding']['onnx fp32']['utts_per_s'] / results['embedding']['fast fp32']['utts_per_s']
+    assert f"ONNX Runtime float32 embeds {onnx_vs_torch:.2f}x as fast as PyTorch float32" in out
+
+
+def printed_rows(table):
+    """{path: (rate, speed-up)} of the rows of a table bench.py prints, as printed."""
+    return {path: (rate, speed_up) for path, rate, speed_up in
+            re.findall(r'^  (tutorial|fast fp32|fast|onnx fp32) +([\d.]+) +([\d.]+)x', table, re.MULTILINE)}
 
 
 def test_the_fast_path_follows_the_backend_flag():

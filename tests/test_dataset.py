@@ -3,8 +3,9 @@ import numpy as np
 import torch
 
 from conftest import write_feature
-from SR_Dataset import DvectorDataset, collate_fn_feat_padded, feature_settings, random_window, spec_augment, to_input
 from DB_wav_reader import read_feats_structure
+from features import feature_settings
+from SR_Dataset import DvectorDataset, collate_fn_feat_padded, random_window, spec_augment, to_input
 
 
 def frames(n):

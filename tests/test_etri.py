@@ -7,7 +7,7 @@ import numpy as np
 
 import feature_extraction
 from conftest import ETRI, needs_etri, run_ok
-from SR_Dataset import load_feature_file
+from features import load_feature_file
 
 
 @needs_etri

@@ -6,8 +6,7 @@ import soundfile as sf
 import configure as c
 import feature_extraction
 from conftest import write_feature
-from features import log_fbank, recipe
-from SR_Dataset import feature_settings, load_feature_file, load_feature_record
+from features import feature_settings, load_feature_file, load_feature_record, log_fbank, recipe
 
 
 def voice(seconds=1.5, sample_rate=16000, pitch=150, seed=0):

@@ -7,7 +7,8 @@ import pytest
 
 from conftest import write_feature
 from DB_wav_reader import read_feats_structure, split_enroll_and_test, speaker_test_file
-from SR_Dataset import FeatureFileError, feature_settings, load_feature_file, load_features, read_MFB
+from features import FeatureFileError, feature_settings, load_feature_file, read_MFB
+from SR_Dataset import load_features
 
 
 class RunsCode:

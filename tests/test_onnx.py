@@ -16,12 +16,12 @@ import pytest
 import soundfile
 import torch
 
-import cli
 import enroll
+import speed
 from conftest import REPO, model_args, run_ok
 from model.model import BackgroundResNet
+from features import feature_settings
 from onnx_backend import weights_hash
-from SR_Dataset import feature_settings
 from storage import atomic_save, load_checkpoint
 
 
@@ -132,13 +132,13 @@ def test_the_cache_key_is_the_weights_not_the_run(trained):
 
 def test_the_onnx_backend_is_float32_on_the_cpu_only(trained, feature_tree, tmp_path):
     cpu = torch.device('cpu')
-    assert cli.embedding_dtype('auto', cpu, 'onnx') == cli.embedding_dtype('fp32', cpu, 'onnx') == torch.float32
+    assert speed.embedding_dtype('auto', cpu, 'onnx') == speed.embedding_dtype('fp32', cpu, 'onnx') == torch.float32
     with pytest.raises(ValueError, match="precision 'bf16' cannot run on the 'onnx' backend, which embeds in float32"):
         enroll.main(model_args(trained, feature_tree, tmp_path / 'emb') + ['--backend', 'onnx', '--precision', 'bf16'])
     with pytest.raises(ValueError, match="the 'onnx' backend runs on the CPU, not on cuda: pass --device cpu"):
-        cli.embedding_dtype('fp32', torch.device('cuda'), 'onnx')
+        speed.embedding_dtype('fp32', torch.device('cuda'), 'onnx')
     with pytest.raises(ValueError, match="unknown embedding backend 'tf'"):
-        cli.embedding_dtype('fp32', cpu, 'tf')
+        speed.embedding_dtype('fp32', cpu, 'tf')
 
 
 def write_voice(path, seconds, seed):

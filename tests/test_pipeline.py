@@ -3,16 +3,15 @@ import numpy as np
 import pytest
 import torch
 
-import cli
 import configure
 import enroll
 import identification
+import speed
 import verification
-from bench import segment_by_segment
 from conftest import model_args, write_feature, write_feature_tree
 import dvector
-from dvector import embed_file, embed_utterance, embed_utterances, split_segments
-from SR_Dataset import FeatureFileError
+from dvector import d_vector, embed_file, embed_utterance, embed_utterances, split_segments
+from features import FeatureFileError
 from storage import atomic_save, load_model
 
 
@@ -161,11 +160,11 @@ def test_wrong_feature_dimension_at_enrollment(trained, tmp_path):
         enroll.main(model_args(trained, tmp_path, tmp_path / 'emb'))
 
 
-def test_batched_embedding_equals_the_segment_by_segment_loop(trained, monkeypatch):
+def test_batched_embedding_gives_the_d_vectors_of_the_definition(trained, monkeypatch):
     model, _ = load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')
     rng = np.random.default_rng(0)
     feats = [rng.normal(size=(n, 40)) for n in (437, 100, 250, 99, 437)]
-    expected = torch.stack([segment_by_segment(model, f, 100, 'cpu') for f in feats])  # bench.py's baseline
+    expected = torch.stack([d_vector(model, f, 100, 'cpu') for f in feats])  # the tutorial's loop
     torch.testing.assert_close(embed_utterance(model, feats[0], 100, 'cpu'), expected[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(embed_utterances(model, feats, 100, 'cpu'), expected, atol=1e-5, rtol=1e-5)
     monkeypatch.setattr(dvector, 'MAX_BATCH', 3)  # many forward passes, split inside one utterance's segments
@@ -180,21 +179,30 @@ def test_bfloat16_embedding_is_close_to_float32_and_fp32_is_one_flag_away(traine
     bf16 = embed_utterances(load_model(trained / 'checkpoint_best.pth', 'cpu', 'bf16')[0], feats, 100, 'cpu')
     assert not torch.equal(bf16, exact) and (bf16 * exact).sum(1).min() > 0.999  # cosines of unit vectors
     monkeypatch.setattr(configure, 'EMBED_PRECISION', 'bf16')  # the flag must win over the setting
-    enroll.main(model_args(trained, feature_tree, tmp_path / 'emb') + ['--precision', 'fp32'])
+    enroll.main(model_args(trained, feature_tree, tmp_path / 'emb') + ['--embed-precision', 'fp32'])
     record = torch.load(tmp_path / 'emb' / 'tst0.pth', weights_only=True)
     model, ckpt = load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')
     expected = embed_file(model, ckpt['feature'], record['files'][0], 200, 'cpu')
     torch.testing.assert_close(record['embedding'], expected)
 
 
+@pytest.mark.parametrize('flag', ['--embed-precision', '--precision'])  # --precision: its old name, still taken
+@pytest.mark.parametrize('script', [enroll, verification, identification])
+def test_the_embedding_precision_flag_answers_to_both_names(script, flag):
+    assert script.parse_args([flag, 'bf16']).embed_precision == 'bf16'
+    assert script.parse_args([flag, 'fp32']).embed_precision == 'fp32'
+    assert script.parse_args([]).embed_precision == configure.EMBED_PRECISION
+    assert not hasattr(script.parse_args([]), 'precision')  # one setting, one name in the code
+
+
 def test_embedding_precision_auto_is_bfloat16_only_where_it_is_fast(monkeypatch):
     cpu = torch.device('cpu')
     for fast, expected in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(cli, 'bfloat16_is_fast', lambda device, fast=fast: fast)
-        assert cli.embedding_dtype('auto', cpu) == expected
-    assert cli.embedding_dtype('fp32', cpu) == torch.float32 and cli.embedding_dtype('bf16', cpu) == torch.bfloat16
+        monkeypatch.setattr(speed, 'bfloat16_is_fast', lambda device, fast=fast: fast)
+        assert speed.embedding_dtype('auto', cpu) == expected
+    assert speed.embedding_dtype('fp32', cpu) == torch.float32 and speed.embedding_dtype('bf16', cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="unknown embedding precision 'fp16' .EMBED_PRECISION of configure.py"):
-        cli.embedding_dtype('fp16', cpu)
+        speed.embedding_dtype('fp16', cpu)
 
 
 def test_enrolling_averages_several_files(trained, tmp_path):

@@ -5,7 +5,6 @@ import torch
 import speed
 from conftest import run_script, write_feature_tree
 from model.model import BackgroundResNet
-from storage import for_inference
 
 CPU = torch.device('cpu')
 
@@ -32,8 +31,8 @@ def test_the_policy_keeps_risky_models_contiguous_and_refuses_to_force_them(caps
 
 
 def test_embedding_models_follow_the_policy():
-    assert for_inference(model(16).eval(), CPU).backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    narrow = for_inference(model(8).eval(), CPU)
+    assert speed.for_inference(model(16).eval(), CPU).backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    narrow = speed.for_inference(model(8).eval(), CPU)
     assert narrow.backbone.conv1.weight.is_contiguous()
     assert narrow.embed(torch.randn(2, 1, 40, 120)).shape == (2, 128)
 
@@ -80,7 +79,7 @@ def test_bfloat16_embedding_of_short_segments_is_finite_and_close_to_float32():
     torch.manual_seed(1)
     exact = model(16).eval()
     torch.manual_seed(1)
-    fast = for_inference(model(16).eval(), CPU, torch.bfloat16)
+    fast = speed.for_inference(model(16).eval(), CPU, torch.bfloat16)
     for frames in (1, 2, 3, 4, 6, 8, 9, 12, 40):
         x = torch.randn(4, 1, 40, frames)
         with torch.no_grad():

@@ -7,15 +7,15 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, write_feature, write_feature_tree
 
-import cli
 import configure
+import speed
 import storage
 import train
-from conftest import REPO, write_feature, write_feature_tree
 from DB_wav_reader import read_feats_structure
+from features import FeatureFileError, feature_settings
 from model.model import BackgroundResNet
-from SR_Dataset import FeatureFileError, feature_settings
 from storage import atomic_write, load_checkpoint, model_from_checkpoint
 
 
@@ -78,7 +78,7 @@ def test_the_model_rebuilt_from_a_checkpoint_is_the_trained_one(trained, feature
     _, valid_loader = train.make_loaders(train_DB, valid_DB, ckpt['speakers'], ckpt['feature'], args, cpu)
     resolved = ckpt['resolved']  # as trained: the same kernels give the same numbers
     memory_format = torch.channels_last if resolved['channels_last'] == 'yes' else torch.contiguous_format
-    compute = train.Compute(cpu, cli.autocast_dtype(resolved['precision'], cpu), memory_format)
+    compute = speed.Compute(cpu, speed.autocast_dtype(resolved['precision'], cpu), memory_format)
     model = model.to(memory_format=memory_format)
     loss, accuracy = train.validate(model, valid_loader, torch.nn.CrossEntropyLoss(), compute)
     assert loss == pytest.approx(ckpt['history'][-1]['valid_loss'], rel=1e-5)
@@ -265,12 +265,12 @@ def test_bad_training_data(tmp_path):
 def test_training_precision_auto_is_the_fastest_safe_one_and_bad_ones_are_refused(monkeypatch):
     cpu = torch.device('cpu')
     for fast, expected in ((True, torch.bfloat16), (False, None)):
-        monkeypatch.setattr(cli, 'bfloat16_is_fast', lambda device, fast=fast: fast)
-        assert cli.autocast_dtype('auto', cpu) == expected
+        monkeypatch.setattr(speed, 'bfloat16_is_fast', lambda device, fast=fast: fast)
+        assert speed.autocast_dtype('auto', cpu) == expected
     with pytest.raises(ValueError, match="'fp16' needs a CUDA GPU"):
-        cli.autocast_dtype('fp16', cpu)
+        speed.autocast_dtype('fp16', cpu)
     with pytest.raises(ValueError, match="unknown precision 'bf32' .PRECISION of configure.py"):
-        cli.autocast_dtype('bf32', cpu)
+        speed.autocast_dtype('bf32', cpu)
 
 
 @pytest.mark.parametrize('flag', ['--epochs', '--batch-size', '--log-interval', '--embedding-size'])
@@ -358,7 +358,7 @@ def test_the_float16_gradient_scaler_takes_the_same_step(feature_tree):
     speakers = sorted(DB['speaker_id'].unique())
     args = train.parse_args(['--batch-size', '8', '--device', 'cpu'])
     cpu = torch.device('cpu')
-    compute = train.Compute(cpu, None, torch.contiguous_format)
+    compute = speed.Compute(cpu, None, torch.contiguous_format)
     weights = []
     for scaler in (None, torch.amp.GradScaler('cpu', init_scale=2.0 ** 10)):
         torch.manual_seed(0)

@@ -12,8 +12,7 @@ import make_trials
 import verification
 from conftest import model_args, write_feature, write_feature_tree
 from dvector import embed_utterance
-from features import log_fbank
-from SR_Dataset import FeatureFileError
+from features import FeatureFileError, log_fbank
 from storage import load_model, threshold_path
 from test_feature_extraction import voice
 
@@ -54,6 +53,7 @@ def test_scoring_a_trial_list(trained, trial_list, tmp_path, capsys):
 
 
 def test_json_output(trained, trial_list, tmp_path, capsys):
+    # --precision: the old name of --embed-precision
     verification.main(trial_args(trained, trial_list, tmp_path, '--json', '--precision', 'fp32'))
     summary = json.loads(capsys.readouterr().out)
     assert summary['trials'] == 9 and summary['eer_percent'] == 0 and summary['det_curve'].endswith('trials_det.png')
