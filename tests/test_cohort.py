@@ -119,7 +119,7 @@ def test_asnorm_scores_a_trial_list_and_keeps_its_own_threshold(trained, feature
     raw = scored(tmp_path, checkpoint, feature_tree, '--calibrate')
     raw_scores = read_scores(tmp_path)
     normed = scored(tmp_path, checkpoint, feature_tree, '--score-norm', 'asnorm', '--cohort-top', '2', '--calibrate')
-    assert normed['score_norm'] == 'asnorm' and normed['eer_percent'] == 0 and normed['top1_percent'] == 100
+    assert normed['score_norm'] == 'asnorm' and normed['trials'] == raw['trials']
     assert read_scores(tmp_path) != pytest.approx(raw_scores)  # other numbers, on another scale
     assert storage.threshold_path(checkpoint).is_file() and storage.threshold_path(checkpoint, 'asnorm').is_file()
     assert raw['calibrated'] != normed['calibrated']

@@ -44,7 +44,9 @@ def test_split_is_seeded_and_ninety_ten(feature_tree):
                                    ('--precision', 'auto', '--channels-last', 'auto')])  # bf16 on this CPU
 def test_training_lowers_the_loss(tmp_path, speed):
     tree = write_feature_tree(tmp_path / 'feat', n_train_speakers=4, n_utts=16, seed=1)
-    history = run(tree, tmp_path / 'log', '--epochs', '4', '--lr', '0.01', *speed)
+    # 6 epochs: with 3 validation utterances, batch norm's running statistics take a few epochs to settle (4 were
+    # enough for one thread count and not for another)
+    history = run(tree, tmp_path / 'log', '--epochs', '6', '--lr', '0.01', *speed)
     losses = [h['train_loss'] for h in history]
     assert losses[-1] < 0.5 * losses[0], losses
     assert history[-1]['valid_acc'] > 50  # 4 speakers: chance is 25%
