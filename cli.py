@@ -48,11 +48,12 @@ def add_backend_arg(p, role='what runs the embedding network'):
                    "model once, to a cache beside the checkpoint)")
 
 
-def add_model_args(p):
-    """Flags of the scripts that use a trained model: checkpoint, enrolled d-vectors, test data, precision,
-    backend, device."""
+def add_model_args(p, embedding_dir=True):
+    """Flags of the scripts that use a trained model: checkpoint, enrolled d-vectors (unless not embedding_dir),
+    test data, precision, backend, device."""
     p.add_argument('--checkpoint', default=c.CHECKPOINT, help='trained model (train.py writes it)')
-    p.add_argument('--embedding-dir', default=c.EMBEDDING_DIR, help='enrolled d-vectors, <speaker>.pth')
+    if embedding_dir:
+        p.add_argument('--embedding-dir', default=c.EMBEDDING_DIR, help='enrolled d-vectors, <speaker>.pth')
     p.add_argument('--test-feat-dir', default=c.TEST_FEAT_DIR,
                    help="<speaker>/<name> tree of .p features or audio (.wav, .flac, ...; a .p wins over audio of "
                    "the same name); files whose name contains 'enroll' enroll the speaker")

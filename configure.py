@@ -106,6 +106,12 @@ RESULTS_DIR = 'results'       # scores, DET curves, score histograms, confusion 
 ENROLL_SPEAKER = '230M4087'  # verification: the enrolled speaker whose identity is claimed
 TEST_SPEAKER = '230M4087'    # verification, identification: the speaker whose test.p is scored
 
+# ---- d-vector map (plot_dvectors.py): the test d-vectors drawn in 2-D, one colour per speaker -------
+DVECTOR_MAP = f'{RESULTS_DIR}/dvector_map.png'
+MAP_METHOD = 'tsne'   # 'tsne' (t-SNE: keeps neighbourhoods, the usual picture; seconds for thousands of points) |
+                      # 'pca' (the two directions of largest variance: linear, quick, distances comparable)
+MAP_PERPLEXITY = 30   # t-SNE: about how many neighbours each point weighs (lowered to a third of the points when fewer)
+
 # ---- Demo (demo.py): the whole pipeline on synthetic voices, everything under DEMO_DIR ---------
 DEMO_DIR = 'demo'
 DEMO_TRAIN_SPEAKERS = 30
