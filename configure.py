@@ -121,3 +121,4 @@ DEMO_EPOCHS = 15
 DEMO_BATCH_SIZE = 32
 DEMO_OPTIMIZER = 'adam'   # on a small corpus and few epochs Adam converges where SGD at lr 0.1 does not
 DEMO_LR = 0.001
+DEMO_MAP_SEGMENTS = 200  # frames (2 s) per point of the demo's d-vector map: each test voice has one test.wav
