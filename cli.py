@@ -48,13 +48,14 @@ def setting_comments(path=Path(c.__file__)):
 SETTING_HELP = setting_comments()
 
 
-def setting(p, name, flag=None, **kwargs):
-    """Add the flag of configure.py's setting `name`: --lower-case-name (or `flag`), its value as the default and
-    its comment there as the help. A number's type is the default's unless `type` or `choices` say otherwise."""
+def setting(p, name, flag=None, aliases=(), **kwargs):
+    """Add the flag of configure.py's setting `name`: --lower-case-name (or `flag`, also spelt as `aliases`), its
+    value as the default and its comment there as the help. A number's type is the default's unless `type` or
+    `choices` say otherwise."""
     default = getattr(c, name)
     if not {'type', 'choices', 'nargs'} & set(kwargs) and type(default) in (int, float):
         kwargs['type'] = type(default)
-    return p.add_argument(flag or '--' + name.lower().replace('_', '-'), default=default,
+    return p.add_argument(flag or '--' + name.lower().replace('_', '-'), *aliases, default=default,
                           help=SETTING_HELP[name].replace('%', '%%'), **kwargs)
 
 
@@ -93,19 +94,14 @@ def add_backend_arg(p, role='what runs the embedding network'):
                    "model once, to a cache beside the checkpoint)")
 
 
-def add_model_args(p):
-    """Flags of the scripts that use a trained model: checkpoint, enrolled d-vectors, test data, embedding
-    precision, backend, device."""
-    p.add_argument('--checkpoint', default=c.CHECKPOINT, help='trained model (train.py writes it)')
-    p.add_argument('--embedding-dir', default=c.EMBEDDING_DIR, help='enrolled d-vectors, <speaker>.pth')
-    p.add_argument('--test-feat-dir', default=c.TEST_FEAT_DIR,
-                   help="<speaker>/<name> tree of .p features or audio (.wav, .flac, ...; a .p wins over audio of "
-                   "the same name); files whose name contains 'enroll' enroll the speaker")
-    p.add_argument('--embed-precision', '--precision', dest='embed_precision', choices=speed.EMBED_PRECISIONS,
-                   default=c.EMBED_PRECISION,
-                   help="the backbone's precision when embedding: 'auto' (bfloat16 where the device has bfloat16 "
-                   "units), 'fp32' (the tutorial's d-vectors, to float precision) or 'bf16' (--precision: its old "
-                   "name)")
+def add_model_args(p, embedding_dir=True):
+    """Flags of the scripts that use a trained model: checkpoint, enrolled d-vectors (unless not embedding_dir),
+    test data, embedding precision, backend, device."""
+    setting(p, 'CHECKPOINT')
+    if embedding_dir:
+        setting(p, 'EMBEDDING_DIR')
+    setting(p, 'TEST_FEAT_DIR')
+    setting(p, 'EMBED_PRECISION', choices=speed.EMBED_PRECISIONS, aliases=['--precision'])  # its old name
     add_backend_arg(p)
     add_device_arg(p)
     return add_audio_args(p)

@@ -83,7 +83,7 @@ SEED = 0                 # seeds the train/validation split, the initial weights
 DEVICE = 'auto'          # 'auto' (CUDA when there is a GPU) | 'cpu' | 'cuda'
 
 # ---- Enrollment and testing (enroll.py, verification.py, identification.py) -----------------
-CHECKPOINT = 'model_saved/checkpoint_best.pth'  # the model that makes the d-vectors
+CHECKPOINT = 'model_saved/checkpoint_best.pth'  # the model that makes the d-vectors (train.py writes it)
 EMBEDDING_DIR = 'enroll_embeddings'              # enrolled d-vectors, <speaker>.pth
 ENROLL_FRAMES = 200  # frames per segment when embedding enrollment utterances (0: the whole utterance in one pass)
 TEST_FRAMES = 100    # frames per segment when embedding test utterances (0: the whole utterance in one pass)
@@ -108,6 +108,12 @@ RESULTS_DIR = 'results'       # scores, DET curves, score histograms, confusion 
 ENROLL_SPEAKER = '230M4087'  # verification: the enrolled speaker whose identity is claimed
 TEST_SPEAKER = '230M4087'    # verification, identification: the speaker whose test.p is scored
 
+# ---- d-vector map (plot_dvectors.py): the test d-vectors drawn in 2-D, one colour per speaker -------
+DVECTOR_MAP = f'{RESULTS_DIR}/dvector_map.png'  # the PNG plot_dvectors.py writes
+MAP_METHOD = 'tsne'   # 'tsne' (t-SNE: keeps neighbourhoods, the usual picture; seconds for thousands of points) |
+                      # 'pca' (the two directions of largest variance: linear, quick, distances comparable)
+MAP_PERPLEXITY = 30   # t-SNE: about how many neighbours each point weighs (lowered to a third of the points when fewer)
+
 # ---- Demo (demo.py): the whole pipeline on synthetic voices, everything under DEMO_DIR ---------
 DEMO_DIR = 'demo'         # everything the demo writes: audio, features, model, results
 DEMO_TRAIN_SPEAKERS = 30  # synthetic training voices
@@ -117,3 +123,4 @@ DEMO_EPOCHS = 15          # training epochs of the demo model
 DEMO_BATCH_SIZE = 32      # training windows per batch in the demo
 DEMO_OPTIMIZER = 'adam'   # on a small corpus and few epochs Adam converges where SGD at lr 0.1 does not
 DEMO_LR = 0.001           # the demo's Adam learning rate
+DEMO_MAP_SEGMENTS = 200   # frames (2 s) per point of the demo's d-vector map: each test voice has one test.wav

@@ -13,6 +13,7 @@ stages on it through their own main(), exactly as on real data, with every outpu
                              EER and minDCF of every enrollment against every test voice, demo/results/
     verification.py          one trial of the same voice and one of another voice
     identification.py --all  top-1 accuracy over the test voices, demo/results/confusion_matrix.png
+    plot_dvectors.py         the test voices' d-vectors drawn in 2-D, demo/results/dvector_map.png
 
 The test voices are not among the training voices. The voices are synthetic: the figures show the
 system at work, not how well it recognises people (README.md has the results on real speech).
@@ -25,6 +26,7 @@ import enroll
 import feature_extraction
 import identification
 import make_trials
+import plot_dvectors
 import train
 import verification
 from demo_corpus import write_corpus
@@ -64,9 +66,11 @@ def main(argv=None):
     args = parse_args(argv)
     root = Path(args.root)
     wavs, feat, log_dir = root / 'wavs', root / 'feat', root / 'model_saved'
-    model = ['--checkpoint', str(log_dir / 'checkpoint_best.pth'), '--test-feat-dir', str(feat / 'test'),
-             '--embedding-dir', str(root / 'enroll_embeddings'), '--device', args.device]
+    checkpoint = ['--checkpoint', str(log_dir / 'checkpoint_best.pth'), '--test-feat-dir', str(feat / 'test'),
+                  '--device', args.device]
+    model = checkpoint + ['--embedding-dir', str(root / 'enroll_embeddings')]
     results = ['--results-dir', str(root / 'results')]
+    dvector_map = root / 'results' / 'dvector_map.png'
 
     stage('Synthetic voices')
     corpus = write_corpus(wavs, args.train_speakers, args.train_utts, args.test_speakers, args.seed)
@@ -87,6 +91,8 @@ def main(argv=None):
     other = verification.main(model + ['--enroll-speaker', speakers[0], '--test-speaker', speakers[1]])
     stage('4. Identification')
     accuracy = identification.main(model + results + ['--all'])
+    stage('5. The d-vector map')
+    dvectors = plot_dvectors.main(checkpoint + ['--segments', str(c.DEMO_MAP_SEGMENTS), '--out', str(dvector_map)])
 
     best = load_checkpoint(log_dir / 'checkpoint_best.pth')['history'][-1]  # the epoch of the model enrolled with
     stage('Summary')
@@ -101,6 +107,9 @@ def main(argv=None):
     print(f"                 {speakers[0]} claims {speakers[0]}'s test: score {same[0]:.3f} -> {same[1]}")
     print(f"                 {speakers[0]} claims {speakers[1]}'s test: score {other[0]:.3f} -> {other[1]}")
     print(f"Plots:           {log_dir / 'loss_plot.png'}, {root / 'results'}/")
+    separation = '' if dvectors['silhouette'] is None else f" (silhouette {dvectors['silhouette']:.2f}; 1: apart, 0: mixed)"
+    print(f"d-vector map:    {dvector_map}: the test voices' {c.DEMO_MAP_SEGMENTS * c.WIN_STEP:g}-s pieces, one colour "
+          f"per voice, a star per enrollment{separation}")
     return {'history': history, 'identification': accuracy, 'verification': scores, 'examples': (same, other)}
 
 

@@ -1,8 +1,10 @@
-"""PNG plots of the results: DET curve, score histogram, confusion matrix. Each is written atomically."""
+"""PNG plots of the results: DET curve, score histogram, confusion matrix, d-vector map. Each is written atomically."""
 from statistics import NormalDist
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from metrics import compute_eer, error_rates
 from storage import atomic_write
@@ -82,4 +84,64 @@ def plot_confusion(true, predicted, speakers, path, title):
     ax.set_xlabel('predicted speaker')
     ax.set_ylabel('true speaker')
     ax.set_title(title)
+    save_figure(fig, path)
+
+
+SEX_MARKERS = {'F': 'o', 'M': '^'}  # test points of speakers whose id says their sex; the others get UNKNOWN_MARKER
+SEX_NAMES = {'F': 'female', 'M': 'male'}
+UNKNOWN_MARKER = 's'
+MAX_LEGEND_SPEAKERS = 40
+
+
+def speaker_colours(n):
+    """n distinct colours: tab20's ten strong hues, then its ten light ones (neighbours differ most); beyond 20, turbo."""
+    if n > 20:
+        return list(colormaps['turbo'](np.linspace(0.05, 0.95, n)))
+    tab20 = colormaps['tab20'].colors
+    return [tab20[i] for i in list(range(0, 20, 2)) + list(range(1, 20, 2))][:n]
+
+
+def plot_dvector_map(points, centres, sexes, path, title, axis_labels=('', '')):
+    """A 2-D map of d-vectors: one colour per speaker, the marker its sex, a large star for its enrollment.
+
+    points: {speaker: (n, 2) map coordinates of its test d-vectors}; centres: {speaker: (2,) of its
+    enrollment d-vector} (speakers without one get no star); sexes: {speaker: 'F', 'M' or None};
+    axis_labels: (x, y); none given: the axes carry no meaning of their own (t-SNE) and have no ticks.
+    """
+    speakers = sorted(set(points) | set(centres))
+    colour = dict(zip(speakers, speaker_colours(len(speakers))))
+    any_sex = any(sexes.get(s) for s in speakers)
+    unknown = UNKNOWN_MARKER if any_sex else 'o'
+
+    def marker(speaker):
+        return SEX_MARKERS.get(sexes.get(speaker), unknown)
+
+    size = float(np.clip(4000 / max(sum(len(xy) for xy in points.values()), 1), 8, 40))  # smaller when many
+
+    fig = Figure(figsize=(9, 6.5))
+    ax = fig.subplots()
+    for s in speakers:
+        if s in points:
+            xy = np.asarray(points[s])
+            ax.scatter(xy[:, 0], xy[:, 1], s=size, marker=marker(s), color=colour[s], alpha=0.7, linewidths=0)
+    for s in speakers:  # stars over every point, so that none hides one
+        if s in centres:
+            ax.scatter(*centres[s], s=320, marker='*', color=colour[s], edgecolors='k', linewidths=1.2, zorder=3)
+    grey = {'color': '0.4', 'linestyle': 'none'}
+    handles = [Line2D([], [], marker=m, label=f'test, {SEX_NAMES[sex]}', **grey)
+               for sex, m in SEX_MARKERS.items() if any(sexes.get(s) == sex for s in points)]
+    if any(not sexes.get(s) for s in points):
+        handles.append(Line2D([], [], marker=unknown, label='test, sex not in the id' if any_sex else 'test', **grey))
+    if centres:
+        handles.append(Line2D([], [], marker='*', markersize=14, markeredgecolor='k', label='enrollment', **grey))
+    if len(speakers) <= MAX_LEGEND_SPEAKERS:
+        handles += [Line2D([], [], marker=marker(s), color=colour[s], linestyle='none', label=s) for s in speakers]
+    ax.legend(handles=handles, loc='upper left', bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False,
+              ncols=2 if len(handles) > 24 else 1)
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
+    if not any(axis_labels):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
     save_figure(fig, path)

@@ -16,11 +16,13 @@ def test_demo_runs_every_stage_and_writes_only_under_its_folder(tmp_path):
     out = run_ok(tmp_path, 'demo.py', '--train-speakers', '6', '--train-utts', '6', '--test-speakers', '3',
                  '--epochs', '2', '--device', 'cpu')
     for line in ('Voices:          6 training x 6 utterances, 3 test voices', 'Training:        2 epochs',
-                 'Identification:  top-1', 'Verification:    EER', "tst000 claims tst000's test: score"):
+                 'Identification:  top-1', 'Verification:    EER', "tst000 claims tst000's test: score",
+                 'd-vector map:    demo/results/dvector_map.png'):
         assert line in out
     assert [p.name for p in tmp_path.iterdir()] == ['demo']  # no feat_logfbank_nfilt40, model_saved, ...
     demo = tmp_path / 'demo'
-    for plot in ('model_saved/loss_plot.png', 'results/confusion_matrix.png', 'results/trials_det.png'):
+    for plot in ('model_saved/loss_plot.png', 'results/confusion_matrix.png', 'results/trials_det.png',
+                 'results/dvector_map.png'):
         assert (demo / plot).is_file()
     again = run_ok(tmp_path, 'demo.py', '--train-speakers', '6', '--train-utts', '6', '--test-speakers', '3',
                    '--epochs', '2', '--device', 'cpu')  # reuses the corpus, the features and the finished run
