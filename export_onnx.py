@@ -7,8 +7,8 @@ The graph maps log-fbank input `fbank` (batch, 1, n_filters, frames) float32 to 
 backbone, width and pooling the checkpoint was trained with. The feature settings the model
 expects are stored in the file's metadata (metadata_props, 'feature', as JSON), with the model's
 settings, its id and the hash of its weights. Before the file is written, its d-vectors are checked
-against PyTorch's float32 ones on random input of two lengths. README, "Using the model outside
-this repository", says how to make the input and what to do with the output.
+against PyTorch's float32 ones on random input of two lengths. docs/onnx.md says how to make the
+input and what to do with the output.
 """
 import json
 

@@ -4,7 +4,7 @@ The graph maps log-fbank input `fbank` (batch, 1, n_filters, frames) float32 to 
 (batch, embedding_size) float32, before L2 normalisation; batch and frames are dynamic. Its
 metadata_props carry the feature settings the model was trained on (JSON under 'feature'), the
 model's settings, which model it is and the hash of its weights, so that the file can be used
-without this repository (README: "Using the model outside this repository").
+without this repository (docs/onnx.md).
 
 The stages (--backend onnx) embed through `OnnxEmbedder`, which has the model's `.embed(x)`, so
 that dvector.embed_all segments and batches exactly as with PyTorch. The graph is exported once

@@ -1,5 +1,5 @@
 """ONNX export and the ONNX Runtime backend: the graph against PyTorch, the scores of both backends, the export
-cache, float32 only, and the README's standalone snippet.
+cache, float32 only, and the standalone snippet that docs/onnx.md quotes.
 
 Exports and ONNX Runtime run in child processes (the scripts, as a user runs them), so that a crash in native
 code fails one test instead of ending the suite.
@@ -151,10 +151,10 @@ def write_voice(path, seconds, seed):
     soundfile.write(path, audio, 16000)
 
 
-def test_the_readme_snippet_reproduces_an_enrolled_d_vector(trained, tmp_path):
+def test_the_documented_snippet_reproduces_an_enrolled_d_vector(trained, tmp_path):
     snippet = REPO / 'examples' / 'onnx_dvector.py'
     code = snippet.read_text()
-    assert code[code.index('import json'):] in (REPO / 'README.md').read_text()  # the README quotes its code as it is
+    assert code[code.index('import json'):] in (REPO / 'docs' / 'onnx.md').read_text()  # quoted as it is
     wavs = [tmp_path / 'wavs' / 'spk' / 'enroll1.wav', tmp_path / 'wavs' / 'spk' / 'enroll2.wav']
     for seed, (wav, seconds) in enumerate(zip(wavs, (3.3, 2.7))):  # a segment and a piece of one each
         write_voice(wav, seconds, seed)
