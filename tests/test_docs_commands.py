@@ -26,12 +26,6 @@ DOCS = [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))]
 POSITIONAL_ONLY = {'examples/onnx_dvector.py': 2}  # reads sys.argv: the .onnx file, then one or more audio files
 NO_ARGUMENTS = {'speed.py'}                         # main() takes no arguments
 
-# PENDING RENAME, until the code that renames it is merged: the embedding precision of the scoring scripts is
-# documented as --embed-precision, which replaces their --precision. Where a script does not know the new name
-# yet, its command is checked with --precision in its place and the test is marked xfail (never a silent pass).
-# Once every scoring script accepts --embed-precision, these tests pass and this rename can go.
-PENDING_RENAMES = {'--embed-precision': '--precision'}
-
 FENCE = re.compile(r'^\s*(```|~~~)\s*([\w+-]*)')
 INLINE_CODE = re.compile(r'(?<!`)`([^`\n]+)`(?!`)')
 SEPARATORS = {'&&', '||', ';', '|'}  # between commands, as words of their own
@@ -176,23 +170,12 @@ def refusal(script, argv):
     return None
 
 
-def renamed(argv):
-    """argv with the PENDING_RENAMES flags under their present names."""
-    renamed = []
-    for word in argv:
-        flag, equals, value = word.partition('=')
-        renamed.append(PENDING_RENAMES.get(flag, flag) + equals + value)
-    return renamed
-
-
 @pytest.mark.parametrize('doc, line, command, script, argv', documented_commands())
 def test_documented_command_parses(doc, line, command, script, argv):
     try:
         problem = refusal(script, argv)
     except AssertionError as e:
         problem = str(e)
-    if problem and renamed(argv) != argv and refusal(script, renamed(argv)) is None:
-        pytest.xfail(f"{doc}:{line}: {', '.join(PENDING_RENAMES)} is not in {script} yet (pending rename)")
     assert problem is None, f"{doc}, line {line}: `{command}` does not parse:\n{problem}"
 
 
