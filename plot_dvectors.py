@@ -38,7 +38,8 @@ from dvector import embed_all, enroll_speaker, split_segments
 from features import read_utterance, recipe
 from model.model import BackgroundResNet
 from plots import plot_dvector_map
-from storage import for_inference, load_checkpoint, load_model, model_from_checkpoint, model_id
+from speed import embedding_dtype, for_inference, select_device
+from storage import load_checkpoint, load_model, model_from_checkpoint, model_id
 
 METHODS = ('tsne', 'pca')
 ETRI_ID = re.compile(r'\d+([FM])\d+')  # ETRI speaker ids: <number><F|M><digits>, the letter the speaker's sex
@@ -71,7 +72,7 @@ def load_untrained(path, device, precision, backend, seed):
     if backend != 'torch':
         raise ValueError("--untrained embeds with the 'torch' backend only (the 'onnx' one exports the trained "
                          "weights): drop --backend onnx")
-    dtype = cli.embedding_dtype(precision, device, backend)
+    dtype = embedding_dtype(precision, device, backend)
     ckpt = load_checkpoint(path, device)
     torch.manual_seed(seed)
     ckpt = {**ckpt, 'state_dict': BackgroundResNet(**ckpt['model_args']).state_dict()}
@@ -144,11 +145,11 @@ def title(args, ckpt, n_points, n_speakers, score):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = cli.select_device(args.device)
+    device = select_device(args.device)
     if args.untrained:
-        model, ckpt = load_untrained(args.checkpoint, device, args.precision, args.backend, args.seed)
+        model, ckpt = load_untrained(args.checkpoint, device, args.embed_precision, args.backend, args.seed)
     else:
-        model, ckpt = load_model(args.checkpoint, device, args.precision, args.backend)
+        model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend)
     cli.recommended_scoring(args, argv, ckpt)
     enroll_DB, test_DB = split_enroll_and_test(args.test_feat_dir)
     n_test = test_DB['speaker_id'].nunique()
