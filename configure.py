@@ -98,7 +98,7 @@ SCORINGS = {
     'improved': {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'asnorm'},
 }
 EMBED_PRECISION = 'auto'  # the backbone's precision when embedding: 'auto' (bfloat16 where the device has bfloat16
-                          # units; scores move by ~0.002, see README) | 'fp32' (the tutorial's d-vectors) | 'bf16'
+                          # units; scores move by ~0.002, see docs/speed.md) | 'fp32' (the tutorial's d-vectors) | 'bf16'
 EMBED_BACKEND = 'torch'   # what runs the embedding network: 'torch' | 'onnx' (ONNX Runtime on the CPU, float32 only:
                           # the tutorial's d-vectors, faster than PyTorch's float32; exported once to
                           # <checkpoint stem>.<hash>.onnx beside the checkpoint)
