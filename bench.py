@@ -37,6 +37,7 @@ from DB_wav_reader import read_feats_structure
 from dvector import d_vector, embed_all, split_segments
 from features import feature_settings, read_MFB
 from model.model import BackgroundResNet
+from model.resnet import BACKBONES
 from onnx_backend import OnnxEmbedder, export_bytes
 from speed import (
     Compute,
@@ -56,13 +57,13 @@ CPU_EMBED_PATHS = ('onnx fp32',)  # embedding paths that run on the CPU only
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
-    p.add_argument('--train-feat-dir', default=c.TRAIN_FEAT_DIR, help='<speaker>/<utterance>.p feature tree')
+    cli.setting(p, 'TRAIN_FEAT_DIR')
     p.add_argument('--utts', type=cli.positive_int, default=2000, help='utterances sampled from it')
     p.add_argument('--batches', type=cli.positive_int, default=20, help='timed training batches per path')
-    p.add_argument('--batch-size', type=cli.positive_int, default=c.BATCH_SIZE, help='training windows per batch')
+    cli.setting(p, 'BATCH_SIZE', type=cli.positive_int)
     p.add_argument('--embed-utts', type=cli.positive_int, default=1000, help='utterances embedded per path')
-    p.add_argument('--backbone', default=c.BACKBONE, help='ResNet depth')
-    cli.add_backend_arg(p, role="the 'fast' embedding path's backend")
+    cli.setting(p, 'BACKBONE', choices=list(BACKBONES))
+    cli.add_backend_arg(p)  # the backend of the 'fast' embedding path
     cli.add_device_arg(p)
     return p.parse_args(argv)
 

@@ -88,10 +88,8 @@ def add_device_arg(p):
     setting(p, 'DEVICE')
 
 
-def add_backend_arg(p, role='what runs the embedding network'):
-    p.add_argument('--backend', choices=speed.EMBED_BACKENDS, default=c.EMBED_BACKEND,
-                   help=f"{role}: 'torch', or 'onnx' (ONNX Runtime on the CPU, float32 only; the stages export the "
-                   "model once, to a cache beside the checkpoint)")
+def add_backend_arg(p):
+    setting(p, 'EMBED_BACKEND', '--backend', choices=speed.EMBED_BACKENDS)
 
 
 def add_model_args(p, embedding_dir=True):

@@ -266,10 +266,9 @@ def write_corpus(root, n_train_speakers=c.DEMO_TRAIN_SPEAKERS, n_train_utts=c.DE
 def parse_args(argv=None):
     p = cli.parser(__doc__)
     p.add_argument('--out', default=os.path.join(c.DEMO_DIR, 'wavs'), help='the corpus goes here (missing or empty)')
-    p.add_argument('--train-speakers', type=cli.positive_int, default=c.DEMO_TRAIN_SPEAKERS, help='training voices')
-    p.add_argument('--train-utts', type=cli.positive_int, default=c.DEMO_TRAIN_UTTS, help='utterances per voice')
-    p.add_argument('--test-speakers', type=cli.positive_int, default=c.DEMO_TEST_SPEAKERS,
-                   help='test voices, one enroll.wav and one test.wav each')
+    cli.setting(p, 'DEMO_TRAIN_SPEAKERS', '--train-speakers', type=cli.positive_int)
+    cli.setting(p, 'DEMO_TRAIN_UTTS', '--train-utts', type=cli.positive_int)
+    cli.setting(p, 'DEMO_TEST_SPEAKERS', '--test-speakers', type=cli.positive_int)
     p.add_argument('--seed', type=int, default=c.SEED, help='seeds every voice and utterance')
     return p.parse_args(argv)
 

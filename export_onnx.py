@@ -13,14 +13,13 @@ input and what to do with the output.
 import json
 
 import cli
-import configure as c
 from onnx_backend import TOLERANCE, export_checkpoint, weights_hash
 from storage import load_checkpoint
 
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
-    p.add_argument('--checkpoint', default=c.CHECKPOINT, help='trained model (train.py writes it)')
+    cli.setting(p, 'CHECKPOINT')
     p.add_argument('--out', required=True, help='the .onnx file to write')
     return p.parse_args(argv)
 

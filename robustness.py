@@ -142,7 +142,7 @@ def table(results, names):
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
-    p.add_argument('--checkpoint', default=c.CHECKPOINT, help='the model to score')
+    cli.setting(p, 'CHECKPOINT')
     p.add_argument('--wav-dir', default='../shared/etri/test_wavs', help='<speaker>/{enroll,test}.wav recordings')
     p.add_argument('--out', default='robustness', help='where the degraded recordings, trial lists and table go')
     cli.add_device_arg(p)
