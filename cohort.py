@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 import configure as c
 from DB_wav_reader import read_feats_structure
-from dvector import embed_all
+from dvector import embed_all, mean_dvector
 from features import read_MFB
 from storage import atomic_save, model_id
 
@@ -25,7 +24,7 @@ def cohort_path(checkpoint):
 
 
 def build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, device):
-    """One d-vector (n_speakers, embedding_size) per training speaker: the normalised mean of the d-vectors of its
+    """One d-vector (n_speakers, embedding_size) per training speaker: the mean_dvector of the d-vectors of its
     first `utts_per_speaker` utterances (by name), embedded as the checkpoint recommends for enrollment
     (ENROLL_FRAMES otherwise)."""
     segment_frames = ckpt.get('scoring', {}).get('enroll_frames', c.ENROLL_FRAMES)
@@ -33,7 +32,7 @@ def build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, device):
     files = DB.groupby('speaker_id')['filename'].apply(lambda f: sorted(f)[:utts_per_speaker])
     names = [f for fs in files for f in fs]
     vectors = embed_all(model, names, lambda f: read_MFB(f, ckpt['feature']), segment_frames, device, 'cohort')
-    return torch.stack([F.normalize(torch.stack([vectors[f] for f in fs]).mean(0), dim=0) for fs in files])
+    return torch.stack([mean_dvector(torch.stack([vectors[f] for f in fs])) for fs in files])
 
 
 def read_stored_cohort(path, device):

@@ -78,10 +78,15 @@ def embed_file(model, settings, filename, segment_frames, device):
     return embed_utterance(model, read_utterance(filename, settings), segment_frames, device)
 
 
-def enroll_speaker(model, settings, files, segment_frames, device):
-    """A speaker's d-vector: the mean of the d-vectors of the enrollment files (features or audio), L2-normalised."""
-    vectors = embed_utterances(model, [read_utterance(f, settings) for f in files], segment_frames, device)
+def mean_dvector(vectors):
+    """A speaker's d-vector (embedding_size,) from the d-vectors (n_utterances, embedding_size) of its utterances:
+    their mean, L2-normalised."""
     return F.normalize(vectors.mean(0), dim=0)
+
+
+def enroll_speaker(model, settings, files, segment_frames, device):
+    """A speaker's d-vector: the mean_dvector of the d-vectors of the enrollment files (features or audio)."""
+    return mean_dvector(embed_utterances(model, [read_utterance(f, settings) for f in files], segment_frames, device))
 
 
 def cosine_score(enrolled, test):

@@ -65,6 +65,8 @@ LOUD_PERCENTILE = 95  # the reference of the utterance's loud frames (5 % of the
 # below it, fewest frames between -40 and -30 dB. 30 dB keeps weak consonants and drops the silence.
 VAD_DB = 30.0
 
+TRIM_SECONDS = c.TRIM_FRAMES * c.WIN_STEP  # seconds trimmed at each end of every utterance (configure.py's)
+
 
 # ---- Feature files ------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import soundfile
 import cli
 import configure as c
 from DB_wav_reader import find_files, is_enroll_file
-from features import FEATURE_SUFFIX, SUFFIXES, FeatureFileError, is_audio, load_feature_file
+from features import FEATURE_SUFFIX, SUFFIXES, TRIM_SECONDS, FeatureFileError, is_audio, load_feature_file
 from trials import Trial, write_trials
 
 
@@ -46,11 +46,10 @@ def duration(path):
 def pieces(path, name, seconds):
     """`<name>@<start>-<end>` of the non-overlapping pieces between the trimmed edges of the file at path.
 
-    The edges are configure.py's TRIM_FRAMES and WIN_STEP: score with a model trained with the same.
+    The edges are configure.py's TRIM_SECONDS: score with a model trained with the same.
     """
-    trim = c.TRIM_FRAMES * c.WIN_STEP
-    n = int((duration(path) - 2 * trim) // seconds)
-    return [f"{name}@{trim + i * seconds:.2f}-{trim + (i + 1) * seconds:.2f}" for i in range(n)]
+    n = int((duration(path) - 2 * TRIM_SECONDS) // seconds)
+    return [f"{name}@{TRIM_SECONDS + i * seconds:.2f}-{TRIM_SECONDS + (i + 1) * seconds:.2f}" for i in range(n)]
 
 
 def enrollments_and_tests(DB, test_dir, base, piece_seconds):

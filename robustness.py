@@ -26,10 +26,9 @@ import configure as c
 import make_trials
 import verification
 from DB_wav_reader import find_files, is_enroll_file
-from features import read_audio
+from features import TRIM_SECONDS, read_audio
 
 PIECE_SECONDS = 3.0
-MARGIN = c.TRIM_FRAMES * c.WIN_STEP  # seconds the stages trim at each end of a file
 TELEPHONE_RATE = 8000
 VARIANTS = {'defaults': [], '--vad energy': ['--vad', 'energy'], '--level': ['--level', str(c.TRAIN_LEVEL)],
             '--vad energy --level': ['--vad', 'energy', '--level', str(c.TRAIN_LEVEL)]}
@@ -98,7 +97,7 @@ def write_conditions(wav_dir, out, seed=0):
     for speaker, path in tests:
         audio = read_audio(path, sr)
         others = [a for s, a in enroll_audio.items() if s != speaker]
-        step, margin = int(PIECE_SECONDS * sr), int(MARGIN * sr)
+        step, margin = int(PIECE_SECONDS * sr), int(TRIM_SECONDS * sr)
         for k in range(int((len(audio) - 2 * margin) // step)):
             piece = audio[k * step:(k + 1) * step + 2 * margin]  # the piece and the margins trimmed again
             degraded_pieces = conditions(piece, others, sr, rng)
@@ -110,7 +109,7 @@ def write_conditions(wav_dir, out, seed=0):
                 if not (folder / 'enroll.wav').exists():
                     soundfile.write(folder / 'enroll.wav', enroll_audio[speaker], sr, 'FLOAT')
     if names is None:
-        raise ValueError(f"no test recording under {wav_dir} is longer than {PIECE_SECONDS + 2 * MARGIN} s")
+        raise ValueError(f"no test recording under {wav_dir} is longer than {PIECE_SECONDS + 2 * TRIM_SECONDS} s")
     return names
 
 

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from DB_wav_reader import is_enroll_file, utterance_files
-from dvector import embed_all, normalise_scores
+from dvector import embed_all, mean_dvector, normalise_scores
 from features import SUFFIXES, FeatureFileError, file_features, is_utterance_file, recipe, trim_edges
 from storage import atomic_write
 
@@ -171,7 +170,7 @@ class TrialEmbedder:
         files = {name: [str(Path(name) / f.relative_to(self.root / name)) for f in enrollment_files(self.root / name)]
                  if name.endswith('/') else [name] for name in names}
         vectors = self.embed(sorted({f for fs in files.values() for f in fs}), self.enroll_frames, 'enroll side')
-        return {name: F.normalize(torch.stack([vectors[f] for f in fs]).mean(0), dim=0) for name, fs in files.items()}
+        return {name: mean_dvector(torch.stack([vectors[f] for f in fs])) for name, fs in files.items()}
 
     def tests(self, names):
         return self.embed(names, self.test_frames, 'test side')
