@@ -84,6 +84,15 @@ def non_negative_int(text):
     return value
 
 
+def cohort_size(text):
+    """argparse type: how many top cohort scores AS-norm takes, 2 or more (one score has no standard deviation)."""
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be 2 or more (AS-norm divides by the standard deviation of the top "
+                                         f"cohort scores), not {text}")
+    return value
+
+
 def add_device_arg(p):
     setting(p, 'DEVICE')
 
@@ -136,7 +145,7 @@ def add_scoring_args(p, sides=('enroll', 'test'), score_norm=True):
         setting(p, f'{side.upper()}_FRAMES', type=non_negative_int)
     if score_norm:
         setting(p, 'SCORE_NORM', choices=SCORE_NORMS)
-        setting(p, 'COHORT_TOP', type=positive_int)
+        setting(p, 'COHORT_TOP', type=cohort_size)
         p.add_argument('--cohort-dir', help='asnorm: training feature tree to build the cohort from when the '
                        'checkpoint has none (default: the one it was trained on)')
     return p

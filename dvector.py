@@ -129,8 +129,12 @@ def cohort_stats(vectors, cohort, top):
 
     vectors (n, embedding_size) and cohort (n_cohort, embedding_size), both L2-normalised.
     """
+    n_best = min(top, cohort.shape[0])
+    if n_best < 2:
+        raise ValueError(f"AS-norm divides by the standard deviation of the top cohort scores: it needs 2 or more, "
+                         f"not the top {top} of a cohort of {cohort.shape[0]} speakers (--cohort-top)")
     scores = vectors @ cohort.T  # (n, n_cohort)
-    best = scores.topk(min(top, cohort.shape[0]), dim=1).values
+    best = scores.topk(n_best, dim=1).values
     return best.mean(1), best.std(1).clamp(min=1e-6)
 
 

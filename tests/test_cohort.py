@@ -28,6 +28,19 @@ def test_cohort_stats_take_the_top_scores_of_each_vector():
     assert mean_all.tolist() == pytest.approx([0.0, 1 / 3], abs=1e-7)  # 1, 0, -1 and 0, 1, 0
 
 
+def test_as_norm_needs_two_top_scores_for_a_standard_deviation(capsys):
+    cohort, vectors = unit([1, 0], [0, 1], [-1, 0]), unit([1, 0])
+    with pytest.raises(ValueError, match='needs 2 or more, not the top 1 of a cohort of 3 speakers'):
+        dvector.cohort_stats(vectors, cohort, top=1)  # the std of one score: NaN scores
+    with pytest.raises(ValueError, match='not the top 100 of a cohort of 1 speakers'):
+        dvector.cohort_stats(vectors, cohort[:1], top=100)
+    for script in (verification, identification):
+        with pytest.raises(SystemExit):
+            script.parse_args(['--cohort-top', '1'])
+        assert '--cohort-top: must be 2 or more' in capsys.readouterr().err
+        assert script.parse_args(['--cohort-top', '2']).cohort_top == 2
+
+
 def test_as_norm_is_the_mean_of_both_sides_z_scores():
     scores = torch.tensor([0.8, 0.2])
     normed = dvector.as_norm(scores, (torch.tensor(0.5), torch.tensor(0.1)), (torch.tensor(0.2), torch.tensor(0.2)))
