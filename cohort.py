@@ -1,8 +1,9 @@
 """The AS-norm cohort of a checkpoint: one d-vector per training speaker (dvector.py normalises scores with it).
 
 Each training speaker's d-vector is the normalised mean of the d-vectors of its first COHORT_UTTS
-training utterances. It is computed once per checkpoint and stored beside it (`<name>_cohort.pth`),
-or inside a published checkpoint (pretrained/), so that AS-norm works where the training data is absent.
+training utterances. It is computed once per checkpoint and stored beside it (`<name>_cohort.pth`, with
+the folder and the number of utterances it was built from: asking for others builds it again), or inside
+a published checkpoint (pretrained/), so that AS-norm works where the training data is absent.
 """
 import pickle
 import sys
@@ -50,25 +51,53 @@ def read_stored_cohort(path, device):
     return None
 
 
+def cohort_source(train_feat_dir, utts_per_speaker):
+    """What a cohort is built from, as its stored record keeps it: the training folder (absolute) and utterances
+    per speaker."""
+    return {'train_feat_dir': str(Path(train_feat_dir).resolve()), 'utts_per_speaker': utts_per_speaker}
+
+
+def stored_cohort(path, ckpt, source, device):
+    """The cohort stored at `path` when it is the checkpoint's model's and was built from `source` (cohort_source),
+    else None."""
+    record = read_stored_cohort(path, device)
+    if not record or record.get('model_id') != model_id(ckpt):
+        return None
+    built_from = {k: record.get(k) for k in source}
+    if built_from != source:
+        print(f"The stored cohort {path} was built from {built_from['train_feat_dir']} ({built_from['utts_per_speaker']} "
+              f"utterances a speaker), not from {source['train_feat_dir']} ({source['utts_per_speaker']})",
+              file=sys.stderr)
+        return None
+    return record['cohort']
+
+
 def load_cohort(checkpoint, ckpt, model, device, train_feat_dir=None, utts_per_speaker=c.COHORT_UTTS):
     """The checkpoint's cohort (n_speakers, embedding_size): inside it, stored beside it, or built now and stored.
 
-    A cohort is built from the run's training folder (train_feat_dir, default the one it was trained on). A stored
-    cohort that cannot be read is built again.
+    A cohort is built from the run's training folder (train_feat_dir, default the one it was trained on); a stored
+    one is built again when it came from another folder or another utts_per_speaker, or cannot be read. A published
+    checkpoint's own cohort is always used: a train_feat_dir given is then not used, and a note says so.
     """
     if 'cohort' in ckpt:  # a published checkpoint's, stored in float16
+        if train_feat_dir is not None:
+            print(f"Note: --cohort-dir {train_feat_dir} is not used: {checkpoint} carries its own cohort",
+                  file=sys.stderr)
         return ckpt['cohort'].float().to(device)
     path = cohort_path(checkpoint)
-    record = read_stored_cohort(path, device)
-    if record and record.get('model_id') == model_id(ckpt):
-        return record['cohort']
     train_feat_dir = train_feat_dir or ckpt.get('train_args', {}).get('train_feat_dir')
-    if not train_feat_dir or not Path(train_feat_dir).is_dir():
+    if not train_feat_dir:
+        raise FileNotFoundError(f"AS-norm needs a cohort of training speakers: {checkpoint} holds none and names no "
+                                "training folder (pass --cohort-dir, or --score-norm none)")
+    source = cohort_source(train_feat_dir, utts_per_speaker)
+    cohort = stored_cohort(path, ckpt, source, device)
+    if cohort is not None:
+        return cohort
+    if not Path(train_feat_dir).is_dir():
         raise FileNotFoundError(f"AS-norm needs a cohort of training speakers: {checkpoint} holds none, and its "
                                 f"training folder {train_feat_dir} is not here (pass --cohort-dir, or --score-norm none)")
     print(f"Building the AS-norm cohort of {checkpoint} from {train_feat_dir} ({utts_per_speaker} utterances "
           f"a speaker); stored in {path}", file=sys.stderr)  # stderr: stdout may be --json
     cohort = build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, device)
-    atomic_save({'cohort': cohort.cpu(), 'model_id': model_id(ckpt), 'train_feat_dir': str(train_feat_dir),
-                 'utts_per_speaker': utts_per_speaker}, path)
+    atomic_save({'cohort': cohort.cpu(), 'model_id': model_id(ckpt), **source}, path)
     return cohort

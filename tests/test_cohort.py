@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import write_feature_tree
 
 import cohort
 import dvector
@@ -80,12 +81,40 @@ def test_a_checkpoints_cohort_is_built_once_and_stored_beside_it(trained, featur
     assert vectors.shape == (4, 128) and torch.allclose(vectors.norm(dim=1), torch.ones(4))
     assert 'Building the AS-norm cohort' in capsys.readouterr().err
     assert cohort.cohort_path(checkpoint).is_file()
-    again = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', '/nowhere')  # stored: no data needed
+    again = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', utts_per_speaker=3)  # the run's folder: stored
     assert torch.equal(again, vectors) and 'Building' not in capsys.readouterr().err
     other = {**ckpt, 'epoch': ckpt['epoch'] + 1}  # another model: the stored cohort is not its own
     with pytest.raises(FileNotFoundError, match='AS-norm needs a cohort'):
-        cohort.load_cohort(checkpoint, other, model, 'cpu', '/nowhere')
+        cohort.load_cohort(checkpoint, other, model, 'cpu', '/nowhere', 3)
     cohort.cohort_path(checkpoint).unlink()
+
+
+def test_a_stored_cohort_is_built_again_from_another_folder_or_number_of_utterances(trained, feature_tree, tmp_path,
+                                                                                   capsys):
+    checkpoint = trained / 'checkpoint_best.pth'
+    model, ckpt = load_model(checkpoint, 'cpu', 'fp32')
+    try:
+        first = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', feature_tree / 'train', 3)
+        fewer = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', feature_tree / 'train', 2)
+        err = capsys.readouterr().err
+        assert 'built from' in err and f"{(feature_tree / 'train').resolve()} (3 utterances a speaker)" in err
+        assert err.count('Building the AS-norm cohort') == 2 and not torch.equal(first, fewer)
+        assert torch.load(cohort.cohort_path(checkpoint), weights_only=True)['utts_per_speaker'] == 2
+        other = write_feature_tree(tmp_path / 'other', n_train_speakers=3, n_utts=2, n_test_speakers=0, seed=3)
+        assert cohort.load_cohort(checkpoint, ckpt, model, 'cpu', other / 'train', 2).shape == (3, 128)
+        assert 'Building the AS-norm cohort' in capsys.readouterr().err
+    finally:
+        cohort.cohort_path(checkpoint).unlink(missing_ok=True)
+
+
+def test_a_published_checkpoint_uses_its_own_cohort_and_says_a_cohort_dir_is_not_used(trained, tmp_path, capsys):
+    own = unit(*torch.eye(4, 128).tolist())
+    checkpoint = copy_checkpoint(trained, tmp_path, cohort=own.half())
+    model, ckpt = load_model(checkpoint, 'cpu', 'fp32')
+    assert torch.equal(cohort.load_cohort(checkpoint, ckpt, model, 'cpu'), own)
+    assert capsys.readouterr().err == ''
+    assert torch.equal(cohort.load_cohort(checkpoint, ckpt, model, 'cpu', 'my_feats/train'), own)
+    assert f'--cohort-dir my_feats/train is not used: {checkpoint} carries its own cohort' in capsys.readouterr().err
 
 
 def test_a_stored_cohort_that_cannot_be_read_is_built_again(trained, feature_tree, capsys):
@@ -98,7 +127,8 @@ def test_a_stored_cohort_that_cannot_be_read_is_built_again(trained, feature_tre
             vectors = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', feature_tree / 'train', 3)
             assert 'Cannot read the stored cohort' in capsys.readouterr().err
             assert vectors.shape == (4, 128)
-            assert torch.equal(cohort.load_cohort(checkpoint, ckpt, model, 'cpu', '/nowhere'), vectors)  # repaired
+            assert torch.equal(cohort.load_cohort(checkpoint, ckpt, model, 'cpu', utts_per_speaker=3), vectors)  # repaired
+            assert 'Building' not in capsys.readouterr().err
     finally:
         path.unlink(missing_ok=True)
 
