@@ -14,6 +14,9 @@ Conditions: clean; white noise at 20, 10 and 5 dB SNR; babble (four other speake
 recordings mixed) at 10 and 5 dB; telephone band (300-3400 Hz, stored at 8 kHz); long silences
 (2 s of room tone at -70 dBFS before and after the speech, 1 s in its middle); low gain (x0.05,
 about -70 dBFS for the ETRI recordings).
+
+The folder needs two speakers or more, each with one enrollment recording longer than a piece with
+its margins (4 s): babble mixes stretches of the other speakers' enrollment recordings.
 """
 from pathlib import Path
 
@@ -84,20 +87,46 @@ def folder_name(condition):
     return condition.replace(' ', '_').replace('.', '')
 
 
+def enrollment_recordings(DB, wav_dir):
+    """{speaker: its enrollment recording} of the recordings DB: one per speaker, of two speakers or more (babble
+    mixes the other speakers' enrollment recordings)."""
+    enroll = {}
+    for speaker, files in DB.groupby('speaker_id')['filename']:
+        named = [f for f in files if is_enroll_file(f)]
+        if len(named) != 1:
+            found = f"{len(named)} ({', '.join(Path(f).name for f in named)})" if named else "none"
+            raise ValueError(f"{Path(wav_dir) / speaker}: robustness.py takes one enrollment recording a speaker (a "
+                             f"wav named like 'enroll*'), found {found}")
+        enroll[speaker] = named[0]
+    if len(enroll) < 2:
+        raise ValueError(f"{wav_dir}: one speaker; the babble conditions mix other speakers' enrollment recordings: "
+                         "2 speakers or more are needed")
+    return enroll
+
+
+def check_babble_sources(enroll_audio, enroll, n_samples, sample_rate):
+    """Refuse enrollment recordings (n_samples,) no longer than n_samples, the stretches babble takes of them."""
+    short = [f"{enroll[s]} ({len(a) / sample_rate:.1f} s)" for s, a in enroll_audio.items() if len(a) <= n_samples]
+    if short:
+        raise ValueError(f"enrollment recordings must be longer than a test piece with its margins "
+                         f"({n_samples / sample_rate:.1f} s; babble mixes stretches of them): {', '.join(short)}")
+
+
 def write_conditions(wav_dir, out, seed=0):
     """Write <out>/<condition>/<speaker>/{enroll.wav, test_<k>.wav} of every speaker of wav_dir; returns the
     condition names."""
-    DB = find_files(wav_dir, '.wav')
+    DB = find_files(wav_dir, ('.wav',))
     rng = np.random.default_rng(seed)
     sr = c.SAMPLE_RATE
-    enroll = {s: f for f, s in zip(DB['filename'], DB['speaker_id']) if is_enroll_file(f)}
-    tests = [(s, f) for f, s in zip(DB['filename'], DB['speaker_id']) if not is_enroll_file(f)]
+    step, margin = int(PIECE_SECONDS * sr), int(TRIM_SECONDS * sr)
+    enroll = enrollment_recordings(DB, wav_dir)
     enroll_audio = {s: read_audio(f, sr) for s, f in enroll.items()}
+    check_babble_sources(enroll_audio, enroll, step + 2 * margin, sr)
+    tests = [(s, f) for f, s in zip(DB['filename'], DB['speaker_id']) if not is_enroll_file(f)]
     names = None
     for speaker, path in tests:
         audio = read_audio(path, sr)
         others = [a for s, a in enroll_audio.items() if s != speaker]
-        step, margin = int(PIECE_SECONDS * sr), int(TRIM_SECONDS * sr)
         for k in range(int((len(audio) - 2 * margin) // step)):
             piece = audio[k * step:(k + 1) * step + 2 * margin]  # the piece and the margins trimmed again
             degraded_pieces = conditions(piece, others, sr, rng)

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 import soundfile as sf
+from test_feature_extraction import voice
 
 import robustness
-from test_feature_extraction import voice
 
 
 def write_recordings(root, pitches=(110, 170, 260)):
@@ -36,6 +36,37 @@ def test_every_condition_is_written_beside_a_clean_enrollment(tmp_path):
     assert np.allclose(quiet, 0.05 * loud, atol=1e-7)
     assert np.array_equal(sf.read(clean / 'enroll.wav')[0], sf.read(tmp_path / 'out' / 'babble_5_dB' / 'spk0' /
                                                                    'enroll.wav')[0])
+
+
+def test_only_wav_files_are_taken(tmp_path):
+    wavs = write_recordings(tmp_path / 'wavs')
+    (wavs / 'spk0' / 'NOTES').write_text('recorded at home')  # no suffix: not a recording
+    assert len(robustness.write_conditions(wavs, tmp_path / 'out')) == 9
+    assert sorted(p.name for p in (tmp_path / 'out' / 'clean' / 'spk0').iterdir()) == ['enroll.wav', 'test_0.wav']
+
+
+def test_one_speaker_is_refused_babble_needs_others(tmp_path):
+    with pytest.raises(ValueError, match="wavs: one speaker; the babble conditions mix other speakers'"):
+        robustness.write_conditions(write_recordings(tmp_path / 'wavs', pitches=(110,)), tmp_path / 'out')
+
+
+def test_an_enrollment_shorter_than_a_piece_is_refused(tmp_path):
+    wavs = write_recordings(tmp_path / 'wavs')
+    sf.write(wavs / 'spk1' / 'enroll.wav', voice(3.0, pitch=170, seed=1), 16000)
+    with pytest.raises(ValueError, match=r'enrollment recordings must be longer than a test piece with its margins '
+                                         r'\(4.0 s; .*\): .*spk1/enroll.wav \(3.0 s\)'):
+        robustness.write_conditions(wavs, tmp_path / 'out')
+
+
+@pytest.mark.parametrize('enroll_files, found', [(['enroll.wav', 'enroll_2.wav'], r'found 2 \(enroll.wav, enroll_2.wav\)'),
+                                                 ([], 'found none')])
+def test_one_enrollment_recording_a_speaker(tmp_path, enroll_files, found):
+    wavs = write_recordings(tmp_path / 'wavs')
+    (wavs / 'spk2' / 'enroll.wav').unlink()
+    for name in enroll_files:
+        sf.write(wavs / 'spk2' / name, voice(6.0, pitch=260, seed=2), 16000)
+    with pytest.raises(ValueError, match=f"spk2: robustness.py takes one enrollment recording a speaker .*, {found}"):
+        robustness.write_conditions(wavs, tmp_path / 'out')
 
 
 def test_the_table_scores_each_condition_with_and_without_vad_and_level(trained, tmp_path):
