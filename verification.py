@@ -52,6 +52,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.trials and args.test_file:
         p.error('--test-file is a single trial: it does not go with --trials')
+    list_only = [flag for flag, value in (('--root', args.root), ('--scores', args.scores), ('--json', args.json),
+                                          ('--calibrate', args.calibrate)) if value]
+    if list_only and not args.trials:
+        p.error(f"{', '.join(list_only)}: for a trial list only; add --trials LIST, or leave them out")
     return args
 
 

@@ -2,14 +2,14 @@
 import numpy as np
 import pytest
 import torch
+from conftest import model_args, write_feature, write_feature_tree
 
 import configure
+import dvector
 import enroll
 import identification
 import speed
 import verification
-from conftest import model_args, write_feature, write_feature_tree
-import dvector
 from dvector import d_vector, embed_file, embed_utterance, embed_utterances, split_segments
 from features import FeatureFileError
 from storage import atomic_save, load_model
@@ -41,6 +41,16 @@ def test_verification_accepts_above_the_threshold(enrolled):
                                          '--threshold', threshold])[1] == 'Accept'
     assert verification.main(enrolled + ['--enroll-speaker', 'tst0', '--test-speaker', 'tst1',
                                          '--threshold', threshold])[1] == 'Reject'
+
+
+@pytest.mark.parametrize('flags', [['--json'], ['--calibrate'], ['--scores', 's.txt'], ['--root', 'data'],
+                                   ['--json', '--calibrate']])
+def test_trial_list_flags_are_refused_without_a_trial_list(flags, capsys):
+    with pytest.raises(SystemExit):
+        verification.parse_args(flags)
+    assert f"{', '.join(f for f in flags if f.startswith('--'))}: for a trial list only; add --trials LIST" in \
+        capsys.readouterr().err
+    assert verification.parse_args(['--trials', 'list.txt', *flags]).trials == 'list.txt'
 
 
 def test_identification(enrolled, capsys, tmp_path):
