@@ -151,16 +151,24 @@ def add_scoring_args(p, sides=('enroll', 'test'), score_norm=True):
     return p
 
 
-def recommended_scoring(args, argv, ckpt):
-    """Set the scoring settings the checkpoint recommends (ckpt['scoring']) that no flag on argv gives; print them."""
-    recommended = {k: v for k, v in ckpt.get('scoring', {}).items() if hasattr(args, k)}
+def flag_text(name, value):
+    """A setting as its flag on the command line would give it: flag_text('enroll_frames', 0) is '--enroll-frames 0'."""
+    return f"--{name.replace('_', '-')} {value}"
+
+
+def recommended_scoring(args, argv, ckpt, settled=()):
+    """Set the scoring settings the checkpoint recommends (ckpt['scoring']) that no flag on argv gives; print them.
+
+    settled: settings that something else has set already (a single trial's enrollment settings): left alone.
+    """
+    recommended = {k: v for k, v in ckpt.get('scoring', {}).items() if hasattr(args, k) and k not in settled}
     given = flags_given(argv, recommended)
     applied = {k: v for k, v in recommended.items() if k not in given and getattr(args, k) != v}
     for k, v in applied.items():
         setattr(args, k, v)
     if applied:
-        print("Scoring as the checkpoint recommends: " + ", ".join(f"--{k.replace('_', '-')} {v}"
-                                                                  for k, v in applied.items()), file=sys.stderr)
+        print("Scoring as the checkpoint recommends: " + ", ".join(flag_text(k, v) for k, v in applied.items()),
+              file=sys.stderr)
     return args
 
 

@@ -3,7 +3,8 @@
 The files are .p features or audio (.wav, .flac, ...), made into features in memory with the
 checkpoint's feature settings and --vad/--level. Each enrollment file is cut into segments of
 --enroll-frames frames; the file's d-vector is the L2-normalised sum of the segments' d-vectors,
-and a speaker's is the (normalised) mean of its files'.
+and a speaker's is the (normalised) mean of its files'. Each enrollment records --enroll-frames,
+--vad and --level: verification.py scores a single trial with them.
 
     python enroll.py
     python enroll.py --test-feat-dir my_feats/test --checkpoint model_saved/checkpoint_30.pth
@@ -22,7 +23,7 @@ from DB_wav_reader import split_enroll_and_test
 from dvector import enroll_speaker
 from features import recipe
 from speed import select_device
-from storage import load_enrollment, load_model, save_enrollment
+from storage import ENROLLMENT_SETTINGS, load_enrollment, load_model, save_enrollment
 
 
 def parse_args(argv=None):
@@ -44,7 +45,8 @@ def main(argv=None):
     enrolled = {}
     for speaker, files in tqdm(enroll_DB.groupby('speaker_id')['filename'], desc='enrolling', disable=None):
         enrolled[speaker] = enroll_speaker(model, settings, list(files), args.enroll_frames, device), list(files)
-    removed = save_enrollment(args.embedding_dir, enrolled, ckpt, args.test_feat_dir, args.replace)
+    removed = save_enrollment(args.embedding_dir, enrolled, ckpt, args.test_feat_dir,
+                              {k: getattr(args, k) for k in ENROLLMENT_SETTINGS}, args.replace)
     print(f"Enrolled {len(enrolled)} speakers from {len(enroll_DB)} files of {args.test_feat_dir} "
           f"into {args.embedding_dir}/")
     if removed:

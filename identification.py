@@ -85,7 +85,7 @@ def main(argv=None):
     args = parse_args(argv)
     device = select_device(args.device)
     model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend)
-    enrolled = load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint)
+    enrolled = {s: r['embedding'] for s, r in load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint).items()}
     cli.recommended_scoring(args, argv, ckpt)
     settings = recipe(ckpt['feature'], args.vad, args.level)
     # AS-norm can change the ranking: each enrolled speaker's scores are normalised by its own cohort statistics

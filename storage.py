@@ -14,6 +14,9 @@ CHECKPOINT_KEYS = {'state_dict', 'model_args', 'speakers', 'feature', 'run_id', 
 # ... and what train.py's checkpoints hold besides, to continue the run (a published checkpoint leaves it out)
 TRAINING_KEYS = {'scoring', 'history', 'optimizer', 'scheduler', 'scaler', 'rng_state', 'train_args', 'resolved',
                  'train_files'}
+# How an enrollment's d-vectors were made (enroll.py's flags): each enrollment records them, and a single trial
+# is scored with them
+ENROLLMENT_SETTINGS = ('enroll_frames', 'vad', 'level')
 
 
 def atomic_write(path, write):
@@ -137,17 +140,18 @@ def model_id(ckpt):
     return f"{ckpt['run_id']}/epoch{ckpt['epoch']}"
 
 
-def save_enrollment(embedding_dir, enrolled, ckpt, test_dir, replace=False):
+def save_enrollment(embedding_dir, enrolled, ckpt, test_dir, settings, replace=False):
     """Write <embedding_dir>/<speaker>.pth for each of `enrolled`, {speaker: (d-vector (embedding_size,), files)}.
 
     An earlier enrollment of these speakers is replaced, whichever model made it; the other
     speakers' enrollments stay, unless `replace`: then they are removed, and the folder enrolls
     exactly `enrolled`. Files that are not enrollment files are left alone. test_dir: the folder
-    the files came from, recorded to say how to enroll them again. Returns the removed speakers.
+    the files came from, recorded to say how to enroll them again. settings: {ENROLLMENT_SETTINGS:
+    value}, how the d-vectors were made. Returns the removed speakers.
     """
     for speaker, (embedding, files) in enrolled.items():
         record = {'embedding': embedding.cpu(), 'files': list(files), 'model_id': model_id(ckpt),
-                  'test_dir': str(test_dir)}
+                  'test_dir': str(test_dir), **{k: settings[k] for k in ENROLLMENT_SETTINGS}}
         atomic_save(record, Path(embedding_dir) / f'{speaker}.pth')
     if not replace:
         return []
@@ -158,7 +162,8 @@ def save_enrollment(embedding_dir, enrolled, ckpt, test_dir, replace=False):
 
 
 def read_enrollment(path, device='cpu'):
-    """The record {'embedding', 'files', 'model_id', 'test_dir' (absent in older ones)} of one enrolled speaker."""
+    """The record of one enrolled speaker: {'embedding', 'files', 'model_id', 'test_dir', and ENROLLMENT_SETTINGS};
+    enroll.py wrote fewer of them before (load_enrollment refuses those)."""
     try:
         record = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
@@ -177,22 +182,31 @@ def is_enrollment(path):
     return True
 
 
+def enroll_command(embedding_dir, checkpoint, folder):
+    """The enroll.py command that enrolls the speakers of `folder` into embedding_dir with the checkpoint."""
+    return f"python enroll.py --checkpoint {checkpoint} --embedding-dir {embedding_dir} --test-feat-dir {folder}"
+
+
+def enroll_again(embedding_dir, records, checkpoint):
+    """The enroll.py commands that enroll the speakers of `records`, {speaker: record}, again, one per folder."""
+    folders = sorted({r.get('test_dir', '<the folder of their enrollment files>') for r in records.values()})
+    return '; '.join(enroll_command(embedding_dir, checkpoint, f) for f in folders)
+
+
 def other_model_error(embedding_dir, others, ckpt, checkpoint):
     """The message refusing enrollments `others`, {speaker: record}, made by another model: who, and how to fix it."""
     models = ', '.join(sorted({r['model_id'] for r in others.values()}))
-    folders = sorted({r.get('test_dir', '<the folder of their enrollment files>') for r in others.values()})
-    enroll = f"python enroll.py --checkpoint {checkpoint} --embedding-dir {embedding_dir} --test-feat-dir"
     return (f"{embedding_dir} holds d-vectors of another model than {checkpoint} ({model_id(ckpt)}), whose scores "
             f"would be noise: {', '.join(sorted(others))} (model {models}). Enroll them again with this checkpoint: "
-            + '; '.join(f"{enroll} {f}" for f in folders)
-            + f"; or enroll only the speakers you want, dropping all others: {enroll} <folder> --replace")
+            f"{enroll_again(embedding_dir, others, checkpoint)}; or enroll only the speakers you want, dropping all "
+            f"others: {enroll_command(embedding_dir, checkpoint, '<folder>')} --replace")
 
 
 def load_enrollment(embedding_dir, ckpt, device='cpu', checkpoint='<checkpoint>'):
-    """{speaker: d-vector (embedding_size,)} of the speakers enrolled in `embedding_dir`.
+    """{speaker: enrollment record (read_enrollment)} of the speakers enrolled in `embedding_dir`.
 
     Refuses d-vectors made by another model than the checkpoint's (at `checkpoint`, named in the
-    message): their scores would be noise.
+    message): their scores would be noise; and records that do not say how they were made.
     """
     paths = sorted(Path(embedding_dir).glob('*.pth'))
     if not paths:
@@ -201,7 +215,12 @@ def load_enrollment(embedding_dir, ckpt, device='cpu', checkpoint='<checkpoint>'
     others = {speaker: r for speaker, r in records.items() if r['model_id'] != model_id(ckpt)}
     if others:
         raise ValueError(other_model_error(embedding_dir, others, ckpt, checkpoint))
-    return {speaker: r['embedding'] for speaker, r in records.items()}
+    older = {speaker: r for speaker, r in records.items() if not set(ENROLLMENT_SETTINGS) <= set(r)}
+    if older:
+        raise ValueError(f"{embedding_dir}: an older enroll.py enrolled {', '.join(sorted(older))}, without recording "
+                         f"how (--enroll-frames, --vad, --level); re-run enroll.py: "
+                         f"{enroll_again(embedding_dir, older, checkpoint)}")
+    return records
 
 
 def threshold_path(checkpoint, score_norm='none'):
@@ -212,10 +231,11 @@ def threshold_path(checkpoint, score_norm='none'):
     return checkpoint.with_name(f'{checkpoint.stem}{infix}_threshold.json')
 
 
-def save_threshold(checkpoint, ckpt, record, scoring):
+def save_threshold(checkpoint, ckpt, record, scoring, front_end):
     """Store a calibrated threshold of the model in `checkpoint` for the scoring settings `scoring`
-    (cli.scoring_record); record holds 'threshold' and how it was found."""
-    text = json.dumps({**record, 'scoring': scoring, 'model_id': model_id(ckpt)}, indent=2)
+    (cli.scoring_record), calibrated on features made with `front_end` ({'vad', 'level'}); record holds
+    'threshold' and how it was found."""
+    text = json.dumps({**record, 'scoring': scoring, 'front_end': front_end, 'model_id': model_id(ckpt)}, indent=2)
     atomic_write(threshold_path(checkpoint, scoring['score_norm']), lambda f: f.write(text.encode()))
 
 
@@ -223,7 +243,8 @@ def load_threshold(checkpoint, ckpt, scoring):
     """The calibration record of the checkpoint's model for these scoring settings, or None when there is none.
 
     Looked for beside the checkpoint, then inside it (a published checkpoint's 'thresholds'); its 'source'
-    says which. A threshold calibrated for other scoring settings is refused: it would not fit these scores.
+    says which, its 'front_end' the --vad and --level of the features it was calibrated on. A threshold
+    calibrated for other scoring settings is refused: it would not fit these scores.
     """
     path = threshold_path(checkpoint, scoring['score_norm'])
     if path.is_file():
@@ -241,6 +262,10 @@ def load_threshold(checkpoint, ckpt, scoring):
         record = {**ckpt['thresholds'][scoring['score_norm']], 'source': f'of the checkpoint, {checkpoint}'}
     else:
         return None
+    if 'front_end' not in record:
+        raise ValueError(f"the threshold {record['source']} does not record the --vad and --level it was calibrated "
+                         "with (an older verification.py wrote it): calibrate again (verification.py --trials LIST "
+                         "--calibrate), or pass --threshold")
     calibrated = record.get('scoring', scoring)
     if calibrated != scoring:
         raise ValueError(f"the threshold {record['source']} was calibrated for scoring {calibrated}, not {scoring}: "

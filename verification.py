@@ -4,8 +4,10 @@ Single trial (the default): is the test utterance of --test-speaker (its first t
 audio), or the file --test-file (.p or audio), spoken by the enrolled speaker whose identity is
 claimed (--enroll-speaker)? Accept when the cosine score of their d-vectors is above the
 threshold: --threshold when given, else the checkpoint's calibrated threshold when one is stored
-(--calibrate below), else THRESHOLD of configure.py. Audio is made into features with the
-checkpoint's feature settings and --vad/--level.
+(--calibrate below), else THRESHOLD of configure.py. The trial is scored as the speaker was
+enrolled: its --enroll-frames, and its --vad/--level for the test side too (audio is made into
+features with the checkpoint's feature settings and these); a flag giving other values is refused,
+since the stored d-vector cannot change (enroll again with it).
 
     python verification.py
     python verification.py --enroll-speaker 230M4087 --test-speaker 103F3021 --threshold 0.9
@@ -20,6 +22,7 @@ stores the EER threshold beside the checkpoint for the single-trial mode.
     python verification.py --trials my_list.txt --root my_data --scores results/scores.txt --json
 """
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -29,11 +32,11 @@ import configure as c
 from cohort import load_cohort
 from DB_wav_reader import speaker_test_file
 from dvector import cosine_score, embed_file, normalise_scores, require_enrolled
-from features import recipe, require_utterance_file
+from features import front_end, recipe, require_utterance_file
 from metrics import P_TARGETS, summarize
 from plots import plot_det, plot_score_histogram
 from speed import embedding_description, select_device
-from storage import load_enrollment, load_model, load_threshold, save_threshold, threshold_path
+from storage import ENROLLMENT_SETTINGS, load_enrollment, load_model, load_threshold, save_threshold, threshold_path
 from trials import TrialEmbedder, missing_paths, read_trials, score_trials, write_scores
 
 
@@ -59,12 +62,41 @@ def parse_args(argv=None):
     return args
 
 
+def settings_text(settings):
+    """{setting: value} as the flags that give them: '--vad no --level no'."""
+    return ' '.join(cli.flag_text(k, v) for k, v in settings.items())
+
+
+def use_enrollment_settings(args, argv, speaker, record):
+    """Score the single trial as `speaker` was enrolled: set args' ENROLLMENT_SETTINGS to those of its enrollment
+    record (its stored d-vector was made with them; the test side is read with its vad and level), and return them.
+    A flag on argv that gives another value is refused: it could not change the stored d-vector."""
+    enrolled = {k: record[k] for k in ENROLLMENT_SETTINGS}
+    differ = {k: getattr(args, k) for k in cli.flags_given(argv, ENROLLMENT_SETTINGS) if getattr(args, k) != record[k]}
+    if differ:
+        raise ValueError(f"{settings_text(differ)}: {speaker} was enrolled with {settings_text(enrolled)}, and a "
+                         "single trial is scored as its enrollment was made; enroll again with these flags "
+                         "(enroll.py), or leave them out")
+    for k, v in enrolled.items():
+        setattr(args, k, v)
+    return enrolled
+
+
+def note_other_front_end(record, used):
+    """Say so when a threshold was calibrated on features made with another --vad/--level than `used`."""
+    if record['front_end'] != used:
+        print(f"Note: the threshold ({record['source']}) was calibrated with {settings_text(record['front_end'])}, "
+              f"this trial is scored with {settings_text(used)}: its scores may lie elsewhere. Calibrate with these "
+              "flags (--trials LIST --calibrate), or pass --threshold", file=sys.stderr)
+
+
 def verification_threshold(args, ckpt):
     """(threshold, where it comes from) for the single-trial mode."""
     if args.threshold is not None:
         return args.threshold, '--threshold'
     record = load_threshold(args.checkpoint, ckpt, cli.scoring_record(args))
     if record is not None:
+        note_other_front_end(record, front_end(vars(args)))
         return float(record['threshold']), record['source']
     if args.score_norm != 'none':
         raise ValueError(f"no calibrated threshold of {args.checkpoint} for --score-norm {args.score_norm} "
@@ -73,10 +105,12 @@ def verification_threshold(args, ckpt):
     return c.THRESHOLD, 'THRESHOLD of configure.py'
 
 
-def verify_one(args, model, ckpt, device):
+def verify_one(args, argv, model, ckpt, device):
     """The tutorial's single trial: print the score, the threshold and Accept or Reject."""
-    enrolled = load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint)
-    claimed = require_enrolled(enrolled, args.enroll_speaker)
+    enrollment = require_enrolled(load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint),
+                                  args.enroll_speaker)
+    enrolled_with = use_enrollment_settings(args, argv, args.enroll_speaker, enrollment)
+    cli.recommended_scoring(args, argv, ckpt, settled=ENROLLMENT_SETTINGS)
     threshold, source = verification_threshold(args, ckpt)
     if args.test_file:
         test_file, described = require_utterance_file(args.test_file), args.test_file
@@ -84,7 +118,7 @@ def verify_one(args, model, ckpt, device):
         test_file = speaker_test_file(args.test_feat_dir, args.test_speaker)
         described = f"{test_file} (speaker {args.test_speaker})"
     settings = recipe(ckpt['feature'], args.vad, args.level)
-    tested = embed_file(model, settings, test_file, args.test_frames, device)
+    claimed, tested = enrollment['embedding'], embed_file(model, settings, test_file, args.test_frames, device)
     if args.score_norm == 'none':
         score = cosine_score(claimed, tested).item()
     else:
@@ -92,7 +126,7 @@ def verify_one(args, model, ckpt, device):
         score = normalise_scores(claimed[None], tested[None], torch.tensor([[0, 0]]), cohort, args.cohort_top).item()
     result = 'Accept' if score > threshold else 'Reject'
     print("\n=== Speaker verification ===")
-    print(f"Claimed speaker (enrolled): {args.enroll_speaker}")
+    print(f"Claimed speaker (enrolled): {args.enroll_speaker} (enrolled with {settings_text(enrolled_with)})")
     print(f"Test utterance:             {described}")
     print(f"Score: {score:.4f}   Threshold: {threshold:.4f} ({source})")
     print(f"Result: {result}\n")
@@ -135,7 +169,7 @@ def verify_trials(args, model, ckpt, device):
         cohort = load_cohort(args.checkpoint, ckpt, model, device, args.cohort_dir)
     scores = score_trials(embedder, trials, cohort, args.cohort_top)
     labels = [t.label for t in trials]
-    summary = {**summarize(trials, scores), 'vad': args.vad, 'level': args.level, **cli.scoring_record(args)}
+    summary = {**summarize(trials, scores), **front_end(vars(args)), **cli.scoring_record(args)}
     summary['embedding_dtype'] = embedding_description(args.embed_precision, device, args.backend)
     name = Path(args.trials).stem
     results = Path(args.results_dir)
@@ -149,7 +183,7 @@ def verify_trials(args, model, ckpt, device):
     if args.calibrate:
         save_threshold(args.checkpoint, ckpt, {'threshold': summary['eer_threshold'], 'eer_percent':
                                                summary['eer_percent'], 'trials': str(args.trials)},
-                       cli.scoring_record(args))
+                       cli.scoring_record(args), front_end(vars(args)))
         summary['calibrated'] = str(threshold_path(args.checkpoint, args.score_norm))
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -162,10 +196,10 @@ def main(argv=None):
     args = parse_args(argv)
     device = select_device(args.device)
     model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend)
-    cli.recommended_scoring(args, argv, ckpt)
     if args.trials:
+        cli.recommended_scoring(args, argv, ckpt)
         return verify_trials(args, model, ckpt, device)
-    return verify_one(args, model, ckpt, device)
+    return verify_one(args, argv, model, ckpt, device)
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -61,10 +62,19 @@ def model_args(trained, feature_tree, embedding_dir):
             '--embedding-dir', str(embedding_dir), '--device', 'cpu']
 
 
+def copy_checkpoint(trained, tmp_path, **extra):
+    """A copy of the tiny run's best checkpoint in its own folder (its cohort and thresholds go beside it)."""
+    ckpt = torch.load(trained / 'checkpoint_best.pth', weights_only=True)
+    path = tmp_path / 'model' / 'checkpoint_best.pth'
+    path.parent.mkdir()
+    torch.save({**ckpt, **extra}, path)
+    return path
+
+
 def run_script(cwd, script, *flags):
     """Run an entry script as a user would, from `cwd`; returns the CompletedProcess (output captured)."""
     return subprocess.run([sys.executable, str(REPO / script), *flags], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, check=False)
 
 
 def run_ok(cwd, script, *flags):

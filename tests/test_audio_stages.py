@@ -5,16 +5,18 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import model_args, run_ok
+from test_audio import padded, write_audio
+from test_feature_extraction import voice
 
 import configure as c
 import enroll
 import feature_extraction
 import identification
 import verification
-from conftest import model_args, run_ok
-from features import AUDIO_SUFFIXES, FeatureFileError
-from test_audio import padded, write_audio
-from test_feature_extraction import voice
+from dvector import embed_file
+from features import AUDIO_SUFFIXES, FeatureFileError, recipe
+from storage import load_model
 
 PITCHES = (110, 170, 260)
 # each speaker's enrollment and test in other formats; mp3 where this libsndfile has it
@@ -110,6 +112,21 @@ def test_speech_detection_and_level_in_enrollment(trained, audio_tree, extracted
     with pytest.raises(FeatureFileError, match=r"enroll\.p: features made with vad 'no' and level 'no', but vad "
                                                r"'energy'"):  # features made without it cannot get it
         enroll.main(model_args(trained, extracted, tmp_path / 'vad') + ['--vad', 'energy'])
+
+
+def test_a_single_trial_reads_the_test_side_as_its_speaker_was_enrolled(trained, audio_tree, tmp_path):
+    args = model_args(trained, audio_tree, tmp_path / 'emb')
+    enroll.main(args + ['--vad', 'energy', '--level'])
+    record = embeddings(tmp_path / 'emb')['v1']
+    assert (record['enroll_frames'], record['vad'], record['level']) == (c.ENROLL_FRAMES, 'energy', c.TRAIN_LEVEL)
+    test = audio_tree / 'test' / 'v1' / f'test{FORMATS[1][1]}'
+    score, _ = verification.main(args + ['--enroll-speaker', 'v1', '--test-file', str(test)])  # no --vad, --level
+    model, ckpt = load_model(trained / 'checkpoint_best.pth', 'cpu', c.EMBED_PRECISION)  # as the scripts embed
+    tested = embed_file(model, recipe(ckpt['feature'], 'energy', c.TRAIN_LEVEL), test, c.TEST_FRAMES, 'cpu')
+    assert score == pytest.approx(float(record['embedding'] @ tested), abs=1e-5)
+    with pytest.raises(ValueError, match=f"--vad no: v1 was enrolled with --enroll-frames {c.ENROLL_FRAMES} --vad "
+                                         f"energy --level {c.TRAIN_LEVEL}, and a single trial"):
+        verification.main(args + ['--enroll-speaker', 'v1', '--test-file', str(test), '--vad', 'no'])
 
 
 def test_trial_lists_of_audio_pieces_with_speech_detection_and_level(trained, audio_tree, tmp_path, capsys):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import write_feature_tree
+from conftest import copy_checkpoint, write_feature_tree
 
 import cohort
 import dvector
@@ -134,15 +134,6 @@ def test_a_stored_cohort_that_cannot_be_read_is_built_again(trained, feature_tre
 
 
 # ---- The stages with AS-norm, whole utterances and a checkpoint's recommended scoring ----------
-
-def copy_checkpoint(trained, tmp_path, **extra):
-    """A copy of the tiny run's best checkpoint in its own folder (its cohort and thresholds go beside it)."""
-    ckpt = torch.load(trained / 'checkpoint_best.pth', weights_only=True)
-    path = tmp_path / 'model' / 'checkpoint_best.pth'
-    path.parent.mkdir()
-    torch.save({**ckpt, **extra}, path)
-    return path
-
 
 def scored(tmp_path, checkpoint, feature_tree, *flags):
     trials = tmp_path / 'trials.txt'

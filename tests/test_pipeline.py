@@ -1,18 +1,21 @@
 """Enrollment, verification and identification on the tiny trained model, and their bad inputs."""
+import json
+
 import numpy as np
 import pytest
 import torch
-from conftest import model_args, write_feature, write_feature_tree
+from conftest import copy_checkpoint, model_args, write_feature, write_feature_tree
 
 import configure
 import dvector
 import enroll
 import identification
 import speed
+import storage
 import verification
 from dvector import d_vector, embed_file, embed_utterance, embed_utterances, split_segments
 from features import FeatureFileError
-from storage import atomic_save, load_model
+from storage import ENROLLMENT_SETTINGS, atomic_save, load_model
 
 
 @pytest.fixture
@@ -157,6 +160,55 @@ def test_a_bad_enrollment_file_leaves_the_old_enrollment_whole(trained, feature_
     with pytest.raises(FeatureFileError, match='too short'):
         enroll.main(model_args(trained, tree, tmp_path / 'emb'))
     assert {p.name: p.read_bytes() for p in (tmp_path / 'emb').iterdir()} == before
+
+
+def test_a_single_trial_is_scored_and_thresholded_as_its_speaker_was_enrolled(trained, feature_tree, tmp_path,
+                                                                              capsys):
+    checkpoint = copy_checkpoint(trained, tmp_path)  # its thresholds go beside it
+    args = model_args(trained, feature_tree, tmp_path / 'emb') + ['--checkpoint', str(checkpoint)]
+    enroll.main(args + ['--enroll-frames', '100'])
+    record = torch.load(tmp_path / 'emb' / 'tst0.pth', weights_only=True)
+    assert {k: record[k] for k in ENROLLMENT_SETTINGS} == {'enroll_frames': 100, 'vad': 'no', 'level': 'no'}
+    ckpt = storage.load_checkpoint(checkpoint)
+    scoring = {'enroll_frames': 100, 'test_frames': 100, 'score_norm': 'none', 'cohort_top': configure.COHORT_TOP}
+    storage.save_threshold(checkpoint, ckpt, {'threshold': 0.25}, scoring, {'vad': 'no', 'level': 'no'})
+    trial = args + ['--enroll-speaker', 'tst0', '--test-speaker', 'tst1']
+    capsys.readouterr()
+    score, _ = verification.main(trial)  # ENROLL_FRAMES is 200: the enrollment's 100 finds the threshold
+    out = capsys.readouterr()
+    assert 'Threshold: 0.2500 (calibrated' in out.out and 'Note' not in out.err
+    assert '(enrolled with --enroll-frames 100 --vad no --level no)' in out.out
+    assert verification.main(trial + ['--enroll-frames', '100'])[0] == score  # the enrollment's own value
+    with pytest.raises(ValueError, match='--enroll-frames 200: tst0 was enrolled with --enroll-frames 100 --vad no '
+                                         '--level no, and a single trial is scored as its enrollment was made; '
+                                         'enroll again'):
+        verification.main(trial + ['--enroll-frames', '200'])  # it could not change the stored d-vector
+
+    storage.save_threshold(checkpoint, ckpt, {'threshold': 0.25}, {**scoring, 'enroll_frames': 200},
+                           {'vad': 'no', 'level': 'no'})
+    with pytest.raises(ValueError, match="was calibrated for scoring {'enroll_frames': 200"):
+        verification.main(trial)
+    storage.save_threshold(checkpoint, ckpt, {'threshold': 0.25}, scoring, {'vad': 'energy', 'level': -44.0})
+    verification.main(trial)  # another front end: a note, not a refusal (the pretrained threshold is clean speech)
+    err = capsys.readouterr().err
+    assert 'Note: the threshold (calibrated, ' in err
+    assert ') was calibrated with --vad energy --level -44.0, this trial is scored with --vad no --level no' in err
+    path = storage.threshold_path(checkpoint)
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != 'front_end'}))
+    with pytest.raises(ValueError, match='does not record the --vad and --level it was calibrated with .*calibrate '
+                                         'again'):
+        verification.main(trial)
+
+
+def test_an_enrollment_of_an_older_enroll_py_is_refused_with_how_to_enroll_again(enrolled, feature_tree, tmp_path):
+    path = tmp_path / 'emb' / 'tst0.pth'
+    record = torch.load(path, weights_only=True)
+    atomic_save({k: v for k, v in record.items() if k not in ENROLLMENT_SETTINGS}, path)
+    for script, flags in ((verification, ['--enroll-speaker', 'tst1']), (identification, [])):
+        with pytest.raises(ValueError, match=r"an older enroll.py enrolled tst0, without recording how \(--enroll-frames, "
+                                             r"--vad, --level\); re-run enroll.py: python enroll.py --checkpoint .* "
+                                             f"--test-feat-dir {feature_tree / 'test'}"):
+            script.main(enrolled + flags)
 
 
 def test_missing_enrollment(trained, feature_tree, tmp_path):

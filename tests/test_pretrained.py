@@ -1,11 +1,11 @@
 """The published model in pretrained/: small, loadable with weights_only, and complete for every stage."""
 import soundfile as sf
 import torch
+from conftest import REPO, run_ok
+from test_feature_extraction import voice
 
 import dvector
-from conftest import REPO, run_ok
 from storage import load_checkpoint, load_model
-from test_feature_extraction import voice
 
 PRETRAINED = REPO / 'pretrained' / 'dvector_etri200_improved.pth'
 
@@ -23,11 +23,12 @@ def test_it_holds_what_the_stages_need_and_no_training_state():
     assert set(ckpt['thresholds']) == {'none', 'asnorm'}
     for record in ckpt['thresholds'].values():  # calibrated on the twin's held-out speakers, for these settings
         assert 'holdout20' in record['trials'] and record['scoring']['test_frames'] == 0
+        assert record['front_end'] == {'vad': 'no', 'level': 'no'}  # the holdout20 features: clean, as extracted
     assert ckpt['float16_score_change'] < 1e-3
 
 
 def test_it_embeds_and_tells_two_made_up_voices_apart():
-    model, ckpt = load_model(PRETRAINED, 'cpu', 'fp32')
+    model, _ = load_model(PRETRAINED, 'cpu', 'fp32')
     torch.manual_seed(0)
     a, b = torch.randn(2, 1, 40, 1).repeat(1, 1, 1, 300) + 0.3 * torch.randn(2, 1, 40, 300)
     va = dvector.embed_utterance(model, a[0].T.numpy(), 0, 'cpu')
