@@ -96,10 +96,16 @@ def check_resume(ckpt, given, train_files):
     """Refuse to continue the run of checkpoint ckpt with other settings or other training files than its own.
 
     given: {setting: value} of the flags given on the command line that a resumed run takes from its
-    checkpoint; each must be the run's ('auto', or what the run resolved it to, passes too).
+    checkpoint; each must be the run's ('auto', or what the run resolved it to, passes too). Among them
+    'epochs' under a fixed schedule (cosine, exponential), which its epoch count sets.
     train_files: the names of the training files now.
     """
     asked, resolved = ckpt['train_args'], ckpt['resolved']
+    if given.get('epochs', asked['epochs']) != asked['epochs']:
+        raise ValueError(f"--epochs {given['epochs']}: the run's {asked['schedule']} schedule is set by its epoch count, "
+                         f"{asked['epochs']} (the learning rate of every step depends on it), so resuming cannot "
+                         f"change it; resume without --epochs, or start a new run from its weights (--init-from) to "
+                         f"train on. A plateau schedule may be resumed with more epochs")
     changed = [f"--{k.replace('_', '-')}" for k, v in given.items()
                if v not in ('auto', asked[k], resolved.get(k, 'auto'))]
     if changed:

@@ -40,6 +40,7 @@ from storage import atomic_save, check_resume, files_fingerprint, load_checkpoin
 
 # Flags that --resume takes from the command line; every other setting comes from the checkpoint,
 # so that the run continues exactly (num_workers too: each worker draws its own random windows).
+# --epochs only under a plateau schedule: a fixed schedule's learning rate at every step is set by the epoch count.
 RESUME_OVERRIDES = ('resume', 'epochs', 'log_dir', 'device', 'log_interval', 'preload')
 SCHEDULES = ('plateau', 'cosine', 'exponential')
 
@@ -314,13 +315,15 @@ def latest_checkpoint(log_dir):
 
 def resumed_args(args, argv):
     """(run settings, checkpoint) of --resume: the checkpoint's own settings, with only RESUME_OVERRIDES from
-    the command line. Other settings, or other training files, than the run's are refused."""
+    the command line (--epochs under a plateau schedule only). Other settings, or other training files, than the
+    run's are refused."""
     path = latest_checkpoint(args.log_dir) if args.resume == 'latest' else args.resume
     if path is None:
         raise FileNotFoundError(f"--resume: no checkpoint_<epoch>.pth in {args.log_dir} to continue from")
     ckpt = load_checkpoint(path, to_resume=True)
-    given = {k: getattr(args, k) for k in cli.flags_given(argv, sorted(set(vars(args)) - set(RESUME_OVERRIDES)))}
-    run_args = {**ckpt['train_args'], **{k: getattr(args, k) for k in RESUME_OVERRIDES}}
+    overrides = [k for k in RESUME_OVERRIDES if k != 'epochs' or ckpt['train_args']['schedule'] == 'plateau']
+    given = {k: getattr(args, k) for k in cli.flags_given(argv, sorted(set(vars(args)) - set(overrides)))}
+    run_args = {**ckpt['train_args'], **{k: getattr(args, k) for k in overrides}}
     check_resume(ckpt, given, read_feats_structure(run_args['train_feat_dir'])['filename'])
     print(f"Resuming from {path} (epoch {ckpt['epoch']})")
     return argparse.Namespace(**run_args), ckpt

@@ -1,5 +1,6 @@
 """Training: the split, the loss going down, checkpoints, resuming, and interruption."""
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -120,7 +121,7 @@ def test_training_under_torchrun_with_two_processes(feature_tree, tmp_path):
                str(tmp_path / 'log'), '--epochs', '2', '--batch-size', '8', '--valid-batch-size', '4',
                '--device', 'cpu', '--lr', '0.01']
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"torchrun did not finish in 300 s:\n{e.stdout}\n{e.stderr}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -314,8 +315,8 @@ def test_margin_loss_and_masking_settings_must_make_sense(flags, capsys):
 def test_fixed_schedules_warm_up_then_fall_to_the_floor():
     lr = [train.scheduled_lr(p / 100, 'cosine', 0.1, 1e-4, 0.1) for p in range(101)]
     assert lr[0] == 0 and lr[10] == pytest.approx(0.1)       # linear warm-up over the first 10 %
-    assert all(a < b for a, b in zip(lr[:10], lr[1:11]))
-    assert all(a >= b for a, b in zip(lr[10:], lr[11:]))        # then never rising
+    assert all(a < b for a, b in itertools.pairwise(lr[:11]))
+    assert all(a >= b for a, b in itertools.pairwise(lr[10:]))  # then never rising
     assert lr[100] == pytest.approx(1e-4) and lr[55] == pytest.approx((0.1 + 1e-4) / 2)  # cosine: half-way at the middle
     exp = [train.scheduled_lr(p / 10, 'exponential', 0.1, 1e-4, 0.0) for p in range(11)]
     assert exp[0] == pytest.approx(0.1) and exp[10] == pytest.approx(1e-4)
@@ -351,6 +352,20 @@ def test_a_fixed_schedule_run_resumes_exactly_from_a_middle_checkpoint(feature_t
     resumed = run(feature_tree, tmp_path / 'b', *flags, '--resume', str(tmp_path / 'b' / 'checkpoint_2.pth'))
     assert [h['lr'] for h in resumed] == [h['lr'] for h in straight]
     assert [h['valid_loss'] for h in resumed] == [h['valid_loss'] for h in straight]
+    # its epoch count sets every step's lr: resuming keeps the run's (EPOCHS is 30), and refuses another
+    assert len(run(feature_tree, tmp_path / 'b', '--resume')) == 3
+    with pytest.raises(ValueError, match=r"--epochs 4: the run's cosine schedule is set by its epoch count, 3 "):
+        run(feature_tree, tmp_path / 'b', '--epochs', '4', '--resume')
+
+
+def test_the_resume_check_refuses_another_epoch_count_for_a_fixed_schedule_only(trained):
+    ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
+    files = list(read_feats_structure(ckpt['train_args']['train_feat_dir'])['filename'])
+    cosine = {**ckpt, 'train_args': {**ckpt['train_args'], 'schedule': 'cosine'}}
+    with pytest.raises(ValueError, match=r"--epochs 40: the run's cosine schedule is set by its epoch count, 2 .*"
+                                         r"resume without --epochs, or start a new run from its weights \(--init-from\)"):
+        storage.check_resume(cosine, {'epochs': 40}, files)
+    storage.check_resume(cosine, {'epochs': 2}, files)  # (plateau: --epochs is not among the settings checked)
 
 
 def test_the_float16_gradient_scaler_takes_the_same_step(feature_tree):
