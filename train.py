@@ -98,11 +98,12 @@ def parse_args(argv=None):
 def split_train_valid(DB, val_ratio, seed):
     """(train_DB, valid_DB): a seeded random `val_ratio` percent of the utterances go to validation."""
     if not 0 < val_ratio < 100:
-        raise ValueError(f"val_ratio is a percentage between 0 and 100, not {val_ratio}")
+        raise ValueError(f"--val-ratio is a percentage between 0 and 100, not {val_ratio}")
     shuffled = DB.sample(frac=1, random_state=seed).reset_index(drop=True)
     n_train = len(DB) - int(len(DB) * val_ratio / 100)
     if n_train == len(DB) or n_train == 0:
-        raise ValueError(f"{len(DB)} utterances and val_ratio {val_ratio}% leave an empty training or validation set")
+        raise ValueError(f"{len(DB)} utterances and --val-ratio {val_ratio} (%) leave an empty training or validation "
+                         "set")
     return shuffled.iloc[:n_train].reset_index(drop=True), shuffled.iloc[n_train:].reset_index(drop=True)
 
 

@@ -37,7 +37,7 @@ def test_split_is_seeded_and_ninety_ten(feature_tree):
     with pytest.raises(ValueError, match='empty training or validation set'):
         train.split_train_valid(DB.iloc[:5], 10, seed=0)
     for ratio in (0, -5, 100, 150):
-        with pytest.raises(ValueError, match=f'val_ratio is a percentage between 0 and 100, not {ratio}'):
+        with pytest.raises(ValueError, match=f'--val-ratio is a percentage between 0 and 100, not {ratio}'):
             train.split_train_valid(DB, ratio, seed=0)
 
 
