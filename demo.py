@@ -98,8 +98,8 @@ def main(argv=None):
     stage('Summary')
     print(f"Voices:          {corpus['train_speakers']} training x {args.train_utts} utterances, "
           f"{corpus['test_speakers']} test voices never seen in training (synthetic, {root / 'wavs'})")
-    print(f"Training:        {len(history)} epochs; best validation accuracy {best['valid_acc']:.1f} % "
-          f"(epoch {best['epoch']})")
+    print(f"Training:        {len(history)} epochs; the best, epoch {best['epoch']} (lowest validation loss): "
+          f"validation accuracy {best['valid_acc']:.1f} %")
     print(f"Identification:  top-1 {accuracy[1]:.1f} % of the {len(speakers)} test voices "
           f"(chance {100 / len(speakers):.1f} %)")
     print(f"Verification:    EER {scores['eer_percent']:.2f} %, minDCF(0.01) {scores['min_dcf_p0.01']:.3f} over "

@@ -9,7 +9,7 @@ utterance's mean subtracted from every frame; with --vad energy the frames far b
 utterance's loud frames are dropped first, and with --level a gain brings the speech to a level.
 
     python feature_extraction.py            # TRAIN_WAV_DIR -> TRAIN_FEAT_DIR and TEST_WAV_DIR -> TEST_FEAT_DIR
-    python feature_extraction.py --wav-dir my_wavs/train --feat-dir feat_logfbank_nfilt40/train
+    python feature_extraction.py --wav-dir my_wavs/train --feat-dir my_feats/train   # one tree of speaker folders
     python feature_extraction.py --wav-dir my_wavs/train --feat-dir my_feats/train --vad energy --level
 
 Files already extracted with the same --vad and --level are skipped unless --overwrite (the others

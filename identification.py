@@ -1,4 +1,5 @@
-"""Stage 4: speaker identification: which enrolled speaker said this? The one with the highest cosine score.
+"""Stage 4: speaker identification: which enrolled speaker said this? The one with the highest score
+(cosine, or AS-normalised with --score-norm asnorm).
 
     python identification.py                          # the test utterance of TEST_SPEAKER
     python identification.py --test-speaker 103F3021

@@ -1,4 +1,4 @@
-"""Write a published checkpoint (pretrained/): what the stages need and nothing else, in float16.
+"""Write a published checkpoint (pretrained/): what the stages need, in float16, and how it was made.
 
     python make_pretrained.py --checkpoint runs/all200/checkpoint_best.pth \\
         --twin runs/holdout180/checkpoint_best.pth --out pretrained/dvector_etri200_improved.pth
@@ -6,10 +6,13 @@
 Keeps the weights (stored in float16, checked to move no score by more than 1e-3), the model and
 feature settings, the scoring settings its recipe recommends (configure.SCORINGS), its AS-norm
 cohort (one d-vector per training speaker, so that AS-norm works without the training data) and
-its thresholds. The thresholds are not tuned on anything this model is scored on: they are the
-EER thresholds of its twin, the same recipe trained without the held-out speakers, calibrated on
-them (`verification.py --trials trials/holdout20.txt --checkpoint <twin> --calibrate`, for each
-scoring setting); a threshold file missing beside the twin is left out.
+its thresholds; for the record, its training settings (train_args), the validation accuracy of its
+epoch (valid_acc) and the float16 check's largest score change (float16_score_change). The
+thresholds are not tuned on anything this model is scored on: they are the EER thresholds of its
+twin, the same recipe trained without the held-out speakers, calibrated on them with the recommended
+segment lengths (`verification.py --trials trials/holdout20.txt --checkpoint <twin> --calibrate`,
+and again with `--score-norm none`); a threshold file missing beside the twin, or calibrated with
+other scoring settings, is left out.
 """
 import json
 
@@ -73,16 +76,16 @@ def main(argv=None):
     change = float16_score_change(ckpt, state, files)
     if change > MAX_SCORE_CHANGE:
         raise ValueError(f"float16 weights move scores by {change:.1e}, more than {MAX_SCORE_CHANGE}")
-    best = min(ckpt['history'], key=lambda h: h['valid_loss'])
+    valid_acc = ckpt['history'][-1]['valid_acc']  # a checkpoint's history ends with its own epoch
     published = {
         'state_dict': state, 'model_args': ckpt['model_args'], 'speakers': ckpt['speakers'],
         'feature': ckpt['feature'], 'run_id': ckpt['run_id'], 'epoch': ckpt['epoch'], 'scoring': scoring,
         'cohort': F.normalize(cohort.half().float(), dim=1).half(),
         'thresholds': twin_thresholds(args.twin, scoring) if args.twin else {},
-        'train_args': ckpt['train_args'], 'valid_acc': best['valid_acc'], 'float16_score_change': change,
+        'train_args': ckpt['train_args'], 'valid_acc': valid_acc, 'float16_score_change': change,
     }
     atomic_save(published, args.out)
-    print(f"{args.out}: epoch {ckpt['epoch']}, validation accuracy {best['valid_acc']:.2f} %, scoring {scoring}, "
+    print(f"{args.out}: epoch {ckpt['epoch']}, validation accuracy {valid_acc:.2f} %, scoring {scoring}, "
           f"cohort {tuple(cohort.shape)}, thresholds {sorted(published['thresholds'])}; float16 weights move "
           f"scores by at most {change:.1e}")
 

@@ -56,7 +56,7 @@ def plot_score_histogram(scores, labels, threshold, path, title):
     ax.hist(scores[~labels], bins=bins, alpha=0.6, density=True, label=f'non-target ({(~labels).sum()})')
     ax.hist(scores[labels], bins=bins, alpha=0.6, density=True, label=f'target ({labels.sum()})')
     ax.axvline(threshold, color='k', linestyle='--', label=f'EER threshold {threshold:.3f}')
-    ax.set_xlabel('cosine score')
+    ax.set_xlabel('score')
     ax.set_ylabel('density')
     ax.set_title(title)
     ax.legend()

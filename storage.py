@@ -11,7 +11,7 @@ from speed import embedding_dtype, for_inference
 
 # What every checkpoint holds: all that the stages need to use its model (training_checkpoint says what each is) ...
 CHECKPOINT_KEYS = {'state_dict', 'model_args', 'speakers', 'feature', 'run_id', 'epoch'}
-# ... and what train.py's checkpoints hold besides, to continue the run (a published checkpoint leaves it out)
+# ... and what train.py's checkpoints hold besides, to continue the run (make_pretrained.py keeps scoring, train_args)
 TRAINING_KEYS = {'scoring', 'history', 'optimizer', 'scheduler', 'scaler', 'rng_state', 'train_args', 'resolved',
                  'train_files'}
 # How an enrollment's d-vectors were made (enroll.py's flags): each enrollment records them, and a single trial

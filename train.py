@@ -4,8 +4,8 @@
     python train.py --epochs 5       # flags override configure.py (--help lists them)
     python train.py --resume         # continue the interrupted run in --log-dir
     python train.py --recipe improved  # attentive statistics pooling, AAM-softmax, 2 s windows, SpecAugment
-    python train.py --recipe improved --init-from model_saved/checkpoint_best.pth --log-dir runs/lmft \
-        --win-size 300 --margin 0.5 --margin-warmup 0 --lr 0.001 --epochs 3   # large-margin fine-tuning
+    python train.py --recipe improved --init-from model_saved/checkpoint_best.pth --log-dir runs/lmft \\
+        --win-size 300 --margin 0.5 --margin-warmup 0 --lr 0.001 --warmup-epochs 0 --epochs 3  # large-margin fine-tuning
     torchrun --standalone --nproc_per_node 2 train.py   # several processes, e.g. one per GPU (distributed.py)
 
 Writes <log-dir>/checkpoint_<epoch>.pth every epoch, checkpoint_best.pth (lowest validation

@@ -4,8 +4,12 @@ soundfile, librosa and python_speech_features: no PyTorch, no code of this repos
     python export_onnx.py --checkpoint model_saved/checkpoint_best.pth --out dvector.onnx
     python examples/onnx_dvector.py dvector.onnx enroll1.wav [enroll2.wav ...]
 
-prints the d-vector that enroll.py stores in enroll_embeddings/<speaker>.pth for these files
-(--embed-precision fp32): 128 numbers, unit length. Score two d-vectors by their dot product (cosine).
+prints the d-vector that `enroll.py --embed-precision fp32 --enroll-frames 200` stores in
+enroll_embeddings/<speaker>.pth for these files: 128 numbers, unit length. enroll.py cuts into
+200-frame segments by default for the tutorial's checkpoints; for the improved recipe's (the
+pretrained model's too) it embeds whole utterances, as their recommended scoring says: set
+SEGMENT_FRAMES = 0 below to match that (the .onnx file does not record the scoring). Score two
+d-vectors by their dot product (cosine).
 """
 import json
 import sys
@@ -16,7 +20,7 @@ import onnxruntime
 import python_speech_features
 import soundfile
 
-SEGMENT_FRAMES = 200  # frames per segment: ENROLL_FRAMES; verification cuts test utterances into 100 (TEST_FRAMES)
+SEGMENT_FRAMES = 200  # frames per segment: enroll.py's --enroll-frames (ENROLL_FRAMES); 0: the whole utterance
 
 
 def log_fbank(path, feature):
@@ -32,8 +36,9 @@ def log_fbank(path, feature):
 def utterance_dvector(session, feat):
     """Unit d-vector of an utterance's trimmed features (n_frames, n_filters): its segments' d-vectors summed."""
     total = 0
-    for start in range(0, len(feat), SEGMENT_FRAMES):  # the last segment may be shorter
-        segment = feat[start:start + SEGMENT_FRAMES].T[None, None].astype(np.float32)  # (1, 1, n_filters, frames)
+    step = SEGMENT_FRAMES or len(feat)
+    for start in range(0, len(feat), step):  # the last segment may be shorter
+        segment = feat[start:start + step].T[None, None].astype(np.float32)  # (1, 1, n_filters, frames)
         total = total + session.run(['dvector'], {'fbank': segment})[0][0]
     return total / np.linalg.norm(total)
 

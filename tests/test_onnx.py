@@ -1,5 +1,5 @@
 """ONNX export and the ONNX Runtime backend: the graph against PyTorch, the scores of both backends, the export
-cache, float32 only, and the standalone snippet that docs/onnx.md quotes.
+cache, float32 only, and the standalone example that docs/onnx.md quotes.
 
 Exports and ONNX Runtime run in child processes (the scripts, as a user runs them), so that a crash in native
 code fails one test instead of ending the suite.
@@ -15,12 +15,12 @@ import onnx
 import pytest
 import soundfile
 import torch
+from conftest import REPO, model_args, run_ok
 
 import enroll
 import speed
-from conftest import REPO, model_args, run_ok
-from model.model import BackgroundResNet
 from features import feature_settings
+from model.model import BackgroundResNet
 from onnx_backend import weights_hash
 from storage import atomic_save, load_checkpoint
 
@@ -72,7 +72,7 @@ def test_an_export_that_differs_from_pytorch_is_not_written(tmp_path):
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import cli, export_onnx, onnx_backend; "
             "onnx_backend.TOLERANCE = -1; cli.run(lambda: export_onnx.main(sys.argv[2:]))")  # every graph fails
     result = subprocess.run([sys.executable, '-c', code, str(REPO), '--checkpoint', str(checkpoint), '--out', 'x.onnx'],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                            check=False, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 1
     assert "error: the exported ONNX graph's d-vectors differ from PyTorch's by" in result.stderr
     assert not (tmp_path / 'x.onnx').exists()
@@ -151,18 +151,28 @@ def write_voice(path, seconds, seed):
     soundfile.write(path, audio, 16000)
 
 
-def test_the_documented_snippet_reproduces_an_enrolled_d_vector(trained, tmp_path):
-    snippet = REPO / 'examples' / 'onnx_dvector.py'
-    code = snippet.read_text()
-    assert code[code.index('import json'):] in (REPO / 'docs' / 'onnx.md').read_text()  # quoted as it is
+def test_the_excerpts_in_docs_onnx_md_are_the_example_s_code():
+    code = (REPO / 'examples' / 'onnx_dvector.py').read_text()
+    excerpts = re.findall(r'```python\n(.*?)```', (REPO / 'docs' / 'onnx.md').read_text(), re.DOTALL)
+    assert excerpts
+    for excerpt in excerpts:
+        assert excerpt in code  # quoted as it is
+
+
+@pytest.mark.parametrize('segment_frames', [200, 0], ids=['segments', 'whole-utterances'])
+def test_the_example_reproduces_an_enrolled_d_vector(segment_frames, trained, tmp_path):
+    example = tmp_path / 'onnx_dvector.py'  # with SEGMENT_FRAMES set as its docstring says
+    code = (REPO / 'examples' / 'onnx_dvector.py').read_text()
+    assert 'SEGMENT_FRAMES = 200  #' in code
+    example.write_text(code.replace('SEGMENT_FRAMES = 200  #', f'SEGMENT_FRAMES = {segment_frames}  #'))
     wavs = [tmp_path / 'wavs' / 'spk' / 'enroll1.wav', tmp_path / 'wavs' / 'spk' / 'enroll2.wav']
     for seed, (wav, seconds) in enumerate(zip(wavs, (3.3, 2.7))):  # a segment and a piece of one each
         write_voice(wav, seconds, seed)
     checkpoint = trained / 'checkpoint_best.pth'
     run_ok(tmp_path, 'feature_extraction.py', '--wav-dir', 'wavs', '--feat-dir', 'feats')
     run_ok(tmp_path, 'enroll.py', '--test-feat-dir', 'feats', '--embedding-dir', 'emb', '--checkpoint', str(checkpoint),
-           '--precision', 'fp32', '--device', 'cpu')
+           '--embed-precision', 'fp32', '--enroll-frames', str(segment_frames), '--device', 'cpu')
     run_ok(tmp_path, 'export_onnx.py', '--checkpoint', str(checkpoint), '--out', 'dvector.onnx')
-    out = run_ok(tmp_path, str(snippet), 'dvector.onnx', *map(str, wavs))
+    out = run_ok(tmp_path, str(example), 'dvector.onnx', *map(str, wavs))
     enrolled = torch.load(tmp_path / 'emb' / 'spk.pth', weights_only=True)['embedding'].numpy()
     assert np.abs(np.array(out.split(), dtype=float) - enrolled).max() < 1e-5
