@@ -338,19 +338,25 @@ def check_log_dir(log_dir, run_id):
                              "or choose another --log-dir (or delete it) to start a new one")
 
 
-def init_weights(net, path, model_args, speakers):
-    """Load the weights of the checkpoint at `path` into net, a model of the same settings and speakers."""
+def init_weights(net, path, model_args, speakers, split):
+    """Load the weights of the checkpoint at `path` into net, a model of the same settings and speakers,
+    trained with the same validation split (`split`: {'seed', 'val_ratio'})."""
     init = load_checkpoint(path)
     differ = [f"{k} {init['model_args'].get(k)} (--init-from) vs {v}" for k, v in model_args.items()
               if init['model_args'].get(k) != v]
     if differ or init['speakers'] != speakers:
         raise ValueError(f"--init-from {path}: its model does not match this run's "
                          f"({'; '.join(differ) or 'other training speakers'}); use the same --recipe and model flags")
+    its_split = {k: init['train_args'][k] for k in split}
+    if its_split != split:
+        raise ValueError(f"--init-from {path}: its run split off validation utterances with {its_split}, this run "
+                         f"with {split}, so this run would validate on utterances the weights were trained on; pass "
+                         f"--seed {its_split['seed']} --val-ratio {its_split['val_ratio']}")
     net.load_state_dict(init['state_dict'])
     print(f"Weights from {path} (epoch {init['epoch']})")
 
 
-def restore(ckpt, init_from, net, optimizer, scheduler, scaler, model_args, speakers):
+def restore(ckpt, init_from, net, optimizer, scheduler, scaler, model_args, speakers, split):
     """The history of the epochs done so far, after loading what the run goes on from.
 
     Resuming (ckpt: the run's checkpoint), the weights, optimizer, lr scheduler, gradient scaler and
@@ -359,7 +365,7 @@ def restore(ckpt, init_from, net, optimizer, scheduler, scaler, model_args, spea
     """
     if ckpt is None:
         if init_from:
-            init_weights(net, init_from, model_args, speakers)
+            init_weights(net, init_from, model_args, speakers, split)
         return []
     net.load_state_dict(ckpt['state_dict'])
     optimizer.load_state_dict(ckpt['optimizer'])
@@ -400,7 +406,8 @@ def fit(args, ckpt, device, ddp=None):
     scheduler = ReduceLROnPlateau(optimizer, 'min', patience=c.LR_PATIENCE, min_lr=c.MIN_LR)
     # float16 only: its gradients would underflow without a scaled-up loss (bfloat16 has float32's range)
     scaler = torch.amp.GradScaler(device.type) if compute.amp_dtype == torch.float16 else None
-    history = restore(ckpt, args.init_from, net, optimizer, scheduler, scaler, model_args, speakers)
+    split = {'seed': args.seed, 'val_ratio': args.val_ratio}
+    history = restore(ckpt, args.init_from, net, optimizer, scheduler, scaler, model_args, speakers, split)
     train_loader, valid_loader = make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats, ddp)
     model = ddp.wrap(net) if ddp else net  # DDP averages the gradients over the processes
     lr_at = fixed_schedule(args)

@@ -343,6 +343,8 @@ def test_init_from_starts_a_new_run_from_the_weights_and_refuses_another_model(t
     assert torch.equal(tuned['state_dict']['backbone.conv1.weight'], original['state_dict']['backbone.conv1.weight'])
     with pytest.raises(ValueError, match='does not match'):
         run(feature_tree, tmp_path / 'other', '--epochs', '1', '--init-from', str(start), '--pooling', 'asp')
+    with pytest.raises(ValueError, match='would validate on utterances the weights were trained on; pass --seed'):
+        run(feature_tree, tmp_path / 'split', '--epochs', '1', '--init-from', str(start), '--seed', '7')
 
 
 def test_a_fixed_schedule_run_resumes_exactly_from_a_middle_checkpoint(feature_tree, tmp_path):
