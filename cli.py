@@ -156,6 +156,11 @@ def flag_text(name, value):
     return f"--{name.replace('_', '-')} {value}"
 
 
+def flags_text(settings):
+    """{setting: value} as the flags that give them: '--vad no --level no'."""
+    return ' '.join(flag_text(k, v) for k, v in settings.items())
+
+
 def recommended_scoring(args, argv, ckpt, settled=()):
     """Set the scoring settings the checkpoint recommends (ckpt['scoring']) that no flag on argv gives; print them.
 

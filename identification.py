@@ -7,8 +7,9 @@
     python identification.py --all                    # top-1 and top-5 accuracy over every test file of --test-feat-dir
 
 Test files are .p features or audio (.wav, .flac, ...), made into features with the checkpoint's
-feature settings and --vad/--level.
+feature settings and --vad/--level (a note says so when the speakers were enrolled with others).
 """
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import cli
 from cohort import load_cohort
 from DB_wav_reader import speaker_test_file, split_enroll_and_test
 from dvector import embed_all, embed_file, rank_speakers, require_enrolled
-from features import read_utterance, recipe, require_utterance_file
+from features import front_end, read_utterance, recipe, require_utterance_file
 from metrics import top_k_accuracy
 from plots import plot_confusion
 from speed import select_device
@@ -82,13 +83,24 @@ def identify_all(model, settings, enrolled, rank, test_feat_dir, test_frames, de
     return accuracy
 
 
+def note_other_front_end(records, used):
+    """Say so when test audio is read with another --vad/--level than the speakers were enrolled with."""
+    enrolled = sorted({cli.flags_text(front_end(r)) for r in records.values()})
+    if enrolled != [cli.flags_text(used)]:
+        print(f"Note: the speakers were enrolled with {' or '.join(enrolled)}, the test side is read with "
+              f"{cli.flags_text(used)}: their scores may not compare. Pass the enrollment's --vad and --level, or "
+              "enroll again with these", file=sys.stderr)
+
+
 def main(argv=None):
     args = parse_args(argv)
     device = select_device(args.device)
     model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend)
-    enrolled = {s: r['embedding'] for s, r in load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint).items()}
+    records = load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint)
+    enrolled = {speaker: record['embedding'] for speaker, record in records.items()}
     cli.recommended_scoring(args, argv, ckpt)
     settings = recipe(ckpt['feature'], args.vad, args.level)
+    note_other_front_end(records, front_end(settings))
     # AS-norm can change the ranking: each enrolled speaker's scores are normalised by its own cohort statistics
     cohort = load_cohort(args.checkpoint, ckpt, model, device, args.cohort_dir) if args.score_norm == 'asnorm' else None
     rank = partial(rank_speakers, enrolled, cohort=cohort, cohort_top=args.cohort_top)

@@ -62,11 +62,6 @@ def parse_args(argv=None):
     return args
 
 
-def settings_text(settings):
-    """{setting: value} as the flags that give them: '--vad no --level no'."""
-    return ' '.join(cli.flag_text(k, v) for k, v in settings.items())
-
-
 def use_enrollment_settings(args, argv, speaker, record):
     """Score the single trial as `speaker` was enrolled: set args' ENROLLMENT_SETTINGS to those of its enrollment
     record (its stored d-vector was made with them; the test side is read with its vad and level), and return them.
@@ -74,7 +69,7 @@ def use_enrollment_settings(args, argv, speaker, record):
     enrolled = {k: record[k] for k in ENROLLMENT_SETTINGS}
     differ = {k: getattr(args, k) for k in cli.flags_given(argv, ENROLLMENT_SETTINGS) if getattr(args, k) != record[k]}
     if differ:
-        raise ValueError(f"{settings_text(differ)}: {speaker} was enrolled with {settings_text(enrolled)}, and a "
+        raise ValueError(f"{cli.flags_text(differ)}: {speaker} was enrolled with {cli.flags_text(enrolled)}, and a "
                          "single trial is scored as its enrollment was made; enroll again with these flags "
                          "(enroll.py), or leave them out")
     for k, v in enrolled.items():
@@ -85,8 +80,8 @@ def use_enrollment_settings(args, argv, speaker, record):
 def note_other_front_end(record, used):
     """Say so when a threshold was calibrated on features made with another --vad/--level than `used`."""
     if record['front_end'] != used:
-        print(f"Note: the threshold ({record['source']}) was calibrated with {settings_text(record['front_end'])}, "
-              f"this trial is scored with {settings_text(used)}: its scores may lie elsewhere. Calibrate with these "
+        print(f"Note: the threshold ({record['source']}) was calibrated with {cli.flags_text(record['front_end'])}, "
+              f"this trial is scored with {cli.flags_text(used)}: its scores may lie elsewhere. Calibrate with these "
               "flags (--trials LIST --calibrate), or pass --threshold", file=sys.stderr)
 
 
@@ -126,7 +121,7 @@ def verify_one(args, argv, model, ckpt, device):
         score = normalise_scores(claimed[None], tested[None], torch.tensor([[0, 0]]), cohort, args.cohort_top).item()
     result = 'Accept' if score > threshold else 'Reject'
     print("\n=== Speaker verification ===")
-    print(f"Claimed speaker (enrolled): {args.enroll_speaker} (enrolled with {settings_text(enrolled_with)})")
+    print(f"Claimed speaker (enrolled): {args.enroll_speaker} (enrolled with {cli.flags_text(enrolled_with)})")
     print(f"Test utterance:             {described}")
     print(f"Score: {score:.4f}   Threshold: {threshold:.4f} ({source})")
     print(f"Result: {result}\n")

@@ -129,6 +129,19 @@ def test_a_single_trial_reads_the_test_side_as_its_speaker_was_enrolled(trained,
         verification.main(args + ['--enroll-speaker', 'v1', '--test-file', str(test), '--vad', 'no'])
 
 
+def test_identification_notes_test_audio_read_otherwise_than_the_speakers_were_enrolled(trained, audio_tree, tmp_path,
+                                                                                        capsys):
+    args = model_args(trained, audio_tree, tmp_path / 'emb')
+    enroll.main(args + ['--vad', 'energy'])
+    test = str(audio_tree / 'test' / 'v1' / f'test{FORMATS[1][1]}')
+    capsys.readouterr()
+    identification.main(args + ['--test-file', test, '--vad', 'energy'])
+    assert 'Note:' not in capsys.readouterr().err
+    identification.main(args + ['--test-file', test])
+    assert ("Note: the speakers were enrolled with --vad energy --level no, the test side is read with --vad no "
+            "--level no") in capsys.readouterr().err
+
+
 def test_trial_lists_of_audio_pieces_with_speech_detection_and_level(trained, audio_tree, tmp_path, capsys):
     lines = [f"{int(e == t)} test/v{e}/enroll{FORMATS[e][0]} test/v{t}/test{FORMATS[t][1]}{piece}"
              for e in range(3) for t in range(3) for piece in ('', '@0.50-2.50')]
