@@ -83,7 +83,7 @@ def identify_all(model, settings, enrolled, rank, test_feat_dir, test_frames, de
     return accuracy
 
 
-def note_other_front_end(records, used):
+def note_enrolled_otherwise(records, used):
     """Say so when test audio is read with another --vad/--level than the speakers were enrolled with."""
     enrolled = sorted({cli.flags_text(front_end(r)) for r in records.values()})
     if enrolled != [cli.flags_text(used)]:
@@ -100,7 +100,7 @@ def main(argv=None):
     enrolled = {speaker: record['embedding'] for speaker, record in records.items()}
     cli.recommended_scoring(args, argv, ckpt)
     settings = recipe(ckpt['feature'], args.vad, args.level)
-    note_other_front_end(records, front_end(settings))
+    note_enrolled_otherwise(records, front_end(settings))
     # AS-norm can change the ranking: each enrolled speaker's scores are normalised by its own cohort statistics
     cohort = load_cohort(args.checkpoint, ckpt, model, device, args.cohort_dir) if args.score_norm == 'asnorm' else None
     rank = partial(rank_speakers, enrolled, cohort=cohort, cohort_top=args.cohort_top)
