@@ -41,7 +41,7 @@ RECIPE = 'tutorial'
 RECIPES = {  # keys: train.py's flags
     'tutorial': {},
     'improved': {'pooling': 'asp', 'loss': 'aam', 'margin': 0.3, 'win_size': 200, 'spec_augment': 'yes',
-                 'schedule': 'cosine', 'epochs': 20},
+                 'schedule': 'cosine', 'epochs': 20, 'finetune_epochs': 3},
 }
 
 # ---- Model ---------------------------------------------------------------------------------
@@ -74,6 +74,13 @@ MARGIN_WARMUP = 5        # am/aam: epochs over which the margin grows linearly f
 SPEC_AUGMENT = 'no'      # 'yes': SpecAugment masks on the training windows (one band and one run of frames set to 0)
 FREQ_MASK = 8            # SpecAugment: widest frequency band masked, in filters
 TIME_MASK = 10           # SpecAugment: longest run of frames masked
+# Large-margin fine-tuning: epochs after EPOCHS that go on from the best of them with longer windows, the full
+# margin at once and a small learning rate (WeSpeaker's last stage). Checkpoints number on (EPOCHS + 1, ...), and
+# checkpoint_best.pth is then the best fine-tuning epoch
+FINETUNE_EPOCHS = 0      # epochs of large-margin fine-tuning after EPOCHS (0: none, the tutorial)
+FINETUNE_LR = 0.001      # fine-tuning: the lr at its start, cosine-decayed to MIN_LR at its last epoch (no warm-up)
+FINETUNE_WIN_SIZE = 300  # fine-tuning: frames per training window
+FINETUNE_MARGIN = 0.5    # fine-tuning, am/aam: the margin, from the first fine-tuning step
 # Speed. The tutorial's recipe exactly: PRECISION = 'fp32', CHANNELS_LAST = 'no' (PRELOAD changes nothing learned)
 PRECISION = 'auto'       # autocast: 'auto' (bfloat16 on CPUs with bfloat16 units and on recent GPUs, float16 on
                          # older GPUs, else float32) | 'fp32' | 'bf16' | 'fp16' (CUDA)

@@ -68,6 +68,11 @@ class Torchrun:
         """net made to average its gradients over the processes (its state_dict stays the net's own)."""
         return DistributedDataParallel(net, [self.device] if self.device.type == 'cuda' else None)
 
+    @staticmethod
+    def barrier():
+        """Wait until every process gets here."""
+        dist.barrier()
+
     def mean(self, *values):
         """The values averaged over the processes (each worked on an equal share of the data)."""
         total = torch.tensor(values, dtype=torch.float64, device=self.device)  # NCCL reduces only GPU tensors

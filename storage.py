@@ -97,10 +97,14 @@ def check_resume(ckpt, given, train_files):
 
     given: {setting: value} of the flags given on the command line that a resumed run takes from its
     checkpoint; each must be the run's ('auto', or what the run resolved it to, passes too). Among them
-    'epochs' under a fixed schedule (cosine, exponential), which its epoch count sets.
+    'epochs' under a fixed schedule (cosine, exponential), which its epoch count sets, and under any schedule
+    once the fine-tuning epochs (numbered after them) have begun.
     train_files: the names of the training files now.
     """
     asked, resolved = ckpt['train_args'], ckpt['resolved']
+    if given.get('epochs', asked['epochs']) != asked['epochs'] and asked['schedule'] == 'plateau':
+        raise ValueError(f"--epochs {given['epochs']}: the run's fine-tuning epochs have begun after its epoch "
+                         f"{asked['epochs']}, so resuming cannot change that count; resume without --epochs")
     if given.get('epochs', asked['epochs']) != asked['epochs']:
         raise ValueError(f"--epochs {given['epochs']}: the run's {asked['schedule']} schedule is set by its epoch count, "
                          f"{asked['epochs']} (the learning rate of every step depends on it), so resuming cannot "

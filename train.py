@@ -3,13 +3,13 @@
     python train.py                  # settings from configure.py
     python train.py --epochs 5       # flags override configure.py (--help lists them)
     python train.py --resume         # continue the interrupted run in --log-dir
-    python train.py --recipe improved  # attentive statistics pooling, AAM-softmax, 2 s windows, SpecAugment
-    python train.py --recipe improved --init-from model_saved/checkpoint_best.pth --log-dir runs/lmft \\
-        --win-size 300 --margin 0.5 --margin-warmup 0 --lr 0.001 --warmup-epochs 0 --epochs 3  # large-margin fine-tuning
+    python train.py --recipe improved  # attentive statistics pooling, AAM-softmax, 2 s windows, SpecAugment,
+                                       # then 3 epochs of large-margin fine-tuning
+    python train.py --resume --finetune-epochs 3  # add fine-tuning to a finished run in --log-dir
     torchrun --standalone --nproc_per_node 2 train.py   # several processes, e.g. one per GPU (distributed.py)
 
 Writes <log-dir>/checkpoint_<epoch>.pth every epoch, checkpoint_best.pth (lowest validation
-loss) and loss_plot.png.
+loss; among the fine-tuning epochs once they begin) and loss_plot.png.
 """
 import argparse
 import math
@@ -42,6 +42,8 @@ from storage import atomic_save, check_resume, files_fingerprint, load_checkpoin
 # so that the run continues exactly (num_workers too: each worker draws its own random windows).
 # --epochs only under a plateau schedule: a fixed schedule's learning rate at every step is set by the epoch count.
 RESUME_OVERRIDES = ('resume', 'epochs', 'log_dir', 'device', 'log_interval', 'preload')
+# Settings of the fine-tuning epochs: a resumed run takes those given on the command line until they begin.
+FINETUNE_SETTINGS = ('finetune_epochs', 'finetune_lr', 'finetune_win_size', 'finetune_margin')
 SCHEDULES = ('plateau', 'cosine', 'exponential')
 
 
@@ -72,6 +74,10 @@ def parse_args(argv=None):
     setting('SPEC_AUGMENT', choices=['yes', 'no'])
     setting('FREQ_MASK', type=cli.non_negative_int)
     setting('TIME_MASK', type=cli.non_negative_int)
+    setting('FINETUNE_EPOCHS', type=cli.non_negative_int)
+    setting('FINETUNE_LR')
+    setting('FINETUNE_WIN_SIZE', type=cli.positive_int)
+    setting('FINETUNE_MARGIN')
     setting('VAL_RATIO', type=float)
     setting('NUM_WORKERS')
     setting('SEED')
@@ -90,8 +96,9 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.schedule != 'plateau' and args.warmup_epochs >= args.epochs:
         p.error(f"--warmup-epochs ({args.warmup_epochs}) must be fewer than --epochs ({args.epochs})")
-    if not 0 <= args.margin < 1 or args.scale <= 0:
-        p.error(f"--margin must be in [0, 1) and --scale above 0, not {args.margin} and {args.scale}")
+    if not 0 <= args.margin < 1 or not 0 <= args.finetune_margin < 1 or args.scale <= 0:
+        p.error(f"--margin and --finetune-margin must be in [0, 1) and --scale above 0, not {args.margin}, "
+                f"{args.finetune_margin} and {args.scale}")
     return args
 
 
@@ -212,6 +219,32 @@ def fixed_schedule(args):
                                          args.warmup_epochs / args.epochs)
 
 
+def finetune_schedule(args):
+    """lr_at(progress in epochs) of the fine-tuning epochs: a cosine from FINETUNE_LR to MIN_LR, no warm-up."""
+    return lambda progress: scheduled_lr((progress - args.epochs) / args.finetune_epochs, 'cosine',
+                                         args.finetune_lr, c.MIN_LR, 0.0)
+
+
+def begin_finetuning(net, args, log_dir, history, ddp=None):
+    """The optimizer of the fine-tuning epochs (fresh), after loading into net the weights of the epoch of
+    `history` (the epochs so far) with the lowest validation loss, from its checkpoint in log_dir."""
+    if ddp:
+        ddp.barrier()  # the first process has written the last epoch's checkpoint
+    epoch = best_epoch(history)['epoch']
+    for path in (Path(log_dir) / f'checkpoint_{epoch}.pth', Path(log_dir) / 'checkpoint_best.pth'):
+        if path.is_file() and (ckpt := load_checkpoint(path))['epoch'] == epoch:
+            net.load_state_dict(ckpt['state_dict'])
+            break
+    else:
+        raise FileNotFoundError(f"fine-tuning starts from epoch {epoch} (lowest validation loss), but {log_dir} "
+                                f"holds no checkpoint of it (checkpoint_{epoch}.pth or checkpoint_best.pth)")
+    print(f"Large-margin fine-tuning, epochs {args.epochs + 1}-{args.epochs + args.finetune_epochs}, from epoch "
+          f"{epoch} (lowest validation loss): windows of {args.finetune_win_size} frames"
+          f"{f', margin {args.finetune_margin} at once' if args.loss != 'softmax' else ''}, lr {args.finetune_lr} "
+          f"cosine to {c.MIN_LR}")
+    return create_optimizer(args.optimizer, net.parameters(), args.finetune_lr, c.MOMENTUM, c.WEIGHT_DECAY)
+
+
 def train_epoch(model, loader, criterion, optimizer, scaler, compute, epoch, log_interval, lr_at=None):
     """One pass over the training windows; returns (mean loss, accuracy %) (of this process's share).
 
@@ -267,8 +300,9 @@ def validate(model, loader, criterion, compute):
 
 
 def best_epoch(history):
-    """The epoch record with the lowest validation loss."""
-    return min(history, key=lambda h: h['valid_loss'])
+    """The epoch record with the lowest validation loss: among the fine-tuning epochs once there are some."""
+    stage = history[-1].get('finetune', False)
+    return min((h for h in history if h.get('finetune', False) == stage), key=lambda h: h['valid_loss'])
 
 
 def plot_history(history, path):
@@ -281,6 +315,9 @@ def plot_history(history, path):
         ax.plot(epochs, [h[f'train_{metric}'] for h in history], 'o-', label='training')
         ax.plot(epochs, [h[f'valid_{metric}'] for h in history], 'o-', label='validation')
         ax.axvline(best, color='r', linestyle='--', label=f'lowest validation loss (epoch {best})')
+        finetuned = [h['epoch'] for h in history if h.get('finetune')]
+        if finetuned:
+            ax.axvspan(finetuned[0] - 0.5, finetuned[-1] + 0.5, color='0.9', label='large-margin fine-tuning')
         ax.set_xlabel('epoch')
         ax.set_ylabel('loss' if metric == 'loss' else 'accuracy (%)')
         ax.grid(alpha=0.3)
@@ -316,13 +353,19 @@ def latest_checkpoint(log_dir):
 
 def resumed_args(args, argv):
     """(run settings, checkpoint) of --resume: the checkpoint's own settings, with only RESUME_OVERRIDES from
-    the command line (--epochs under a plateau schedule only). Other settings, or other training files, than the
-    run's are refused."""
+    the command line (--epochs under a plateau schedule only), and, until the fine-tuning epochs begin, the
+    FINETUNE_SETTINGS given there. Other settings, or other training files, than the run's are refused."""
     path = latest_checkpoint(args.log_dir) if args.resume == 'latest' else args.resume
     if path is None:
         raise FileNotFoundError(f"--resume: no checkpoint_<epoch>.pth in {args.log_dir} to continue from")
     ckpt = load_checkpoint(path, to_resume=True)
-    overrides = [k for k in RESUME_OVERRIDES if k != 'epochs' or ckpt['train_args']['schedule'] == 'plateau']
+    # a run from before fine-tuning existed had none
+    ckpt['train_args'] = {**vars(args), 'finetune_epochs': 0, **ckpt['train_args']}
+    before_finetuning = ckpt['epoch'] <= ckpt['train_args']['epochs']
+    overrides = [k for k in RESUME_OVERRIDES
+                 if k != 'epochs' or (ckpt['train_args']['schedule'] == 'plateau' and before_finetuning)]
+    if before_finetuning:
+        overrides += cli.flags_given(argv, FINETUNE_SETTINGS)
     given = {k: getattr(args, k) for k in cli.flags_given(argv, sorted(set(vars(args)) - set(overrides)))}
     run_args = {**ckpt['train_args'], **{k: getattr(args, k) for k in overrides}}
     check_resume(ckpt, given, read_feats_structure(run_args['train_feat_dir'])['filename'])
@@ -417,10 +460,19 @@ def fit(args, ckpt, device, ddp=None):
            'train_files': files_fingerprint(list(train_DB['filename']) + list(valid_DB['filename']))}
 
     log_dir = Path(args.log_dir)
-    for epoch in range(len(history) + 1, args.epochs + 1):
+    finetuning = False
+    for epoch in range(len(history) + 1, args.epochs + args.finetune_epochs + 1):
         start = time.time()
+        if epoch > args.epochs and not finetuning:  # the fine-tuning epochs begin (or a resumed run is in them)
+            finetuning = True
+            if epoch == args.epochs + 1:
+                optimizer = begin_finetuning(net, args, log_dir, history, ddp)
+            train_loader, _ = make_loaders(train_DB, valid_DB, speakers, {**feature, 'win_size': args.finetune_win_size},
+                                           args, device, feats, ddp)
+            lr_at = finetune_schedule(args)
         if args.loss != 'softmax':
-            criterion.margin = margin_at(epoch, args.margin, args.margin_warmup)
+            criterion.margin = args.finetune_margin if finetuning else margin_at(epoch, args.margin,
+                                                                                 args.margin_warmup)
         if ddp:
             ddp.start_epoch(train_loader, epoch)
         try:
@@ -432,10 +484,10 @@ def fit(args, ckpt, device, ddp=None):
         if ddp:  # every process trained on its share, and validated with its own batch-norm statistics
             train_loss, train_acc, valid_loss, valid_acc = ddp.mean(train_loss, train_acc, valid_loss, valid_acc)
         lr = optimizer.param_groups[0]['lr']  # the epoch's last
-        if args.schedule == 'plateau':
+        if args.schedule == 'plateau' and not finetuning:
             scheduler.step(valid_loss)
         history.append({'epoch': epoch, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid_loss,
-                        'valid_acc': valid_acc, 'lr': lr, 'seconds': time.time() - start})
+                        'valid_acc': valid_acc, 'lr': lr, 'seconds': time.time() - start, 'finetune': finetuning})
         print(f"Epoch {epoch:3d}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
               f"validation loss {valid_loss:.4f} acc {valid_acc:.2f}% | lr {lr:g} | {time.time() - start:.0f} s")
         if ddp is None or ddp.is_first:  # one process writes for all
@@ -444,8 +496,9 @@ def fit(args, ckpt, device, ddp=None):
 
     if history:
         best = best_epoch(history)
-        print(f"Lowest validation loss {best['valid_loss']:.4f} (accuracy {best['valid_acc']:.2f}%) at epoch "
-              f"{best['epoch']}: {log_dir / 'checkpoint_best.pth'}")
+        print(f"Lowest validation loss {best['valid_loss']:.4f} (accuracy {best['valid_acc']:.2f}%) "
+              f"{'of the fine-tuning epochs ' if best.get('finetune') else ''}at epoch {best['epoch']}: "
+              f"{log_dir / 'checkpoint_best.pth'}")
     return history
 
 

@@ -91,7 +91,8 @@ def test_the_model_rebuilt_from_a_checkpoint_is_the_trained_one(trained, feature
 @pytest.mark.parametrize('flags', [('--num-workers', '0'), ('--num-workers', '2'),
                                    # the margin grows in epoch 3; a fixed schedule's lr depends on --epochs, which
                                    # this test changes to stop early
-                                   ('--recipe', 'improved', '--margin-warmup', '2', '--schedule', 'plateau')])
+                                   ('--recipe', 'improved', '--margin-warmup', '2', '--schedule', 'plateau',
+                                    '--finetune-epochs', '0')])
 def test_resume_continues_exactly(feature_tree, tmp_path, flags):
     straight = run(feature_tree, tmp_path / 'a', '--epochs', '3', *flags)
     run(feature_tree, tmp_path / 'b', '--epochs', '2', *flags)
@@ -294,8 +295,9 @@ def test_the_improved_recipe_sets_its_settings_and_flags_still_win():
 
 def test_an_improved_recipe_run_records_its_model_and_windows(feature_tree, tmp_path):
     history = run(feature_tree, tmp_path / 'log', '--epochs', '2', '--recipe', 'improved', '--win-size', '120',
-                  '--base-channels', '8', '--warmup-epochs', '1')
-    assert len(history) == 2 and all(np.isfinite(h['valid_loss']) for h in history)
+                  '--base-channels', '8', '--warmup-epochs', '1', '--finetune-epochs', '1', '--finetune-win-size', '150')
+    assert len(history) == 3 and all(np.isfinite(h['valid_loss']) for h in history)
+    assert [h['finetune'] for h in history] == [False, False, True]
     ckpt = load_checkpoint(tmp_path / 'log' / 'checkpoint_best.pth')
     assert ckpt['model_args'] == {'embedding_size': 128, 'num_classes': 4, 'backbone': 'resnet18', 'base_channels': 8,
                                   'pooling': 'asp', 'head': 'cosine', 'n_filters': 40}
@@ -389,3 +391,59 @@ def test_the_float16_gradient_scaler_takes_the_same_step(feature_tree):
     assert scaler.get_scale() == 2.0 ** 10  # no overflow: every step was taken
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), name
+
+
+def test_the_fine_tuning_epochs_follow_their_own_schedule_and_pick_the_best_among_them(feature_tree, tmp_path):
+    history = run(feature_tree, tmp_path / 'log', '--epochs', '2', '--loss', 'aam', '--finetune-epochs', '2',
+                  '--finetune-lr', '0.01')
+    assert [h['finetune'] for h in history] == [False, False, True, True]
+    # 4 batches an epoch; the lr recorded is the epoch's last batch's: a cosine from 0.01 over epochs 3-4
+    expected = [train.scheduled_lr((epoch + 3 / 4) / 2, 'cosine', 0.01, configure.MIN_LR, 0.0) for epoch in range(2)]
+    assert [h['lr'] for h in history[2:]] == pytest.approx(expected)
+    assert history[0]['lr'] == history[1]['lr'] == 0.1  # the plateau schedule's, before
+    best = load_checkpoint(tmp_path / 'log' / 'checkpoint_best.pth')
+    assert best['epoch'] == min(history[2:], key=lambda h: h['valid_loss'])['epoch']
+    assert best['train_args']['finetune_margin'] == configure.FINETUNE_MARGIN
+
+
+def test_best_epoch_is_among_the_fine_tuning_epochs_once_they_begin():
+    history = [{'epoch': 1, 'valid_loss': 0.1}, {'epoch': 2, 'valid_loss': 0.5, 'finetune': False}]
+    assert train.best_epoch(history)['epoch'] == 1
+    history += [{'epoch': 3, 'valid_loss': 0.3, 'finetune': True}, {'epoch': 4, 'valid_loss': 0.2, 'finetune': True}]
+    assert train.best_epoch(history)['epoch'] == 4
+    assert train.best_epoch(history[:3])['epoch'] == 3
+
+
+def test_fine_tuning_starts_from_the_best_epoch_with_a_fresh_optimizer(trained, tmp_path):
+    args = train.parse_args(['--finetune-epochs', '3', '--finetune-lr', '0.005'])
+    first = load_checkpoint(trained / 'checkpoint_1.pth')
+    history = [{'epoch': 1, 'valid_loss': 0.1}, {'epoch': 2, 'valid_loss': 0.2}]  # epoch 1 the best
+    net = BackgroundResNet(**first['model_args'])
+    optimizer = train.begin_finetuning(net, args, trained, history)
+    for name, value in net.state_dict().items():
+        assert torch.equal(value, first['state_dict'][name]), name
+    assert optimizer.param_groups[0]['lr'] == 0.005 and not optimizer.state
+    with pytest.raises(FileNotFoundError, match='holds no checkpoint of it'):
+        train.begin_finetuning(net, args, tmp_path, history)
+
+
+@pytest.mark.parametrize('resume_from', ['checkpoint_2.pth', 'checkpoint_3.pth'])  # at the start, and inside
+def test_a_run_resumes_exactly_into_and_inside_its_fine_tuning_epochs(feature_tree, tmp_path, resume_from):
+    flags = ('--epochs', '2', '--loss', 'am', '--finetune-epochs', '2', '--finetune-win-size', '120')
+    straight = run(feature_tree, tmp_path / 'a', *flags)
+    run(feature_tree, tmp_path / 'b', *flags)
+    resumed = run(feature_tree, tmp_path / 'b', '--epochs', '2', '--resume', str(tmp_path / 'b' / resume_from))
+    assert [h['valid_loss'] for h in resumed] == [h['valid_loss'] for h in straight]
+    a, b = (load_checkpoint(tmp_path / d / 'checkpoint_4.pth')['state_dict'] for d in 'ab')
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_fine_tuning_can_be_added_to_a_finished_run_but_not_changed_once_begun(feature_tree, tmp_path):
+    run(feature_tree, tmp_path / 'log', '--epochs', '2')
+    history = run(feature_tree, tmp_path / 'log', '--epochs', '2', '--resume', '--finetune-epochs', '1')
+    assert [h['finetune'] for h in history] == [False, False, True]
+    with pytest.raises(ValueError, match='--finetune-lr cannot change when resuming'):
+        run(feature_tree, tmp_path / 'log', '--epochs', '2', '--resume', '--finetune-lr', '0.5')
+    with pytest.raises(ValueError, match="--epochs 5: the run's fine-tuning epochs have begun after its epoch 2"):
+        run(feature_tree, tmp_path / 'log', '--epochs', '5', '--resume')
