@@ -36,10 +36,9 @@ import configure as c
 from DB_wav_reader import split_enroll_and_test
 from dvector import embed_all, enroll_speaker, split_segments
 from features import read_utterance, recipe
-from model.model import BackgroundResNet
 from plots import plot_dvector_map
-from speed import embedding_dtype, for_inference, select_device
-from storage import load_checkpoint, load_model, model_from_checkpoint, model_id
+from speed import select_device
+from storage import load_model, model_id
 
 METHODS = ('tsne', 'pca')
 ETRI_ID = re.compile(r'\d+([FM])\d+')  # ETRI speaker ids: <number><F|M><digits>, the letter the speaker's sex
@@ -72,11 +71,7 @@ def load_untrained(path, device, precision, backend, seed):
     if backend != 'torch':
         raise ValueError("--untrained embeds with the 'torch' backend only (the 'onnx' one exports the trained "
                          "weights): drop --backend onnx")
-    dtype = embedding_dtype(precision, device, backend)
-    ckpt = load_checkpoint(path, device)
-    torch.manual_seed(seed)
-    ckpt = {**ckpt, 'state_dict': BackgroundResNet(**ckpt['model_args']).state_dict()}
-    return for_inference(model_from_checkpoint(ckpt, device), device, dtype), ckpt
+    return load_model(path, device, precision, backend, random_weights_seed=seed)
 
 
 def test_pieces(files, settings, frames):

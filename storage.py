@@ -130,15 +130,19 @@ def model_from_checkpoint(ckpt, device):
     return model.to(device).eval()
 
 
-def load_model(path, device, precision='fp32', backend='torch'):
+def load_model(path, device, precision='fp32', backend='torch', random_weights_seed=None):
     """(model for embedding, checkpoint dict) of the checkpoint at `path`.
 
     precision: an EMBED_PRECISION; backend: an EMBED_BACKEND. With 'onnx' the model is an
     onnx_backend.OnnxEmbedder, which has the model's `.embed` and runs on the CPU in float32.
+    random_weights_seed: if given, the model has fresh random weights (seeded), as training starts from.
     """
     device = torch.device(device)
     dtype = embedding_dtype(precision, device, backend)  # refuses what the backend cannot do, before any work
     ckpt = load_checkpoint(path, device)
+    if random_weights_seed is not None:
+        torch.manual_seed(random_weights_seed)
+        ckpt = {**ckpt, 'state_dict': BackgroundResNet(**ckpt['model_args']).state_dict()}
     if backend == 'onnx':
         import onnx_backend  # imported here: onnx_backend needs this module, and onnxruntime only when it is used
         return onnx_backend.cached_embedder(path, ckpt), ckpt
