@@ -15,6 +15,8 @@ import features
 import speed
 
 SCORE_NORMS = ('none', 'asnorm')
+COHORTS = ('speakers', 'utterances')
+COHORT_SETTINGS = ('cohort', 'cohort_utts', 'cohort_top')  # asnorm's
 
 
 def setting_comments(path=Path(c.__file__)):
@@ -145,6 +147,8 @@ def add_scoring_args(p, sides=('enroll', 'test'), score_norm=True):
         setting(p, f'{side.upper()}_FRAMES', type=non_negative_int)
     if score_norm:
         setting(p, 'SCORE_NORM', choices=SCORE_NORMS)
+        setting(p, 'COHORT', choices=COHORTS)
+        setting(p, 'COHORT_UTTS', type=positive_int)
         setting(p, 'COHORT_TOP', type=cohort_size)
         p.add_argument('--cohort-dir', help='asnorm: training feature tree to build the cohort from when the '
                        'checkpoint has none (default: the one it was trained on)')
@@ -178,9 +182,10 @@ def recommended_scoring(args, argv, ckpt, settled=()):
 
 
 def scoring_record(args):
-    """The scoring settings in args that scores depend on: a calibrated threshold is valid for these only."""
-    return {k: getattr(args, k) for k in ('enroll_frames', 'test_frames', 'score_norm', 'cohort_top')
-            if hasattr(args, k)}
+    """The scoring settings in args that scores depend on: a calibrated threshold is valid for these only (the
+    cohort's under AS-norm alone)."""
+    names = ('enroll_frames', 'test_frames', 'score_norm') + (COHORT_SETTINGS if args.score_norm == 'asnorm' else ())
+    return {k: getattr(args, k) for k in names if hasattr(args, k)}
 
 
 def flags_given(argv, names):

@@ -1,9 +1,10 @@
-"""The AS-norm cohort of a checkpoint: one d-vector per training speaker (dvector.py normalises scores with it).
+"""The AS-norm cohort of a checkpoint: d-vectors of its training speakers (dvector.py normalises scores with it).
 
-Each training speaker's d-vector is the normalised mean of the d-vectors of its first COHORT_UTTS
-training utterances. It is computed once per checkpoint and stored beside it (`<name>_cohort.pth`, with
-the folder and the number of utterances it was built from: asking for others builds it again), or inside
-a published checkpoint (pretrained/), so that AS-norm works where the training data is absent.
+The cohort is made of the d-vectors of each training speaker's first COHORT_UTTS training utterances:
+their normalised mean, one per speaker (COHORT = 'speakers'), or all of them ('utterances'). It is computed
+once per checkpoint and stored beside it (`<name>_cohort.pth`, with what it was built from: asking for
+another folder, kind or number of utterances builds it again), or inside a published checkpoint
+(pretrained/), so that AS-norm works where the training data is absent.
 """
 import pickle
 import sys
@@ -24,15 +25,17 @@ def cohort_path(checkpoint):
     return checkpoint.with_name(f'{checkpoint.stem}_cohort.pth')
 
 
-def build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, device):
-    """One d-vector (n_speakers, embedding_size) per training speaker: the mean_dvector of the d-vectors of its
-    first `utts_per_speaker` utterances (by name), embedded as the checkpoint recommends for enrollment
-    (ENROLL_FRAMES otherwise)."""
+def build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, device, kind='speakers'):
+    """The cohort d-vectors (n, embedding_size) of the training speakers' first `utts_per_speaker` utterances (by
+    name), embedded as the checkpoint recommends for enrollment (ENROLL_FRAMES otherwise): the mean_dvector of each
+    speaker's (kind 'speakers'), or every one ('utterances')."""
     segment_frames = ckpt.get('scoring', {}).get('enroll_frames', c.ENROLL_FRAMES)
     DB = read_feats_structure(train_feat_dir)
     files = DB.groupby('speaker_id')['filename'].apply(lambda f: sorted(f)[:utts_per_speaker])
     names = [f for fs in files for f in fs]
     vectors = embed_all(model, names, lambda f: read_MFB(f, ckpt['feature']), segment_frames, device, 'cohort')
+    if kind == 'utterances':
+        return torch.stack([vectors[f] for f in names])
     return torch.stack([mean_dvector(torch.stack([vectors[f] for f in fs])) for fs in files])
 
 
@@ -51,10 +54,10 @@ def read_stored_cohort(path, device):
     return None
 
 
-def cohort_source(train_feat_dir, utts_per_speaker):
-    """What a cohort is built from, as its stored record keeps it: the training folder (absolute) and utterances
-    per speaker."""
-    return {'train_feat_dir': str(Path(train_feat_dir).resolve()), 'utts_per_speaker': utts_per_speaker}
+def cohort_source(train_feat_dir, utts_per_speaker, kind='speakers'):
+    """What a cohort is built from, as its stored record keeps it: the training folder (absolute), utterances
+    per speaker, and its kind (COHORT)."""
+    return {'train_feat_dir': str(Path(train_feat_dir).resolve()), 'utts_per_speaker': utts_per_speaker, 'kind': kind}
 
 
 def stored_cohort(path, ckpt, source, device):
@@ -63,41 +66,53 @@ def stored_cohort(path, ckpt, source, device):
     record = read_stored_cohort(path, device)
     if not record or record.get('model_id') != model_id(ckpt):
         return None
-    built_from = {k: record.get(k) for k in source}
+    built_from = {'kind': 'speakers', **{k: record[k] for k in source if k in record}}  # older records: speakers
     if built_from != source:
-        print(f"The stored cohort {path} was built from {built_from['train_feat_dir']} ({built_from['utts_per_speaker']} "
-              f"utterances a speaker), not from {source['train_feat_dir']} ({source['utts_per_speaker']})",
+        print(f"The stored cohort {path} was built from {described(built_from)}, not from {described(source)}",
               file=sys.stderr)
         return None
     return record['cohort']
 
 
-def load_cohort(checkpoint, ckpt, model, device, train_feat_dir=None, utts_per_speaker=c.COHORT_UTTS):
-    """The checkpoint's cohort (n_speakers, embedding_size): inside it, stored beside it, or built now and stored.
+def described(source):
+    """A cohort_source in words: 'feats/train (20 utterances a speaker, speakers)'."""
+    return f"{source.get('train_feat_dir', 'the training folder')} ({source['utts_per_speaker']} utterances a speaker, " \
+           f"{source['kind']})"
+
+
+def scoring_cohort(args, ckpt, model, device):
+    """The cohort of the scoring flags args (--checkpoint, --cohort-dir, --cohort-utts, --cohort), by load_cohort."""
+    return load_cohort(args.checkpoint, ckpt, model, device, args.cohort_dir, args.cohort_utts, args.cohort)
+
+
+def load_cohort(checkpoint, ckpt, model, device, train_feat_dir=None, utts_per_speaker=c.COHORT_UTTS, kind=c.COHORT):
+    """The checkpoint's cohort (n, embedding_size): inside it, stored beside it, or built now and stored.
 
     A cohort is built from the run's training folder (train_feat_dir, default the one it was trained on); a stored
-    one is built again when it came from another folder or another utts_per_speaker, or cannot be read. A published
-    checkpoint's own cohort is always used: a train_feat_dir given is then not used, and a note says so.
+    one is built again when it came from another folder, utts_per_speaker or kind, or cannot be read. A published
+    checkpoint's own cohort is always used: a train_feat_dir, or a cohort other than its own, asked for is then not
+    used, and a note says so.
     """
     if 'cohort' in ckpt:  # a published checkpoint's, stored in float16
-        if train_feat_dir is not None:
-            print(f"Note: --cohort-dir {train_feat_dir} is not used: {checkpoint} carries its own cohort",
-                  file=sys.stderr)
+        own = {'utts_per_speaker': c.COHORT_UTTS, 'kind': 'speakers', **ckpt.get('cohort_source', {})}
+        if train_feat_dir is not None or (own['utts_per_speaker'], own['kind']) != (utts_per_speaker, kind):
+            print(f"Note: {f'--cohort-dir {train_feat_dir}' if train_feat_dir else 'the cohort asked for'} is not "
+                  f"used: {checkpoint} carries its own cohort ({described(own)})", file=sys.stderr)
         return ckpt['cohort'].float().to(device)
     path = cohort_path(checkpoint)
     train_feat_dir = train_feat_dir or ckpt.get('train_args', {}).get('train_feat_dir')
     if not train_feat_dir:
         raise FileNotFoundError(f"AS-norm needs a cohort of training speakers: {checkpoint} holds none and names no "
                                 "training folder (pass --cohort-dir, or --score-norm none)")
-    source = cohort_source(train_feat_dir, utts_per_speaker)
+    source = cohort_source(train_feat_dir, utts_per_speaker, kind)
     cohort = stored_cohort(path, ckpt, source, device)
     if cohort is not None:
         return cohort
     if not Path(train_feat_dir).is_dir():
         raise FileNotFoundError(f"AS-norm needs a cohort of training speakers: {checkpoint} holds none, and its "
                                 f"training folder {train_feat_dir} is not here (pass --cohort-dir, or --score-norm none)")
-    print(f"Building the AS-norm cohort of {checkpoint} from {train_feat_dir} ({utts_per_speaker} utterances "
-          f"a speaker); stored in {path}", file=sys.stderr)  # stderr: stdout may be --json
-    cohort = build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, device)
+    print(f"Building the AS-norm cohort of {checkpoint} from {described(source)}; stored in {path}",
+          file=sys.stderr)  # stderr: stdout may be --json
+    cohort = build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, device, kind)
     atomic_save({'cohort': cohort.cpu(), 'model_id': model_id(ckpt), **source}, path)
     return cohort

@@ -95,14 +95,17 @@ EMBEDDING_DIR = 'enroll_embeddings'              # enrolled d-vectors, <speaker>
 ENROLL_FRAMES = 200  # frames per segment when embedding enrollment utterances (0: the whole utterance in one pass)
 TEST_FRAMES = 100    # frames per segment when embedding test utterances (0: the whole utterance in one pass)
 SCORE_NORM = 'none'  # 'none' (the tutorial: the cosine score) | 'asnorm' (adaptive symmetric normalisation against a
-                     # cohort of training speakers, one d-vector each, kept beside or inside the checkpoint)
+                     # cohort of training d-vectors, kept beside or inside the checkpoint)
+COHORT = 'speakers'  # asnorm: the cohort is 'speakers' (one mean d-vector per training speaker) | 'utterances' (the
+                     # d-vector of each of their cohort utterances)
+COHORT_UTTS = 20     # asnorm: training utterances per speaker in the cohort
 COHORT_TOP = 100     # asnorm: each side is normalised by its this many highest cohort scores
-COHORT_UTTS = 20     # asnorm: training utterances per speaker averaged into its cohort d-vector
 # Scoring settings a recipe's checkpoints recommend: train.py records them in each checkpoint, and the
 # stages use them for that model in place of the settings above (a flag given on the command line still wins)
 SCORINGS = {
     'tutorial': {},
-    'improved': {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'asnorm'},
+    'improved': {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'asnorm', 'cohort': 'utterances', 'cohort_utts': 50,
+                 'cohort_top': 500},
 }
 EMBED_PRECISION = 'auto'  # the backbone's precision when embedding: 'auto' (bfloat16 where the device has bfloat16
                           # units; scores move by ~0.002, see docs/speed.md) | 'fp32' (the tutorial's d-vectors) | 'bf16'

@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import cli
-from cohort import load_cohort
+from cohort import scoring_cohort
 from DB_wav_reader import speaker_test_file, split_enroll_and_test
 from dvector import embed_all, embed_file, rank_speakers, require_enrolled
 from features import front_end, read_utterance, recipe, require_utterance_file
@@ -102,7 +102,7 @@ def main(argv=None):
     settings = recipe(ckpt['feature'], args.vad, args.level)
     note_enrolled_otherwise(records, front_end(settings))
     # AS-norm can change the ranking: each enrolled speaker's scores are normalised by its own cohort statistics
-    cohort = load_cohort(args.checkpoint, ckpt, model, device, args.cohort_dir) if args.score_norm == 'asnorm' else None
+    cohort = scoring_cohort(args, ckpt, model, device) if args.score_norm == 'asnorm' else None
     rank = partial(rank_speakers, enrolled, cohort=cohort, cohort_top=args.cohort_top)
     if args.all:
         return identify_all(model, settings, enrolled, rank, args.test_feat_dir, args.test_frames, device,

@@ -5,8 +5,8 @@
 
 Keeps the weights (stored in float16, checked to move no score by more than 1e-3), the model and
 feature settings, the scoring settings its recipe recommends (configure.SCORINGS), its AS-norm
-cohort (one d-vector per training speaker, so that AS-norm works without the training data) and
-its thresholds; for the record, its training settings (train_args), the validation accuracy of its
+cohort (of those settings, with what it was built from, so that AS-norm works without the training
+data) and its thresholds; for the record, its training settings (train_args), the validation accuracy of its
 epoch (valid_acc) and the float16 check's largest score change (float16_score_change). The
 thresholds are not tuned on anything this model is scored on: they are the EER thresholds of its
 twin, the same recipe trained without the held-out speakers, calibrated on them with the recommended
@@ -14,6 +14,7 @@ segment lengths (`verification.py --trials trials/holdout20.txt --checkpoint <tw
 and again with `--score-norm none`); a threshold file missing beside the twin, or calibrated with
 other scoring settings, is left out.
 """
+import argparse
 import json
 
 import torch
@@ -34,17 +35,22 @@ CHECK_UTTERANCES = 200  # training utterances whose d-vectors check the float16 
 def twin_thresholds(twin, scoring):
     """{score_norm: calibration record} of the twin checkpoint's thresholds calibrated with the recommended scoring
     (each score normalisation with the recommended segment lengths)."""
-    defaults = {'enroll_frames': c.ENROLL_FRAMES, 'test_frames': c.TEST_FRAMES, 'cohort_top': c.COHORT_TOP}
     thresholds = {}
     for score_norm in cli.SCORE_NORMS:
         path = threshold_path(twin, score_norm)
-        expected = {**defaults, **scoring, 'score_norm': score_norm}
+        expected = cli.scoring_record(argparse.Namespace(**{**scoring_settings(scoring), 'score_norm': score_norm}))
         record = json.loads(path.read_text()) if path.is_file() else None
         if record and record['scoring'] == expected:
             thresholds[score_norm] = {**record, 'calibrated_on': f"the twin model {twin}, {record['trials']}"}
         else:
             print(f"No threshold for {expected}: {path} {'holds another' if record else 'is not there'}")
     return thresholds
+
+
+def scoring_settings(scoring):
+    """The scoring settings of configure.py with those a recipe recommends (`scoring`) in their place."""
+    return {'enroll_frames': c.ENROLL_FRAMES, 'test_frames': c.TEST_FRAMES, 'score_norm': c.SCORE_NORM,
+            'cohort': c.COHORT, 'cohort_utts': c.COHORT_UTTS, 'cohort_top': c.COHORT_TOP, **scoring}
 
 
 def float16_score_change(ckpt, state, files):
@@ -69,7 +75,10 @@ def main(argv=None):
     scoring = c.SCORINGS[recipe]
     model, _ = load_model(args.checkpoint, 'cpu', 'fp32')
     train_dir = ckpt['train_args']['train_feat_dir']
-    cohort = build_cohort(model, {**ckpt, 'scoring': scoring}, train_dir, c.COHORT_UTTS, 'cpu')
+    settings = scoring_settings(scoring)
+    cohort_source = {'utts_per_speaker': settings['cohort_utts'], 'kind': settings['cohort']}
+    cohort = build_cohort(model, {**ckpt, 'scoring': scoring}, train_dir, settings['cohort_utts'], 'cpu',
+                          settings['cohort'])
     state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt['state_dict'].items()}
     train_files = read_feats_structure(train_dir)['filename']
     files = list(train_files.sample(min(CHECK_UTTERANCES, len(train_files)), random_state=0))
@@ -80,7 +89,7 @@ def main(argv=None):
     published = {
         'state_dict': state, 'model_args': ckpt['model_args'], 'speakers': ckpt['speakers'],
         'feature': ckpt['feature'], 'run_id': ckpt['run_id'], 'epoch': ckpt['epoch'], 'scoring': scoring,
-        'cohort': F.normalize(cohort.half().float(), dim=1).half(),
+        'cohort': F.normalize(cohort.half().float(), dim=1).half(), 'cohort_source': cohort_source,
         'thresholds': twin_thresholds(args.twin, scoring) if args.twin else {},
         'train_args': ckpt['train_args'], 'valid_acc': valid_acc, 'float16_score_change': change,
     }

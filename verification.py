@@ -29,7 +29,7 @@ import torch
 
 import cli
 import configure as c
-from cohort import load_cohort
+from cohort import scoring_cohort
 from DB_wav_reader import speaker_test_file
 from dvector import cosine_score, embed_file, normalise_scores, require_enrolled
 from features import front_end, recipe, require_utterance_file
@@ -117,7 +117,7 @@ def verify_one(args, argv, model, ckpt, device):
     if args.score_norm == 'none':
         score = cosine_score(claimed, tested).item()
     else:
-        cohort = load_cohort(args.checkpoint, ckpt, model, device, args.cohort_dir)
+        cohort = scoring_cohort(args, ckpt, model, device)
         score = normalise_scores(claimed[None], tested[None], torch.tensor([[0, 0]]), cohort, args.cohort_top).item()
     result = 'Accept' if score > threshold else 'Reject'
     print("\n=== Speaker verification ===")
@@ -141,7 +141,9 @@ def print_summary(s, trials_file):
         print(f"minDCF (p={p}):    {s[f'min_dcf_p{p}']:.4f}")
     print(f"Backbone in:       {s['embedding_dtype']} (--embed-precision, --backend)")
     print(f"Scoring:           enroll {segments(s['enroll_frames'])}, test {segments(s['test_frames'])}, "
-          + ('cosine' if s['score_norm'] == 'none' else f"{s['score_norm']} (cohort top {s['cohort_top']})"))
+          + ('cosine' if s['score_norm'] == 'none' else
+             f"{s['score_norm']} (top {s['cohort_top']} of a cohort of {s['cohort']}, {s['cohort_utts']} utterances a "
+             "speaker)"))
     if s['top1_percent'] is not None:
         print(f"Top-1 identification: {s['top1_percent']:.2f} % of {s['top1_test_items']} test utterances "
               "(the best-scoring enrollment of each is its own speaker's)")
@@ -161,7 +163,7 @@ def verify_trials(args, model, ckpt, device):
     embedder = TrialEmbedder(model, ckpt, root, args.enroll_frames, args.test_frames, device, args.vad, args.level)
     cohort = None
     if args.score_norm == 'asnorm':
-        cohort = load_cohort(args.checkpoint, ckpt, model, device, args.cohort_dir)
+        cohort = scoring_cohort(args, ckpt, model, device)
     scores = score_trials(embedder, trials, cohort, args.cohort_top)
     labels = [t.label for t in trials]
     summary = {**summarize(trials, scores), **front_end(vars(args)), **cli.scoring_record(args)}

@@ -97,14 +97,25 @@ def test_a_stored_cohort_is_built_again_from_another_folder_or_number_of_utteran
         first = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', feature_tree / 'train', 3)
         fewer = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', feature_tree / 'train', 2)
         err = capsys.readouterr().err
-        assert 'built from' in err and f"{(feature_tree / 'train').resolve()} (3 utterances a speaker)" in err
+        assert 'built from' in err and f"{(feature_tree / 'train').resolve()} (3 utterances a speaker, speakers)" in err
         assert err.count('Building the AS-norm cohort') == 2 and not torch.equal(first, fewer)
         assert torch.load(cohort.cohort_path(checkpoint), weights_only=True)['utts_per_speaker'] == 2
         other = write_feature_tree(tmp_path / 'other', n_train_speakers=3, n_utts=2, n_test_speakers=0, seed=3)
         assert cohort.load_cohort(checkpoint, ckpt, model, 'cpu', other / 'train', 2).shape == (3, 128)
         assert 'Building the AS-norm cohort' in capsys.readouterr().err
+        each = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', other / 'train', 2, 'utterances')
+        assert each.shape == (6, 128) and '(2 utterances a speaker, utterances)' in capsys.readouterr().err
     finally:
         cohort.cohort_path(checkpoint).unlink(missing_ok=True)
+
+
+def test_an_utterance_cohort_holds_each_utterances_d_vector_and_a_speaker_cohort_their_means(trained, feature_tree):
+    model, ckpt = load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')
+    each = cohort.build_cohort(model, ckpt, feature_tree / 'train', 3, 'cpu', 'utterances')
+    means = cohort.build_cohort(model, ckpt, feature_tree / 'train', 3, 'cpu', 'speakers')
+    assert each.shape == (12, 128) and means.shape == (4, 128)  # 4 speakers, their first 3 utterances
+    for speaker in range(4):
+        assert torch.allclose(means[speaker], dvector.mean_dvector(each[3 * speaker:3 * speaker + 3]), atol=1e-6)
 
 
 def test_a_published_checkpoint_uses_its_own_cohort_and_says_a_cohort_dir_is_not_used(trained, tmp_path, capsys):
@@ -115,6 +126,14 @@ def test_a_published_checkpoint_uses_its_own_cohort_and_says_a_cohort_dir_is_not
     assert capsys.readouterr().err == ''
     assert torch.equal(cohort.load_cohort(checkpoint, ckpt, model, 'cpu', 'my_feats/train'), own)
     assert f'--cohort-dir my_feats/train is not used: {checkpoint} carries its own cohort' in capsys.readouterr().err
+    (tmp_path / 'each').mkdir()
+    each = copy_checkpoint(trained, tmp_path / 'each', cohort=own.half(),
+                           cohort_source={'utts_per_speaker': 50, 'kind': 'utterances'})
+    model, ckpt = load_model(each, 'cpu', 'fp32')
+    assert torch.equal(cohort.load_cohort(each, ckpt, model, 'cpu', utts_per_speaker=50, kind='utterances'), own)
+    assert capsys.readouterr().err == ''  # what it carries
+    assert torch.equal(cohort.load_cohort(each, ckpt, model, 'cpu', utts_per_speaker=20, kind='speakers'), own)
+    assert ('the cohort asked for is not used' in capsys.readouterr().err)
 
 
 def test_a_stored_cohort_that_cannot_be_read_is_built_again(trained, feature_tree, capsys):
@@ -158,11 +177,13 @@ def test_asnorm_scores_a_trial_list_and_keeps_its_own_threshold(trained, feature
     assert storage.threshold_path(checkpoint).is_file() and storage.threshold_path(checkpoint, 'asnorm').is_file()
     assert raw['calibrated'] != normed['calibrated']
     stored = storage.load_threshold(checkpoint, storage.load_checkpoint(checkpoint),
-                                    {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'asnorm', 'cohort_top': 2})
+                                    {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'asnorm', 'cohort': 'speakers',
+                                     'cohort_utts': 20, 'cohort_top': 2})
     assert stored['threshold'] == normed['eer_threshold']
     with pytest.raises(ValueError, match='was calibrated for scoring'):  # the same norm, another cohort size
         storage.load_threshold(checkpoint, storage.load_checkpoint(checkpoint),
-                               {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'asnorm', 'cohort_top': 3})
+                               {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'asnorm', 'cohort': 'speakers',
+                                'cohort_utts': 20, 'cohort_top': 3})
 
 
 def test_whole_utterances_are_one_segment_each(trained, feature_tree, tmp_path):

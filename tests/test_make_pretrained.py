@@ -2,6 +2,7 @@
 import torch
 
 import make_pretrained
+import storage
 from storage import atomic_save, load_checkpoint
 
 
@@ -14,7 +15,38 @@ def test_it_publishes_the_model_and_the_validation_accuracy_of_its_own_epoch(tra
     make_pretrained.main(['--checkpoint', str(tmp_path / 'checkpoint_2.pth'), '--out', str(tmp_path / 'pub.pth')])
     published = load_checkpoint(tmp_path / 'pub.pth')
     assert set(published) == {'state_dict', 'model_args', 'speakers', 'feature', 'run_id', 'epoch', 'scoring',
-                              'cohort', 'thresholds', 'train_args', 'valid_acc', 'float16_score_change'}
+                              'cohort', 'cohort_source', 'thresholds', 'train_args', 'valid_acc', 'float16_score_change'}
+    # the tutorial recipe recommends no scoring: configure.py's cohort, a mean d-vector for each of the 4 speakers
+    assert published['cohort'].shape == (4, 128) and published['cohort_source'] == {'utts_per_speaker': 20,
+                                                                                    'kind': 'speakers'}
     assert published['epoch'] == 2 and published['valid_acc'] == 87.5
     assert all(v.dtype == torch.float16 for v in published['state_dict'].values() if v.is_floating_point())
     assert published['thresholds'] == {}  # no --twin
+
+
+def test_it_keeps_the_cohort_its_recipe_recommends(trained, tmp_path):
+    ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
+    ckpt['train_args']['recipe'] = 'improved'  # whose scoring: every d-vector of 50 utterances a speaker
+    atomic_save(ckpt, tmp_path / 'checkpoint_2.pth')
+    make_pretrained.main(['--checkpoint', str(tmp_path / 'checkpoint_2.pth'), '--out', str(tmp_path / 'pub.pth')])
+    published = load_checkpoint(tmp_path / 'pub.pth')
+    assert published['cohort_source'] == {'utts_per_speaker': 50, 'kind': 'utterances'}
+    assert published['cohort'].shape == (40, 128)  # 4 speakers with 10 training utterances each, all of them
+
+
+def test_it_takes_the_twins_thresholds_calibrated_with_the_recommended_scoring(trained, tmp_path):
+    twin = tmp_path / 'twin' / 'checkpoint_best.pth'
+    twin.parent.mkdir()
+    atomic_save(load_checkpoint(trained / 'checkpoint_best.pth'), twin)
+    ckpt = load_checkpoint(twin)
+    clean = {'vad': 'no', 'level': 'no'}
+    # the tutorial recipe recommends nothing: configure.py's segments, and under AS-norm its cohort
+    storage.save_threshold(twin, ckpt, {'threshold': 0.4, 'trials': 'holdout20.txt'},
+                           {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'none'}, clean)
+    storage.save_threshold(twin, ckpt, {'threshold': 2.0, 'trials': 'holdout20.txt'},
+                           {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'asnorm', 'cohort': 'utterances',
+                            'cohort_utts': 20, 'cohort_top': 100}, clean)  # another cohort than configure.py's
+    make_pretrained.main(['--checkpoint', str(trained / 'checkpoint_2.pth'), '--twin', str(twin),
+                          '--out', str(tmp_path / 'pub.pth')])
+    thresholds = load_checkpoint(tmp_path / 'pub.pth')['thresholds']
+    assert set(thresholds) == {'none'} and thresholds['none']['threshold'] == 0.4

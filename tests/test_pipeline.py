@@ -170,7 +170,7 @@ def test_a_single_trial_is_scored_and_thresholded_as_its_speaker_was_enrolled(tr
     record = torch.load(tmp_path / 'emb' / 'tst0.pth', weights_only=True)
     assert {k: record[k] for k in ENROLLMENT_SETTINGS} == {'enroll_frames': 100, 'vad': 'no', 'level': 'no'}
     ckpt = storage.load_checkpoint(checkpoint)
-    scoring = {'enroll_frames': 100, 'test_frames': 100, 'score_norm': 'none', 'cohort_top': configure.COHORT_TOP}
+    scoring = {'enroll_frames': 100, 'test_frames': 100, 'score_norm': 'none'}
     storage.save_threshold(checkpoint, ckpt, {'threshold': 0.25}, scoring, {'vad': 'no', 'level': 'no'})
     trial = args + ['--enroll-speaker', 'tst0', '--test-speaker', 'tst1']
     capsys.readouterr()

@@ -4,6 +4,7 @@ import torch
 from conftest import REPO, run_ok
 from test_feature_extraction import voice
 
+import configure
 import dvector
 from storage import load_checkpoint, load_model
 
@@ -18,8 +19,9 @@ def test_it_holds_what_the_stages_need_and_no_training_state():
     ckpt = load_checkpoint(PRETRAINED)  # torch.load(..., weights_only=True)
     assert 'optimizer' not in ckpt and 'rng_state' not in ckpt
     assert ckpt['model_args']['num_classes'] == len(ckpt['speakers']) == 200
-    assert ckpt['scoring'] == {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'asnorm'}
-    assert ckpt['cohort'].shape == (200, ckpt['model_args']['embedding_size'])
+    assert ckpt['scoring'] == configure.SCORINGS['improved']  # the recipe's, with its AS-norm cohort:
+    assert ckpt['cohort_source'] == {'utts_per_speaker': 50, 'kind': 'utterances'}  # 50 utterances of each speaker
+    assert ckpt['cohort'].shape == (200 * 50, ckpt['model_args']['embedding_size'])
     assert set(ckpt['thresholds']) == {'none', 'asnorm'}
     for record in ckpt['thresholds'].values():  # calibrated on the twin's held-out speakers, for these settings
         assert 'holdout20' in record['trials'] and record['scoring']['test_frames'] == 0
