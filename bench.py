@@ -49,6 +49,7 @@ from speed import (
     use_channels_last,
 )
 from SR_Dataset import DvectorDataset, load_features
+from train import train_step
 
 WARMUP_BATCHES = 3
 PATHS = ('tutorial', 'fast fp32', 'fast')
@@ -113,16 +114,7 @@ def training_throughput(DB, path, args):
                 synchronize(device)
                 start = time.perf_counter()
             inputs, targets = inputs.to(device, memory_format=compute.memory_format), targets.to(device)
-            with compute.autocast():  # the step of train.train_epoch
-                loss = criterion(model(inputs)[1], targets)
-            optimizer.zero_grad()
-            if scaler is None:
-                loss.backward()
-                optimizer.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+            train_step(model, inputs, targets, criterion, optimizer, scaler, compute)
             n_batches += 1
             if n_batches == WARMUP_BATCHES + args.batches:
                 break

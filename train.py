@@ -245,6 +245,22 @@ def begin_finetuning(net, args, log_dir, history, ddp=None):
     return create_optimizer(args.optimizer, net.parameters(), args.finetune_lr, c.MOMENTUM, c.WEIGHT_DECAY)
 
 
+def train_step(model, inputs, targets, criterion, optimizer, scaler, compute):
+    """One optimizer step on a batch already on the device; returns (loss, logits)."""
+    with compute.autocast():
+        _, logits = model(inputs)                                           # (B, num_classes)
+        loss = criterion(logits, targets)
+    optimizer.zero_grad()
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:  # float16: the loss scaled up, so that small gradients do not underflow to 0
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # unscales the gradients; skips the step if they overflowed
+        scaler.update()
+    return loss, logits
+
+
 def train_epoch(model, loader, criterion, optimizer, scaler, compute, epoch, log_interval, lr_at=None):
     """One pass over the training windows; returns (mean loss, accuracy %) (of this process's share).
 
@@ -260,18 +276,7 @@ def train_epoch(model, loader, criterion, optimizer, scaler, compute, epoch, log
                 group['lr'] = lr_at(epoch - 1 + batch_idx / len(loader))
         inputs = inputs.to(compute.device, memory_format=compute.memory_format)  # (B, 1, n_filters, win_size)
         targets = targets.to(compute.device)                                    # (B,) speaker indices
-        with compute.autocast():
-            _, logits = model(inputs)                                           # (B, num_classes)
-            loss = criterion(logits, targets)
-        optimizer.zero_grad()
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:  # float16: the loss scaled up, so that small gradients do not underflow to 0
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)  # unscales the gradients; skips the step if they overflowed
-            scaler.update()
-
+        loss, logits = train_step(model, inputs, targets, criterion, optimizer, scaler, compute)
         total_loss += loss.item() * len(targets)
         n_correct += (logits.argmax(1) == targets).sum().item()
         n_seen += len(targets)
