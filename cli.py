@@ -13,10 +13,10 @@ from pathlib import Path
 import configure as c
 import features
 import speed
+import storage
 
 SCORE_NORMS = ('none', 'asnorm')
 COHORTS = ('speakers', 'utterances')
-COHORT_SETTINGS = ('cohort', 'cohort_utts', 'cohort_top')  # asnorm's
 
 
 def setting_comments(path=Path(c.__file__)):
@@ -167,6 +167,7 @@ def flags_text(settings):
 
 def recommended_scoring(args, argv, ckpt, settled=()):
     """Set the scoring settings the checkpoint recommends (ckpt['scoring']) that no flag on argv gives; print them.
+    A published checkpoint's own cohort settings are set whatever argv says (it carries that cohort), with a note.
 
     settled: settings that something else has set already (a single trial's enrollment settings): left alone.
     """
@@ -178,13 +179,30 @@ def recommended_scoring(args, argv, ckpt, settled=()):
     if applied:
         print("Scoring as the checkpoint recommends: " + ", ".join(flag_text(k, v) for k, v in applied.items()),
               file=sys.stderr)
+    own = published_cohort(ckpt)
+    if own and getattr(args, 'score_norm', None) == 'asnorm':
+        other = {k: getattr(args, k) for k in own if getattr(args, k) != own[k]}
+        if other:
+            print(f"Note: {flags_text(other)} is not used: {args.checkpoint} carries its own cohort "
+                  f"({flags_text(own)})", file=sys.stderr)
+        for k, v in own.items():
+            setattr(args, k, v)
     return args
+
+
+def published_cohort(ckpt):
+    """{'cohort', 'cohort_utts'} of the AS-norm cohort a published checkpoint carries; None when it carries none."""
+    if 'cohort' not in ckpt:
+        return None
+    source = {'kind': 'speakers', 'utts_per_speaker': 20, **ckpt.get('cohort_source', {})}  # older ones: speakers, 20
+    return {'cohort': source['kind'], 'cohort_utts': source['utts_per_speaker']}
 
 
 def scoring_record(args):
     """The scoring settings in args that scores depend on: a calibrated threshold is valid for these only (the
     cohort's under AS-norm alone)."""
-    names = ('enroll_frames', 'test_frames', 'score_norm') + (COHORT_SETTINGS if args.score_norm == 'asnorm' else ())
+    asnorm = getattr(args, 'score_norm', 'none') == 'asnorm'
+    names = ('enroll_frames', 'test_frames', 'score_norm') + (storage.COHORT_SETTINGS if asnorm else ())
     return {k: getattr(args, k) for k in names if hasattr(args, k)}
 
 

@@ -76,8 +76,7 @@ def stored_cohort(path, ckpt, source, device):
 
 def described(source):
     """A cohort_source in words: 'feats/train (20 utterances a speaker, speakers)'."""
-    return f"{source.get('train_feat_dir', 'the training folder')} ({source['utts_per_speaker']} utterances a speaker, " \
-           f"{source['kind']})"
+    return f"{source['train_feat_dir']} ({source['utts_per_speaker']} utterances a speaker, {source['kind']})"
 
 
 def scoring_cohort(args, ckpt, model, device):
@@ -90,14 +89,13 @@ def load_cohort(checkpoint, ckpt, model, device, train_feat_dir=None, utts_per_s
 
     A cohort is built from the run's training folder (train_feat_dir, default the one it was trained on); a stored
     one is built again when it came from another folder, utts_per_speaker or kind, or cannot be read. A published
-    checkpoint's own cohort is always used: a train_feat_dir, or a cohort other than its own, asked for is then not
-    used, and a note says so.
+    checkpoint's own cohort is always used (cli.recommended_scoring sets the scoring flags to it): a train_feat_dir
+    given is then not used, and a note says so.
     """
     if 'cohort' in ckpt:  # a published checkpoint's, stored in float16
-        own = {'utts_per_speaker': c.COHORT_UTTS, 'kind': 'speakers', **ckpt.get('cohort_source', {})}
-        if train_feat_dir is not None or (own['utts_per_speaker'], own['kind']) != (utts_per_speaker, kind):
-            print(f"Note: {f'--cohort-dir {train_feat_dir}' if train_feat_dir else 'the cohort asked for'} is not "
-                  f"used: {checkpoint} carries its own cohort ({described(own)})", file=sys.stderr)
+        if train_feat_dir is not None:
+            print(f"Note: --cohort-dir {train_feat_dir} is not used: {checkpoint} carries its own cohort",
+                  file=sys.stderr)
         return ckpt['cohort'].float().to(device)
     path = cohort_path(checkpoint)
     train_feat_dir = train_feat_dir or ckpt.get('train_args', {}).get('train_feat_dir')

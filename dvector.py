@@ -120,7 +120,7 @@ def rank_speakers(enrolled, embedding, cohort=None, cohort_top=None):
 # ---- Score normalisation ----------------------------------------------------------------------
 # A raw cosine score depends on how "typical" each side is: some voices score high against everyone.
 # AS-norm (adaptive symmetric normalisation, Matejka et al., Interspeech 2017) measures that on a
-# cohort of other speakers (cohort.py: one d-vector per training speaker): for each side, the mean
+# cohort of other speakers (cohort.py: d-vectors of the training speakers): for each side, the mean
 # and standard deviation of its `top` highest cohort scores, and normalises with both:
 #     s' = ((s - mean_e) / std_e + (s - mean_t) / std_t) / 2
 
@@ -132,7 +132,7 @@ def cohort_stats(vectors, cohort, top):
     n_best = min(top, cohort.shape[0])
     if n_best < 2:
         raise ValueError(f"AS-norm divides by the standard deviation of the top cohort scores: it needs 2 or more, "
-                         f"not the top {top} of a cohort of {cohort.shape[0]} speakers (--cohort-top)")
+                         f"not the top {top} of a cohort of {cohort.shape[0]} d-vectors (--cohort-top)")
     scores = vectors @ cohort.T  # (n, n_cohort)
     best = scores.topk(n_best, dim=1).values
     return best.mean(1), best.std(1).clamp(min=1e-6)

@@ -26,7 +26,7 @@ from cohort import build_cohort
 from DB_wav_reader import read_feats_structure
 from dvector import embed_all
 from features import read_MFB
-from storage import atomic_save, load_checkpoint, load_model, model_from_checkpoint, threshold_path
+from storage import atomic_save, comparable_scoring, load_checkpoint, load_model, model_from_checkpoint, threshold_path
 
 MAX_SCORE_CHANGE = 1e-3
 CHECK_UTTERANCES = 200  # training utterances whose d-vectors check the float16 weights
@@ -40,7 +40,7 @@ def twin_thresholds(twin, scoring):
         path = threshold_path(twin, score_norm)
         expected = cli.scoring_record(argparse.Namespace(**{**scoring_settings(scoring), 'score_norm': score_norm}))
         record = json.loads(path.read_text()) if path.is_file() else None
-        if record and record['scoring'] == expected:
+        if record and comparable_scoring(record['scoring']) == expected:
             thresholds[score_norm] = {**record, 'calibrated_on': f"the twin model {twin}, {record['trials']}"}
         else:
             print(f"No threshold for {expected}: {path} {'holds another' if record else 'is not there'}")

@@ -66,14 +66,6 @@ def speaker_sex(speaker):
     return match[1] if match else None
 
 
-def load_untrained(path, device, precision, backend, seed):
-    """(model, checkpoint) like storage.load_model, but the model has fresh random weights (seeded)."""
-    if backend != 'torch':
-        raise ValueError("--untrained embeds with the 'torch' backend only (the 'onnx' one exports the trained "
-                         "weights): drop --backend onnx")
-    return load_model(path, device, precision, backend, random_weights_seed=seed)
-
-
 def test_pieces(files, settings, frames):
     """{(file, i): features (frames, n_filters)} of the whole pieces of `frames` frames of each test file."""
     pieces = {}
@@ -141,10 +133,9 @@ def title(args, ckpt, n_points, n_speakers, score):
 def main(argv=None):
     args = parse_args(argv)
     device = select_device(args.device)
-    if args.untrained:
-        model, ckpt = load_untrained(args.checkpoint, device, args.embed_precision, args.backend, args.seed)
-    else:
-        model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend)
+    # --untrained: the same model with fresh random weights (seeded), what training starts from
+    model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend,
+                             random_weights_seed=args.seed if args.untrained else None)
     cli.recommended_scoring(args, argv, ckpt)
     enroll_DB, test_DB = split_enroll_and_test(args.test_feat_dir)
     n_test = test_DB['speaker_id'].nunique()

@@ -17,6 +17,8 @@ TRAINING_KEYS = {'scoring', 'history', 'optimizer', 'scheduler', 'scaler', 'rng_
 # How an enrollment's d-vectors were made (enroll.py's flags): each enrollment records them, and a single trial
 # is scored with them
 ENROLLMENT_SETTINGS = ('enroll_frames', 'vad', 'level')
+# The scoring settings of the AS-norm cohort (recorded with a threshold under AS-norm only)
+COHORT_SETTINGS = ('cohort', 'cohort_utts', 'cohort_top')
 
 
 def atomic_write(path, write):
@@ -58,8 +60,10 @@ def load_checkpoint(path, device='cpu', to_resume=False):
     if not isinstance(ckpt, dict) or not CHECKPOINT_KEYS <= set(ckpt):
         raise ValueError(f"{path}: not a checkpoint written by this project's train.py")
     if to_resume and not TRAINING_KEYS <= set(ckpt):
-        raise ValueError(f"{path}: holds no training state to resume from (a published checkpoint keeps only "
-                         "what the stages need); start a new run from its weights with --init-from")
+        missing = ', '.join(sorted(TRAINING_KEYS - set(ckpt)))
+        raise ValueError(f"{path}: holds no training state to resume from (it lacks {missing}: a published "
+                         "checkpoint keeps only what the stages need, and an older train.py wrote fewer keys); "
+                         "start a new run from its weights with --init-from")
     return ckpt
 
 
@@ -141,6 +145,9 @@ def load_model(path, device, precision='fp32', backend='torch', random_weights_s
     dtype = embedding_dtype(precision, device, backend)  # refuses what the backend cannot do, before any work
     ckpt = load_checkpoint(path, device)
     if random_weights_seed is not None:
+        if backend != 'torch':
+            raise ValueError("random weights embed with the 'torch' backend only (the 'onnx' one exports the "
+                             "trained weights): drop --backend onnx")
         torch.manual_seed(random_weights_seed)
         ckpt = {**ckpt, 'state_dict': BackgroundResNet(**ckpt['model_args']).state_dict()}
     if backend == 'onnx':
@@ -253,6 +260,14 @@ def save_threshold(checkpoint, ckpt, record, scoring, front_end):
     atomic_write(threshold_path(checkpoint, scoring['score_norm']), lambda f: f.write(text.encode()))
 
 
+def comparable_scoring(scoring):
+    """A threshold record's scoring settings as they are recorded now: the cohort's under AS-norm only, and for an
+    older AS-norm record, which did not say, its cohort: the means of 20 utterances of each speaker."""
+    if scoring.get('score_norm') != 'asnorm':
+        return {k: v for k, v in scoring.items() if k not in COHORT_SETTINGS}
+    return {'cohort': 'speakers', 'cohort_utts': 20, **scoring}
+
+
 def load_threshold(checkpoint, ckpt, scoring):
     """The calibration record of the checkpoint's model for these scoring settings, or None when there is none.
 
@@ -280,8 +295,8 @@ def load_threshold(checkpoint, ckpt, scoring):
         raise ValueError(f"the threshold {record['source']} does not record the --vad and --level it was calibrated "
                          "with (an older verification.py wrote it): calibrate again (verification.py --trials LIST "
                          "--calibrate), or pass --threshold")
-    calibrated = record.get('scoring', scoring)
-    if calibrated != scoring:
+    calibrated = comparable_scoring(record.get('scoring', scoring))
+    if calibrated != comparable_scoring(scoring):
         raise ValueError(f"the threshold {record['source']} was calibrated for scoring {calibrated}, not {scoring}: "
                          "calibrate again with these settings, score with those, or pass --threshold")
     return record

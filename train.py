@@ -365,8 +365,9 @@ def resumed_args(args, argv):
         raise FileNotFoundError(f"--resume: no checkpoint_<epoch>.pth in {args.log_dir} to continue from")
     ckpt = load_checkpoint(path, to_resume=True)
     # a run from before fine-tuning existed had none
-    ckpt['train_args'] = {**vars(args), 'finetune_epochs': 0, **ckpt['train_args']}
-    before_finetuning = ckpt['epoch'] <= ckpt['train_args']['epochs']
+    ckpt['train_args'] = {**{k: getattr(args, k) for k in FINETUNE_SETTINGS}, 'finetune_epochs': 0,
+                          **ckpt['train_args']}
+    before_finetuning = not any(h.get('finetune') for h in ckpt['history'])
     overrides = [k for k in RESUME_OVERRIDES
                  if k != 'epochs' or (ckpt['train_args']['schedule'] == 'plateau' and before_finetuning)]
     if before_finetuning:
@@ -374,6 +375,9 @@ def resumed_args(args, argv):
     given = {k: getattr(args, k) for k in cli.flags_given(argv, sorted(set(vars(args)) - set(overrides)))}
     run_args = {**ckpt['train_args'], **{k: getattr(args, k) for k in overrides}}
     check_resume(ckpt, given, read_feats_structure(run_args['train_feat_dir'])['filename'])
+    if before_finetuning and run_args['finetune_epochs'] and run_args['epochs'] < ckpt['epoch']:
+        raise ValueError(f"--epochs {run_args['epochs']}: the run is at epoch {ckpt['epoch']} already, and its "
+                         f"fine-tuning epochs come after --epochs; resume with --epochs {ckpt['epoch']} or more")
     print(f"Resuming from {path} (epoch {ckpt['epoch']})")
     return argparse.Namespace(**run_args), ckpt
 
@@ -470,7 +474,7 @@ def fit(args, ckpt, device, ddp=None):
         start = time.time()
         if epoch > args.epochs and not finetuning:  # the fine-tuning epochs begin (or a resumed run is in them)
             finetuning = True
-            if epoch == args.epochs + 1:
+            if not any(h.get('finetune') for h in history):
                 optimizer = begin_finetuning(net, args, log_dir, history, ddp)
             train_loader, _ = make_loaders(train_DB, valid_DB, speakers, {**feature, 'win_size': args.finetune_win_size},
                                            args, device, feats, ddp)

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from conftest import copy_checkpoint, write_feature_tree
 
+import cli
 import cohort
 import dvector
 import enroll
@@ -31,9 +32,9 @@ def test_cohort_stats_take_the_top_scores_of_each_vector():
 
 def test_as_norm_needs_two_top_scores_for_a_standard_deviation(capsys):
     cohort, vectors = unit([1, 0], [0, 1], [-1, 0]), unit([1, 0])
-    with pytest.raises(ValueError, match='needs 2 or more, not the top 1 of a cohort of 3 speakers'):
+    with pytest.raises(ValueError, match='needs 2 or more, not the top 1 of a cohort of 3 d-vectors'):
         dvector.cohort_stats(vectors, cohort, top=1)  # the std of one score: NaN scores
-    with pytest.raises(ValueError, match='not the top 100 of a cohort of 1 speakers'):
+    with pytest.raises(ValueError, match='not the top 100 of a cohort of 1 d-vectors'):
         dvector.cohort_stats(vectors, cohort[:1], top=100)
     for script in (verification, identification):
         with pytest.raises(SystemExit):
@@ -126,14 +127,6 @@ def test_a_published_checkpoint_uses_its_own_cohort_and_says_a_cohort_dir_is_not
     assert capsys.readouterr().err == ''
     assert torch.equal(cohort.load_cohort(checkpoint, ckpt, model, 'cpu', 'my_feats/train'), own)
     assert f'--cohort-dir my_feats/train is not used: {checkpoint} carries its own cohort' in capsys.readouterr().err
-    (tmp_path / 'each').mkdir()
-    each = copy_checkpoint(trained, tmp_path / 'each', cohort=own.half(),
-                           cohort_source={'utts_per_speaker': 50, 'kind': 'utterances'})
-    model, ckpt = load_model(each, 'cpu', 'fp32')
-    assert torch.equal(cohort.load_cohort(each, ckpt, model, 'cpu', utts_per_speaker=50, kind='utterances'), own)
-    assert capsys.readouterr().err == ''  # what it carries
-    assert torch.equal(cohort.load_cohort(each, ckpt, model, 'cpu', utts_per_speaker=20, kind='speakers'), own)
-    assert ('the cohort asked for is not used' in capsys.readouterr().err)
 
 
 def test_a_stored_cohort_that_cannot_be_read_is_built_again(trained, feature_tree, capsys):
@@ -227,3 +220,26 @@ def test_asnorm_can_change_the_identification_ranking():
     test = unit([0.7, 0.8, 0.3])[0]
     assert dvector.rank_speakers(enrolled, test)[0][0] == 'A'
     assert dvector.rank_speakers(enrolled, test, cohort, 3)[0][0] == 'B'
+
+
+def test_a_published_checkpoint_scores_with_the_cohort_it_carries_whatever_the_flags_say(trained, tmp_path, capsys):
+    checkpoint = copy_checkpoint(trained, tmp_path, cohort=unit(*torch.eye(4, 128).tolist()).half(),
+                                 cohort_source={'utts_per_speaker': 50, 'kind': 'utterances'})
+    ckpt = storage.load_checkpoint(checkpoint)
+    argv = ['--checkpoint', str(checkpoint), '--score-norm', 'asnorm', '--cohort', 'speakers']
+    args = cli.recommended_scoring(verification.parse_args(argv), argv, ckpt)
+    assert (args.cohort, args.cohort_utts) == ('utterances', 50)  # what its thresholds and records then say
+    assert (f'Note: --cohort speakers --cohort-utts 20 is not used: {checkpoint} carries its own cohort '
+            '(--cohort utterances --cohort-utts 50)') in capsys.readouterr().err
+    older = {k: v for k, v in ckpt.items() if k != 'cohort_source'}  # published before the cohort had kinds
+    args = cli.recommended_scoring(identification.parse_args(argv), argv, older)
+    assert (args.cohort, args.cohort_utts) == ('speakers', 20) and capsys.readouterr().err == ''
+    cosine = ['--checkpoint', str(checkpoint), '--cohort', 'speakers']  # no AS-norm: nothing to say
+    assert cli.recommended_scoring(verification.parse_args(cosine), cosine, ckpt).cohort == 'speakers'
+
+
+def test_thresholds_of_older_records_keep_their_meaning():
+    older_cosine = {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'none', 'cohort_top': 100}
+    assert storage.comparable_scoring(older_cosine) == {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'none'}
+    older_asnorm = {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'asnorm', 'cohort_top': 100}
+    assert storage.comparable_scoring(older_asnorm) == {**older_asnorm, 'cohort': 'speakers', 'cohort_utts': 20}

@@ -89,7 +89,7 @@ def test_bad_test_folders_end_with_a_one_line_error(trained, feature_tree, tmp_p
         'give --segments fewer frames'
     assert error_line(flags(checkpoint, feature_tree / 'test', tmp_path / 'm.png') + ['--untrained', '--backend',
                                                                                      'onnx']).startswith(
-        "error: --untrained embeds with the 'torch' backend only")
+        "error: random weights embed with the 'torch' backend only")
     assert not (tmp_path / 'm.png').exists()
 
 

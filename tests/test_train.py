@@ -120,15 +120,17 @@ def test_training_under_torchrun_with_two_processes(feature_tree, tmp_path):
     command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
                str(REPO / 'train.py'), '--train-feat-dir', str(feature_tree / 'train'), '--log-dir',
                str(tmp_path / 'log'), '--epochs', '2', '--batch-size', '8', '--valid-batch-size', '4',
-               '--device', 'cpu', '--lr', '0.01']
+               '--device', 'cpu', '--lr', '0.01', '--finetune-epochs', '1']  # the fine-tuning epoch waits at a barrier
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, check=False)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"torchrun did not finish in 300 s:\n{e.stdout}\n{e.stderr}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count('Epoch   2: train loss') == 1  # the first process speaks for both
+    assert result.stdout.count('Large-margin fine-tuning, epochs 3-3') == 1
     assert sorted(p.name for p in (tmp_path / 'log').iterdir()) == [
-        'checkpoint_1.pth', 'checkpoint_2.pth', 'checkpoint_best.pth', 'loss_plot.png']
+        'checkpoint_1.pth', 'checkpoint_2.pth', 'checkpoint_3.pth', 'checkpoint_best.pth', 'loss_plot.png']
+    assert load_checkpoint(tmp_path / 'log' / 'checkpoint_best.pth')['history'][-1]['finetune']
     ckpt = load_checkpoint(tmp_path / 'log' / 'checkpoint_2.pth')
     assert len(ckpt['history']) == 2 and ckpt['history'][1]['train_loss'] < ckpt['history'][0]['train_loss']
     assert not any(name.startswith('module.') for name in ckpt['state_dict'])  # usable without DDP
@@ -447,3 +449,24 @@ def test_fine_tuning_can_be_added_to_a_finished_run_but_not_changed_once_begun(f
         run(feature_tree, tmp_path / 'log', '--epochs', '2', '--resume', '--finetune-lr', '0.5')
     with pytest.raises(ValueError, match="--epochs 5: the run's fine-tuning epochs have begun after its epoch 2"):
         run(feature_tree, tmp_path / 'log', '--epochs', '5', '--resume')
+
+
+def test_a_checkpoint_from_before_fine_tuning_existed_resumes_and_can_add_it(feature_tree, tmp_path):
+    run(feature_tree, tmp_path / 'log', '--epochs', '2')
+    for name in ('checkpoint_2.pth', 'checkpoint_best.pth'):  # as an older train.py wrote them
+        ckpt = load_checkpoint(tmp_path / 'log' / name)
+        for key in train.FINETUNE_SETTINGS:
+            del ckpt['train_args'][key]
+        for record in ckpt['history']:
+            del record['finetune']
+        storage.atomic_save(ckpt, tmp_path / 'log' / name)
+    history = run(feature_tree, tmp_path / 'log', '--epochs', '2', '--resume', '--finetune-epochs', '1')
+    assert [h.get('finetune', False) for h in history] == [False, False, True]
+    assert load_checkpoint(tmp_path / 'log' / 'checkpoint_3.pth')['train_args']['finetune_lr'] == configure.FINETUNE_LR
+
+
+def test_a_plateau_run_with_fine_tuning_cannot_resume_below_the_epoch_it_reached(feature_tree, tmp_path):
+    run(feature_tree, tmp_path / 'log', '--epochs', '3', '--finetune-epochs', '1')
+    checkpoint_2 = str(tmp_path / 'log' / 'checkpoint_2.pth')
+    with pytest.raises(ValueError, match='--epochs 1: the run is at epoch 2 already'):
+        run(feature_tree, tmp_path / 'log', '--epochs', '1', '--resume', checkpoint_2)
