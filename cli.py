@@ -194,8 +194,8 @@ def published_cohort(ckpt):
     """{'cohort', 'cohort_utts'} of the AS-norm cohort a published checkpoint carries; None when it carries none."""
     if 'cohort' not in ckpt:
         return None
-    source = {'kind': 'speakers', 'utts_per_speaker': 20, **ckpt.get('cohort_source', {})}  # older ones: speakers, 20
-    return {'cohort': source['kind'], 'cohort_utts': source['utts_per_speaker']}
+    source = ckpt.get('cohort_source')  # absent in those published before cohorts had kinds
+    return {'cohort': source['kind'], 'cohort_utts': source['utts_per_speaker']} if source else dict(storage.OLDER_COHORT)
 
 
 def scoring_record(args):

@@ -16,7 +16,7 @@ import configure as c
 from DB_wav_reader import read_feats_structure
 from dvector import embed_all, mean_dvector
 from features import read_MFB
-from storage import atomic_save, model_id
+from storage import OLDER_COHORT, atomic_save, model_id
 
 
 def cohort_path(checkpoint):
@@ -66,7 +66,7 @@ def stored_cohort(path, ckpt, source, device):
     record = read_stored_cohort(path, device)
     if not record or record.get('model_id') != model_id(ckpt):
         return None
-    built_from = {'kind': 'speakers', **{k: record[k] for k in source if k in record}}  # older records: speakers
+    built_from = {'kind': OLDER_COHORT['cohort'], **{k: record[k] for k in source if k in record}}
     if built_from != source:
         print(f"The stored cohort {path} was built from {described(built_from)}, not from {described(source)}",
               file=sys.stderr)

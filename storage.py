@@ -19,6 +19,8 @@ TRAINING_KEYS = {'scoring', 'history', 'optimizer', 'scheduler', 'scaler', 'rng_
 ENROLLMENT_SETTINGS = ('enroll_frames', 'vad', 'level')
 # The scoring settings of the AS-norm cohort (recorded with a threshold under AS-norm only)
 COHORT_SETTINGS = ('cohort', 'cohort_utts', 'cohort_top')
+# The cohort that records written before cohorts had kinds (COHORT) meant: each speaker's mean of 20 utterances
+OLDER_COHORT = {'cohort': 'speakers', 'cohort_utts': 20}
 
 
 def atomic_write(path, write):
@@ -106,14 +108,14 @@ def check_resume(ckpt, given, train_files):
     train_files: the names of the training files now.
     """
     asked, resolved = ckpt['train_args'], ckpt['resolved']
-    if given.get('epochs', asked['epochs']) != asked['epochs'] and asked['schedule'] == 'plateau':
-        raise ValueError(f"--epochs {given['epochs']}: the run's fine-tuning epochs have begun after its epoch "
-                         f"{asked['epochs']}, so resuming cannot change that count; resume without --epochs")
     if given.get('epochs', asked['epochs']) != asked['epochs']:
-        raise ValueError(f"--epochs {given['epochs']}: the run's {asked['schedule']} schedule is set by its epoch count, "
-                         f"{asked['epochs']} (the learning rate of every step depends on it), so resuming cannot "
-                         f"change it; resume without --epochs, or start a new run from its weights (--init-from) to "
-                         f"train on. A plateau schedule may be resumed with more epochs")
+        if asked['schedule'] == 'plateau':  # only once fine-tuning has begun is 'epochs' checked then
+            raise ValueError(f"--epochs {given['epochs']}: the run's fine-tuning epochs have begun after its epoch "
+                             f"{asked['epochs']}, so resuming cannot change that count; resume without --epochs")
+        raise ValueError(f"--epochs {given['epochs']}: the run's {asked['schedule']} schedule is set by its epoch "
+                         f"count, {asked['epochs']} (the learning rate of every step depends on it), so resuming "
+                         f"cannot change it; resume without --epochs, or start a new run from its weights "
+                         f"(--init-from) to train on. A plateau schedule may be resumed with more epochs")
     changed = [f"--{k.replace('_', '-')}" for k, v in given.items()
                if v not in ('auto', asked[k], resolved.get(k, 'auto'))]
     if changed:
@@ -265,7 +267,7 @@ def comparable_scoring(scoring):
     older AS-norm record, which did not say, its cohort: the means of 20 utterances of each speaker."""
     if scoring.get('score_norm') != 'asnorm':
         return {k: v for k, v in scoring.items() if k not in COHORT_SETTINGS}
-    return {'cohort': 'speakers', 'cohort_utts': 20, **scoring}
+    return {**OLDER_COHORT, **scoring}
 
 
 def load_threshold(checkpoint, ckpt, scoring):

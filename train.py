@@ -304,6 +304,11 @@ def validate(model, loader, criterion, compute):
     return total_loss / n_seen, 100 * n_correct / n_seen
 
 
+def finetuning_begun(history):
+    """Whether the epochs of `history` include fine-tuning epochs."""
+    return any(h.get('finetune') for h in history)
+
+
 def best_epoch(history):
     """The epoch record with the lowest validation loss: among the fine-tuning epochs once there are some."""
     stage = history[-1].get('finetune', False)
@@ -367,7 +372,7 @@ def resumed_args(args, argv):
     # a run from before fine-tuning existed had none
     ckpt['train_args'] = {**{k: getattr(args, k) for k in FINETUNE_SETTINGS}, 'finetune_epochs': 0,
                           **ckpt['train_args']}
-    before_finetuning = not any(h.get('finetune') for h in ckpt['history'])
+    before_finetuning = not finetuning_begun(ckpt['history'])
     overrides = [k for k in RESUME_OVERRIDES
                  if k != 'epochs' or (ckpt['train_args']['schedule'] == 'plateau' and before_finetuning)]
     if before_finetuning:
@@ -474,7 +479,7 @@ def fit(args, ckpt, device, ddp=None):
         start = time.time()
         if epoch > args.epochs and not finetuning:  # the fine-tuning epochs begin (or a resumed run is in them)
             finetuning = True
-            if not any(h.get('finetune') for h in history):
+            if not finetuning_begun(history):
                 optimizer = begin_finetuning(net, args, log_dir, history, ddp)
             train_loader, _ = make_loaders(train_DB, valid_DB, speakers, {**feature, 'win_size': args.finetune_win_size},
                                            args, device, feats, ddp)
