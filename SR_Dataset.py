@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 import configure as c
+from augment import band_centres, warp_speed
 from features import FeatureFileError, read_MFB
 
 
@@ -66,34 +67,60 @@ def to_input(feat):
     return torch.from_numpy(np.ascontiguousarray(feat.T)).float().unsqueeze(0)
 
 
+def speed_window(feat, win_size, speed):
+    """A random window of `win_size` frames of feat as if played `speed` times as fast (augment.warp_speed)."""
+    longer = random_window(feat, int(np.ceil(win_size * speed)) + 1)
+    return warp_speed(longer, speed, band_centres(feat.shape[1]))[:win_size]
+
+
 class DvectorDataset(Dataset):
     """(input (1, n_filters, frames), speaker index) pairs from a DataFrame of feature files.
 
-    With random_windows, each item is a random window of feature['win_size'] frames (training),
-    masked by spec_augment when `augment` = (max_bins, max_frames) is given; without, the whole trimmed
-    utterance (validation).
+    With random_windows, each item is a random window of feature['win_size'] frames (training): at a random
+    one of `speeds` or 1 when speeds are given (speed perturbation; speed k's windows are labelled as
+    speakers of their own, index + k * n_speakers), degraded by `augmenter` (augment.Augmenter) when given,
+    then masked by SpecAugment when `spec_augment` = (max_bins, max_frames) is given. Without random_windows,
+    the whole trimmed utterance (validation).
     Features come from `feats` when given (the files' features, preloaded in memory), else from the
     file, read for every item as the tutorial does.
     """
 
-    def __init__(self, DB, spk_to_idx, feature, random_windows=True, feats=None, augment=None):
+    def __init__(self, DB, spk_to_idx, feature, random_windows=True, feats=None, spec_augment=None, augmenter=None,
+                 speeds=()):
         self.files = list(DB['filename'])
         self.labels = [spk_to_idx[s] for s in DB['speaker_id']]
+        self.n_speakers = len(spk_to_idx)
         self.feature = feature
         self.random_windows = random_windows
         self.feats = feats
-        self.augment = augment
+        self.spec_augment = spec_augment
+        self.augmenter = augmenter
+        self.speeds = tuple(speeds)
 
     def __len__(self):
         return len(self.files)
 
+    def utterance(self, index):
+        return self.feats[index] if self.feats is not None else read_MFB(self.files[index], self.feature)
+
+    def other_windows(self, k, win_size):
+        """k random windows of random training utterances (babble voices)."""
+        return [random_window(self.utterance(int(i)), win_size) for i in torch.randint(len(self), (k,))]
+
     def __getitem__(self, index):
-        feat = self.feats[index] if self.feats is not None else read_MFB(self.files[index], self.feature)
+        feat, label = self.utterance(index), self.labels[index]
         if self.random_windows:
-            feat = random_window(feat, self.feature['win_size'])
-            if self.augment:
-                feat = spec_augment(feat, *self.augment)
-        return to_input(feat), self.labels[index]
+            win_size = self.feature['win_size']
+            k = int(torch.randint(len(self.speeds) + 1, ())) if self.speeds else 0
+            if k:
+                feat, label = speed_window(feat, win_size, self.speeds[k - 1]), label + k * self.n_speakers
+            else:
+                feat = random_window(feat, win_size)
+            if self.augmenter:
+                feat = self.augmenter(feat, lambda voices: self.other_windows(voices, win_size))
+            if self.spec_augment:
+                feat = spec_augment(feat, *self.spec_augment)
+        return to_input(feat), label
 
 
 def collate_fn_feat_padded(batch):

@@ -86,6 +86,25 @@ def non_negative_int(text):
     return value
 
 
+def value_range(text):
+    """argparse type: a range 'LOW,HIGH' of two numbers, LOW <= HIGH, as a tuple."""
+    try:
+        low, high = (float(v) for v in text.split(','))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be two numbers LOW,HIGH such as 0,15, not {text}") from None
+    if low > high:
+        raise argparse.ArgumentTypeError(f"LOW must not be above HIGH, not {text}")
+    return low, high
+
+
+def probability(text):
+    """argparse type: a probability, from 0 to 1."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a probability from 0 to 1, not {text}")
+    return value
+
+
 def cohort_size(text):
     """argparse type: how many top cohort scores AS-norm takes, 2 or more (one score has no standard deviation)."""
     value = int(text)

@@ -41,7 +41,7 @@ RECIPE = 'tutorial'
 RECIPES = {  # keys: train.py's flags
     'tutorial': {},
     'improved': {'pooling': 'asp', 'loss': 'aam', 'margin': 0.3, 'win_size': 200, 'spec_augment': 'yes',
-                 'schedule': 'cosine', 'epochs': 20, 'finetune_epochs': 3},
+                 'schedule': 'cosine', 'epochs': 20, 'finetune_epochs': 3, 'augment': 'yes'},
 }
 
 # ---- Model ---------------------------------------------------------------------------------
@@ -74,6 +74,33 @@ MARGIN_WARMUP = 5        # am/aam: epochs over which the margin grows linearly f
 SPEC_AUGMENT = 'no'      # 'yes': SpecAugment masks on the training windows (one band and one run of frames set to 0)
 FREQ_MASK = 8            # SpecAugment: widest frequency band masked, in filters
 TIME_MASK = 10           # SpecAugment: longest run of frames masked
+# Augmentation on the features (augment.py, docs/augmentation.md): each training window, after it is cut and
+# before SpecAugment, is degraded by each kind below with its probability, as if its audio had been; ranges
+# (low, high) are drawn uniformly, and SNRs are of the waveforms' powers, as the field quotes them
+AUGMENT = 'no'               # 'yes': augment the training windows as below (the tutorial: 'no')
+AUG_NOISE_PROB = 0.4         # additive noise: generated white, pink and brown noise and hum, music-like tones a
+                             # quarter of the time, and NOISE_DIR's files
+AUG_NOISE_SNR = (0, 15)      # dB, noise (Kaldi's range for MUSAN noise)
+AUG_MUSIC_SNR = (5, 15)      # dB, music (Kaldi's)
+AUG_BABBLE_PROB = 0.2        # babble: other training utterances (or NOISE_DIR's speech/) mixed in
+AUG_BABBLE_SNR = (5, 20)     # dB (Kaldi: 13-20; lower here, as robustness.py tests babble at 5 dB)
+AUG_BABBLE_VOICES = (3, 7)   # voices in the babble (Kaldi's)
+AUG_REVERB_PROB = 0.2        # reverberation: each band's energy smeared by an exponential room decay
+AUG_RT60 = (0.2, 0.8)        # s, the room's reverberation time (60 dB of decay)
+AUG_DRR = (0, 10)            # dB, direct-to-reverberant energy ratio
+AUG_CHANNEL_PROB = 0.2       # channel: a telephone line or a microphone's colour
+AUG_TELEPHONE_SHARE = 0.5    # of the channel degradations, the share that are a telephone band (300-3400 Hz,
+                             # nothing above 4 kHz); the rest a smooth random EQ
+AUG_EQ_DB = 6.0              # random EQ: the largest gain or cut, in dB
+AUG_GAIN_PROB = 0.2          # level: a gain on the recording, which quiet speech meets the floor (1e-5) with
+AUG_GAIN_DB = (-35, 10)      # dB of amplitude (x0.05 is -26 dB)
+AUG_PAUSE_PROB = 0.15        # pauses: a stretch of room tone (up to half the window) inserted
+AUG_PAUSE_DBFS = (-80, -55)  # dBFS, the room tone's level (ETRI speech is near -44 dBFS)
+NOISE_DIR = ''               # optional folder of noise audio (MUSAN's layout: music/ and speech/ are music and
+                             # babble, the rest noise), made into filterbank energies once at the start
+SPEED_PERTURB = 'no'         # 'yes': each training window at speed 0.9, 1 or 1.1 (equally likely), each speed's
+                             # windows a speaker of their own (3x the classes, as WeSpeaker does)
+SPEEDS = (0.9, 1.1)          # speed perturbation's speeds besides 1
 # Large-margin fine-tuning: epochs after EPOCHS that go on from the best of them with longer windows, the full
 # margin at once and a small learning rate (WeSpeaker's last stage). Checkpoints number on (EPOCHS + 1, ...), and
 # checkpoint_best.pth is then the best fine-tuning epoch

@@ -35,6 +35,7 @@ from model.model import POOLINGS, BackgroundResNet
 from model.resnet import BACKBONES
 from plots import save_figure
 from speed import PRECISIONS, Compute, autocast_dtype, preload_fits, select_device, use_channels_last
+from augment import Augmenter, augment_settings
 from SR_Dataset import DvectorDataset, collate_fn_feat_padded, load_features
 from storage import atomic_save, check_resume, files_fingerprint, load_checkpoint, training_checkpoint
 
@@ -45,6 +46,12 @@ RESUME_OVERRIDES = ('resume', 'epochs', 'log_dir', 'device', 'log_interval', 'pr
 # Settings of the fine-tuning epochs: a resumed run takes those given on the command line until they begin.
 FINETUNE_SETTINGS = ('finetune_epochs', 'finetune_lr', 'finetune_win_size', 'finetune_margin')
 SCHEDULES = ('plateau', 'cosine', 'exponential')
+# configure.py's probabilities and ranges of each kind of augmentation (augment.py): a flag each
+AUGMENT_SETTINGS = ('AUG_NOISE_PROB', 'AUG_NOISE_SNR', 'AUG_MUSIC_SNR', 'AUG_BABBLE_PROB', 'AUG_BABBLE_SNR',
+                    'AUG_BABBLE_VOICES', 'AUG_REVERB_PROB', 'AUG_RT60', 'AUG_DRR', 'AUG_CHANNEL_PROB',
+                    'AUG_TELEPHONE_SHARE', 'AUG_EQ_DB', 'AUG_GAIN_PROB', 'AUG_GAIN_DB', 'AUG_PAUSE_PROB',
+                    'AUG_PAUSE_DBFS')
+AUGMENT_FLAGS = tuple(name.lower() for name in AUGMENT_SETTINGS) + ('augment', 'noise_dir', 'speed_perturb', 'speeds')
 
 
 def parse_args(argv=None):
@@ -74,6 +81,14 @@ def parse_args(argv=None):
     setting('SPEC_AUGMENT', choices=['yes', 'no'])
     setting('FREQ_MASK', type=cli.non_negative_int)
     setting('TIME_MASK', type=cli.non_negative_int)
+    setting('AUGMENT', choices=['yes', 'no'])
+    for name in AUGMENT_SETTINGS:
+        kind = type(getattr(c, name))
+        setting(name, type=cli.value_range if kind is tuple else cli.probability if name.endswith('_PROB') else kind,
+                metavar='LOW,HIGH' if kind is tuple else None)
+    setting('NOISE_DIR')
+    setting('SPEED_PERTURB', choices=['yes', 'no'])
+    setting('SPEEDS', type=cli.value_range, metavar='SLOW,FAST')
     setting('FINETUNE_EPOCHS', type=cli.non_negative_int)
     setting('FINETUNE_LR')
     setting('FINETUNE_WIN_SIZE', type=cli.positive_int)
@@ -156,6 +171,11 @@ def read_data(args, feature):
     return train_DB, valid_DB, speakers, load_features(files, feature, keep=preload)
 
 
+def num_classes(args, speakers):
+    """The classifier's classes: the training speakers, and with speed perturbation each at each speed."""
+    return len(speakers) * (1 + len(args.speeds) if args.speed_perturb == 'yes' else 1)
+
+
 def build_model(args, num_classes, feature, device, resolved=None):
     """(net, model_args, compute, resolved): the model of args' settings, its initial weights seeded with
     args.seed, on the device; and how the batches run through it.
@@ -176,7 +196,8 @@ def build_model(args, num_classes, feature, device, resolved=None):
     compute = Compute(device, amp_dtype, torch.channels_last if channels_last else torch.contiguous_format)
     print(f"Recipe {args.recipe}: {args.backbone} x{args.base_channels}, pooling {args.pooling}, loss {args.loss}"
           f"{f' (margin {args.margin}, scale {args.scale})' if args.loss != 'softmax' else ''}, "
-          f"windows of {feature['win_size']} frames, SpecAugment {args.spec_augment}; lr {args.lr} {args.schedule}"
+          f"windows of {feature['win_size']} frames, SpecAugment {args.spec_augment}, augmentation {args.augment}"
+          f"{f', speeds {args.speeds}' if args.speed_perturb == 'yes' else ''}; lr {args.lr} {args.schedule}"
           f"{f' (warm-up {args.warmup_epochs} epochs)' if args.schedule != 'plateau' else ''}"
           f"{f', weights from {args.init_from}' if args.init_from else ''}; device {device}, precision "
           f"{resolved['precision']}, channels-last {resolved['channels_last']}")
@@ -193,7 +214,9 @@ def make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats=None
     spk_to_idx = {spk: i for i, spk in enumerate(speakers)}
     train_feats, valid_feats = (feats[:len(train_DB)], feats[len(train_DB):]) if feats else (None, None)
     train_set = DvectorDataset(train_DB, spk_to_idx, feature, random_windows=True, feats=train_feats,
-                               augment=(args.freq_mask, args.time_mask) if args.spec_augment == 'yes' else None)
+                               spec_augment=(args.freq_mask, args.time_mask) if args.spec_augment == 'yes' else None,
+                               augmenter=Augmenter(augment_settings(args), feature) if args.augment == 'yes' else None,
+                               speeds=args.speeds if args.speed_perturb == 'yes' else ())
     valid_set = DvectorDataset(valid_DB, spk_to_idx, feature, random_windows=False, feats=valid_feats)
     if len(train_set) < args.batch_size:
         raise ValueError(f"{len(train_set)} training utterances, fewer than one batch of {args.batch_size}")
@@ -369,9 +392,9 @@ def resumed_args(args, argv):
     if path is None:
         raise FileNotFoundError(f"--resume: no checkpoint_<epoch>.pth in {args.log_dir} to continue from")
     ckpt = load_checkpoint(path, to_resume=True)
-    # a run from before fine-tuning existed had none
-    ckpt['train_args'] = {**{k: getattr(args, k) for k in FINETUNE_SETTINGS}, 'finetune_epochs': 0,
-                          **ckpt['train_args']}
+    # a run from before fine-tuning or augmentation existed had none
+    ckpt['train_args'] = {**{k: getattr(args, k) for k in FINETUNE_SETTINGS + AUGMENT_FLAGS}, 'finetune_epochs': 0,
+                          'augment': 'no', 'speed_perturb': 'no', **ckpt['train_args']}
     before_finetuning = not finetuning_begun(ckpt['history'])
     overrides = [k for k in RESUME_OVERRIDES
                  if k != 'epochs' or (ckpt['train_args']['schedule'] == 'plateau' and before_finetuning)]
@@ -455,7 +478,7 @@ def fit(args, ckpt, device, ddp=None):
     check_log_dir(args.log_dir, run_id)
     feature = ckpt['feature'] if ckpt else {**feature_settings(), 'win_size': args.win_size}
     train_DB, valid_DB, speakers, feats = read_data(args, feature)
-    net, model_args, compute, resolved = build_model(args, len(speakers), feature, device,
+    net, model_args, compute, resolved = build_model(args, num_classes(args, speakers), feature, device,
                                                      ckpt['resolved'] if ckpt else None)
     criterion = build_criterion(args.loss, args.margin, args.scale)
     valid_criterion = build_criterion(args.loss, 0.0, args.scale)  # without margin: comparable across epochs

@@ -89,6 +89,6 @@ def test_training_items_are_masked_only_when_asked(tmp_path):
     write_feature(tmp_path / 'a' / 'u.p', frames(300) + 1, 'a')
     DB = read_feats_structure(tmp_path)
     plain = DvectorDataset(DB, {'a': 0}, feature_settings(), random_windows=True)
-    augmented = DvectorDataset(DB, {'a': 0}, feature_settings(), random_windows=True, augment=(8, 10))
+    augmented = DvectorDataset(DB, {'a': 0}, feature_settings(), random_windows=True, spec_augment=(8, 10))
     assert all((plain[0][0] != 0).all() for _ in range(20))
     assert any((augmented[0][0] == 0).any() for _ in range(20))

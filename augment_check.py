@@ -1,0 +1,115 @@
+"""How close is augmentation on features to degrading the audio? A check on real recordings.
+
+    python augment_check.py                          # the official ETRI test wavs
+    python augment_check.py --wav-dir my_wavs        # any <speaker>/<utterance>.wav tree (two speakers or more)
+    python augment_check.py --band-mean              # the reference levels augment.py keeps (ETRI_BAND_MEAN, ...)
+
+For each recording and condition, the features of the degraded *audio* (the truth) are compared with the
+same degradation applied by augment.py to the clean *features*. Printed per condition: the mean absolute
+difference in dB between the two (lower is better), and, for scale, between the clean features and the truth
+(what ignoring the degradation would cost). Noise is added in both with the same SNR and the same noise waveform
+(a different draw would differ frame by frame however good the model): the difference is the model's error.
+"""
+import numpy as np
+import scipy.signal
+
+import augment
+import cli
+from DB_wav_reader import find_files
+from features import AUDIO_SUFFIXES, feature_settings, log_fbank_frames, read_audio
+from robustness import at_snr, telephone
+
+RT60, DRR_DB = 0.5, 3.0  # the room of the reverberation condition
+
+
+def room_impulse_response(rng, sample_rate, rt60=RT60, drr_db=DRR_DB):
+    """A synthetic room: a direct impulse, then Gaussian noise decaying 60 dB in rt60 s, holding 10**(-drr/10)
+    times the direct sound's energy."""
+    t = np.arange(1, int(rt60 * sample_rate)) / sample_rate
+    tail = rng.normal(size=len(t)) * 10 ** (-3 * t / rt60)
+    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail ** 2))
+    return np.concatenate([[1.0], tail])
+
+
+def conditions(audio, other, sample_rate, rng):
+    """{name: (degraded audio at sample_rate, the same degradation on energies (T, n_filters) -> energies)}."""
+    feature = feature_settings()
+
+    def noisy(noise, snr):  # the same noise in both: what differs is the model of its energies, not its draw
+        energies, per_power = augment.noise_clip(lambda a: augment.fbank_energies(a, feature), noise)
+        return at_snr(audio, noise, snr), lambda e: augment.add_at_snr(e, energies[:len(e)], snr, per_power)
+
+    n = len(audio)
+    band = telephone(audio, sample_rate)
+    return {
+        'white noise 10 dB': noisy(rng.normal(size=n), 10),
+        'white noise 5 dB': noisy(rng.normal(size=n), 5),
+        'pink noise 5 dB': noisy(augment.coloured_noise(rng, n, 1), 5),
+        'music 5 dB': noisy(augment.music(rng, n, sample_rate), 5),
+        'speech 5 dB': noisy(np.resize(other, n), 5),
+        'telephone band': (scipy.signal.resample_poly(band, sample_rate, 8000)[:n], augment.telephone),
+        'low gain x0.05': (0.05 * audio, lambda e: e * 0.05 ** 2),
+        f'reverberation {RT60} s': (scipy.signal.fftconvolve(audio, room_impulse_response(rng, sample_rate))[:n],
+                                    lambda e: augment.reverberate(e, RT60, DRR_DB)),
+    }
+
+
+def features_of(audio):
+    return log_fbank_frames(audio.astype(np.float32), feature_settings())[0]
+
+
+def compare(wav_dir, seed=0):
+    """{condition: (mean |feature-domain - truth| dB, mean |clean - truth| dB)} over the recordings of wav_dir."""
+    files = list(find_files(wav_dir, AUDIO_SUFFIXES)['filename'])
+    if len(files) < 2:
+        raise ValueError(f"{wav_dir}: two recordings or more are needed (speech is mixed with another one)")
+    rng = np.random.default_rng(seed)
+    sample_rate = feature_settings()['sample_rate']
+    errors = {}
+    for i, path in enumerate(files):
+        audio = read_audio(path, sample_rate).astype(np.float64)
+        other = read_audio(files[(i + 1) % len(files)], sample_rate).astype(np.float64)
+        clean = features_of(audio)
+        for name, (degraded, on_energies) in conditions(audio, other, sample_rate, rng).items():
+            truth = features_of(degraded)
+            approx = augment.to_features(on_energies(augment.to_energies(clean)), clean)
+            errors.setdefault(name, []).append((np.abs(approx - truth).mean(), np.abs(clean - truth).mean()))
+    return {name: tuple(np.mean(pairs, axis=0)) for name, pairs in errors.items()}
+
+
+def reference_levels(wav_dir):
+    """(per-band mean of the log energies (n_filters,), median filterbank energy per unit raw power) of the
+    recordings of wav_dir: augment.ETRI_BAND_MEAN and augment.SPEECH_FBANK_PER_POWER for the ETRI test wavs."""
+    feature = feature_settings()
+    means, ratios = [], []
+    for path in find_files(wav_dir, AUDIO_SUFFIXES)['filename']:
+        audio = read_audio(path, feature['sample_rate']).astype(np.float64)
+        energies = augment.fbank_energies(audio, feature)
+        means.append((20 * np.log10(np.maximum(energies, augment.FLOOR))).mean(axis=0))
+        ratios.append(np.where(energies > augment.FLOOR, energies, 0).sum() / (len(energies) * np.mean(audio ** 2)))
+    return np.mean(means, axis=0), float(np.median(ratios))
+
+
+def parse_args(argv=None):
+    p = cli.parser(__doc__)
+    p.add_argument('--wav-dir', default='../shared/etri/test_wavs', help='<speaker>/<utterance> audio')
+    p.add_argument('--band-mean', action='store_true', help="print the reference levels of --wav-dir's recordings")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.band_mean:
+        means, ratio = reference_levels(args.wav_dir)
+        print('band mean (dB):', np.array2string(np.round(means, 1), separator=', '))
+        print(f'filterbank energy per unit raw power (median): {ratio:.1f}')
+        return means, ratio
+    errors = compare(args.wav_dir)
+    print('| condition | feature-domain vs audio, mean abs. dB | clean vs audio (nothing done) |\n|---|---:|---:|')
+    for name, (approx, nothing) in errors.items():
+        print(f'| {name} | {approx:.2f} | {nothing:.2f} |')
+    return errors
+
+
+if __name__ == '__main__':
+    cli.run(main)
