@@ -21,6 +21,7 @@ the subtracted mean. Where a band has no such frames, the mean of the ETRI test 
 `python augment_check.py` compares these transforms with features made from degraded audio
 (docs/augmentation.md). Every random draw uses torch's generator, so that runs repeat and resume exactly.
 """
+import types
 from functools import lru_cache
 from pathlib import Path
 
@@ -241,8 +242,10 @@ def folder_noises(noise_dir, feature):
 
 # ---- The augmenter ------------------------------------------------------------------------------
 
-def augment_settings(args):
-    """The augmentation settings of train.py's args."""
+def augment_settings(args=None):
+    """The augmentation settings of train.py's args; configure.py's without args."""
+    if args is None:
+        return augment_settings(types.SimpleNamespace(**{k.lower(): v for k, v in vars(c).items() if k.isupper()}))
     return {'noise_prob': args.aug_noise_prob, 'noise_snr': args.aug_noise_snr, 'music_snr': args.aug_music_snr,
             'babble_prob': args.aug_babble_prob, 'babble_snr': args.aug_babble_snr,
             'babble_voices': args.aug_babble_voices, 'reverb_prob': args.aug_reverb_prob, 'rt60': args.aug_rt60,

@@ -3,6 +3,7 @@
     python augment_check.py                          # the official ETRI test wavs
     python augment_check.py --wav-dir my_wavs        # any <speaker>/<utterance>.wav tree (two speakers or more)
     python augment_check.py --band-mean              # the reference levels augment.py keeps (ETRI_BAND_MEAN, ...)
+    python augment_check.py --plot docs/augmentation_examples.png   # and a picture of one recording, both ways
 
 For each recording and condition, the features of the degraded *audio* (the truth) are compared with the
 same degradation applied by augment.py to the clean *features*. Printed per condition: the mean absolute
@@ -17,19 +18,7 @@ import augment
 import cli
 from DB_wav_reader import find_files
 from features import AUDIO_SUFFIXES, feature_settings, log_fbank_frames, read_audio
-from robustness import at_snr, telephone
-
-RT60, DRR_DB = 0.5, 3.0  # the room of the reverberation condition
-
-
-def room_impulse_response(rng, sample_rate, rt60=RT60, drr_db=DRR_DB):
-    """A synthetic room: a direct impulse, then Gaussian noise decaying 60 dB in rt60 s, holding 10**(-drr/10)
-    times the direct sound's energy."""
-    t = np.arange(1, int(rt60 * sample_rate)) / sample_rate
-    tail = rng.normal(size=len(t)) * 10 ** (-3 * t / rt60)
-    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail ** 2))
-    return np.concatenate([[1.0], tail])
-
+from robustness import ROOM_DRR_DB as DRR_DB, ROOM_RT60 as RT60, at_snr, room_impulse_response, telephone
 
 def conditions(audio, other, sample_rate, rng):
     """{name: (degraded audio at sample_rate, the same degradation on energies (T, n_filters) -> energies)}."""
@@ -90,10 +79,41 @@ def reference_levels(wav_dir):
     return np.mean(means, axis=0), float(np.median(ratios))
 
 
+def plot_examples(wav_path, path, seconds=3.0):
+    """A PNG of the same utterance's features: clean, and degraded on the features (noise, telephone, room), with
+    the same degradation of the audio under each."""
+    from matplotlib.figure import Figure
+
+    from plots import save_figure
+    sample_rate = feature_settings()['sample_rate']
+    audio = read_audio(wav_path, sample_rate).astype(np.float64)[:int((seconds + 1) * sample_rate)]
+    rng = np.random.default_rng(0)
+    chosen = {k: v for k, v in conditions(audio, audio[::-1].copy(), sample_rate, rng).items()
+              if k in ('white noise 5 dB', 'telephone band', f'reverberation {RT60} s')}
+    clean = features_of(audio)
+    fig = Figure(figsize=(14, 5))
+    axes = fig.subplots(2, 1 + len(chosen), sharex=True, sharey=True)
+    rows = [('clean', clean, clean)] + [(name, augment.to_features(on_e(augment.to_energies(clean)), clean),
+                                         features_of(degraded)) for name, (degraded, on_e) in chosen.items()]
+    for col, (name, on_features, on_audio) in enumerate(rows):
+        for row, (feat, made) in enumerate(((on_features, 'on the features'), (on_audio, 'from the audio'))):
+            ax = axes[row, col]
+            if row == 1 and col == 0:  # clean has no second way
+                ax.axis('off')
+                continue
+            ax.imshow(feat.T, origin='lower', aspect='auto', vmin=-10, vmax=30, cmap='magma')
+            ax.set_title(f'{name}, {made}' if col else f'{name}' if row == 0 else '', fontsize=9)
+            ax.set_xlabel('frame (10 ms)' if row == 1 else '')
+            ax.set_ylabel('Mel filter' if col == 0 else '')
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def parse_args(argv=None):
     p = cli.parser(__doc__)
     p.add_argument('--wav-dir', default='../shared/etri/test_wavs', help='<speaker>/<utterance> audio')
     p.add_argument('--band-mean', action='store_true', help="print the reference levels of --wav-dir's recordings")
+    p.add_argument('--plot', metavar='PNG', help="also draw one recording's features clean and degraded both ways")
     return p.parse_args(argv)
 
 
@@ -104,6 +124,9 @@ def main(argv=None):
         print('band mean (dB):', np.array2string(np.round(means, 1), separator=', '))
         print(f'filterbank energy per unit raw power (median): {ratio:.1f}')
         return means, ratio
+    if args.plot:
+        plot_examples(find_files(args.wav_dir, AUDIO_SUFFIXES)['filename'][0], args.plot)
+        print(f'Examples: {args.plot}')
     errors = compare(args.wav_dir)
     print('| condition | feature-domain vs audio, mean abs. dB | clean vs audio (nothing done) |\n|---|---:|---:|')
     for name, (approx, nothing) in errors.items():

@@ -8,6 +8,7 @@ NUM_WIN_SIZE-frame windows, as train.py runs them:
   tutorial   every pickle read for every item, float32, contiguous memory
   fast fp32  features preloaded as float32, train.py's memory format (CHANNELS_LAST), float32
   fast       the same in train.py's automatic precision (PRECISION; bfloat16 autocast on this CPU)
+  fast + aug the same with every window augmented as configure.py's AUG_* settings say (augment.py)
 Embedding: utterances/s of whole utterances cut into TEST_FRAMES-frame segments (features already read):
   tutorial   one segment per forward pass, float32, as the tutorial's enroll and verification scripts
              (dvector.d_vector, the definition)
@@ -33,6 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import cli
 import configure as c
+from augment import Augmenter, augment_settings
 from DB_wav_reader import read_feats_structure
 from dvector import d_vector, embed_all, split_segments
 from features import feature_settings, read_MFB
@@ -53,6 +55,7 @@ from train import train_step
 
 WARMUP_BATCHES = 3
 PATHS = ('tutorial', 'fast fp32', 'fast')
+TRAIN_PATHS = PATHS + ('fast + aug',)
 CPU_EMBED_PATHS = ('onnx fp32',)  # embedding paths that run on the CPU only
 
 
@@ -78,7 +81,7 @@ def training_settings(path, device, model):
     """(autocast dtype, channels_last) of a training path on this device."""
     if path == 'tutorial':
         return None, False
-    amp_dtype = autocast_dtype(c.PRECISION, device) if path == 'fast' else None
+    amp_dtype = autocast_dtype(c.PRECISION, device) if path.startswith('fast') and path != 'fast fp32' else None
     return amp_dtype, use_channels_last(c.CHANNELS_LAST, device, model)
 
 
@@ -99,7 +102,9 @@ def training_throughput(DB, path, args):
     start = time.perf_counter()
     feats = None if path == 'tutorial' else load_features(DB['filename'], feature_settings())
     load_s = time.perf_counter() - start
-    dataset = DvectorDataset(DB, {s: i for i, s in enumerate(speakers)}, feature_settings(), feats=feats)
+    augmenter = Augmenter(augment_settings(), feature_settings()) if path == 'fast + aug' else None
+    dataset = DvectorDataset(DB, {s: i for i, s in enumerate(speakers)}, feature_settings(), feats=feats,
+                             augmenter=augmenter)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
     compute = Compute(device, amp_dtype, torch.channels_last if channels_last else torch.contiguous_format)
     model = model.to(device, memory_format=compute.memory_format).train()
@@ -210,12 +215,14 @@ def main(argv=None):
     print(f"The device's practical limit, a 2048 x 2048 matrix product: {matmul_gflops(device, torch.float32):.0f} "
           f"GFLOP/s in float32, {matmul_gflops(device, torch.bfloat16):.0f} in bfloat16\n")
 
-    trained = {path: in_fresh_process(training_throughput, DB, path, args) for path in PATHS}
+    trained = {path: in_fresh_process(training_throughput, DB, path, args) for path in TRAIN_PATHS}
     print(f"Training: {args.batches} batches of {args.batch_size} after {WARMUP_BATCHES} of warm-up")
     print(f"  {'path':10} {'samples/s':>10} {'speed-up':>9} {'GFLOP/s':>8} {'peak MiB':>9} {'preload s':>10}")
     for path, r in trained.items():
         print(f"  {path:10} {r['samples_per_s']:10.1f} {speed_up(trained, path, 'samples_per_s'):8.2f}x "
               f"{r['samples_per_s'] * train_flops:8.1f} {r['peak_mb']:9.0f} {r['load_s']:10.1f}")
+    print(f"  A training step with augmentation takes "
+          f"{trained['fast']['samples_per_s'] / trained['fast + aug']['samples_per_s']:.2f}x as long as without (fast)")
 
     files = list(DB['filename'][:args.embed_utts])
     embed_paths = PATHS + (CPU_EMBED_PATHS if device.type == 'cpu' else ())

@@ -27,7 +27,8 @@ TRIM_FRAMES = 50     # frames (0.5 s) cut at each end of every utterance: its le
 MIN_FRAMES = 40      # an utterance must keep more than this many frames after trimming (as the tutorial)
 # Front end, wherever audio is read (feature_extraction.py, and audio given to enroll/verification/identification)
 VAD = 'no'           # speech detection: 'no' (the tutorial: every frame) | 'energy' (frames more than 30 dB below the
-                     # utterance's loud frames are dropped before mean normalisation, then TRIM_FRAMES as ever)
+                     # utterance's loud frames are dropped before mean normalisation, then TRIM_FRAMES as ever) |
+                     # 'silero' (silero-vad's trained detector keeps the frames it finds speech in, then the same)
 LEVEL = 'no'         # gain before the fbank: 'no' (the tutorial) | a target speech level in dBFS, e.g. TRAIN_LEVEL
                      # (the flag --level alone means TRAIN_LEVEL)
 TRAIN_LEVEL = -44.0  # dBFS: speech level of the training recordings (ETRI: median of the 20 test wavs, -47 to -40);

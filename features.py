@@ -35,12 +35,14 @@ Every audio file is checked as it is read: unreadable, empty, NaN or infinite sa
 """
 import codecs
 import pickle
+from functools import lru_cache
 from pathlib import Path
 
 import librosa
 import numpy as np
 import python_speech_features
 import soundfile
+import torch
 from numpy._core.multiarray import _reconstruct, scalar
 from numpy._core.numeric import _frombuffer
 
@@ -57,7 +59,8 @@ SUFFIXES = (FEATURE_SUFFIX,) + AUDIO_SUFFIXES  # what the stages read: features,
 # wherever audio is looked for, never skipped silently
 UNREADABLE_AUDIO = ('.m4a', '.aac', '.wma', '.amr', '.3gp', '.webm') + tuple(set(_AUDIO_FORMATS) - set(AUDIO_SUFFIXES))
 
-VADS = ('no', 'energy')
+VADS = ('no', 'energy', 'silero')
+SILERO_RATE = 16000  # silero-vad's model runs at 16 kHz (or 8); audio at other rates is resampled for it
 SILENCE_DBFS = -90.0  # peak below this: silent. 16-bit audio's smallest step is -90.3 dBFS: only dither is below
 LOUD_PERCENTILE = 95  # the reference of the utterance's loud frames (5 % of the frames may be louder: clicks)
 # dB below that reference where speech ends. On the 20 ETRI test wavs (clean read speech, 1 m) the
@@ -253,6 +256,28 @@ def speech_level(frame_db):
     return float(decibels(np.mean(10 ** (frame_db[loud_frames(frame_db)] / 10))))
 
 
+@lru_cache(maxsize=1)
+def silero_model():
+    """silero-vad's trained speech detector (MIT licence; the model ships inside its PyPI wheel)."""
+    import silero_vad
+    return silero_vad.load_silero_vad()
+
+
+def silero_frames(audio, settings, n_frames):
+    """Boolean mask (n_frames,) of the fbank frames whose centre silero-vad's detector finds in speech."""
+    import silero_vad
+    rate = settings['sample_rate']
+    audio16 = audio if rate == SILERO_RATE else librosa.resample(audio, orig_sr=rate, target_sr=SILERO_RATE)
+    with torch.no_grad():
+        spans = silero_vad.get_speech_timestamps(torch.from_numpy(np.ascontiguousarray(audio16, np.float32)),
+                                                 silero_model(), sampling_rate=SILERO_RATE)
+    centres = (np.arange(n_frames) * settings['win_step'] + settings['win_len'] / 2) * SILERO_RATE
+    kept = np.zeros(n_frames, bool)
+    for span in spans:
+        kept |= (centres >= span['start']) & (centres < span['end'])
+    return kept
+
+
 def log_fbank_frames(audio, settings):
     """(feat float64 (n_kept, n_filters) in dB, kept bool (n_frames,)) of audio (n_samples,) at settings' rate.
 
@@ -266,7 +291,10 @@ def log_fbank_frames(audio, settings):
         audio = audio * np.float32(10 ** ((level - speech_level(frame_db)) / 20))
     fb, _ = python_speech_features.fbank(audio, samplerate=settings['sample_rate'], nfilt=settings['n_filters'],
                                          winlen=settings['win_len'], winstep=settings['win_step'])
-    kept = loud_frames(frame_db) if vad == 'energy' else np.ones(len(fb), bool)
+    kept = (loud_frames(frame_db) if vad == 'energy' else
+            silero_frames(audio, settings, len(fb)) if vad == 'silero' else np.ones(len(fb), bool))
+    if not kept.any():
+        raise FeatureFileError("no speech found (--vad silero)")
     fb = 20 * np.log10(np.maximum(fb[kept], 1e-5))
     return fb - fb.mean(axis=0), kept
 
@@ -277,7 +305,17 @@ def log_fbank(path, settings=None):
     settings: a recipe(); default configure.py's feature settings without vad or level (the tutorial's recipe).
     """
     settings = settings or feature_settings()
-    return log_fbank_frames(read_audio(path, settings['sample_rate']), settings)[0]
+    return audio_features(path, settings)[0]
+
+
+def audio_features(path, settings):
+    """log_fbank_frames of an audio file; an error names the file."""
+    try:
+        return log_fbank_frames(read_audio(path, settings['sample_rate']), settings)
+    except FeatureFileError as e:
+        if str(path) in str(e):
+            raise
+        raise FeatureFileError(f"{path}: {e}") from None
 
 
 def file_features(path, settings):
@@ -288,7 +326,7 @@ def file_features(path, settings):
     them was made by the tutorial's recipe, without either); its frames are all kept.
     """
     if is_audio(path):
-        return log_fbank_frames(read_audio(path, settings['sample_rate']), settings)
+        return audio_features(path, settings)
     record = load_feature_record(path, settings['n_filters'])
     made, asked = front_end(record.get('settings', {})), front_end(settings)
     if made != asked:

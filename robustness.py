@@ -12,7 +12,8 @@ and written to <out>/robustness.md.
 
 Conditions: clean; white noise at 20, 10 and 5 dB SNR; babble (four other speakers' enrollment
 recordings mixed) at 10 and 5 dB; telephone band (300-3400 Hz, stored at 8 kHz); long silences
-(2 s of room tone at -70 dBFS before and after the speech, 1 s in its middle); low gain (x0.05,
+(2 s of room tone at -70 dBFS, and again at -60 dBFS, before and after the speech, 1 s in its middle);
+reverberation (a synthetic room: RT60 0.5 s, direct-to-reverberant ratio 3 dB); low gain (x0.05,
 about -70 dBFS for the ETRI recordings).
 
 The folder needs two speakers or more, each with one enrollment recording longer than a piece with
@@ -33,8 +34,11 @@ from features import TRIM_SECONDS, read_audio
 
 PIECE_SECONDS = 3.0
 TELEPHONE_RATE = 8000
-VARIANTS = {'defaults': [], '--vad energy': ['--vad', 'energy'], '--level': ['--level', str(c.TRAIN_LEVEL)],
-            '--vad energy --level': ['--vad', 'energy', '--level', str(c.TRAIN_LEVEL)]}
+VARIANTS = {'defaults': [], '--vad energy': ['--vad', 'energy'], '--vad silero': ['--vad', 'silero'],
+            '--level': ['--level', str(c.TRAIN_LEVEL)],
+            '--vad energy --level': ['--vad', 'energy', '--level', str(c.TRAIN_LEVEL)],
+            '--vad silero --level': ['--vad', 'silero', '--level', str(c.TRAIN_LEVEL)]}
+ROOM_RT60, ROOM_DRR_DB = 0.5, 3.0  # the reverberant room
 
 
 def rms(audio):
@@ -62,10 +66,10 @@ def telephone(audio, sample_rate):
     return scipy.signal.resample_poly(scipy.signal.sosfiltfilt(band, audio), TELEPHONE_RATE, sample_rate)
 
 
-def with_silences(audio, sample_rate, rng):
-    """audio with 2 s of room tone (white noise at -70 dBFS) before and after it and 1 s in its middle."""
+def with_silences(audio, sample_rate, rng, tone_dbfs=-70):
+    """audio with 2 s of room tone (white noise at tone_dbfs) before and after it and 1 s in its middle."""
     def tone(seconds):
-        return rng.normal(0, 10 ** (-70 / 20), int(seconds * sample_rate))
+        return rng.normal(0, 10 ** (tone_dbfs / 20), int(seconds * sample_rate))
     middle = len(audio) // 2
     return np.concatenate([tone(2), audio[:middle], tone(1), audio[middle:], tone(2)])
 
@@ -77,14 +81,25 @@ def conditions(piece, others, sample_rate, rng):
     out.update({f'white noise {snr} dB': at_snr(piece, noise, snr) for snr in (20, 10, 5)})
     out.update({f'babble {snr} dB': at_snr(piece, babble(others, len(piece), rng), snr) for snr in (10, 5)})
     out['long silences'] = with_silences(piece, sample_rate, rng)
+    out['long silences, room tone -60 dBFS'] = with_silences(piece, sample_rate, rng, -60)
+    out['reverberation 0.5 s'] = scipy.signal.fftconvolve(piece, room_impulse_response(rng, sample_rate))[:len(piece)]
     out['low gain x0.05'] = 0.05 * piece
     rates = {name: sample_rate for name in out}
     out['telephone 8 kHz'], rates['telephone 8 kHz'] = telephone(piece, sample_rate), TELEPHONE_RATE
     return {name: (audio, rates[name]) for name, audio in out.items()}
 
 
+def room_impulse_response(rng, sample_rate, rt60=ROOM_RT60, drr_db=ROOM_DRR_DB):
+    """A synthetic room: a direct impulse, then Gaussian noise decaying 60 dB in rt60 s, holding 10**(-drr/10)
+    times the direct sound's energy."""
+    t = np.arange(1, int(rt60 * sample_rate)) / sample_rate
+    tail = rng.normal(size=len(t)) * 10 ** (-3 * t / rt60)
+    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail ** 2))
+    return np.concatenate([[1.0], tail])
+
+
 def folder_name(condition):
-    return condition.replace(' ', '_').replace('.', '')
+    return condition.replace(' ', '_').replace('.', '').replace(',', '')
 
 
 def enrollment_recordings(DB, wav_dir):

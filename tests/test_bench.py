@@ -11,7 +11,7 @@ import bench
 def test_the_benchmark_reports_every_path(feature_tree, capsys):
     results = bench.main(['--train-feat-dir', str(feature_tree / 'train'), '--utts', '40', '--batches', '1',
                           '--batch-size', '8', '--embed-utts', '4', '--device', 'cpu'])
-    assert set(results['training']) == {'tutorial', 'fast fp32', 'fast'}
+    assert set(results['training']) == {'tutorial', 'fast fp32', 'fast', 'fast + aug'}
     assert set(results['embedding']) == {'tutorial', 'fast fp32', 'fast', 'onnx fp32'}  # ONNX Runtime: the CPU only
     for part, rate in (('training', 'samples_per_s'), ('embedding', 'utts_per_s')):
         assert all(r[rate] > 0 and r['peak_mb'] > 0 for r in results[part].values())
@@ -33,7 +33,7 @@ def test_the_benchmark_reports_every_path(feature_tree, capsys):
 def printed_rows(table):
     """{path: (rate, speed-up)} of the rows of a table bench.py prints, as printed."""
     return {path: (rate, speed_up) for path, rate, speed_up in
-            re.findall(r'^  (tutorial|fast fp32|fast|onnx fp32) +([\d.]+) +([\d.]+)x', table, re.MULTILINE)}
+            re.findall(r'^  (tutorial|fast fp32|fast \+ aug|fast|onnx fp32) +([\d.]+) +([\d.]+)x', table, re.MULTILINE)}
 
 
 def test_the_fast_path_follows_the_backend_flag():
