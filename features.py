@@ -31,10 +31,19 @@ maximum, so that a click does not set the reference):
   timeline, and holds the kept frames between start and end.
 
 Every audio file is checked as it is read: unreadable, empty, NaN or infinite samples, or silent
-(every sample 0, or a peak below SILENCE_DBFS) raise FeatureFileError naming the file.
+(every sample 0, or a peak below SILENCE_DBFS) as the model hears it, after down-mixing and
+resampling (stereo channels that cancel are silent), raise FeatureFileError naming the file; and
+features that are not finite are never returned. Audio that is used but may score wrong gives an
+AudioNote (a warning naming the file): a wav cut off before the end its header declares, a clipped
+recording, or one recorded below the model's sample rate. The fbank is computed FRAMES_AT_ONCE
+frames at a time, so that a long recording takes bounded memory.
 """
 import codecs
+import os
 import pickle
+import struct
+import warnings
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -68,6 +77,10 @@ LOUD_PERCENTILE = 95  # the reference of the utterance's loud frames (5 % of the
 # below it, fewest frames between -40 and -30 dB. 30 dB keeps weak consonants and drops the silence.
 VAD_DB = 30.0
 
+FULL_SCALE = 0.999  # |sample| at or above this is at full scale (within 0.01 dB): where a recording clips
+CLIPPED_NOTE = 0.01  # a note says a recording is clipped when more than this fraction of its samples is at full scale
+FRAMES_AT_ONCE = 3000  # fbank frames computed together (30 s): a long recording's features take bounded memory
+
 TRIM_SECONDS = c.TRIM_FRAMES * c.WIN_STEP  # seconds trimmed at each end of every utterance (configure.py's)
 
 
@@ -75,6 +88,15 @@ TRIM_SECONDS = c.TRIM_FRAMES * c.WIN_STEP  # seconds trimmed at each end of ever
 
 class FeatureFileError(ValueError):
     """A feature file that cannot be used; the message names the file."""
+
+
+def require_finite(values, what):
+    """values (a numpy array, tensor or number) when every one is finite; else a ValueError naming `what` (the file,
+    or what they are). Every feature array, d-vector, cohort, threshold and score is checked where it is made."""
+    finite = torch.isfinite(values).all() if torch.is_tensor(values) else np.isfinite(values).all()
+    if not finite:
+        raise FeatureFileError(f"{what}: NaN or infinite values")
+    return values
 
 
 # The only globals a feature pickle may name: what numpy 1.x and 2.x write for arrays.
@@ -198,24 +220,72 @@ def extraction_settings(settings):
     return {**{k: settings[k] for k in keys}, **front_end(settings)}
 
 
-def check_samples(audio, path):
-    """Refuse audio (n_samples,) or (channels, n_samples) that is empty, not finite, or silent; name the file."""
+def check_samples(audio, path, heard=''):
+    """Refuse audio (n_samples,) or (channels, n_samples) that is empty, not finite, or silent; name the file.
+
+    heard: how the model hears it, when these are the samples after down-mixing and resampling (in the message).
+    """
     if audio.size == 0:
         raise FeatureFileError(f"{path}: no audio samples")
     if not np.isfinite(audio).all():
         raise FeatureFileError(f"{path}: NaN or infinite samples")
     peak = float(np.abs(audio).max())
     if peak == 0:
-        raise FeatureFileError(f"{path}: silent: every sample is 0")
+        raise FeatureFileError(f"{path}: silent{heard}: every sample is 0")
     if 20 * np.log10(peak) < SILENCE_DBFS:
-        raise FeatureFileError(f"{path}: silent: peak {20 * np.log10(peak):.1f} dBFS, below {SILENCE_DBFS:.0f} dBFS")
+        raise FeatureFileError(f"{path}: silent{heard}: peak {20 * np.log10(peak):.1f} dBFS, "
+                               f"below {SILENCE_DBFS:.0f} dBFS")
+
+
+class AudioNote(UserWarning):
+    """Audio that is used, but may score wrong: the message names the file and what was found; kind says which
+    ('truncated', 'clipped', 'low sample rate'). Scripts print it as a 'Note:' line (cli.run); collect_notes counts."""
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+
+
+def wav_missing_bytes(path):
+    """Bytes of audio data that the header of a RIFF wav declares and the file lacks (it was cut off); 0 when it
+    holds them all, does not declare a length (a stream's 0 or 0xFFFFFFFF), or is no RIFF wav."""
+    size = os.path.getsize(path)
+    with open(path, 'rb') as f:
+        if f.read(12)[8:] != b'WAVE':
+            return 0
+        position = 12
+        while position + 8 <= size:  # the chunks: a 4-byte id, a 4-byte little-endian length, the data
+            f.seek(position)
+            chunk, length = struct.unpack('<4sI', f.read(8))
+            if chunk == b'data':
+                return 0 if length in (0, 0xFFFFFFFF) else max(0, position + 8 + length - size)
+            position += 8 + length + length % 2
+    return 0
+
+
+def audio_notes(path, audio, native_rate, sample_rate):
+    """[(kind, what was found)] of audio (channels, n_samples) as read from path at native_rate: a wav cut off, a
+    clipped recording, one recorded below the model's sample_rate."""
+    notes = []
+    missing = wav_missing_bytes(path) if Path(path).suffix.lower() == '.wav' else 0
+    if missing:
+        notes.append(('truncated', f"truncated: its header declares {missing} more bytes of audio than the file "
+                                   f"holds (cut off after {audio.shape[-1] / native_rate:.2f} s)"))
+    clipped = float(np.mean(np.abs(audio) >= FULL_SCALE))
+    if clipped > CLIPPED_NOTE:
+        notes.append(('clipped', f"clipped: {100 * clipped:.1f} % of its samples are at full scale"))
+    if native_rate < sample_rate:
+        notes.append(('low sample rate', f"recorded at {native_rate} Hz: it holds nothing above {native_rate // 2} "
+                                         f"Hz, and the model was trained on {sample_rate} Hz audio"))
+    return notes
 
 
 def read_audio(path, sample_rate):
     """Samples (n_samples,) float32 of an audio file, mono at sample_rate, checked by check_samples.
 
     Exactly librosa.load(path, sr=sample_rate, mono=True), read with soundfile only (no slow,
-    deprecated audioread fallback), with the samples checked before librosa sees them.
+    deprecated audioread fallback), with the samples checked before librosa sees them and after
+    (silence, as the model hears it). Truncated, clipped or low-rate audio gives an AudioNote.
     """
     try:
         audio, native_rate = soundfile.read(path, dtype='float32', always_2d=False)
@@ -223,12 +293,55 @@ def read_audio(path, sample_rate):
         raise FeatureFileError(f"{path}: not a readable audio file ({e})") from e
     audio = audio.T  # (channels, n_samples), as librosa reads it
     check_samples(audio, path)
-    return librosa.resample(librosa.to_mono(audio), orig_sr=native_rate, target_sr=sample_rate)
+    for kind, found in audio_notes(path, audio, native_rate, sample_rate):
+        warnings.warn(AudioNote(kind, f"{path}: {found}"), stacklevel=2)
+    mono = librosa.resample(librosa.to_mono(audio), orig_sr=native_rate, target_sr=sample_rate)
+    check_samples(mono, path, heard=f' as the model hears it (mono, {sample_rate} Hz)')
+    return mono
+
+
+@contextmanager
+def collect_notes():
+    """A context that collects the AudioNotes raised inside it instead of showing them: it gives {kind: [message]},
+    filled on leaving it, each message once. Other warnings are shown as usual."""
+    notes = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always', AudioNote)
+        yield notes
+    for w in caught:
+        if isinstance(w.message, AudioNote):
+            messages = notes.setdefault(w.message.kind, [])
+            if str(w.message) not in messages:
+                messages.append(str(w.message))
+        else:  # not ours: shown as it would have been
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def decibels(power):
     """10 * log10(power), with 0 as the smallest positive float instead of -inf."""
     return 10 * np.log10(np.maximum(power, np.finfo(np.float64).tiny))
+
+
+def frame_chunks(audio, settings):
+    """Slices of audio (n_samples,) whose frames (python_speech_features' framing) are the fbank's frames of the
+    whole, FRAMES_AT_ONCE at a time, in order: only the last slice's last frame is padded with zeros, as the whole's."""
+    rate = settings['sample_rate']
+    length, step = (int(python_speech_features.sigproc.round_half_up(settings[k] * rate))
+                    for k in ('win_len', 'win_step'))
+    n_frames = 1 if len(audio) <= length else 1 + int(np.ceil((len(audio) - length) / step))
+    for first in range(0, n_frames, FRAMES_AT_ONCE):
+        last = min(first + FRAMES_AT_ONCE, n_frames)
+        yield audio[first * step:(last - 1) * step + length]
+
+
+def fbank(audio, settings):
+    """python_speech_features.fbank's filterbank energies (n_frames, n_filters) of audio (n_samples,), exactly, made
+    FRAMES_AT_ONCE frames at a time: the whole pre-emphasised first, as fbank does, then framed chunk by chunk."""
+    emphasised = python_speech_features.sigproc.preemphasis(audio, 0.97)
+    return np.concatenate([python_speech_features.fbank(chunk, samplerate=settings['sample_rate'],
+                                                        nfilt=settings['n_filters'], winlen=settings['win_len'],
+                                                        winstep=settings['win_step'], preemph=0)[0]
+                           for chunk in frame_chunks(emphasised, settings)])
 
 
 def frame_levels(audio, settings):
@@ -239,8 +352,16 @@ def frame_levels(audio, settings):
     silence towards the (low-frequency) speech and blur the two apart.
     """
     rate = settings['sample_rate']
-    frames = python_speech_features.sigproc.framesig(audio, settings['win_len'] * rate, settings['win_step'] * rate)
-    return decibels(np.mean(np.square(frames, dtype=np.float64), axis=1))
+    return np.concatenate([
+        decibels(np.mean(np.square(python_speech_features.sigproc.framesig(
+            chunk, settings['win_len'] * rate, settings['win_step'] * rate), dtype=np.float64), axis=1))
+        for chunk in frame_chunks(audio, settings)])
+
+
+def without_dc(audio):
+    """audio (n_samples,) float32 less its mean: a recording's DC offset (cheap sound cards, some phones) would
+    count as loudness, and drown the silences, wherever levels are measured."""
+    return audio - np.float32(np.mean(audio, dtype=np.float64))
 
 
 def loud_frames(frame_db):
@@ -283,20 +404,22 @@ def log_fbank_frames(audio, settings):
 
     feat holds the kept frames, mean-normalised; kept marks which of the fbank's n_frames frames
     they are (all of them without vad). Level and speech detection both use the frames' levels
-    before any gain: the loud frames are the same either way.
+    before any gain, of the samples without their DC offset: the loud frames are the same either
+    way. The gain applies to the samples without it too.
     """
     level, vad = front_end(settings)['level'], front_end(settings)['vad']
-    frame_db = frame_levels(audio, settings) if level != 'no' or vad == 'energy' else None
+    if level != 'no' or vad == 'energy':
+        centred = without_dc(audio)
+        frame_db = frame_levels(centred, settings)
     if level != 'no':  # a gain on the samples: the floor below then meets speech at the target level
-        audio = audio * np.float32(10 ** ((level - speech_level(frame_db)) / 20))
-    fb, _ = python_speech_features.fbank(audio, samplerate=settings['sample_rate'], nfilt=settings['n_filters'],
-                                         winlen=settings['win_len'], winstep=settings['win_step'])
+        audio = centred * np.float32(10 ** ((level - speech_level(frame_db)) / 20))
+    fb = fbank(audio, settings)
     kept = (loud_frames(frame_db) if vad == 'energy' else
             silero_frames(audio, settings, len(fb)) if vad == 'silero' else np.ones(len(fb), bool))
     if not kept.any():
         raise FeatureFileError("no speech found (--vad silero)")
     fb = 20 * np.log10(np.maximum(fb[kept], 1e-5))
-    return fb - fb.mean(axis=0), kept
+    return require_finite(fb - fb.mean(axis=0), 'features'), kept
 
 
 def log_fbank(path, settings=None):
@@ -357,6 +480,8 @@ def refuse_unreadable_audio(paths):
 
 def require_utterance_file(path):
     """path, when it names an existing feature pickle or audio file; else an error saying which it is not."""
+    if Path(path).is_dir():
+        raise ValueError(f"{path}: a folder, not a file: give one file (.p or audio)")
     if not Path(path).is_file():
         raise FileNotFoundError(f"file not found: {path}")
     refuse_unreadable_audio([path])

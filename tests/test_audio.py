@@ -1,5 +1,6 @@
 """The audio front end (features.py): every format, refusing silent or broken audio, speech detection, level."""
 import argparse
+import warnings
 from pathlib import Path
 
 import librosa
@@ -10,10 +11,13 @@ import soundfile as sf
 
 import cli
 import configure as c
+import feature_extraction
+import features
 from conftest import ETRI, needs_etri, write_feature
 from DB_wav_reader import read_DB_structure, read_utterances
-from features import (AUDIO_SUFFIXES, _AUDIO_FORMATS, FeatureFileError, feature_settings, file_features, frame_levels,
-                      log_fbank, log_fbank_frames, read_audio, recipe, require_utterance_file, speech_level)
+from features import (AUDIO_SUFFIXES, _AUDIO_FORMATS, AudioNote, FeatureFileError, collect_notes, feature_settings,
+                      file_features, frame_levels, log_fbank, log_fbank_frames, read_audio, recipe,
+                      require_utterance_file, speech_level, without_dc)
 from test_feature_extraction import voice
 from trials import utterance_features
 
@@ -142,8 +146,9 @@ def test_level_normalisation_makes_quiet_speech_give_the_features_of_loud_speech
     assert np.abs(loud - quiet).max() < 1e-3
     floored = log_fbank_frames(speech * np.float32(0.001), TUTORIAL)[0]
     assert np.abs(loud - floored).mean() > 5  # without it the floor swallows the quiet copy
-    # the gain brings the loud frames' RMS to the target
-    gained = speech * np.float32(10 ** ((-30 - speech_level(frame_levels(speech, TUTORIAL))) / 20))
+    # the gain brings the loud frames' RMS to the target (of the samples without their DC offset)
+    centred = without_dc(speech)
+    gained = centred * np.float32(10 ** ((-30 - speech_level(frame_levels(centred, TUTORIAL))) / 20))
     assert speech_level(frame_levels(gained, TUTORIAL)) == pytest.approx(-30, abs=1e-3)
     np.testing.assert_allclose(loud, log_fbank_frames(gained, TUTORIAL)[0], atol=1e-6)
 
@@ -214,3 +219,115 @@ def test_etri_speech_passes_at_its_level_and_at_minus_70_dBFS(tmp_path):
     assert (floored == floored.min(axis=0)).mean() > 0.9  # the tutorial's recipe: nearly all at the floor
     level = recipe(feature_settings(), level=c.TRAIN_LEVEL)
     np.testing.assert_allclose(log_fbank(quiet, level), log_fbank_frames(audio, level)[0], atol=1e-3)
+
+
+# ---- What the model hears: finite, honest, in bounded memory (issue 22) ----------------------------
+
+def cancelling_stereo(tmp_path, rate=16000):
+    """A stereo wav whose channels cancel (right = -left): loud on each channel, silent once down-mixed."""
+    left = voice(seconds=2.0)
+    return write_audio(tmp_path / 'cancel.wav', np.stack([left, -left], axis=1), rate, subtype='FLOAT')
+
+
+@pytest.mark.parametrize('rate', [16000, 44100])
+def test_stereo_channels_that_cancel_are_silent_as_the_model_hears_them(tmp_path, rate):
+    path = cancelling_stereo(tmp_path, rate)
+    with pytest.raises(FeatureFileError, match=rf'{path}: silent as the model hears it \(mono, 16000 Hz\): '
+                                               r'(every sample is 0|peak -\d+\.\d dBFS)'):
+        read_audio(path, 16000)
+
+
+def test_level_on_cancelling_channels_is_refused_without_an_overflow_warning(tmp_path):
+    path = cancelling_stereo(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # numpy's 'overflow encountered in cast' was one, then NaN features
+        with pytest.raises(FeatureFileError, match='silent as the model hears it'):
+            log_fbank(path, recipe(feature_settings(), vad='energy', level=-44.0))
+
+
+def test_feature_extraction_writes_no_feature_file_of_cancelling_channels(tmp_path):
+    cancelling_stereo(tmp_path / 'wavs' / 'spk')
+    write_audio(tmp_path / 'wavs' / 'spk' / 'fine.wav', voice())
+    failures = feature_extraction.extract_tree(tmp_path / 'wavs', tmp_path / 'feats',
+                                               settings=recipe(feature_settings(), level=-44.0))
+    assert list(failures.values()) == [f"{tmp_path / 'wavs' / 'spk' / 'cancel.wav'}: silent as the model hears it "
+                                       "(mono, 16000 Hz): every sample is 0"]
+    assert sorted(p.name for p in (tmp_path / 'feats').rglob('*.p')) == ['fine.p']
+
+
+def test_features_that_are_not_finite_are_never_written(tmp_path, monkeypatch):
+    write_audio(tmp_path / 'wavs' / 'spk' / 'a.wav', voice())
+    monkeypatch.setattr(features, 'fbank', lambda audio, settings: np.full((150, 40), np.nan))
+    failures = feature_extraction.extract_tree(tmp_path / 'wavs', tmp_path / 'feats')
+    assert list(failures.values()) == [f"{tmp_path / 'wavs' / 'spk' / 'a.wav'}: features: NaN or infinite values"]
+    assert not list((tmp_path / 'feats').rglob('*.p'))
+
+
+def test_a_dc_offset_does_not_fool_level_or_speech_detection():
+    speech = padded(voice(seconds=3.0) * np.float32(0.1), 1.0)  # speech near -40 dBFS between silences
+    recipe_of_own_recordings = recipe(feature_settings(), vad='energy', level=-44.0)  # the README's
+    clean, kept = log_fbank_frames(speech, recipe_of_own_recordings)
+    offset, kept_offset = log_fbank_frames(speech + np.float32(0.05), recipe_of_own_recordings)
+    np.testing.assert_array_equal(kept_offset, kept)  # the silences, at -26 dBFS with the offset, are still dropped
+    assert np.abs(offset - clean).max() < 0.01  # dB
+    assert speech_level(frame_levels(without_dc(speech + np.float32(0.05)), TUTORIAL)) == pytest.approx(
+        speech_level(frame_levels(speech, TUTORIAL)), abs=0.01)
+
+
+def truncated_wav(tmp_path):
+    """A 16-bit wav cut off halfway through its data, as a copy interrupted midway leaves it."""
+    whole = write_audio(tmp_path / 'whole.wav', voice(seconds=3.0), subtype='PCM_16').read_bytes()
+    (tmp_path / 'cut.wav').write_bytes(whole[:len(whole) // 2])
+    return tmp_path / 'cut.wav'
+
+
+def clipped_wav(tmp_path):
+    """Speech amplified until 16 % of its samples are at full scale."""
+    speech = voice(seconds=3.0)
+    gain = 1 / np.quantile(np.abs(speech), 0.84)
+    return write_audio(tmp_path / 'clipped.wav', np.clip(speech * gain, -1, 1), subtype='PCM_16')
+
+
+@pytest.mark.parametrize('make, kind, message', [
+    (truncated_wav, 'truncated', r'cut\.wav: truncated: its header declares 48022 more bytes of audio than the file '
+                                 r'holds \(cut off after 1\.50 s\)'),
+    (clipped_wav, 'clipped', r'clipped\.wav: clipped: 16\.\d % of its samples are at full scale'),
+    (lambda tmp_path: write_audio(tmp_path / 'phone.wav', librosa.resample(voice(3.0), orig_sr=16000,
+                                                                           target_sr=8000), 8000),
+     'low sample rate', r'phone\.wav: recorded at 8000 Hz: it holds nothing above 4000 Hz, and the model was '
+                        r'trained on 16000 Hz audio'),
+], ids=['truncated', 'clipped', '8kHz'])
+def test_damaged_or_narrowband_audio_is_used_with_a_note_naming_the_file(tmp_path, make, kind, message):
+    path = make(tmp_path)
+    with pytest.warns(AudioNote, match=message) as noted:
+        assert np.isfinite(log_fbank(path)).all()
+    assert [w.message.kind for w in noted if isinstance(w.message, AudioNote)] == [kind]
+
+
+def test_clean_audio_gives_no_note(tmp_path):
+    path = write_audio(tmp_path / 'clean.wav', voice(seconds=3.0), subtype='PCM_16')
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        log_fbank(path)
+
+
+def test_notes_are_collected_once_each_by_kind(tmp_path):
+    path = clipped_wav(tmp_path)
+    with collect_notes() as notes:
+        log_fbank(path)
+        log_fbank(path)
+    assert list(notes) == ['clipped'] and len(notes['clipped']) == 1
+
+
+def test_a_long_recording_is_made_into_features_a_chunk_at_a_time(monkeypatch):
+    audio = voice(seconds=3.0)
+    whole = log_fbank_frames(audio, VAD)
+    sizes = []
+    fbank = python_speech_features.fbank
+    monkeypatch.setattr(python_speech_features, 'fbank', lambda chunk, **kw: sizes.append(len(chunk)) or
+                        fbank(chunk, **kw))
+    monkeypatch.setattr(features, 'FRAMES_AT_ONCE', 70)
+    chunked = log_fbank_frames(audio, VAD)
+    assert max(sizes) == 69 * 160 + 400 and len(sizes) == 5  # 299 frames, 70 at a time
+    np.testing.assert_array_equal(chunked[1], whole[1])  # the same frames kept: frame levels are exact
+    np.testing.assert_allclose(chunked[0], whole[0], rtol=0, atol=1e-12)  # the fbank to float precision
