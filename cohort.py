@@ -15,8 +15,8 @@ import torch
 import configure as c
 from DB_wav_reader import read_feats_structure
 from dvector import embed_all, mean_dvector
-from features import read_MFB
-from storage import OLDER_COHORT, atomic_save, model_id
+from features import read_MFB, require_finite
+from storage import OLDER_COHORT, atomic_save, load_problem, model_id
 
 
 def cohort_path(checkpoint):
@@ -46,10 +46,13 @@ def read_stored_cohort(path, device):
     try:
         record = torch.load(path, map_location=device, weights_only=True)
         if isinstance(record, dict) and torch.is_tensor(record.get('cohort')):
-            return record
-        problem = 'not a cohort record'
+            if torch.isfinite(record['cohort']).all():
+                return record
+            problem = 'NaN or infinite values'
+        else:
+            problem = 'not a cohort record'
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:  # truncated or foreign
-        problem = f'{type(e).__name__}: {e}'
+        problem = f'{type(e).__name__}: {load_problem(e)}'
     print(f"Cannot read the stored cohort {path} ({problem}); building it again", file=sys.stderr)
     return None
 
@@ -96,7 +99,7 @@ def load_cohort(checkpoint, ckpt, model, device, train_feat_dir=None, utts_per_s
         if train_feat_dir is not None:
             print(f"Note: --cohort-dir {train_feat_dir} is not used: {checkpoint} carries its own cohort",
                   file=sys.stderr)
-        return ckpt['cohort'].float().to(device)
+        return require_finite(ckpt['cohort'].float().to(device), f"the cohort of {checkpoint}")
     path = cohort_path(checkpoint)
     train_feat_dir = train_feat_dir or ckpt.get('train_args', {}).get('train_feat_dir')
     if not train_feat_dir:
@@ -111,6 +114,7 @@ def load_cohort(checkpoint, ckpt, model, device, train_feat_dir=None, utts_per_s
                                 f"training folder {train_feat_dir} is not here (pass --cohort-dir, or --score-norm none)")
     print(f"Building the AS-norm cohort of {checkpoint} from {described(source)}; stored in {path}",
           file=sys.stderr)  # stderr: stdout may be --json
-    cohort = build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, device, kind)
+    cohort = require_finite(build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, device, kind),
+                            f"the cohort built from {described(source)}")
     atomic_save({'cohort': cohort.cpu(), 'model_id': model_id(ckpt), **source}, path)
     return cohort

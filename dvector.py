@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from features import read_utterance
+from features import FeatureFileError, read_utterance, require_finite
 from SR_Dataset import to_input
 
 MAX_BATCH = 16  # segments per forward pass: on a CPU larger batches spill the caches and run slower
@@ -41,9 +41,13 @@ def embed_all(model, names, read, segment_frames, device, desc=None):
 
     The same d-vectors as d_vector (to float precision), faster: the segments of all the utterances
     go through the model MAX_BATCH at a time, grouped by length (only last segments are shorter, and
-    they wait for others of their length), and each utterance's are summed and L2-normalised.
+    they wait for others of their length), and each utterance's are summed and L2-normalised. One
+    utterance's features are in memory at a time, and its segments' d-vectors are summed as they come.
+
+    Utterances that cannot be read are reported together, after all have been read (no more are
+    embedded after the first); a d-vector that is not finite is refused, naming its utterance.
     """
-    sums = {}
+    sums, failures = {}, {}
     waiting = {}  # segment length -> [(name, input (1, n_filters, length))] not embedded yet
 
     def embed(batch):
@@ -52,14 +56,28 @@ def embed_all(model, names, read, segment_frames, device, desc=None):
             sums[name] = sums[name] + vector if name in sums else vector
 
     for name in tqdm(names, desc=desc, disable=None if desc else True):
-        for segment in split_segments(read(name), segment_frames):
+        try:
+            feat = read(name)
+        except (ValueError, OSError) as e:  # each names its file
+            failures[name] = str(e)
+            continue
+        for segment in [] if failures else split_segments(feat, segment_frames):
             batch = waiting.setdefault(len(segment), [])
             batch.append((name, to_input(segment)))
             if len(batch) == MAX_BATCH:
                 embed(waiting.pop(len(segment)))
+    if failures:
+        raise unusable_files(failures)
     for batch in waiting.values():
         embed(batch)
-    return {name: F.normalize(sums[name], dim=0) for name in names}
+    return {name: F.normalize(require_finite(sums[name], f"{name}: its d-vector"), dim=0) for name in names}
+
+
+def unusable_files(failures):
+    """The error reporting {file: message} of files that could not be used: the message, or all of them listed."""
+    if len(failures) == 1:
+        return FeatureFileError(next(iter(failures.values())))
+    return FeatureFileError(f"{len(failures)} files cannot be used:\n  " + "\n  ".join(failures.values()))
 
 
 def embed_utterances(model, feats, segment_frames, device):
@@ -75,7 +93,7 @@ def embed_utterance(model, feat, segment_frames, device):
 
 def embed_file(model, settings, filename, segment_frames, device):
     """d-vector of a feature or audio file, read with feature settings (a checkpoint's 'feature', or a recipe())."""
-    return embed_utterance(model, read_utterance(filename, settings), segment_frames, device)
+    return embed_all(model, [filename], lambda f: read_utterance(f, settings), segment_frames, device)[filename]
 
 
 def mean_dvector(vectors):
@@ -84,9 +102,17 @@ def mean_dvector(vectors):
     return F.normalize(vectors.mean(0), dim=0)
 
 
+def enroll_speakers(model, settings, files, segment_frames, device, desc=None):
+    """{speaker: d-vector} of speakers' enrollment files, {speaker: [files]} (features or audio): each speaker's is the
+    mean_dvector of its files' d-vectors. Every file that cannot be used is reported, together."""
+    names = [f for fs in files.values() for f in fs]
+    vectors = embed_all(model, names, lambda f: read_utterance(f, settings), segment_frames, device, desc)
+    return {speaker: mean_dvector(torch.stack([vectors[f] for f in fs])) for speaker, fs in files.items()}
+
+
 def enroll_speaker(model, settings, files, segment_frames, device):
     """A speaker's d-vector: the mean_dvector of the d-vectors of the enrollment files (features or audio)."""
-    return mean_dvector(embed_utterances(model, [read_utterance(f, settings) for f in files], segment_frames, device))
+    return enroll_speakers(model, settings, {None: list(files)}, segment_frames, device)[None]
 
 
 def cosine_score(enrolled, test):
@@ -114,6 +140,7 @@ def rank_speakers(enrolled, embedding, cohort=None, cohort_top=None):
     else:
         pairs = torch.tensor([(i, 0) for i in range(len(speakers))])
         scores = normalise_scores(vectors, embedding[None], pairs, cohort, cohort_top)
+    require_finite(scores, 'the scores against the enrolled speakers')
     return sorted(zip(speakers, scores.tolist()), key=lambda pair: -pair[1])
 
 

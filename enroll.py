@@ -12,18 +12,20 @@ and a speaker's is the (normalised) mean of its files'. Each enrollment records 
     python enroll.py --test-feat-dir my_feats/test --replace       # enroll these speakers and no others
 
 Writes <embedding-dir>/<speaker>.pth for every speaker with enrollment files, once all of them
-are embedded. Enrolling adds: a speaker enrolled before is replaced (also when another model
-made it), the other speakers stay. With --replace the other enrollment files there are removed,
-and the folder enrolls exactly the speakers of --test-feat-dir.
+are embedded (files that cannot be used are all listed, and nothing is written), all or nothing:
+a run cut off midway leaves the folder as it was, or as the run made it. Enrolling adds: a
+speaker enrolled before is replaced (also when another model made it), the other speakers stay.
+With --replace the other enrollment files there are removed, and the folder enrolls exactly the
+speakers of --test-feat-dir. One enroll.py at a time writes to a folder: a second one is refused.
 """
-from tqdm import tqdm
+from pathlib import Path
 
 import cli
 from DB_wav_reader import split_enroll_and_test
-from dvector import enroll_speaker
+from dvector import enroll_speakers
 from features import recipe
 from speed import select_device
-from storage import ENROLLMENT_SETTINGS, load_enrollment, load_model, save_enrollment
+from storage import ENROLLMENT_SETTINGS, enrollment_lock, load_enrollment, load_model, save_enrollment
 
 
 def parse_args(argv=None):
@@ -31,6 +33,15 @@ def parse_args(argv=None):
     p.add_argument('--replace', action='store_true',
                    help='remove every other enrolled speaker: the folder then enrolls exactly these speakers')
     return p.parse_args(argv)
+
+
+def note_unenrolled(test_feat_dir, speakers):
+    """Say which speaker folders of test_feat_dir hold no enrollment files (they are not enrolled)."""
+    folders = sorted(p.name for p in Path(test_feat_dir).iterdir() if p.is_dir() and not p.name.startswith('.'))
+    missing = [f for f in folders if f not in speakers]
+    if missing:
+        print(f"Note: not enrolled, no enrollment files (.p or audio named like 'enroll*') in: "
+              f"{', '.join(str(Path(test_feat_dir) / f) for f in missing)}")
 
 
 def main(argv=None):
@@ -42,11 +53,13 @@ def main(argv=None):
     if enroll_DB.empty:
         raise FileNotFoundError(f"no enrollment files (names containing 'enroll') under {args.test_feat_dir}")
     settings = recipe(ckpt['feature'], args.vad, args.level)
-    enrolled = {}
-    for speaker, files in tqdm(enroll_DB.groupby('speaker_id')['filename'], desc='enrolling', disable=None):
-        enrolled[speaker] = enroll_speaker(model, settings, list(files), args.enroll_frames, device), list(files)
-    removed = save_enrollment(args.embedding_dir, enrolled, ckpt, args.test_feat_dir,
-                              {k: getattr(args, k) for k in ENROLLMENT_SETTINGS}, args.replace)
+    files = {speaker: list(fs) for speaker, fs in enroll_DB.groupby('speaker_id')['filename']}
+    note_unenrolled(args.test_feat_dir, files)
+    with enrollment_lock(args.embedding_dir):  # taken first: a second writer is refused before any work
+        vectors = enroll_speakers(model, settings, files, args.enroll_frames, device, 'enrolling')
+        enrolled = {speaker: (vectors[speaker], fs) for speaker, fs in files.items()}
+        removed = save_enrollment(args.embedding_dir, enrolled, ckpt, args.test_feat_dir,
+                                  {k: getattr(args, k) for k in ENROLLMENT_SETTINGS}, args.replace)
     print(f"Enrolled {len(enrolled)} speakers from {len(enroll_DB)} files of {args.test_feat_dir} "
           f"into {args.embedding_dir}/")
     if removed:

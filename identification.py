@@ -21,7 +21,7 @@ from features import front_end, read_utterance, recipe, require_utterance_file
 from metrics import top_k_accuracy
 from plots import plot_confusion
 from speed import select_device
-from storage import load_enrollment, load_model
+from storage import check_writable, load_enrollment, load_model
 
 
 def parse_args(argv=None):
@@ -65,6 +65,8 @@ def identify_all(model, settings, enrolled, rank, test_feat_dir, test_frames, de
     if unknown:
         raise ValueError(f"test speakers not enrolled: {', '.join(unknown)}; enroll them first (enroll.py)")
     files, truth = list(test_DB['filename']), list(test_DB['speaker_id'])
+    plot_path = Path(results_dir) / 'confusion_matrix.png'
+    check_writable(plot_path)  # before the work
     embedded = embed_all(model, files, lambda f: read_utterance(f, settings), test_frames, device, 'identifying')
     ranked = [[spk for spk, _ in rank(embedded[f])] for f in files]
     if len(files) <= 50:
@@ -72,7 +74,6 @@ def identify_all(model, settings, enrolled, rank, test_feat_dir, test_frames, de
             print(f"{test_file}: true {speaker}, predicted {ranking[0]} {'ok' if ranking[0] == speaker else 'WRONG'}")
     accuracy = {k: 100 * top_k_accuracy(ranked, truth, k) for k in (1, 5)}
     n_correct = sum(r[0] == t for r, t in zip(ranked, truth))
-    plot_path = Path(results_dir) / 'confusion_matrix.png'
     plot_confusion(truth, [r[0] for r in ranked], sorted(enrolled), plot_path,
                    f'Identification of {len(truth)} test utterances: top-1 {accuracy[1]:.1f} %')
     print(f"\nTop-1 identification accuracy: {accuracy[1]:.2f}% ({n_correct}/{len(truth)} test files, "

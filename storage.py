@@ -1,11 +1,15 @@
 """What the stages write and read back: atomic writes, checkpoints, enrolled d-vectors."""
+import fcntl
 import hashlib
 import json
 import os
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from features import require_finite
 from model.model import BackgroundResNet
 from speed import embedding_dtype, for_inference
 
@@ -29,17 +33,41 @@ def atomic_write(path, write):
     A crash or Ctrl-C midway leaves the old file (or none), never a half-written one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}{TMP_SUFFIX}')
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, 'wb') as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # name the file asked for, not the hidden temporary one
+        tmp.unlink(missing_ok=True)
+        raise cannot_write(path, e) from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def cannot_write(path, e):
+    """The OSError e, about writing `path`, as an error of its kind naming `path` (not a temporary file beside it)."""
+    return type(e)(f"cannot write {path}: {e.strerror or e}")
+
+
+def check_writable(path):
+    """Refuse now, before any work, an output file that could not be written later: its folder is made, and a
+    file is tried there (and removed)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as e:
+        raise cannot_write(path, e) from e
+
+
+TMP_SUFFIX = '.tmp'  # atomic_write's temporary files: '.<name>.<pid>.tmp' beside the file
 
 
 def atomic_save(obj, path):
@@ -58,7 +86,7 @@ def load_checkpoint(path, device='cpu', to_resume=False):
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable checkpoint ({e})") from e
+        raise ValueError(f"{path}: not a readable checkpoint ({load_problem(e)})") from e
     if not isinstance(ckpt, dict) or not CHECKPOINT_KEYS <= set(ckpt):
         raise ValueError(f"{path}: not a checkpoint written by this project's train.py")
     if to_resume and not TRAINING_KEYS <= set(ckpt):
@@ -67,6 +95,13 @@ def load_checkpoint(path, device='cpu', to_resume=False):
                          "checkpoint keeps only what the stages need, and an older train.py wrote fewer keys); "
                          "start a new run from its weights with --init-from")
     return ckpt
+
+
+def load_problem(e):
+    """What torch.load(weights_only=True) found wrong with a file, in a line, without its advice to load it with
+    weights_only=False: that runs whatever code the file holds, never to be done with a file of unknown origin."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip() and 'weights_only' not in line]
+    return ' '.join(lines).removeprefix('WeightsUnpickler error:').strip() or type(e).__name__
 
 
 def training_checkpoint(*, epoch, history, model, optimizer, scheduler, scaler, run_id, speakers, model_args,
@@ -133,7 +168,17 @@ def model_from_checkpoint(ckpt, device):
         model.load_state_dict(ckpt['state_dict'])
     except (TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"the checkpoint's weights do not fit its model settings ({e})") from e
-    return model.to(device).eval()
+    model.eval()
+    try:  # its features' settings must fit its model's: the filters it was built for, and one tiny input of them
+        n_filters = ckpt['feature']['n_filters']
+        if ckpt['model_args'].get('n_filters', n_filters) != n_filters:
+            raise ValueError(f"{ckpt['model_args']['n_filters']} filters, not {n_filters}")
+        with torch.no_grad():
+            model.embed(torch.zeros(1, 1, n_filters, 100))
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"the checkpoint's settings do not fit together: its model {ckpt['model_args']} does not "
+                         f"take its features {ckpt.get('feature')} ({str(e).splitlines()[0]})") from e
+    return model.to(device)
 
 
 def load_model(path, device, precision='fp32', backend='torch', random_weights_seed=None):
@@ -163,25 +208,83 @@ def model_id(ckpt):
     return f"{ckpt['run_id']}/epoch{ckpt['epoch']}"
 
 
+SWITCH_JOURNAL = '.enroll-switch.json'  # the renames and removals that switch a folder to a run's enrollments
+
+
+@contextmanager
+def enrollment_lock(embedding_dir):
+    """Hold the enrollment folder's lock (fcntl.flock on the folder itself, let go when the process ends, however it
+    ends); refuse when another enroll.py holds it: two writers would mix their speakers. Holding it, a switch that a
+    killed run left midway is completed (finish_switch) and the temporary files of killed runs are removed."""
+    folder = Path(embedding_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise cannot_write(folder, e) from e
+    lock = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{folder}: another enroll.py is enrolling into it now (it holds the folder's lock); "
+                             "wait until it ends, or enroll into another --embedding-dir") from None
+        try:
+            finish_switch(folder)
+            for stale in folder.glob(f'.*{TMP_SUFFIX}'):
+                stale.unlink()
+        except OSError as e:
+            raise cannot_write(folder, e) from e
+        yield
+    finally:
+        os.close(lock)
+
+
+def finish_switch(folder):
+    """Make the switch recorded in the folder's SWITCH_JOURNAL, when one is there: the new enrollment files, written
+    whole under temporary names, take their names, and the removed ones go; steps made already are skipped."""
+    folder = Path(folder)
+    journal = folder / SWITCH_JOURNAL
+    if not journal.is_file():
+        return
+    steps = json.loads(journal.read_text())
+    for staged, name in steps['write'].items():
+        if (folder / staged).exists():
+            os.replace(folder / staged, folder / name)
+    for name in steps['remove']:
+        (folder / name).unlink(missing_ok=True)
+    journal.unlink()
+
+
 def save_enrollment(embedding_dir, enrolled, ckpt, test_dir, settings, replace=False):
-    """Write <embedding_dir>/<speaker>.pth for each of `enrolled`, {speaker: (d-vector (embedding_size,), files)}.
+    """Write <embedding_dir>/<speaker>.pth for each of `enrolled`, {speaker: (d-vector (embedding_size,), files)}, all
+    or nothing, under enrollment_lock.
 
     An earlier enrollment of these speakers is replaced, whichever model made it; the other
     speakers' enrollments stay, unless `replace`: then they are removed, and the folder enrolls
     exactly `enrolled`. Files that are not enrollment files are left alone. test_dir: the folder
     the files came from, recorded to say how to enroll them again. settings: {ENROLLMENT_SETTINGS:
     value}, how the d-vectors were made. Returns the removed speakers.
+
+    All or nothing: every record is written whole under a temporary name first, then a journal of
+    the switch (renames, removals), then the switch; a run killed before the journal leaves the
+    folder as it was (its temporary files are removed by the next run), one killed after it is
+    completed by the next run or read of the folder.
     """
+    folder = Path(embedding_dir)
+    for speaker, (embedding, _) in enrolled.items():
+        require_finite(embedding, f"the d-vector of {speaker}")
+    steps = {'write': {}, 'remove': []}
     for speaker, (embedding, files) in enrolled.items():
         record = {'embedding': embedding.cpu(), 'files': list(files), 'model_id': model_id(ckpt),
                   'test_dir': str(test_dir), **{k: settings[k] for k in ENROLLMENT_SETTINGS}}
-        atomic_save(record, Path(embedding_dir) / f'{speaker}.pth')
-    if not replace:
-        return []
-    others = [p for p in sorted(Path(embedding_dir).glob('*.pth')) if p.stem not in enrolled and is_enrollment(p)]
-    for p in others:
-        p.unlink()
-    return [p.stem for p in others]
+        staged = f'.{speaker}.pth.{os.getpid()}.new{TMP_SUFFIX}'
+        atomic_save(record, folder / staged)
+        steps['write'][staged] = f'{speaker}.pth'
+    if replace:
+        steps['remove'] = [p.name for p in sorted(folder.glob('*.pth')) if p.stem not in enrolled and is_enrollment(p)]
+    atomic_write(folder / SWITCH_JOURNAL, lambda f: f.write(json.dumps(steps).encode()))
+    finish_switch(folder)
+    return [Path(name).stem for name in steps['remove']]
 
 
 def read_enrollment(path, device='cpu'):
@@ -190,7 +293,8 @@ def read_enrollment(path, device='cpu'):
     try:
         record = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable enrollment file ({e}); move it out of the folder") from e
+        raise ValueError(f"{path}: not a readable enrollment file ({load_problem(e)}); move it out of the "
+                         "folder") from e
     if not isinstance(record, dict) or not {'embedding', 'model_id'} <= set(record):
         raise ValueError(f"{path}: not an enrollment file written by enroll.py; move it out of the folder")
     return record
@@ -225,12 +329,30 @@ def other_model_error(embedding_dir, others, ckpt, checkpoint):
             f"others: {enroll_command(embedding_dir, checkpoint, '<folder>')} --replace")
 
 
+def finish_interrupted_switch(embedding_dir):
+    """Complete the switch to new enrollments that a killed enroll.py left midway, before the folder is read: its
+    speakers would otherwise be a mix of two runs."""
+    if not (Path(embedding_dir) / SWITCH_JOURNAL).is_file():
+        return
+    try:
+        with enrollment_lock(embedding_dir):
+            pass
+    except OSError as e:
+        raise ValueError(f"{embedding_dir}: an enroll.py run was cut off while it switched the folder to its new "
+                         f"enrollments, and the switch cannot be completed here ({e}); run enroll.py into it again"
+                         ) from e
+    except ValueError:
+        raise ValueError(f"{embedding_dir}: enroll.py is switching it to new enrollments now; try again when it "
+                         "ends") from None
+
+
 def load_enrollment(embedding_dir, ckpt, device='cpu', checkpoint='<checkpoint>'):
     """{speaker: enrollment record (read_enrollment)} of the speakers enrolled in `embedding_dir`.
 
     Refuses d-vectors made by another model than the checkpoint's (at `checkpoint`, named in the
     message): their scores would be noise; and records that do not say how they were made.
     """
+    finish_interrupted_switch(embedding_dir)
     paths = sorted(Path(embedding_dir).glob('*.pth'))
     if not paths:
         raise FileNotFoundError(f"no enrolled speakers in {embedding_dir} (run enroll.py first)")
@@ -238,6 +360,12 @@ def load_enrollment(embedding_dir, ckpt, device='cpu', checkpoint='<checkpoint>'
     others = {speaker: r for speaker, r in records.items() if r['model_id'] != model_id(ckpt)}
     if others:
         raise ValueError(other_model_error(embedding_dir, others, ckpt, checkpoint))
+    broken = [speaker for speaker, r in records.items()
+              if not torch.is_tensor(r['embedding']) or not torch.isfinite(r['embedding']).all()]
+    if broken:
+        raise ValueError(f"{embedding_dir}: the d-vectors of {', '.join(broken)} are not finite (NaN or infinite: an "
+                         f"older enroll.py let them through); enroll them again: "
+                         f"{enroll_again(embedding_dir, {s: records[s] for s in broken}, checkpoint)}")
     older = {speaker: r for speaker, r in records.items() if not set(ENROLLMENT_SETTINGS) <= set(r)}
     if older:
         raise ValueError(f"{embedding_dir}: an older enroll.py enrolled {', '.join(sorted(older))}, without recording "
@@ -258,8 +386,10 @@ def save_threshold(checkpoint, ckpt, record, scoring, front_end):
     """Store a calibrated threshold of the model in `checkpoint` for the scoring settings `scoring`
     (cli.scoring_record), calibrated on features made with `front_end` ({'vad', 'level'}); record holds
     'threshold' and how it was found."""
+    path = threshold_path(checkpoint, scoring['score_norm'])
+    require_finite(record['threshold'], f"the threshold to store in {path}")
     text = json.dumps({**record, 'scoring': scoring, 'front_end': front_end, 'model_id': model_id(ckpt)}, indent=2)
-    atomic_write(threshold_path(checkpoint, scoring['score_norm']), lambda f: f.write(text.encode()))
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def comparable_scoring(scoring):
@@ -281,7 +411,7 @@ def load_threshold(checkpoint, ckpt, scoring):
     if path.is_file():
         try:
             record = json.loads(path.read_text())
-            float(record['threshold'])
+            require_finite(float(record['threshold']), 'its threshold')
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{path}: not a calibrated threshold ({e}); delete it or calibrate again") from e
         if record.get('model_id') != model_id(ckpt):
@@ -291,6 +421,7 @@ def load_threshold(checkpoint, ckpt, scoring):
         record = {**record, 'source': f'calibrated, {path}'}
     elif scoring['score_norm'] in ckpt.get('thresholds', {}):
         record = {**ckpt['thresholds'][scoring['score_norm']], 'source': f'of the checkpoint, {checkpoint}'}
+        require_finite(float(record['threshold']), f"the threshold {record['source']}")
     else:
         return None
     if 'front_end' not in record:

@@ -243,3 +243,30 @@ def test_thresholds_of_older_records_keep_their_meaning():
     assert storage.comparable_scoring(older_cosine) == {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'none'}
     older_asnorm = {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'asnorm', 'cohort_top': 100}
     assert storage.comparable_scoring(older_asnorm) == {**older_asnorm, 'cohort': 'speakers', 'cohort_utts': 20}
+
+
+def test_a_cohort_that_is_not_finite_is_refused_where_built_and_built_again_where_stored(trained, tmp_path,
+                                                                                        monkeypatch, capsys):
+    checkpoint = copy_checkpoint(trained, tmp_path)
+    model, ckpt = load_model(checkpoint, 'cpu', 'fp32')
+    train = write_feature_tree(tmp_path / 'feat', n_test_speakers=0) / 'train'
+    with monkeypatch.context() as m:
+        m.setattr(cohort, 'build_cohort', lambda *args: torch.full((4, 128), float('nan')))
+        with pytest.raises(ValueError, match=rf'the cohort built from .*feat/train \(3 utterances a speaker, '
+                                             r'speakers\): NaN or infinite values'):
+            cohort.load_cohort(checkpoint, ckpt, model, 'cpu', train, 3)
+    assert not cohort.cohort_path(checkpoint).exists()
+    stored = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', train, 3)
+    record = torch.load(cohort.cohort_path(checkpoint), weights_only=True)
+    storage.atomic_save({**record, 'cohort': record['cohort'] * float('inf')}, cohort.cohort_path(checkpoint))
+    capsys.readouterr()
+    assert torch.equal(cohort.load_cohort(checkpoint, ckpt, model, 'cpu', train, 3), stored)  # built again
+    assert f'Cannot read the stored cohort {cohort.cohort_path(checkpoint)} (NaN or infinite values); building it ' \
+           'again' in capsys.readouterr().err
+
+
+def test_a_published_cohort_that_is_not_finite_is_refused(trained, tmp_path):
+    checkpoint = copy_checkpoint(trained, tmp_path, cohort=torch.full((4, 128), float('nan')).half())
+    model, ckpt = load_model(checkpoint, 'cpu', 'fp32')
+    with pytest.raises(ValueError, match=f'the cohort of {checkpoint}: NaN or infinite values'):
+        cohort.load_cohort(checkpoint, ckpt, model, 'cpu')

@@ -1,5 +1,7 @@
 """Enrollment, verification and identification on the tiny trained model, and their bad inputs."""
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -277,3 +279,159 @@ def test_enrolling_averages_several_files(trained, tmp_path):
     model, ckpt = load_model(trained / 'checkpoint_best.pth', 'cpu', configure.EMBED_PRECISION)  # as the scripts embed
     vectors = [embed_file(model, ckpt['feature'], f, 200, 'cpu') for f in record['files']]
     torch.testing.assert_close(record['embedding'], torch.nn.functional.normalize(vectors[0] + vectors[1], dim=0))
+
+
+# ---- Enrollment safe against a second writer and a kill, finite d-vectors, every bad file named (issue 22) -----
+
+def test_a_second_enroll_py_into_a_folder_is_refused_while_one_runs(trained, feature_tree, tmp_path):
+    args = model_args(trained, feature_tree, tmp_path / 'emb')
+    with storage.enrollment_lock(tmp_path / 'emb'):  # another enroll.py, embedding
+        with pytest.raises(ValueError, match=f"{tmp_path / 'emb'}: another enroll.py is enrolling into it now"):
+            enroll.main(args + ['--replace'])
+    assert not list((tmp_path / 'emb').iterdir())
+    enroll.main(args)  # the lock is let go with its holder
+    assert sorted(p.name for p in (tmp_path / 'emb').iterdir()) == ['tst0.pth', 'tst1.pth', 'tst2.pth']
+
+
+
+class Killed(BaseException):
+    """A SIGKILL as a test makes one: nothing in the stages catches it, so nothing cleans up after it."""
+
+
+def enroll_killed(monkeypatch, args, where):
+    """Run enroll.main(args), killed 'before the switch' (each new record written whole under a temporary name, the
+    journal not yet) or 'during the switch' (the journal written, one new record renamed into place)."""
+    write, replace = storage.atomic_write, os.replace
+
+    def write_but_the_journal(path, *rest):
+        if Path(path).name == storage.SWITCH_JOURNAL:
+            raise Killed()
+        write(path, *rest)
+
+    def replace_once(src, dst):
+        replace(src, dst)
+        if str(src).endswith('.new.tmp'):
+            raise Killed()
+
+    with monkeypatch.context() as m:
+        if where == 'before the switch':
+            m.setattr(storage, 'atomic_write', write_but_the_journal)
+        else:
+            m.setattr(os, 'replace', replace_once)
+        with pytest.raises(Killed):
+            enroll.main(args)
+
+
+def folder_state(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if not p.name.startswith('.')}
+
+
+def test_an_enrollment_killed_before_its_switch_leaves_the_folder_as_it_was(trained, feature_tree, tmp_path,
+                                                                           monkeypatch):
+    enroll.main(model_args(trained, feature_tree, tmp_path / 'emb'))
+    before = folder_state(tmp_path / 'emb')
+    other = write_feature_tree(tmp_path / 'other', n_train_speakers=0, n_test_speakers=2, seed=9)
+    enroll_killed(monkeypatch, model_args(trained, other, tmp_path / 'emb') + ['--replace'], 'before the switch')
+    assert folder_state(tmp_path / 'emb') == before
+    assert [p.name for p in (tmp_path / 'emb').glob('.*.tmp')]  # what the killed run left
+    ckpt = storage.load_checkpoint(trained / 'checkpoint_best.pth')
+    assert sorted(storage.load_enrollment(tmp_path / 'emb', ckpt)) == ['tst0', 'tst1', 'tst2']
+    enroll.main(model_args(trained, other, tmp_path / 'emb'))  # the next run cleans up
+    assert sorted(p.name for p in (tmp_path / 'emb').iterdir()) == ['tst0.pth', 'tst1.pth', 'tst2.pth']
+
+
+def test_an_enrollment_killed_during_its_switch_is_completed_before_the_folder_is_read(trained, feature_tree,
+                                                                                       tmp_path, monkeypatch):
+    enroll.main(model_args(trained, feature_tree, tmp_path / 'emb'))
+    other = write_feature_tree(tmp_path / 'other', n_train_speakers=0, n_test_speakers=2, seed=9)
+    (other / 'test' / 'tst0').rename(other / 'test' / 'new0')
+    enroll_killed(monkeypatch, model_args(trained, other, tmp_path / 'emb') + ['--replace'], 'during the switch')
+    assert (tmp_path / 'emb' / storage.SWITCH_JOURNAL).is_file()  # new0 renamed, tst1 not yet, tst0 and tst2 there
+    ckpt = storage.load_checkpoint(trained / 'checkpoint_best.pth')
+    enrolled = storage.load_enrollment(tmp_path / 'emb', ckpt)
+    assert sorted(enrolled) == ['new0', 'tst1'] and enrolled['tst1']['test_dir'] == str(other / 'test')
+    assert sorted(p.name for p in (tmp_path / 'emb').iterdir()) == ['new0.pth', 'tst1.pth']
+
+
+def test_d_vectors_that_are_not_finite_are_refused_where_made_written_and_read(trained, feature_tree, tmp_path):
+    class NaNModel:
+        def embed(self, x):
+            return torch.full((len(x), 8), float('nan'))
+
+    with pytest.raises(FeatureFileError, match=r'^b\.p: its d-vector: NaN or infinite values$'):
+        dvector.embed_all(NaNModel(), ['b.p'], lambda name: np.zeros((150, 40)), 100, 'cpu')
+    ckpt = storage.load_checkpoint(trained / 'checkpoint_best.pth')
+    settings = {k: 'no' for k in ENROLLMENT_SETTINGS}
+    with pytest.raises(ValueError, match='the d-vector of tst1: NaN or infinite values'):
+        storage.save_enrollment(tmp_path / 'emb', {'tst0': (torch.ones(128), ['a.p']),
+                                                   'tst1': (torch.full((128,), float('inf')), ['b.p'])},
+                                ckpt, 'test', settings)
+    assert not (tmp_path / 'emb').exists() or not list((tmp_path / 'emb').iterdir())
+    args = model_args(trained, feature_tree, tmp_path / 'emb')
+    enroll.main(args)
+    record = torch.load(tmp_path / 'emb' / 'tst2.pth', weights_only=True)
+    atomic_save({**record, 'embedding': torch.full((128,), float('nan'))}, tmp_path / 'emb' / 'tst2.pth')  # older
+    for script, flags in ((verification, ['--enroll-speaker', 'tst0']), (identification, [])):
+        with pytest.raises(ValueError, match=r'the d-vectors of tst2 are not finite .*; enroll them again: python'):
+            script.main(args + flags)
+
+
+def test_every_enrollment_file_that_cannot_be_used_is_named_and_nothing_is_written(trained, tmp_path):
+    tree = write_feature_tree(tmp_path / 'feat', n_train_speakers=0)
+    write_feature(tree / 'test' / 'tst0' / 'enroll.p', np.zeros((120, 40)), 'tst0')  # too short
+    write_feature(tree / 'test' / 'tst2' / 'enroll.p', np.zeros((300, 13)), 'tst2')  # wrong dimension
+    with pytest.raises(FeatureFileError) as error:
+        enroll.main(model_args(trained, tree, tmp_path / 'emb'))
+    message = str(error.value)
+    assert message.startswith('2 files cannot be used:\n  ')
+    assert 'tst0/enroll.p: too short' in message and 'tst2/enroll.p: feature dimension 13, expected 40' in message
+    assert not list((tmp_path / 'emb').glob('*.pth'))
+
+
+def test_identification_of_every_test_file_names_every_bad_one(trained, tmp_path):
+    tree = write_feature_tree(tmp_path / 'feat', n_train_speakers=0)
+    args = model_args(trained, tree, tmp_path / 'emb')
+    enroll.main(args)
+    write_feature(tree / 'test' / 'tst0' / 'test.p', np.zeros((120, 40)), 'tst0')
+    (tree / 'test' / 'tst1' / 'test.p').write_bytes(b'not a pickle')
+    with pytest.raises(FeatureFileError, match=r'^2 files cannot be used:\n  .*tst0/test.p: too short.*\n  '
+                                               r'.*tst1/test.p: not a readable feature pickle'):
+        identification.main(args + ['--all', '--results-dir', str(tmp_path / 'results')])
+
+
+def test_a_speaker_folder_without_enrollment_files_is_named(trained, tmp_path, capsys):
+    tree = write_feature_tree(tmp_path / 'feat', n_train_speakers=0)
+    (tree / 'test' / 'tst1' / 'enroll.p').unlink()
+    (tree / 'test' / 'empty').mkdir()
+    enroll.main(model_args(trained, tree, tmp_path / 'emb'))
+    assert (f"Note: not enrolled, no enrollment files (.p or audio named like 'enroll*') in: "
+            f"{tree / 'test' / 'empty'}, {tree / 'test' / 'tst1'}") in capsys.readouterr().out
+    assert sorted(p.stem for p in (tmp_path / 'emb').glob('*.pth')) == ['tst0', 'tst2']
+
+
+def test_test_file_naming_a_folder_says_it_is_a_folder(enrolled, feature_tree):
+    for script, flags in ((verification, ['--enroll-speaker', 'tst0']), (identification, [])):
+        with pytest.raises(ValueError, match=f"{feature_tree / 'test' / 'tst0'}: a folder, not a file"):
+            script.main(enrolled + flags + ['--test-file', str(feature_tree / 'test' / 'tst0')])
+
+
+def test_a_hostile_or_random_checkpoint_is_refused_without_advice_to_load_it_unsafely(trained, feature_tree,
+                                                                                     tmp_path):
+    class Hostile:
+        def __reduce__(self):
+            return os.system, ('echo owned',)
+
+    torch.save({'state_dict': Hostile()}, tmp_path / 'hostile.pth')
+    (tmp_path / 'random.pth').write_bytes(np.random.default_rng(0).bytes(4000))
+    for name, problem in (('hostile.pth', 'unsupported GLOBAL posix.system'), ('random.pth', '')):
+        with pytest.raises(ValueError, match=f'{name}: not a readable checkpoint \\(.*{problem}') as error:
+            enroll.main(model_args(trained, feature_tree, tmp_path / 'emb') + ['--checkpoint', str(tmp_path / name)])
+        assert 'weights_only' not in str(error.value)
+
+
+def test_a_checkpoint_whose_settings_do_not_fit_together_is_refused_when_loaded(trained, tmp_path):
+    ckpt = torch.load(trained / 'checkpoint_best.pth', weights_only=True)
+    path = copy_checkpoint(trained, tmp_path, feature={**ckpt['feature'], 'n_filters': 64})
+    with pytest.raises(ValueError, match=r"the checkpoint's settings do not fit together: its model .* does not take "
+                                         r"its features .*'n_filters': 64"):
+        load_model(path, 'cpu')
