@@ -11,6 +11,9 @@ relative to the list's folder, the default root of `verification.py --trials`.
 
 With --piece-seconds S, each test file becomes its non-overlapping S-second pieces, taken after
 the TRIM_FRAMES trimmed at its start and up to the trimmed end (a shorter rest is left out).
+
+A path holding white space (a speaker folder "Jane Doe") is written in double quotes (trials.py).
+A list that could measure nothing, all target or all non-target trials, is refused.
 """
 import os
 from pathlib import Path
@@ -77,8 +80,13 @@ def make_trials(test_dir, suffix, out, piece_seconds=None):
                          f"enrolled speakers and {len(tests)} test utterances")
     trials = [Trial(int(enroll_speaker == speaker), enroll_path, test)
               for speaker, test in tests for enroll_speaker, enroll_path in sorted(enroll.items())]
-    write_trials(out, trials)
     n_target = sum(t.label for t in trials)
+    if n_target in (0, len(trials)):
+        raise ValueError(f"{test_dir}: its list would hold {'no' if n_target == 0 else 'only'} target trials "
+                         f"({len(enroll)} enrolled speaker(s): {', '.join(sorted(enroll))}; test utterances of "
+                         f"{', '.join(sorted({s for s, _ in tests}))}): EER and minDCF compare target with "
+                         "non-target trials, so a list needs both; add speakers with enrollment and test files")
+    write_trials(out, trials)
     print(f"{out}: {len(trials)} trials ({n_target} target, {len(trials) - n_target} non-target): "
           f"{len(tests)} test utterances against {len(enroll)} enrolled speakers")
     return trials

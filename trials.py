@@ -1,7 +1,10 @@
 """Trial lists in the VoxCeleb1 format, scoring them with a d-vector model, and score files.
 
 One trial per line, `<label> <enroll> <test>`: label 1 when both sides are the same speaker, 0
-otherwise; the two paths are relative to a root folder. A path names
+otherwise; the two paths are relative to a root folder. Fields are separated by white space; a
+path that holds white space is written in double quotes, `"my speaker/enroll.wav"` (a path that
+begins with a quote cannot be written). A pair listed twice with one label is scored once (the
+repeated lines are counted); with both labels the list is refused. A path names
   - a feature pickle (.p) or an audio file (.wav, .flac, ...: features.AUDIO_SUFFIXES, turned into
     features by features.py's recipe with the model's settings and --vad/--level), trimmed at both
     ends as every utterance;
@@ -23,7 +26,8 @@ import torch
 
 from DB_wav_reader import is_enroll_file, utterance_files
 from dvector import embed_all, mean_dvector, normalise_scores
-from features import SUFFIXES, FeatureFileError, file_features, is_utterance_file, recipe, trim_edges
+from features import (SUFFIXES, FeatureFileError, file_features, is_utterance_file, recipe, require_finite,
+                      trim_edges)
 from storage import atomic_write
 
 PIECE = re.compile(r'(?P<file>.+)@(?P<start>\d+(?:\.\d+)?)-(?P<end>\d+(?:\.\d+)?)')
@@ -36,47 +40,94 @@ class Trial:
     test: str
 
 
-def read_trials(path):
-    """The trials of a trial list file, checked line by line."""
-    trials = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 3 or fields[0] not in ('0', '1'):
-                raise ValueError(f"{path}, line {number}: expected '<0|1> <enroll> <test>', got {line.strip()!r}")
-            if fields[2].endswith('/'):
-                raise ValueError(f"{path}, line {number}: the test side must be a file, not a folder: {fields[2]}")
-            trials.append(Trial(int(fields[0]), fields[1], fields[2]))
+FIELD = re.compile(r'"([^"]*)"(?=\s|$)|(\S+)')  # a field: a quoted path (white space in it), or no white space
+
+
+def quote_path(path):
+    """A path as trial and score files write it: in double quotes when it holds white space."""
+    if path.startswith('"') or ('"' in path and re.search(r'\s', path)) or re.search(r'[\r\n]', path):
+        raise ValueError(f"{path!r}: a path of a trial list cannot begin with a quote, hold a line break, or hold "
+                         "both a quote and white space; rename it")
+    return f'"{path}"' if re.search(r'\s', path) else path
+
+
+def split_fields(line, where):
+    """The fields of a line of a trial or score file: separated by white space, a quoted path as one field."""
+    fields = []
+    for quoted, plain in FIELD.findall(line):
+        if plain.startswith('"'):
+            raise ValueError(f"{where}: a quote that does not close where its path ends: {line.strip()!r}")
+        fields.append(quoted or plain)
+    return fields
+
+
+def text_lines(path):
+    """(line number, line, fields) of each line that holds any of a trial or score file (UTF-8 text)."""
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b'\n') + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 text (byte {data[e.start]:#04x}): trial and score files are "
+                         "text, one trial a line") from None
+    for number, line in enumerate(text.split('\n'), 1):
+        fields = split_fields(line, f"{path}, line {number}")
+        if fields:
+            yield number, line, fields
+
+
+def read_trial_list(path):
+    """(trials, repeated): the distinct trials of a trial list file, checked line by line, in order, and the numbers
+    of the lines that repeat an earlier one (its pair, its label). A pair labelled both 1 and 0 is refused."""
+    trials, first, repeated, contradictions = [], {}, [], []
+    for number, line, fields in text_lines(path):
+        if len(fields) != 3 or fields[0] not in ('0', '1'):
+            raise ValueError(f"{path}, line {number}: expected '<0|1> <enroll> <test>', got {line.strip()!r}")
+        if fields[2].endswith('/'):
+            raise ValueError(f"{path}, line {number}: the test side must be a file, not a folder: {fields[2]}")
+        trial = Trial(int(fields[0]), fields[1], fields[2])
+        if (trial.enroll, trial.test) not in first:
+            first[trial.enroll, trial.test] = number, trial
+            trials.append(trial)
+        elif first[trial.enroll, trial.test][1].label == trial.label:
+            repeated.append(number)
+        else:
+            contradictions.append(f"lines {first[trial.enroll, trial.test][0]} and {number} ({trial.enroll} "
+                                  f"{trial.test})")
+    if contradictions:
+        raise ValueError(f"{path}: {len(contradictions)} pair(s) labelled both 1 and 0, at "
+                         + "; ".join(contradictions[:10]) + (" ..." if len(contradictions) > 10 else "")
+                         + ": say which is right")
     if not trials:
         raise ValueError(f"{path}: no trials")
-    return trials
+    return trials, repeated
+
+
+def read_trials(path):
+    """The distinct trials of a trial list file, checked line by line (read_trial_list)."""
+    return read_trial_list(path)[0]
 
 
 def write_trials(path, trials):
     """Write trials as a trial list, one `<label> <enroll> <test>` line each."""
-    text = ''.join(f"{t.label} {t.enroll} {t.test}\n" for t in trials)
+    text = ''.join(f"{t.label} {quote_path(t.enroll)} {quote_path(t.test)}\n" for t in trials)
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def read_scores(path):
     """(trials, scores) of a score file (write_scores, verification.py --scores), in its order."""
     trials, scores = [], []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            try:
-                score, label, enroll, test = float(fields[0]), int(fields[1]), fields[2], fields[3]
-                if len(fields) != 4 or label not in (0, 1):
-                    raise ValueError
-            except (ValueError, IndexError):
-                raise ValueError(f"{path}, line {number}: expected '<score> <0|1> <enroll> <test>', "
-                                 f"got {line.strip()!r}") from None
-            trials.append(Trial(label, enroll, test))
-            scores.append(score)
+    for number, line, fields in text_lines(path):
+        try:
+            score, label, enroll, test = float(fields[0]), int(fields[1]), fields[2], fields[3]
+            if len(fields) != 4 or label not in (0, 1):
+                raise ValueError
+        except (ValueError, IndexError):
+            raise ValueError(f"{path}, line {number}: expected '<score> <0|1> <enroll> <test>', "
+                             f"got {line.strip()!r}") from None
+        require_finite(score, f"{path}, line {number}: the score")
+        trials.append(Trial(label, enroll, test))
+        scores.append(score)
     if not trials:
         raise ValueError(f"{path}: no scores")
     return trials, scores
@@ -84,7 +135,9 @@ def read_scores(path):
 
 def write_scores(path, trials, scores):
     """Write scored trials as a score file, one `<score> <label> <enroll> <test>` line each (read_scores reads it)."""
-    text = ''.join(f"{score:.6f} {t.label} {t.enroll} {t.test}\n" for score, t in zip(scores, trials, strict=True))
+    require_finite(scores, f"the scores to write to {path}")
+    text = ''.join(f"{score:.6f} {t.label} {quote_path(t.enroll)} {quote_path(t.test)}\n"
+                   for score, t in zip(scores, trials, strict=True))
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
@@ -191,4 +244,4 @@ def score_trials(embedder, trials, cohort=None, cohort_top=None):
         scores = (E[pairs[:, 0]] * T[pairs[:, 1]]).sum(1)
     else:
         scores = normalise_scores(E, T, pairs, cohort.to(E.device), cohort_top)
-    return scores.double().cpu().numpy()
+    return require_finite(scores.double().cpu().numpy(), 'the trial scores')

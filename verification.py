@@ -32,19 +32,21 @@ import configure as c
 from cohort import scoring_cohort
 from DB_wav_reader import speaker_test_file
 from dvector import cosine_score, embed_file, normalise_scores, require_enrolled
-from features import front_end, recipe, require_utterance_file
+from features import collect_notes, front_end, recipe, require_finite, require_utterance_file
 from metrics import P_TARGETS, summarize
 from plots import plot_det, plot_score_histogram
 from speed import embedding_description, select_device
-from storage import ENROLLMENT_SETTINGS, load_enrollment, load_model, load_threshold, save_threshold, threshold_path
-from trials import TrialEmbedder, missing_paths, read_trials, score_trials, write_scores
+from storage import (ENROLLMENT_SETTINGS, check_writable, load_enrollment, load_model, load_threshold, save_threshold,
+                     threshold_path)
+from trials import TrialEmbedder, missing_paths, read_trial_list, score_trials, write_scores
 
 
 def parse_args(argv=None):
     p = cli.add_scoring_args(cli.add_test_args(cli.add_model_args(cli.parser(__doc__))))
     cli.setting(p, 'ENROLL_SPEAKER')
-    p.add_argument('--threshold', type=float, help='accept above this score (default: the calibrated threshold of '
-                   'the checkpoint for these scoring settings when one is stored, else THRESHOLD of configure.py)')
+    p.add_argument('--threshold', type=cli.finite_float, help='accept above this score (default: the calibrated '
+                   'threshold of the checkpoint for these scoring settings when one is stored, else THRESHOLD of '
+                   'configure.py)')
     p.add_argument('--trials', help='score this trial list instead of one trial')
     p.add_argument('--root', help="folder the trial list's paths are relative to (default: the list's folder)")
     p.add_argument('--scores', help='write `<score> <label> <enroll> <test>` per trial to this file')
@@ -119,6 +121,7 @@ def verify_one(args, argv, model, ckpt, device):
     else:
         cohort = scoring_cohort(args, ckpt, model, device)
         score = normalise_scores(claimed[None], tested[None], torch.tensor([[0, 0]]), cohort, args.cohort_top).item()
+    require_finite(score, f"the score of {described} against {args.enroll_speaker}")
     result = 'Accept' if score > threshold else 'Reject'
     print("\n=== Speaker verification ===")
     print(f"Claimed speaker (enrolled): {args.enroll_speaker} (enrolled with {cli.flags_text(enrolled_with)})")
@@ -135,7 +138,11 @@ def segments(frames):
 
 def print_summary(s, trials_file):
     print(f"\n=== Verification: {trials_file} ===")
-    print(f"Trials:            {s['trials']} ({s['target_trials']} target, {s['nontarget_trials']} non-target)")
+    print(f"Trials:            {s['trials']} ({s['target_trials']} target, {s['nontarget_trials']} non-target)"
+          + (f"; {len(s['repeated_lines'])} repeated line(s) scored once" if s['repeated_lines'] else ""))
+    if s['audio_notes']:
+        print("Audio notes:       " + ", ".join(f"{n} file(s) {kind}" for kind, n in s['audio_notes'].items())
+              + " (named above)")
     print(f"EER:               {s['eer_percent']:.2f} %   (threshold {s['eer_threshold']:.4f})")
     for p in P_TARGETS:
         print(f"minDCF (p={p}):    {s[f'min_dcf_p{p}']:.4f}")
@@ -152,26 +159,51 @@ def print_summary(s, trials_file):
             print(f"{name.replace('_', ' ').capitalize() + ':':18} {s[name]}")
 
 
+def outputs(args):
+    """{summary key: path} of the files a trial list's scoring writes: plots, --scores, --calibrate's threshold."""
+    name, results = Path(args.trials).stem, Path(args.results_dir)
+    written = {'det_curve': results / f'{name}_det.png', 'score_histogram': results / f'{name}_scores.png'}
+    if args.scores:
+        written['scores'] = Path(args.scores)
+    if args.calibrate:
+        written['calibrated'] = threshold_path(args.checkpoint, args.score_norm)
+    return written
+
+
+def note_repeated(trials_file, repeated):
+    """Say so when lines of a trial list repeat a trial: each pair is scored once."""
+    if repeated:
+        print(f"Note: {trials_file}: {len(repeated)} line(s) repeat an earlier trial (line "
+              f"{', '.join(map(str, repeated[:10]))}{' ...' if len(repeated) > 10 else ''}); each pair is scored once",
+              file=sys.stderr)
+
+
 def verify_trials(args, model, ckpt, device):
     """Score a trial list; print and return its summary."""
-    trials = read_trials(args.trials)
+    trials, repeated = read_trial_list(args.trials)
     root = Path(args.root) if args.root is not None else Path(args.trials).parent
     missing = missing_paths(trials, root)
     if missing:
         raise FileNotFoundError(f"{len(missing)} path(s) of {args.trials} not found under {root}, or not .p or "
                                 "audio:\n  " + "\n  ".join(missing))
+    written = outputs(args)
+    for path in written.values():  # before the work: an output that cannot be written would lose it
+        check_writable(path)
+    note_repeated(args.trials, repeated)
     embedder = TrialEmbedder(model, ckpt, root, args.enroll_frames, args.test_frames, device, args.vad, args.level)
     cohort = None
     if args.score_norm == 'asnorm':
         cohort = scoring_cohort(args, ckpt, model, device)
-    scores = score_trials(embedder, trials, cohort, args.cohort_top)
+    with collect_notes() as notes:
+        scores = score_trials(embedder, trials, cohort, args.cohort_top)
+    for message in (m for messages in notes.values() for m in messages):
+        print(f"Note: {message}", file=sys.stderr)
     labels = [t.label for t in trials]
-    summary = {**summarize(trials, scores), **front_end(vars(args)), **cli.scoring_record(args)}
+    summary = {**summarize(trials, scores), **front_end(vars(args)), **cli.scoring_record(args),
+               'repeated_lines': repeated, 'audio_notes': {kind: len(messages) for kind, messages in notes.items()}}
     summary['embedding_dtype'] = embedding_description(args.embed_precision, device, args.backend)
     name = Path(args.trials).stem
-    results = Path(args.results_dir)
-    summary['det_curve'] = str(results / f'{name}_det.png')
-    summary['score_histogram'] = str(results / f'{name}_scores.png')
+    summary['det_curve'], summary['score_histogram'] = str(written['det_curve']), str(written['score_histogram'])
     plot_det({'d-vector': (scores, labels)}, summary['det_curve'], f'DET curve: {name}')
     plot_score_histogram(scores, labels, summary['eer_threshold'], summary['score_histogram'], f'Scores: {name}')
     if args.scores:
@@ -181,7 +213,7 @@ def verify_trials(args, model, ckpt, device):
         save_threshold(args.checkpoint, ckpt, {'threshold': summary['eer_threshold'], 'eer_percent':
                                                summary['eer_percent'], 'trials': str(args.trials)},
                        cli.scoring_record(args), front_end(vars(args)))
-        summary['calibrated'] = str(threshold_path(args.checkpoint, args.score_norm))
+        summary['calibrated'] = str(written['calibrated'])
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

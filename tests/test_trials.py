@@ -13,8 +13,9 @@ import verification
 from conftest import model_args, write_feature, write_feature_tree
 from dvector import embed_utterance
 from features import FeatureFileError, log_fbank
-from storage import load_model, threshold_path
+from storage import load_model, load_threshold, save_threshold, threshold_path
 from test_feature_extraction import voice
+from trials import Trial, quote_path, read_scores, read_trials, write_scores
 
 
 def trial_args(trained, trials, tmp_path, *extra):
@@ -194,3 +195,139 @@ def test_a_corrupt_wav_is_named_when_cutting_pieces(tmp_path):
     with pytest.raises(FeatureFileError, match='test.wav: not a readable audio file'):
         make_trials.main(['--test-dir', str(tmp_path / 'wavs'), '--suffix', '.wav', '--piece-seconds', '3',
                           '--out', str(tmp_path / 'trials.txt')])
+
+
+# ---- Trial lists that say what they hold, outputs checked first, finite scores (issue 22) ----------------------
+
+def test_a_pair_labelled_both_1_and_0_is_refused_with_its_line_numbers(trained, trial_list, tmp_path):
+    lines = trial_list.read_text().splitlines()
+    flipped = ('0' if lines[0][0] == '1' else '1') + lines[0][1:]
+    trial_list.write_text('\n'.join(lines + [flipped]) + '\n')
+    with pytest.raises(ValueError, match=rf'{trial_list}: 1 pair\(s\) labelled both 1 and 0, at lines 1 and 10 '):
+        verification.main(trial_args(trained, trial_list, tmp_path))
+
+
+def test_repeated_trial_lines_are_scored_once_and_counted(trained, trial_list, tmp_path, capsys):
+    once = verification.main(trial_args(trained, trial_list, tmp_path, '--scores', str(tmp_path / 'once.txt')))
+    assert once['repeated_lines'] == []
+    lines = trial_list.read_text().splitlines()
+    trial_list.write_text('\n'.join(lines + lines[:2] + lines[:1]) + '\n')  # line 1 three times, line 2 twice
+    capsys.readouterr()
+    twice = verification.main(trial_args(trained, trial_list, tmp_path, '--scores', str(tmp_path / 'twice.txt')))
+    assert twice['repeated_lines'] == [10, 11, 12]
+    for figure in ('trials', 'target_trials', 'eer_percent', 'min_dcf_p0.01', 'top1_percent'):
+        assert twice[figure] == once[figure]
+    assert (tmp_path / 'twice.txt').read_text() == (tmp_path / 'once.txt').read_text()
+    out, err = capsys.readouterr()
+    assert 'Trials:            9 (3 target, 6 non-target); 3 repeated line(s) scored once' in out
+    assert f'Note: {trial_list}: 3 line(s) repeat an earlier trial (line 10, 11, 12); each pair is scored once' in err
+
+
+def test_paths_with_spaces_round_trip_through_make_trials_and_verification(trained, tmp_path):
+    tree = write_feature_tree(tmp_path / 'feat', n_train_speakers=0, n_test_speakers=2)
+    (tree / 'test' / 'tst0').rename(tree / 'test' / 'Jane Doe')
+    trials = make_trials.make_trials(tree / 'test', '.p', tmp_path / 'trials.txt')
+    assert '1 "feat/test/Jane Doe/enroll.p" "feat/test/Jane Doe/test.p"' in (tmp_path / 'trials.txt').read_text()
+    assert read_trials(tmp_path / 'trials.txt') == trials
+    summary = verification.main(trial_args(trained, tmp_path / 'trials.txt', tmp_path, '--scores',
+                                           str(tmp_path / 'scores.txt')))
+    assert summary['trials'] == 4
+    assert read_scores(tmp_path / 'scores.txt')[0] == trials
+
+
+@pytest.mark.parametrize('line, message', [
+    ('1 "my speaker/enroll.p test.p', 'line 2: a quote that does not close'),
+    ('1 "a b"c.p test.p', 'line 2: a quote that does not close'),
+])
+def test_a_quote_that_does_not_close_is_refused(trained, trial_list, tmp_path, line, message):
+    trial_list.write_text(trial_list.read_text().splitlines()[0] + '\n' + line + '\n')
+    with pytest.raises(ValueError, match=message):
+        verification.main(trial_args(trained, trial_list, tmp_path))
+
+
+def test_a_path_that_cannot_be_written_in_a_trial_list_is_refused():
+    assert quote_path('a b/c.p') == '"a b/c.p"' and quote_path("o'brien/c.p") == "o'brien/c.p"
+    for path in ('"quoted/c.p', 'say "hi" there/c.p', 'two\nlines/c.p'):
+        with pytest.raises(ValueError, match='cannot begin with a quote, hold a line break'):
+            quote_path(path)
+
+
+def test_make_trials_refuses_a_list_with_only_target_trials(tmp_path):
+    tree = write_feature_tree(tmp_path / 'feat', n_train_speakers=0, n_test_speakers=1)
+    with pytest.raises(ValueError, match=r"its list would hold only target trials \(1 enrolled speaker\(s\): tst0;"):
+        make_trials.main(['--test-dir', str(tree / 'test'), '--out', str(tmp_path / 'trials.txt')])
+    assert not (tmp_path / 'trials.txt').exists()
+
+
+def test_make_trials_refuses_a_list_with_no_target_trials(tmp_path):
+    write_feature(tmp_path / 'test' / 'a' / 'enroll.p', np.zeros((300, 40)), 'a')
+    write_feature(tmp_path / 'test' / 'b' / 'test.p', np.zeros((300, 40)), 'b')
+    with pytest.raises(ValueError, match='its list would hold no target trials'):
+        make_trials.main(['--test-dir', str(tmp_path / 'test'), '--out', str(tmp_path / 'trials.txt')])
+
+
+def test_a_trial_list_that_is_not_utf8_is_named_with_its_line(trained, trial_list, tmp_path):
+    trial_list.write_bytes(trial_list.read_bytes() + b'1 caf\xe9/enroll.p caf\xe9/test.p\n')
+    with pytest.raises(ValueError, match=rf'{trial_list}, line 10: not UTF-8 text \(byte 0xe9\)'):
+        verification.main(trial_args(trained, trial_list, tmp_path))
+
+
+@pytest.mark.parametrize('flag, make', [
+    ('--results-dir', lambda blocker: blocker / 'results'),
+    ('--scores', lambda blocker: blocker / 'scores.txt'),
+    ('--scores', lambda blocker: blocker.parent),  # a folder
+])
+def test_outputs_that_cannot_be_written_are_refused_before_any_scoring(trained, trial_list, tmp_path, monkeypatch,
+                                                                       flag, make):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('a file where a folder is needed')
+    monkeypatch.setattr(verification, 'score_trials', lambda *args: pytest.fail('scored before the check'))
+    with pytest.raises(OSError, match=f'cannot write {make(blocker)}'):
+        verification.main(trial_args(trained, trial_list, tmp_path, flag, str(make(blocker))))
+
+
+def test_a_file_written_atomically_is_named_when_its_folder_cannot_be_written():
+    with pytest.raises(OSError, match=r'^cannot write /proc/scores\.txt: ') as error:
+        write_scores('/proc/scores.txt', [], [])  # /proc takes no new files, even from root
+    assert '.tmp' not in str(error.value)
+
+
+def test_scores_and_thresholds_are_finite_or_refused(trained, tmp_path):
+    with pytest.raises(ValueError, match=f"the scores to write to {tmp_path / 's.txt'}: NaN or infinite"):
+        write_scores(tmp_path / 's.txt', [Trial(1, 'a.p', 'b.p')], [float('nan')])
+    assert not (tmp_path / 's.txt').exists()
+    (tmp_path / 's.txt').write_text('0.5 1 a.p b.p\nnan 0 a.p c.p\n')
+    with pytest.raises(ValueError, match=rf"{tmp_path / 's.txt'}, line 2: the score: NaN or infinite"):
+        read_scores(tmp_path / 's.txt')
+    ckpt = torch.load(trained / 'checkpoint_best.pth', weights_only=True)
+    scoring = {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'none'}
+    checkpoint = tmp_path / 'checkpoint_best.pth'
+    with pytest.raises(ValueError, match='the threshold to store in .*checkpoint_best_threshold.json: NaN'):
+        save_threshold(checkpoint, ckpt, {'threshold': float('-inf')}, scoring, {'vad': 'no', 'level': 'no'})
+    threshold_path(checkpoint).write_text(json.dumps({'threshold': float('nan'), 'model_id': 'x'}))
+    with pytest.raises(ValueError, match='checkpoint_best_threshold.json: not a calibrated threshold'):
+        load_threshold(checkpoint, ckpt, scoring)
+
+
+@pytest.mark.parametrize('value', ['nan', 'inf', '-inf'])
+def test_a_threshold_of_nan_or_inf_is_refused_by_the_flag(value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        verification.parse_args(['--threshold', value])
+    assert exit_.value.code == 2
+    assert f'argument --threshold: must be a finite number, not {value}' in capsys.readouterr().err
+
+
+def test_a_trial_list_summary_counts_the_audio_notes(trained, tmp_path, capsys):
+    for s, pitch in enumerate((120, 220)):
+        write_voice(tmp_path / 'wavs' / f'v{s}' / 'enroll.wav', pitch)
+        write_voice(tmp_path / 'wavs' / f'v{s}' / 'test.wav', pitch)
+    phone = tmp_path / 'wavs' / 'v1' / 'test.wav'
+    audio, rate = sf.read(phone)
+    sf.write(phone, audio[::2], rate // 2)  # 8 kHz
+    make_trials.main(['--test-dir', str(tmp_path / 'wavs'), '--suffix', '.wav', '--out', str(tmp_path / 'trials.txt')])
+    capsys.readouterr()
+    summary = verification.main(trial_args(trained, tmp_path / 'trials.txt', tmp_path))
+    assert summary['audio_notes'] == {'low sample rate': 1}
+    out, err = capsys.readouterr()
+    assert 'Audio notes:       1 file(s) low sample rate (named above)' in out
+    assert err.count(f'Note: {phone}: recorded at 8000 Hz') == 1  # once, though scored against both speakers
