@@ -4,10 +4,12 @@
 """
 import argparse
 import io
+import math
 import os
 import re
 import sys
 import tokenize
+import warnings
 from pathlib import Path
 
 import configure as c
@@ -95,6 +97,14 @@ def value_range(text):
     if low > high:
         raise argparse.ArgumentTypeError(f"LOW must not be above HIGH, not {text}")
     return low, high
+
+
+def finite_float(text):
+    """argparse type: a finite number (nan and inf compare as no score can: every trial would be rejected)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
 
 
 def probability(text):
@@ -232,14 +242,29 @@ def flags_given(argv, names):
     return [n for n, flag in flags.items() if any(t == flag or t.startswith(flag + '=') for t in tokens)]
 
 
+def format_note(message, category, filename, lineno, line=None, default=warnings.formatwarning):
+    """A features.AudioNote as one line, 'Note: <file>: <what was found>'; other warnings as Python writes them."""
+    if issubclass(category, features.AudioNote):
+        return f"Note: {message}\n"
+    return default(message, category, filename, lineno, line)
+
+
 def run(main):
-    """Run an entry script's main(); a bad input ends it with an error message instead of a traceback.
+    """Run an entry script's main(); a bad input ends it with an error message instead of a traceback, Ctrl-C with
+    one line and exit status 130 (the shell's for SIGINT). AudioNotes are shown as 'Note:' lines.
 
     DVECTOR_DEBUG=1 in the environment shows the whole traceback instead, to find where the error arose.
     """
+    warnings.formatwarning = format_note
+    debug = os.environ.get('DVECTOR_DEBUG', '0') not in ('', '0')
     try:
         main()
     except (OSError, ValueError) as e:  # bad paths, files, names or settings
-        if os.environ.get('DVECTOR_DEBUG', '0') not in ('', '0'):
+        if debug:
             raise
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(130)

@@ -1,6 +1,8 @@
 """cli.run: a bad input ends in one `error:` line, or, with DVECTOR_DEBUG=1, in the whole traceback."""
 import pytest
 from conftest import run_script
+from test_audio import write_audio
+from test_feature_extraction import voice
 
 import cli
 
@@ -29,3 +31,24 @@ def test_the_debug_switch_shows_where_a_scripts_error_arose(tmp_path, monkeypatc
     assert 'in load_checkpoint' in result.stderr
     assert result.stderr.rstrip().endswith('FileNotFoundError: checkpoint not found: model_saved/checkpoint_best.pth '
                                            '(train one with train.py, or pass --checkpoint)')
+
+
+def interrupted():
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_ends_a_script_with_one_line_and_exit_status_130(monkeypatch, capsys):
+    monkeypatch.delenv('DVECTOR_DEBUG', raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(interrupted)
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err == 'interrupted (Ctrl-C)\n'
+
+
+def test_an_audio_note_is_one_line_naming_the_file(tmp_path):
+    phone = write_audio(tmp_path / 'wavs' / 'spk' / 'phone.wav', voice(seconds=2.0)[::2], 8000)
+    result = run_script(tmp_path, 'feature_extraction.py', '--wav-dir', 'wavs', '--feat-dir', 'feats')
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if 'phone.wav' in line]
+    assert notes == [f"Note: {phone.relative_to(tmp_path)}: recorded at 8000 Hz: it holds nothing above 4000 Hz, and "
+                     "the model was trained on 16000 Hz audio"]
