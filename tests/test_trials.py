@@ -312,7 +312,7 @@ def test_scores_and_thresholds_are_finite_or_refused(trained, tmp_path):
 @pytest.mark.parametrize('value', ['nan', 'inf', '-inf'])
 def test_a_threshold_of_nan_or_inf_is_refused_by_the_flag(value, capsys):
     with pytest.raises(SystemExit) as exit_:
-        verification.parse_args(['--threshold', value])
+        verification.parse_args([f'--threshold={value}'])  # =: '-inf' would read as a flag
     assert exit_.value.code == 2
     assert f'argument --threshold: must be a finite number, not {value}' in capsys.readouterr().err
 
