@@ -323,7 +323,7 @@ def decibels(power):
 
 
 def frame_chunks(audio, settings):
-    """Slices of audio (n_samples,) whose frames (python_speech_features' framing) are the fbank's frames of the
+    """slices of audio (n_samples,) whose frames (python_speech_features' framing) are the fbank's frames of the
     whole, FRAMES_AT_ONCE at a time, in order: only the last slice's last frame is padded with zeros, as the whole's."""
     rate = settings['sample_rate']
     length, step = (int(python_speech_features.sigproc.round_half_up(settings[k] * rate))
@@ -331,17 +331,23 @@ def frame_chunks(audio, settings):
     n_frames = 1 if len(audio) <= length else 1 + int(np.ceil((len(audio) - length) / step))
     for first in range(0, n_frames, FRAMES_AT_ONCE):
         last = min(first + FRAMES_AT_ONCE, n_frames)
-        yield audio[first * step:(last - 1) * step + length]
+        yield slice(first * step, (last - 1) * step + length)
+
+
+def emphasised(audio, chunk, coeff=0.97):
+    """The samples audio[chunk] pre-emphasised as python_speech_features pre-emphasises the whole audio, each sample
+    less coeff times the one before it (the first sample of the whole kept as it is)."""
+    start = max(chunk.start - 1, 0)  # from the sample before the chunk's first
+    return python_speech_features.sigproc.preemphasis(audio[start:chunk.stop], coeff)[chunk.start - start:]
 
 
 def fbank(audio, settings):
-    """python_speech_features.fbank's filterbank energies (n_frames, n_filters) of audio (n_samples,), exactly, made
-    FRAMES_AT_ONCE frames at a time: the whole pre-emphasised first, as fbank does, then framed chunk by chunk."""
-    emphasised = python_speech_features.sigproc.preemphasis(audio, 0.97)
-    return np.concatenate([python_speech_features.fbank(chunk, samplerate=settings['sample_rate'],
+    """python_speech_features.fbank's filterbank energies (n_frames, n_filters) of audio (n_samples,), made
+    FRAMES_AT_ONCE frames at a time: a long recording takes memory for a chunk, not for a copy of each step."""
+    return np.concatenate([python_speech_features.fbank(emphasised(audio, chunk), samplerate=settings['sample_rate'],
                                                         nfilt=settings['n_filters'], winlen=settings['win_len'],
                                                         winstep=settings['win_step'], preemph=0)[0]
-                           for chunk in frame_chunks(emphasised, settings)])
+                           for chunk in frame_chunks(audio, settings)])
 
 
 def frame_levels(audio, settings):
@@ -354,7 +360,7 @@ def frame_levels(audio, settings):
     rate = settings['sample_rate']
     return np.concatenate([
         decibels(np.mean(np.square(python_speech_features.sigproc.framesig(
-            chunk, settings['win_len'] * rate, settings['win_step'] * rate), dtype=np.float64), axis=1))
+            audio[chunk], settings['win_len'] * rate, settings['win_step'] * rate), dtype=np.float64), axis=1))
         for chunk in frame_chunks(audio, settings)])
 
 
@@ -412,7 +418,8 @@ def log_fbank_frames(audio, settings):
         centred = without_dc(audio)
         frame_db = frame_levels(centred, settings)
     if level != 'no':  # a gain on the samples: the floor below then meets speech at the target level
-        audio = centred * np.float32(10 ** ((level - speech_level(frame_db)) / 20))
+        audio = centred
+        audio *= np.float32(10 ** ((level - speech_level(frame_db)) / 20))  # in place: no other copy of a long one
     fb = fbank(audio, settings)
     kept = (loud_frames(frame_db) if vad == 'energy' else
             silero_frames(audio, settings, len(fb)) if vad == 'silero' else np.ones(len(fb), bool))
