@@ -72,6 +72,63 @@ def read_utterances(directory):
     return find_files(directory, SUFFIXES)
 
 
+def read_list_file(path):
+    """DataFrame (filename, speaker_id, dataset_id) of a list of training utterances: a file of `<path> <speaker>`
+    lines (the speaker is the last word, so paths may hold spaces; relative paths are from the list's folder), or
+    a Kaldi data folder holding wav.scp (`<utterance-id> <path>`, plain paths only) and utt2spk
+    (`<utterance-id> <speaker>`). Nothing is looked up on disk: a million lines take seconds."""
+    path = Path(path)
+    if path.is_dir():
+        scp, utt2spk = (read_pairs(path / name) for name in ('wav.scp', 'utt2spk'))
+        missing = sorted(set(scp) - set(utt2spk))
+        if missing:
+            raise ValueError(f"{path / 'utt2spk'}: no speaker for {len(missing)} utterance(s) of wav.scp: "
+                             f"{', '.join(missing[:5])}")
+        pairs, base = [(scp[u], utt2spk[u]) for u in scp], path
+    else:
+        pairs, base = list(read_pairs(path).items()), path.parent
+    if not pairs:
+        raise ValueError(f"{path}: no utterances listed")
+    refuse_unreadable_audio([p for p, _ in pairs])
+    files = [p if Path(p).is_absolute() else str(base / p) for p, _ in pairs]
+    return pd.DataFrame({'filename': files, 'speaker_id': [s for _, s in pairs], 'dataset_id': path.stem})
+
+
+def read_pairs(path):
+    """{first: second} of a file of `<first> <second>` lines, split at the last run of spaces (Kaldi's files split
+    at the first; for wav.scp the id has no spaces and the path takes the rest)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path}")
+    pairs = {}
+    kaldi_style = path.name in ('wav.scp', 'utt2spk')
+    for number, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith('#'):
+            continue
+        fields = line.split(maxsplit=1) if kaldi_style else line.rsplit(maxsplit=1)
+        if len(fields) != 2:
+            raise ValueError(f"{path}, line {number}: expected two fields, got {line!r}")
+        if kaldi_style and fields[1].rstrip().endswith('|'):
+            raise ValueError(f"{path}, line {number}: a command (pipe), not a path; write the audio to files first")
+        if fields[0] in pairs:
+            raise ValueError(f"{path}, line {number}: {fields[0]} listed twice")
+        pairs[fields[0]] = fields[1].strip()
+    return pairs
+
+
+def holds_audio(DB):
+    """Whether any of the utterances of DB is an audio file."""
+    return any(map(is_audio, DB['filename']))
+
+
+def read_training_structure(source):
+    """The training utterances of `source`: a <speaker>/.../<utterance> tree of features or audio (audio is made
+    into features as it is read), or a list file or Kaldi data folder (read_list_file)."""
+    source = Path(source)
+    if source.is_file() or (source / 'wav.scp').is_file():
+        return read_list_file(source)
+    return read_utterances(source)
+
+
 def is_enroll_file(filename):
     """Enrollment files are those whose name contains 'enroll' (enroll.p); every other file is a test file."""
     return 'enroll' in Path(filename).name

@@ -10,12 +10,13 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 import configure as c
-from augment import band_centres, warp_speed
-from features import FeatureFileError, read_MFB
+from augment import band_centres, resample_speed, warp_speed
+from features import FeatureFileError, is_audio, log_fbank_frames, read_audio, read_MFB, recipe, trim_edges
 
 
 def load_features(files, feature, keep=True):
-    """Read every feature file once: their trimmed features as float32 arrays (None unless keep).
+    """Read every feature file once (audio: made into features): their trimmed features as float32 arrays (None
+    unless keep).
 
     All unusable files are reported together in one error, so that a bad file cannot stop a long
     training run hours in.
@@ -23,7 +24,7 @@ def load_features(files, feature, keep=True):
     feats, problems = [], []
     for filename in tqdm(files, desc='reading features', leave=False, disable=None):
         try:
-            feat = read_MFB(filename, feature)
+            feat = read_training_utterance(filename, feature)
         except (OSError, FeatureFileError) as e:
             problems.append(str(e))
             continue
@@ -73,8 +74,24 @@ def speed_window(feat, win_size, speed):
     return warp_speed(longer, speed, band_centres(feat.shape[1]))[:win_size]
 
 
+def read_training_utterance(filename, feature, wave_augmenter=None, speed=1.0, others=None):
+    """Trimmed features (n_frames, n_filters) of a training utterance: a feature file's, or an audio file's made
+    by the recipe as it is read (features.read_utterance's numbers), after its waveform is played `speed` times as
+    fast and degraded by wave_augmenter (augment.WaveAugmenter; others: its babble voices) when given."""
+    if not is_audio(filename):
+        return read_MFB(filename, feature)
+    settings = recipe(feature)
+    audio = read_audio(filename, settings['sample_rate'])
+    if speed != 1.0:
+        audio = resample_speed(audio, speed).astype(np.float32)
+    if wave_augmenter:
+        audio = wave_augmenter(audio, others)
+    feat, _ = log_fbank_frames(audio, settings)
+    return trim_edges(feat, filename, settings['trim_frames'], settings['min_frames'])
+
+
 class DvectorDataset(Dataset):
-    """(input (1, n_filters, frames), speaker index) pairs from a DataFrame of feature files.
+    """(input (1, n_filters, frames), speaker index) pairs from a DataFrame of feature or audio files.
 
     With random_windows, each item is a random window of feature['win_size'] frames (training): at a random
     one of `speeds` or 1 when speeds are given (speed perturbation; speed k's windows are labelled as
@@ -82,11 +99,12 @@ class DvectorDataset(Dataset):
     then masked by SpecAugment when `spec_augment` = (max_bins, max_frames) is given. Without random_windows,
     the whole trimmed utterance (validation).
     Features come from `feats` when given (the files' features, preloaded in memory), else from the
-    file, read for every item as the tutorial does.
+    file, read for every item as the tutorial does; audio files are made into features as they are read, and
+    then speed perturbation and `wave_augmenter` (augment.WaveAugmenter) act on their waveform instead.
     """
 
     def __init__(self, DB, spk_to_idx, feature, random_windows=True, feats=None, spec_augment=None, augmenter=None,
-                 speeds=()):
+                 speeds=(), wave_augmenter=None):
         self.files = list(DB['filename'])
         self.labels = [spk_to_idx[s] for s in DB['speaker_id']]
         self.n_speakers = len(spk_to_idx)
@@ -96,31 +114,40 @@ class DvectorDataset(Dataset):
         self.spec_augment = spec_augment
         self.augmenter = augmenter
         self.speeds = tuple(speeds)
+        self.wave_augmenter = wave_augmenter
 
     def __len__(self):
         return len(self.files)
 
     def utterance(self, index):
-        return self.feats[index] if self.feats is not None else read_MFB(self.files[index], self.feature)
+        return self.feats[index] if self.feats is not None else read_training_utterance(self.files[index], self.feature)
 
     def other_windows(self, k, win_size):
         """k random windows of random training utterances (babble voices)."""
         return [random_window(self.utterance(int(i)), win_size) for i in torch.randint(len(self), (k,))]
 
+    def other_waveforms(self, k):
+        """The waveforms of k random training utterances (babble voices, training from audio)."""
+        return [read_audio(self.files[int(i)], self.feature['sample_rate']) for i in torch.randint(len(self), (k,))]
+
     def __getitem__(self, index):
-        feat, label = self.utterance(index), self.labels[index]
-        if self.random_windows:
-            win_size = self.feature['win_size']
-            k = int(torch.randint(len(self.speeds) + 1, ())) if self.speeds else 0
-            if k:
-                feat, label = speed_window(feat, win_size, self.speeds[k - 1]), label + k * self.n_speakers
-            else:
-                feat = random_window(feat, win_size)
-            if self.augmenter:
-                feat = self.augmenter(feat, lambda voices: self.other_windows(voices, win_size))
-            if self.spec_augment:
-                feat = spec_augment(feat, *self.spec_augment)
-        return to_input(feat), label
+        label = self.labels[index]
+        if not self.random_windows:
+            return to_input(self.utterance(index)), label
+        win_size = self.feature['win_size']
+        k = int(torch.randint(len(self.speeds) + 1, ())) if self.speeds else 0
+        if self.feats is None and is_audio(self.files[index]):  # speed and augmentation on the waveform
+            feat = read_training_utterance(self.files[index], self.feature, self.wave_augmenter,
+                                           self.speeds[k - 1] if k else 1.0, self.other_waveforms)
+            feat = random_window(feat, win_size)
+        else:
+            feat = self.utterance(index)
+            feat = speed_window(feat, win_size, self.speeds[k - 1]) if k else random_window(feat, win_size)
+        if self.augmenter:
+            feat = self.augmenter(feat, lambda voices: self.other_windows(voices, win_size))
+        if self.spec_augment:
+            feat = spec_augment(feat, *self.spec_augment)
+        return to_input(feat), label + k * self.n_speakers
 
 
 def collate_fn_feat_padded(batch):

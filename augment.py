@@ -46,6 +46,7 @@ ETRI_BAND_MEAN = np.array([
 # energies; a noise's own ratio comes from its audio.
 SPEECH_FBANK_PER_POWER = 12.8
 TELEPHONE_BAND = (300, 3400)  # Hz; nothing above 4 kHz (8 kHz sampling)
+TELEPHONE_RATE = 8000
 NOISE_SECONDS = 8.0           # length of each generated noise clip
 KINDS = ('noise', 'music', 'babble', 'reverb', 'channel', 'gain', 'pause')
 
@@ -251,7 +252,8 @@ def augment_settings(args=None):
             'babble_voices': args.aug_babble_voices, 'reverb_prob': args.aug_reverb_prob, 'rt60': args.aug_rt60,
             'drr': args.aug_drr, 'channel_prob': args.aug_channel_prob, 'telephone_share': args.aug_telephone_share,
             'eq_db': args.aug_eq_db, 'gain_prob': args.aug_gain_prob, 'gain_db': args.aug_gain_db,
-            'pause_prob': args.aug_pause_prob, 'pause_dbfs': args.aug_pause_dbfs, 'noise_dir': args.noise_dir}
+            'pause_prob': args.aug_pause_prob, 'pause_dbfs': args.aug_pause_dbfs, 'noise_dir': args.noise_dir,
+            'rir_dir': args.rir_dir}
 
 
 class Augmenter:
@@ -321,3 +323,157 @@ class Augmenter:
         else:
             clips = [to_energies(w) for w in others(voices)]
         return sum(clip / max(clip.sum(), 1e-30) for clip in clips)
+
+
+# ---- The same kinds on the waveform, for training from audio ---------------------------------------
+
+def rms(audio):
+    return float(np.sqrt(np.mean(audio ** 2)))
+
+
+def at_snr(speech, noise, snr_db):
+    """speech + noise scaled so that the ratio of their powers is snr_db."""
+    return speech + noise * rms(speech) / (rms(noise) * 10 ** (snr_db / 20))
+
+
+def telephone_audio(audio, sample_rate):
+    """The 300-3400 Hz band of audio, at 8 kHz: a telephone line."""
+    band = scipy.signal.butter(6, TELEPHONE_BAND, btype='bandpass', fs=sample_rate, output='sos')
+    return scipy.signal.resample_poly(scipy.signal.sosfiltfilt(band, audio), TELEPHONE_RATE, sample_rate)
+
+
+def room_impulse_response(rng, sample_rate, rt60, drr_db):
+    """A synthetic room: a direct impulse, then Gaussian noise decaying 60 dB in rt60 s, holding 10**(-drr/10)
+    times the direct sound's energy."""
+    t = np.arange(1, int(rt60 * sample_rate)) / sample_rate
+    tail = rng.normal(size=len(t)) * 10 ** (-3 * t / rt60)
+    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail ** 2))
+    return np.concatenate([[1.0], tail])
+
+
+
+def numpy_rng():
+    """A numpy Generator seeded from torch's generator: numpy's draws then repeat and resume with torch's."""
+    return np.random.default_rng(int(torch.randint(2 ** 62, ())))
+
+
+def audio_files(folder, what):
+    """The audio files under folder, sorted; an error naming `what` (the flag) when there are none."""
+    from features import AUDIO_SUFFIXES
+    files = sorted(p for p in Path(folder).rglob('*') if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"{what} {folder}: no audio files ({', '.join(AUDIO_SUFFIXES)}) under it")
+    return files
+
+
+def noise_kind(path, root):
+    """MUSAN's folders: music/ is music, speech/ babble voices, the rest noise."""
+    parts = {p.lower() for p in Path(path).relative_to(root).parts[:-1]}
+    return 'music' if 'music' in parts else 'babble' if 'speech' in parts else 'noise'
+
+
+def read_stretch(path, n_samples, sample_rate, rng):
+    """A random stretch of n_samples of an audio file at sample_rate (looped when shorter), read without the rest."""
+    import soundfile
+    from features import read_audio
+    info = soundfile.info(str(path))
+    if info.samplerate != sample_rate or info.frames <= n_samples:
+        return np.resize(read_audio(path, sample_rate).astype(np.float64), n_samples)
+    start = int(rng.integers(0, info.frames - n_samples))
+    stretch, _ = soundfile.read(str(path), start=start, frames=n_samples, dtype='float64', always_2d=True)
+    return stretch.mean(axis=1)
+
+
+def resample_speed(audio, speed):
+    """audio played `speed` times as fast (pitch and tempo: the field's speed perturbation), by resampling."""
+    from fractions import Fraction
+    ratio = Fraction(speed).limit_denominator(100)
+    return scipy.signal.resample_poly(audio, ratio.denominator, ratio.numerator)
+
+
+def equalise(audio, gain_db_at, sample_rate):
+    """audio through a smooth filter whose gain at f Hz is gain_db_at(f) dB."""
+    spectrum = np.fft.rfft(audio)
+    freqs = np.fft.rfftfreq(len(audio), 1 / sample_rate)
+    return np.fft.irfft(spectrum * 10 ** (gain_db_at(freqs) / 20), len(audio))
+
+
+class WaveAugmenter:
+    """The kinds of Augmenter, with the same settings (augment_settings), on an utterance's waveform before its
+    features are made: what the field does when training from audio.
+
+    Noise and babble voices come from settings['noise_dir'] (MUSAN's layout) and room impulse responses from
+    settings['rir_dir'] (RIRS_NOISES' files, or any folder of them); without them, from generated noise and music
+    (the clips Augmenter uses) and synthetic rooms (exponentially decaying noise). others(k): the waveforms of k
+    other training utterances (babble), or None.
+    """
+
+    def __init__(self, settings, sample_rate):
+        self.s, self.rate = settings, sample_rate
+        rng = np.random.default_rng(0)
+        n = int(NOISE_SECONDS * sample_rate)
+        self.generated = {'noise': [coloured_noise(rng, n, e) for e in (0, 1, 2)] + [hum(rng, n, sample_rate)],
+                          'music': [music(rng, n, sample_rate) for _ in range(4)]}
+        self.files = {'noise': [], 'music': [], 'babble': []}
+        if settings.get('noise_dir'):
+            for path in audio_files(settings['noise_dir'], '--noise-dir'):
+                self.files[noise_kind(path, settings['noise_dir'])].append(path)
+        self.rirs = audio_files(settings['rir_dir'], '--rir-dir') if settings.get('rir_dir') else []
+
+    def chance(self, prob):
+        return prob > 0 and float(torch.rand(())) < prob
+
+    def source(self, kind, n_samples, rng):
+        """n_samples of a random noise of `kind`: one of noise_dir's files when it has some, else a generated one."""
+        files = self.files.get(kind) or []
+        if files:
+            return read_stretch(files[int(rng.integers(len(files)))], n_samples, self.rate, rng)
+        clips = self.generated[kind]
+        return np.resize(np.roll(clips[int(rng.integers(len(clips)))], int(rng.integers(n_samples))), n_samples)
+
+    def room(self, rng):
+        """An impulse response: one of rir_dir's, its direct path first, or a synthetic room of the settings' ranges."""
+        if not self.rirs:
+            return room_impulse_response(rng, self.rate, rng.uniform(*self.s['rt60']), rng.uniform(*self.s['drr']))
+        from features import read_audio
+        rir = read_audio(self.rirs[int(rng.integers(len(self.rirs)))], self.rate).astype(np.float64)
+        rir = rir[int(np.argmax(np.abs(rir))):]
+        return rir / np.sqrt(np.sum(rir ** 2))
+
+    def __call__(self, audio, others=None):
+        """audio (n_samples,) degraded by the kinds that its draws choose (the same array when none is chosen)."""
+        s, rng, out = self.s, numpy_rng(), audio.astype(np.float64)
+        n, changed = len(out), False
+        if self.chance(s['reverb_prob']):
+            out = scipy.signal.fftconvolve(out, self.room(rng))[:n]
+            changed = True
+        if self.chance(s['noise_prob']):
+            kind = 'music' if rng.uniform() < 0.25 else 'noise'
+            out = at_snr(out, self.source(kind, n, rng), rng.uniform(*s[f'{kind}_snr']))
+            changed = True
+        if self.chance(s['babble_prob']):
+            voices = int(rng.integers(s['babble_voices'][0], s['babble_voices'][1] + 1))
+            clips = ([self.source('babble', n, rng) for _ in range(voices)] if self.files['babble'] else
+                     [np.resize(o, n) for o in others(voices)] if others else [])
+            if clips:
+                babble = sum(c / (np.sqrt(np.mean(c ** 2)) + 1e-12) for c in clips)
+                out = at_snr(out, babble, rng.uniform(*s['babble_snr']))
+                changed = True
+        if self.chance(s['pause_prob']):
+            frames = int(rng.integers(n // 20, n // 2 + 1))
+            at = int(rng.integers(n + 1))
+            tone = rng.normal(0, 10 ** (rng.uniform(*s['pause_dbfs']) / 20), frames)
+            out = np.concatenate([out[:at], tone, out[at:]])
+            changed = True
+        if self.chance(s['channel_prob']):
+            if rng.uniform() < s['telephone_share']:
+                out = scipy.signal.resample_poly(telephone_audio(out, self.rate), self.rate, TELEPHONE_RATE)[:len(out)]
+            else:
+                knots = np.linspace(0, self.rate / 2, 8)
+                gains = rng.uniform(-s['eq_db'], s['eq_db'], len(knots))
+                out = equalise(out, lambda f: np.interp(f, knots, gains), self.rate)
+            changed = True
+        if self.chance(s['gain_prob']):
+            out = out * 10 ** (rng.uniform(*s['gain_db']) / 20)
+            changed = True
+        return out.astype(np.float32) if changed else audio

@@ -16,9 +16,11 @@ import scipy.signal
 
 import augment
 import cli
+from augment import at_snr, room_impulse_response, telephone_audio
 from DB_wav_reader import find_files
 from features import AUDIO_SUFFIXES, feature_settings, log_fbank_frames, read_audio
-from robustness import ROOM_DRR_DB as DRR_DB, ROOM_RT60 as RT60, at_snr, room_impulse_response, telephone
+from robustness import ROOM_DRR_DB as DRR_DB, ROOM_RT60 as RT60
+
 
 def conditions(audio, other, sample_rate, rng):
     """{name: (degraded audio at sample_rate, the same degradation on energies (T, n_filters) -> energies)}."""
@@ -29,7 +31,7 @@ def conditions(audio, other, sample_rate, rng):
         return at_snr(audio, noise, snr), lambda e: augment.add_at_snr(e, energies[:len(e)], snr, per_power)
 
     n = len(audio)
-    band = telephone(audio, sample_rate)
+    band = telephone_audio(audio, sample_rate)
     return {
         'white noise 10 dB': noisy(rng.normal(size=n), 10),
         'white noise 5 dB': noisy(rng.normal(size=n), 5),
@@ -38,7 +40,7 @@ def conditions(audio, other, sample_rate, rng):
         'speech 5 dB': noisy(np.resize(other, n), 5),
         'telephone band': (scipy.signal.resample_poly(band, sample_rate, 8000)[:n], augment.telephone),
         'low gain x0.05': (0.05 * audio, lambda e: e * 0.05 ** 2),
-        f'reverberation {RT60} s': (scipy.signal.fftconvolve(audio, room_impulse_response(rng, sample_rate))[:n],
+        f'reverberation {RT60} s': (scipy.signal.fftconvolve(audio, room_impulse_response(rng, sample_rate, RT60, DRR_DB))[:n],
                                     lambda e: augment.reverberate(e, RT60, DRR_DB)),
     }
 

@@ -10,7 +10,10 @@ Edit them here; every entry script also takes flags that override them for one r
 # are its output and the other stages' input
 TRAIN_WAV_DIR = 'wavs/train'                  # training audio: <speaker>/<utterance>.wav
 TEST_WAV_DIR = 'wavs/test'                    # enrollment and test audio: <speaker>/<utterance>.wav
-TRAIN_FEAT_DIR = 'feat_logfbank_nfilt40/train'  # training features: <speaker>/<utterance>.p
+TRAIN_FEAT_DIR = 'feat_logfbank_nfilt40/train'  # training data: features <speaker>/<utterance>.p, or audio
+                                                # <speaker>/.../<utterance>.wav (features made as it is read), or a
+                                                # list file of `<path> <speaker>` lines, or a Kaldi data folder
+                                                # (wav.scp, utt2spk): docs/voxceleb.md
 TEST_FEAT_DIR = 'feat_logfbank_nfilt40/test'  # enrollment and test features (or audio): files whose name contains
                                               # 'enroll' enroll a speaker, the others test
 # Speakers held out of training to test on
@@ -98,7 +101,9 @@ AUG_GAIN_DB = (-35, 10)      # dB of amplitude (x0.05 is -26 dB)
 AUG_PAUSE_PROB = 0.15        # pauses: a stretch of room tone (up to half the window) inserted
 AUG_PAUSE_DBFS = (-80, -55)  # dBFS, the room tone's level (ETRI speech is near -44 dBFS)
 NOISE_DIR = ''               # optional folder of noise audio (MUSAN's layout: music/ and speech/ are music and
-                             # babble, the rest noise), made into filterbank energies once at the start
+                             # babble, the rest noise); on features, made into filterbank energies once at the start
+RIR_DIR = ''                 # training from audio: optional folder of room impulse responses (RIRS_NOISES' files);
+                             # without it, synthetic rooms of AUG_RT60 and AUG_DRR (on features: always those)
 SPEED_PERTURB = 'no'         # 'yes': each training window at speed 0.9, 1 or 1.1 (equally likely), each speed's
                              # windows a speaker of their own (3x the classes, as WeSpeaker does)
 SPEEDS = (0.9, 1.1)          # speed perturbation's speeds besides 1

@@ -30,24 +30,15 @@ import configure as c
 import make_trials
 import verification
 from DB_wav_reader import find_files, is_enroll_file
+from augment import TELEPHONE_RATE, at_snr, rms, room_impulse_response, telephone_audio
 from features import TRIM_SECONDS, read_audio
 
 PIECE_SECONDS = 3.0
-TELEPHONE_RATE = 8000
 VARIANTS = {'defaults': [], '--vad energy': ['--vad', 'energy'], '--vad silero': ['--vad', 'silero'],
             '--level': ['--level', str(c.TRAIN_LEVEL)],
             '--vad energy --level': ['--vad', 'energy', '--level', str(c.TRAIN_LEVEL)],
             '--vad silero --level': ['--vad', 'silero', '--level', str(c.TRAIN_LEVEL)]}
-ROOM_RT60, ROOM_DRR_DB = 0.5, 3.0  # the reverberant room
-
-
-def rms(audio):
-    return float(np.sqrt(np.mean(audio ** 2)))
-
-
-def at_snr(speech, noise, snr_db):
-    """speech + noise scaled so that the ratio of their powers is snr_db."""
-    return speech + noise * rms(speech) / (rms(noise) * 10 ** (snr_db / 20))
+ROOM_RT60, ROOM_DRR_DB = 0.5, 3.0  # the reverberant room's
 
 
 def babble(others, n_samples, rng, voices=4):
@@ -58,12 +49,6 @@ def babble(others, n_samples, rng, voices=4):
         stretch = others[i][start:start + n_samples]
         mixed += stretch / rms(stretch)
     return mixed
-
-
-def telephone(audio, sample_rate):
-    """The 300-3400 Hz band of audio, at 8 kHz: a telephone line."""
-    band = scipy.signal.butter(6, [300, 3400], btype='bandpass', fs=sample_rate, output='sos')
-    return scipy.signal.resample_poly(scipy.signal.sosfiltfilt(band, audio), TELEPHONE_RATE, sample_rate)
 
 
 def with_silences(audio, sample_rate, rng, tone_dbfs=-70):
@@ -82,20 +67,11 @@ def conditions(piece, others, sample_rate, rng):
     out.update({f'babble {snr} dB': at_snr(piece, babble(others, len(piece), rng), snr) for snr in (10, 5)})
     out['long silences'] = with_silences(piece, sample_rate, rng)
     out['long silences, room tone -60 dBFS'] = with_silences(piece, sample_rate, rng, -60)
-    out['reverberation 0.5 s'] = scipy.signal.fftconvolve(piece, room_impulse_response(rng, sample_rate))[:len(piece)]
+    out['reverberation 0.5 s'] = scipy.signal.fftconvolve(piece, room_impulse_response(rng, sample_rate, ROOM_RT60, ROOM_DRR_DB))[:len(piece)]
     out['low gain x0.05'] = 0.05 * piece
     rates = {name: sample_rate for name in out}
-    out['telephone 8 kHz'], rates['telephone 8 kHz'] = telephone(piece, sample_rate), TELEPHONE_RATE
+    out['telephone 8 kHz'], rates['telephone 8 kHz'] = telephone_audio(piece, sample_rate), TELEPHONE_RATE
     return {name: (audio, rates[name]) for name, audio in out.items()}
-
-
-def room_impulse_response(rng, sample_rate, rt60=ROOM_RT60, drr_db=ROOM_DRR_DB):
-    """A synthetic room: a direct impulse, then Gaussian noise decaying 60 dB in rt60 s, holding 10**(-drr/10)
-    times the direct sound's energy."""
-    t = np.arange(1, int(rt60 * sample_rate)) / sample_rate
-    tail = rng.normal(size=len(t)) * 10 ** (-3 * t / rt60)
-    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail ** 2))
-    return np.concatenate([[1.0], tail])
 
 
 def folder_name(condition):

@@ -28,14 +28,14 @@ from tqdm import tqdm
 import cli
 import configure as c
 import distributed
-from DB_wav_reader import read_feats_structure
+from DB_wav_reader import holds_audio, read_training_structure
 from features import feature_settings
 from losses import LOSSES, build_criterion, margin_at
 from model.model import POOLINGS, BackgroundResNet
 from model.resnet import BACKBONES
 from plots import save_figure
 from speed import PRECISIONS, Compute, autocast_dtype, preload_fits, select_device, use_channels_last
-from augment import Augmenter, augment_settings
+from augment import Augmenter, WaveAugmenter, augment_settings
 from SR_Dataset import DvectorDataset, collate_fn_feat_padded, load_features
 from storage import atomic_save, check_resume, files_fingerprint, load_checkpoint, training_checkpoint
 
@@ -51,7 +51,8 @@ AUGMENT_SETTINGS = ('AUG_NOISE_PROB', 'AUG_NOISE_SNR', 'AUG_MUSIC_SNR', 'AUG_BAB
                     'AUG_BABBLE_VOICES', 'AUG_REVERB_PROB', 'AUG_RT60', 'AUG_DRR', 'AUG_CHANNEL_PROB',
                     'AUG_TELEPHONE_SHARE', 'AUG_EQ_DB', 'AUG_GAIN_PROB', 'AUG_GAIN_DB', 'AUG_PAUSE_PROB',
                     'AUG_PAUSE_DBFS')
-AUGMENT_FLAGS = tuple(name.lower() for name in AUGMENT_SETTINGS) + ('augment', 'noise_dir', 'speed_perturb', 'speeds')
+AUGMENT_FLAGS = tuple(name.lower() for name in AUGMENT_SETTINGS) + ('augment', 'noise_dir', 'rir_dir', 'speed_perturb',
+                                                                    'speeds')
 
 
 def parse_args(argv=None):
@@ -87,6 +88,7 @@ def parse_args(argv=None):
         setting(name, type=cli.value_range if kind is tuple else cli.probability if name.endswith('_PROB') else kind,
                 metavar='LOW,HIGH' if kind is tuple else None)
     setting('NOISE_DIR')
+    setting('RIR_DIR')
     setting('SPEED_PERTURB', choices=['yes', 'no'])
     setting('SPEEDS', type=cli.value_range, metavar='SLOW,FAST')
     setting('FINETUNE_EPOCHS', type=cli.non_negative_int)
@@ -161,13 +163,14 @@ def read_data(args, feature):
     The split of split_train_valid, the sorted speaker ids (the classes), and the trimmed features of
     train_DB then valid_DB in memory as float32, or None where they are read from disk per item (--preload).
     """
-    DB = read_feats_structure(args.train_feat_dir)
+    DB = read_training_structure(args.train_feat_dir)
     train_DB, valid_DB = split_train_valid(DB, args.val_ratio, args.seed)
     speakers = sorted(DB['speaker_id'].unique())
     files = list(train_DB['filename']) + list(valid_DB['filename'])
-    preload = args.preload == 'yes' or (args.preload == 'auto' and preload_fits(files))
+    audio = holds_audio(DB)
+    preload = args.preload == 'yes' or (args.preload == 'auto' and not audio and preload_fits(files))
     print(f"Training set {len(train_DB)} utts, validation set {len(valid_DB)} utts, {len(speakers)} speakers "
-          f"(classes), features {'in memory' if preload else 'read from disk per item'}")
+          f"(classes), features {'in memory' if preload else 'made from audio per item' if audio else 'read from disk per item'}")
     return train_DB, valid_DB, speakers, load_features(files, feature, keep=preload)
 
 
@@ -204,6 +207,16 @@ def build_model(args, num_classes, feature, device, resolved=None):
     return net.to(device, memory_format=compute.memory_format), model_args, compute, resolved
 
 
+def augmenters(args, feature, feats, train_DB):
+    """{'augmenter'} (augmentation on the features) or {'wave_augmenter'} (on the waveform: audio read per item)
+    of the training set, as args.augment asks; {} without augmentation."""
+    if args.augment != 'yes':
+        return {}
+    if feats is None and holds_audio(train_DB):
+        return {'wave_augmenter': WaveAugmenter(augment_settings(args), feature['sample_rate'])}
+    return {'augmenter': Augmenter(augment_settings(args), feature)}
+
+
 def make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats=None, ddp=None):
     """Training windows (random, shuffled, SpecAugment-masked if args say) and whole validation utterances
     (padded by repetition).
@@ -215,8 +228,7 @@ def make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats=None
     train_feats, valid_feats = (feats[:len(train_DB)], feats[len(train_DB):]) if feats else (None, None)
     train_set = DvectorDataset(train_DB, spk_to_idx, feature, random_windows=True, feats=train_feats,
                                spec_augment=(args.freq_mask, args.time_mask) if args.spec_augment == 'yes' else None,
-                               augmenter=Augmenter(augment_settings(args), feature) if args.augment == 'yes' else None,
-                               speeds=args.speeds if args.speed_perturb == 'yes' else ())
+                               speeds=args.speeds if args.speed_perturb == 'yes' else (), **augmenters(args, feature, feats, train_DB))
     valid_set = DvectorDataset(valid_DB, spk_to_idx, feature, random_windows=False, feats=valid_feats)
     if len(train_set) < args.batch_size:
         raise ValueError(f"{len(train_set)} training utterances, fewer than one batch of {args.batch_size}")
@@ -402,7 +414,7 @@ def resumed_args(args, argv):
         overrides += cli.flags_given(argv, FINETUNE_SETTINGS)
     given = {k: getattr(args, k) for k in cli.flags_given(argv, sorted(set(vars(args)) - set(overrides)))}
     run_args = {**ckpt['train_args'], **{k: getattr(args, k) for k in overrides}}
-    check_resume(ckpt, given, read_feats_structure(run_args['train_feat_dir'])['filename'])
+    check_resume(ckpt, given, read_training_structure(run_args['train_feat_dir'])['filename'])
     if before_finetuning and run_args['finetune_epochs'] and run_args['epochs'] < ckpt['epoch']:
         raise ValueError(f"--epochs {run_args['epochs']}: the run is at epoch {ckpt['epoch']} already, and its "
                          f"fine-tuning epochs come after --epochs; resume with --epochs {ckpt['epoch']} or more")

@@ -1,0 +1,115 @@
+"""Training from audio: exact features made on the fly, list files, augmentation on the waveform, resume."""
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+import augment
+import demo_corpus
+import train
+from DB_wav_reader import read_list_file, read_training_structure
+from features import feature_settings, read_utterance, recipe
+from SR_Dataset import DvectorDataset, random_window
+from storage import load_checkpoint
+
+SIZES = {'n_train_speakers': 4, 'n_train_utts': 6, 'n_test_speakers': 2}
+
+
+@pytest.fixture(scope='module')
+def voices(tmp_path_factory):
+    """A small corpus of synthetic voices: <root>/train/<speaker>/<utterance>.wav."""
+    root = tmp_path_factory.mktemp('voices')
+    demo_corpus.write_corpus(root, **SIZES, seed=0)
+    return root
+
+
+def run(data, log_dir, *flags):
+    return train.main(['--train-feat-dir', str(data), '--log-dir', str(log_dir), '--batch-size', '8',
+                       '--valid-batch-size', '4', '--device', 'cpu', *flags])
+
+
+def test_a_window_of_audio_is_a_window_of_the_recipes_features(voices):
+    DB = read_training_structure(voices / 'train')
+    feature = feature_settings()
+    dataset = DvectorDataset(DB, {s: i for i, s in enumerate(sorted(set(DB['speaker_id'])))}, feature)
+    for index in (0, 5):
+        torch.manual_seed(index)
+        window = dataset[index][0][0].numpy().T
+        torch.manual_seed(index)
+        expected = random_window(read_utterance(DB['filename'][index], recipe(feature)), feature['win_size'])
+        np.testing.assert_array_equal(window, expected.astype(np.float32))
+
+
+def test_list_files_name_paths_with_spaces_and_kaldi_folders(voices, tmp_path):
+    wavs = sorted((voices / 'train').rglob('*.wav'))[:3]
+    spaced = tmp_path / 'my voices' / 'a b.wav'
+    spaced.parent.mkdir()
+    spaced.write_bytes(wavs[0].read_bytes())
+    listing = tmp_path / 'train.lst'
+    listing.write_text(f"# path speaker\nmy voices/a b.wav alice\n{wavs[1]} bob\n\n")
+    DB = read_training_structure(listing)
+    assert list(DB['filename']) == [str(spaced), str(wavs[1])] and list(DB['speaker_id']) == ['alice', 'bob']
+    kaldi = tmp_path / 'kaldi'
+    kaldi.mkdir()
+    (kaldi / 'wav.scp').write_text(f"u1 {wavs[1]}\nu2 {wavs[2]}\n")
+    (kaldi / 'utt2spk').write_text("u1 bob\nu2 carol\n")
+    assert list(read_training_structure(kaldi)['speaker_id']) == ['bob', 'carol']
+    (kaldi / 'wav.scp').write_text(f"u1 sox {wavs[1]} -t wav - |\n")
+    with pytest.raises(ValueError, match='a command'):
+        read_list_file(kaldi)
+    listing.write_text(f"{wavs[1]} bob\n{wavs[1]} bob\n")
+    with pytest.raises(ValueError, match='line 2: .* listed twice'):
+        read_list_file(listing)
+
+
+def wave_settings(**changes):
+    settings = augment.augment_settings()
+    settings.update({k: 0.0 for k in settings if k.endswith('_prob')})
+    return {**settings, **changes}
+
+
+def test_each_kind_on_the_waveform_changes_it_and_repeats_with_the_seed(voices):
+    audio = soundfile.read(sorted((voices / 'train').rglob('*.wav'))[0], dtype='float32')[0]
+    others = lambda k: [audio[::-1].copy()] * k  # noqa: E731
+    assert augment.WaveAugmenter(wave_settings(), 16000)(audio) is audio
+    for kind in ('noise', 'babble', 'reverb', 'channel', 'gain', 'pause'):
+        augmenter = augment.WaveAugmenter(wave_settings(**{f'{kind}_prob': 1.0}), 16000)
+        torch.manual_seed(0)
+        first = augmenter(audio, others)
+        torch.manual_seed(0)
+        np.testing.assert_array_equal(augmenter(audio, others), first)
+        assert np.isfinite(first).all() and not np.array_equal(first[:len(audio)], audio), kind
+
+
+def test_noise_and_room_folders_are_used_by_musans_layout(voices, tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / 'musan' / 'music' / 'x').mkdir(parents=True)
+    soundfile.write(tmp_path / 'musan' / 'music' / 'x' / 'song.wav', rng.normal(size=32000).astype(np.float32), 16000)
+    (tmp_path / 'rirs').mkdir()
+    rir = np.zeros(4000, np.float32)
+    rir[100], rir[2000] = 1.0, 0.5  # a direct path after 100 samples of delay and one echo
+    soundfile.write(tmp_path / 'rirs' / 'room.wav', rir, 16000)
+    augmenter = augment.WaveAugmenter(wave_settings(noise_dir=str(tmp_path / 'musan'), rir_dir=str(tmp_path / 'rirs'),
+                                                    reverb_prob=1.0), 16000)
+    assert len(augmenter.files['music']) == 1 and len(augmenter.rirs) == 1
+    impulse = np.zeros(3000, np.float32)
+    impulse[0] = 1
+    out = augmenter(impulse)
+    assert out[0] == pytest.approx(1 / np.sqrt(1.25), rel=1e-4) and out[1900] == pytest.approx(0.5 / np.sqrt(1.25),
+                                                                                               rel=1e-4)
+    with pytest.raises(FileNotFoundError, match='--rir-dir'):
+        augment.WaveAugmenter(wave_settings(rir_dir=str(tmp_path / 'musan' / 'nothing')), 16000)
+
+
+def test_an_audio_tree_trains_with_augmentation_and_resumes_exactly(voices, tmp_path):
+    flags = ('--augment', 'yes', '--speed-perturb', 'yes', '--aug-noise-prob', '0.5', '--aug-reverb-prob', '0.5',
+             '--aug-babble-prob', '0.5', '--aug-channel-prob', '0.5')
+    straight = run(voices / 'train', tmp_path / 'a', '--epochs', '2', *flags)
+    run(voices / 'train', tmp_path / 'b', '--epochs', '1', *flags)
+    resumed = run(voices / 'train', tmp_path / 'b', '--epochs', '2', '--resume')
+    assert [h['train_loss'] for h in resumed] == [h['train_loss'] for h in straight]
+    ckpt = load_checkpoint(tmp_path / 'a' / 'checkpoint_2.pth')
+    assert ckpt['model_args']['num_classes'] == 3 * SIZES['n_train_speakers']  # each speed its own speakers
+    a, b = (load_checkpoint(tmp_path / d / 'checkpoint_2.pth')['state_dict'] for d in 'ab')
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
