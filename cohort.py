@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 import configure as c
-from DB_wav_reader import read_feats_structure
+from DB_wav_reader import read_training_structure
 from dvector import embed_all, mean_dvector
-from features import read_MFB, require_finite
+from features import read_utterance, recipe, require_finite
 from storage import OLDER_COHORT, atomic_save, load_problem, model_id
 
 
@@ -30,10 +30,10 @@ def build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, device, kind='sp
     name), embedded as the checkpoint recommends for enrollment (ENROLL_FRAMES otherwise): the mean_dvector of each
     speaker's (kind 'speakers'), or every one ('utterances')."""
     segment_frames = ckpt.get('scoring', {}).get('enroll_frames', c.ENROLL_FRAMES)
-    DB = read_feats_structure(train_feat_dir)
+    DB = read_training_structure(train_feat_dir)
     files = DB.groupby('speaker_id')['filename'].apply(lambda f: sorted(f)[:utts_per_speaker])
     names = [f for fs in files for f in fs]
-    vectors = embed_all(model, names, lambda f: read_MFB(f, ckpt['feature']), segment_frames, device, 'cohort')
+    vectors = embed_all(model, names, lambda f: read_utterance(f, recipe(ckpt['feature'])), segment_frames, device, 'cohort')
     if kind == 'utterances':
         return torch.stack([vectors[f] for f in names])
     return torch.stack([mean_dvector(torch.stack([vectors[f] for f in fs])) for fs in files])

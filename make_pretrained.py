@@ -23,9 +23,9 @@ import torch.nn.functional as F
 import cli
 import configure as c
 from cohort import build_cohort
-from DB_wav_reader import read_feats_structure
+from DB_wav_reader import read_training_structure
 from dvector import embed_all
-from features import read_MFB
+from features import read_utterance, recipe
 from storage import atomic_save, comparable_scoring, load_checkpoint, load_model, model_from_checkpoint, threshold_path
 
 MAX_SCORE_CHANGE = 1e-3
@@ -58,7 +58,7 @@ def float16_score_change(ckpt, state, files):
     vectors = []
     for weights in (ckpt['state_dict'], state):
         model = model_from_checkpoint({**ckpt, 'state_dict': weights}, 'cpu')
-        found = embed_all(model, files, lambda f: read_MFB(f, ckpt['feature']), c.TEST_FRAMES, 'cpu')
+        found = embed_all(model, files, lambda f: read_utterance(f, recipe(ckpt['feature'])), c.TEST_FRAMES, 'cpu')
         vectors.append(torch.stack([found[f] for f in files]))
     return ((vectors[0] @ vectors[0].T) - (vectors[1] @ vectors[1].T)).abs().max().item()
 
@@ -80,7 +80,7 @@ def main(argv=None):
     cohort = build_cohort(model, {**ckpt, 'scoring': scoring}, train_dir, settings['cohort_utts'], 'cpu',
                           settings['cohort'])
     state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt['state_dict'].items()}
-    train_files = read_feats_structure(train_dir)['filename']
+    train_files = read_training_structure(train_dir)['filename']
     files = list(train_files.sample(min(CHECK_UTTERANCES, len(train_files)), random_state=0))
     change = float16_score_change(ckpt, state, files)
     if change > MAX_SCORE_CHANGE:

@@ -25,12 +25,15 @@ def test_noise_is_mixed_at_the_asked_signal_to_noise_ratio():
 
 def test_every_condition_is_written_beside_a_clean_enrollment(tmp_path):
     names = robustness.write_conditions(write_recordings(tmp_path / 'wavs'), tmp_path / 'out')
-    assert len(names) == 9 and names[0] == 'clean'
+    assert len(names) == 11 and names[0] == 'clean'
     clean = tmp_path / 'out' / 'clean' / 'spk0'
     assert sorted(p.name for p in clean.iterdir()) == ['enroll.wav', 'test_0.wav']  # one 3-s piece (+2 x 0.5 s)
     assert sf.info(clean / 'test_0.wav').duration == pytest.approx(4.0)
     assert sf.info(tmp_path / 'out' / 'telephone_8_kHz' / 'spk0' / 'test_0.wav').samplerate == 8000
-    assert sf.info(tmp_path / 'out' / 'long_silences' / 'spk0' / 'test_0.wav').duration == pytest.approx(9.0)
+    for silences in ('long_silences', 'long_silences_room_tone_-60_dBFS'):
+        assert sf.info(tmp_path / 'out' / silences / 'spk0' / 'test_0.wav').duration == pytest.approx(9.0)
+    room, _ = sf.read(tmp_path / 'out' / 'reverberation_05_s' / 'spk0' / 'test_0.wav')
+    assert len(room) == 64000 and not np.allclose(room, sf.read(clean / 'test_0.wav')[0], atol=1e-3)
     quiet, _ = sf.read(tmp_path / 'out' / 'low_gain_x005' / 'spk0' / 'test_0.wav')
     loud, _ = sf.read(clean / 'test_0.wav')
     assert np.allclose(quiet, 0.05 * loud, atol=1e-7)
@@ -41,7 +44,7 @@ def test_every_condition_is_written_beside_a_clean_enrollment(tmp_path):
 def test_only_wav_files_are_taken(tmp_path):
     wavs = write_recordings(tmp_path / 'wavs')
     (wavs / 'spk0' / 'NOTES').write_text('recorded at home')  # no suffix: not a recording
-    assert len(robustness.write_conditions(wavs, tmp_path / 'out')) == 9
+    assert len(robustness.write_conditions(wavs, tmp_path / 'out')) == 11
     assert sorted(p.name for p in (tmp_path / 'out' / 'clean' / 'spk0').iterdir()) == ['enroll.wav', 'test_0.wav']
 
 
@@ -72,8 +75,9 @@ def test_one_enrollment_recording_a_speaker(tmp_path, enroll_files, found):
 def test_the_table_scores_each_condition_with_and_without_vad_and_level(trained, tmp_path):
     results = robustness.main(['--checkpoint', str(trained / 'checkpoint_best.pth'), '--wav-dir',
                                str(write_recordings(tmp_path / 'wavs')), '--out', str(tmp_path / 'out'),
-                               '--device', 'cpu'])
-    assert len(results) == 9 * 4
+                               '--device', 'cpu', '--variants', 'defaults', '--vad energy --level'])
+    assert len(results) == 11 * 2
     text = (tmp_path / 'out' / 'robustness.md').read_text()
-    assert text.count('\n') == 2 + 9 and '| long silences |' in text and '--vad energy --level: EER / top-1' in text
+    assert text.count('\n') == 2 + 11 and '| long silences |' in text and '--vad energy --level: EER / top-1' in text
+    assert '--vad silero' not in text
     assert all(r['trials'] == 9 and r['target_trials'] == 3 for r in results.values())

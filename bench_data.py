@@ -1,0 +1,127 @@
+"""The training data path at scale: start-up on a corpus of a million utterances, and the loader's throughput.
+
+    python bench_data.py --startup 1000000 --speakers 6000   # a VoxCeleb2-sized list file: start-up time, peak RSS
+    python bench_data.py --audio-dir demo/wavs/train         # windows/s: preloaded features against audio on the fly
+
+Start-up: train.py's steps before the first batch that grow with the corpus (reading the list, the
+train/validation split, the fingerprint a resumed run checks, the dataset), timed on a list file of N
+utterances (`<path> <speaker>` lines; nothing is read from the files, as train.py reads none before training),
+in a fresh process, so that its peak resident memory is its own.
+
+Loader: training windows per second that a DataLoader delivers (no model), for the same utterances as
+features preloaded in memory, and as audio made into features per item (the recipe's exact features), with
+and without augmentation, for 0 to --workers worker processes. A GPU needs its training steps' rate of
+windows from the loader: this says how many workers give it.
+"""
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+import cli
+import configure as c
+from augment import Augmenter, WaveAugmenter, augment_settings
+from bench import in_fresh_process, peak_memory_mb
+from DB_wav_reader import read_training_structure
+from features import feature_settings
+from SR_Dataset import DvectorDataset, load_features
+from storage import files_fingerprint
+from train import split_train_valid
+
+
+def write_list(path, n_utterances, n_speakers):
+    """A list file of n_utterances made-up VoxCeleb-style paths of n_speakers speakers."""
+    with open(path, 'w') as f:
+        for i in range(n_utterances):
+            speaker = f'id{i % n_speakers:05d}'
+            f.write(f'wav/{speaker}/vid{i // n_speakers % 50:04d}/{i:08d}.wav {speaker}\n')
+
+
+def startup(list_path):
+    """{step: seconds} of train.py's start-up steps on a list file, and the process's peak RSS in MiB."""
+    times, start = {}, time.perf_counter()
+    DB = read_training_structure(list_path)
+    times['read the list'] = time.perf_counter() - start
+    start = time.perf_counter()
+    train_DB, valid_DB = split_train_valid(DB, c.VAL_RATIO, c.SEED)
+    times['split'] = time.perf_counter() - start
+    start = time.perf_counter()
+    files_fingerprint(list(train_DB['filename']) + list(valid_DB['filename']))
+    times['fingerprint'] = time.perf_counter() - start
+    start = time.perf_counter()
+    speakers = sorted(DB['speaker_id'].unique())
+    DvectorDataset(train_DB, {s: i for i, s in enumerate(speakers)}, feature_settings())
+    times['dataset'] = time.perf_counter() - start
+    return times, peak_memory_mb()
+
+
+def loader_rate(DB, source, workers, batches, batch_size):
+    """Training windows per second from a DataLoader over DB: source 'features' (preloaded), 'features + aug',
+    'audio' (made per item) or 'audio + aug' (on the waveform)."""
+    torch.manual_seed(0)
+    feature = feature_settings()
+    feats = load_features(DB['filename'], feature) if source.startswith('features') else None
+    extra = {}
+    if source == 'features + aug':
+        extra['augmenter'] = Augmenter(augment_settings(), feature)
+    elif source == 'audio + aug':
+        extra['wave_augmenter'] = WaveAugmenter(augment_settings(), feature['sample_rate'])
+    speakers = sorted(DB['speaker_id'].unique())
+    dataset = DvectorDataset(DB, {s: i for i, s in enumerate(speakers)}, feature, feats=feats, **extra)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
+                        persistent_workers=workers > 0)
+    seen, start = 0, None
+    while seen < batches:
+        for _ in loader:
+            if start is None:  # the first batch waits for the workers to start
+                start = time.perf_counter()
+                continue
+            seen += 1
+            if seen == batches:
+                break
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def parse_args(argv=None):
+    p = cli.parser(__doc__)
+    p.add_argument('--startup', type=cli.positive_int, metavar='N', help='time the start-up on a list of N utterances')
+    p.add_argument('--speakers', type=cli.positive_int, default=6000, help='speakers of --startup')
+    p.add_argument('--audio-dir', help='an audio tree <speaker>/.../<utterance>.wav whose loader to time')
+    p.add_argument('--workers', type=cli.non_negative_int, default=2, help='time 0 .. this many worker processes')
+    p.add_argument('--batches', type=cli.positive_int, default=10, help='timed batches per loader')
+    cli.setting(p, 'BATCH_SIZE', type=cli.positive_int)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not args.startup and not args.audio_dir:
+        raise ValueError("nothing to time: give --startup N, --audio-dir DIR, or both")
+    results = {}
+    if args.startup:
+        with tempfile.TemporaryDirectory() as tmp:
+            listing = Path(tmp) / 'train.lst'
+            write_list(listing, args.startup, args.speakers)
+            times, peak = in_fresh_process(startup, listing)
+        print(f"Start-up on a list of {args.startup} utterances of {args.speakers} speakers: "
+              + ', '.join(f'{step} {s:.1f} s' for step, s in times.items())
+              + f"; {sum(times.values()):.1f} s in all, peak resident memory {peak:.0f} MiB")
+        results['startup'] = {'seconds': times, 'peak_mb': peak}
+    if args.audio_dir:
+        DB = read_training_structure(args.audio_dir)
+        print(f"\nLoader: windows of {c.NUM_WIN_SIZE} frames per second, {args.batches} batches of "
+              f"{args.batch_size} from {len(DB)} utterances of {args.audio_dir}")
+        print(f"  {'source':15}" + ''.join(f"{f'{w} workers':>11}" for w in range(args.workers + 1)))
+        rates = {}
+        for source in ('features', 'features + aug', 'audio', 'audio + aug'):
+            rates[source] = [in_fresh_process(loader_rate, DB, source, w, args.batches, args.batch_size)
+                             for w in range(args.workers + 1)]
+            print(f"  {source:15}" + ''.join(f'{r:11.0f}' for r in rates[source]))
+        results['loader'] = rates
+    return results
+
+
+if __name__ == '__main__':
+    cli.run(main)
