@@ -466,14 +466,21 @@ def file_features(path, settings):
     return record['feat'], np.ones(len(record['feat']), bool)
 
 
+def edge_frames(settings):
+    """Frames trimmed at each end of an utterance read with settings: the tutorial's trim_frames (the ETRI
+    recordings' silent edges), but none after silero-vad, which has found where the speech begins and ends
+    (trimming then cuts only speech: a 3-s clip would lose a third of it)."""
+    return 0 if settings.get('vad') == 'silero' else settings['trim_frames']
+
+
 def read_utterance(path, settings):
     """Trimmed features (n_frames, n_filters) of a feature pickle or an audio file: what the model embeds.
 
     settings: a recipe() (its trim_frames and min_frames too). Trimming comes after speech
-    detection: with vad the frames cut at each end are speech.
+    detection: with vad 'energy' the frames cut at each end are speech; with 'silero' none are cut.
     """
     feat, _ = file_features(path, settings)
-    return trim_edges(feat, path, settings['trim_frames'], settings['min_frames'])
+    return trim_edges(feat, path, edge_frames(settings), settings['min_frames'])
 
 
 def refuse_unreadable_audio(paths):

@@ -71,8 +71,7 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     ckpt = load_checkpoint(args.checkpoint)
-    recipe = ckpt['train_args']['recipe']
-    scoring = c.SCORINGS[recipe]
+    scoring = c.SCORINGS[ckpt['train_args']['recipe']]
     model, _ = load_model(args.checkpoint, 'cpu', 'fp32')
     train_dir = ckpt['train_args']['train_feat_dir']
     settings = scoring_settings(scoring)

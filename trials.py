@@ -26,8 +26,8 @@ import torch
 
 from DB_wav_reader import is_enroll_file, utterance_files
 from dvector import embed_all, mean_dvector, normalise_scores
-from features import (SUFFIXES, FeatureFileError, file_features, is_utterance_file, recipe, require_finite,
-                      trim_edges)
+from features import (SUFFIXES, FeatureFileError, edge_frames, file_features, is_utterance_file, recipe,
+                      require_finite, trim_edges)
 from storage import atomic_write
 
 PIECE = re.compile(r'(?P<file>.+)@(?P<start>\d+(?:\.\d+)?)-(?P<end>\d+(?:\.\d+)?)')
@@ -180,7 +180,7 @@ def utterance_features(frames, path, piece, feature):
     """
     feat, kept = frames
     if piece is None:
-        return trim_edges(feat, path, feature['trim_frames'], feature['min_frames'])
+        return trim_edges(feat, path, edge_frames(feature), feature['min_frames'])
     start, end = (round(s / feature['win_step']) for s in piece)
     if end > len(kept):
         raise FeatureFileError(f"{path}: piece {piece[0]}-{piece[1]} s ends after the last frame "
