@@ -387,7 +387,9 @@ def speech_level(frame_db):
 def silero_model():
     """silero-vad's trained speech detector (MIT licence; the model ships inside its PyPI wheel)."""
     import silero_vad
-    return silero_vad.load_silero_vad()
+    with warnings.catch_warnings():  # its loader uses APIs that torch and Python now call deprecated
+        warnings.simplefilter('ignore', DeprecationWarning)
+        return silero_vad.load_silero_vad()
 
 
 def silero_frames(audio, settings, n_frames):

@@ -1,0 +1,36 @@
+"""--vad silero: silero-vad's trained detector keeps the speech, drops room tone, and is not trimmed after."""
+import numpy as np
+import pytest
+import soundfile
+from conftest import ETRI, needs_etri
+
+from features import edge_frames, feature_settings, read_utterance, recipe
+
+
+@needs_etri
+def test_silero_drops_room_tone_that_the_energy_detector_keeps(tmp_path):
+    speech, rate = soundfile.read(ETRI / 'test_wavs' / '230M4087' / 'test.wav', dtype='float32')
+    speech = speech[:4 * rate]
+    tone = np.random.default_rng(0).normal(0, 10 ** (-60 / 20), 2 * rate).astype(np.float32)
+    path = tmp_path / 'spk' / 'padded.wav'
+    path.parent.mkdir()
+    soundfile.write(path, np.concatenate([tone, speech, tone]), rate)
+    frames = {vad: len(read_utterance(path, recipe(feature_settings(), vad))) for vad in ('no', 'energy', 'silero')}
+    assert frames['no'] == 800 - 2 * 50 - 1 or frames['no'] == 800 - 2 * 50  # 8 s of frames, trimmed
+    assert frames['silero'] < 450  # the 4 s of tone are gone: at most the speech (4 s) and its pauses are kept
+    assert frames['silero'] > 250  # and most of the speech is there
+    assert frames['energy'] > 600  # room tone at -60 dBFS is within 30 dB of quiet ETRI speech: kept as speech
+
+
+def test_silero_speech_is_not_trimmed_again():
+    settings = feature_settings()
+    assert edge_frames(recipe(settings, 'silero')) == 0
+    assert edge_frames(recipe(settings, 'energy')) == edge_frames(recipe(settings)) == settings['trim_frames']
+
+
+def test_audio_without_speech_is_refused_by_name(tmp_path):
+    path = tmp_path / 'spk' / 'tone.wav'
+    path.parent.mkdir()
+    soundfile.write(path, np.random.default_rng(0).normal(0, 0.01, 32000).astype(np.float32), 16000)
+    with pytest.raises(ValueError, match=r'tone.wav: no speech found \(--vad silero\)'):
+        read_utterance(path, recipe(feature_settings(), 'silero'))
