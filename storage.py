@@ -217,6 +217,7 @@ def enrollment_lock(embedding_dir):
     ends); refuse when another enroll.py holds it: two writers would mix their speakers. Holding it, a switch that a
     killed run left midway is completed (finish_switch) and the temporary files of killed runs are removed."""
     folder = Path(embedding_dir)
+    made = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -237,6 +238,8 @@ def enrollment_lock(embedding_dir):
         yield
     finally:
         os.close(lock)
+        if made and not any(folder.iterdir()):  # a run that enrolled nobody leaves no folder behind
+            folder.rmdir()
 
 
 def finish_switch(folder):

@@ -55,6 +55,7 @@ def test_an_audio_tree_enrolls_as_its_extracted_features_do(trained, audio_tree,
         torch.testing.assert_close(from_audio[speaker]['embedding'], from_features[speaker]['embedding'])
 
 
+@pytest.mark.slow
 def test_test_file_scores_one_audio_file_from_the_command_line(trained, audio_tree, extracted, tmp_path):
     args = model_args(trained, audio_tree, tmp_path / 'emb')
     enroll.main(args)

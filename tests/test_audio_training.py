@@ -101,6 +101,7 @@ def test_noise_and_room_folders_are_used_by_musans_layout(voices, tmp_path):
         augment.WaveAugmenter(wave_settings(rir_dir=str(tmp_path / 'musan' / 'nothing')), 16000)
 
 
+@pytest.mark.slow
 def test_an_audio_tree_trains_with_augmentation_and_resumes_exactly(voices, tmp_path):
     flags = ('--augment', 'yes', '--speed-perturb', 'yes', '--aug-noise-prob', '0.5', '--aug-reverb-prob', '0.5',
              '--aug-babble-prob', '0.5', '--aug-channel-prob', '0.5')

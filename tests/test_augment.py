@@ -31,7 +31,7 @@ def quiet_energies(rng, frames=200):
 
 def settings(**changes):
     off = {name.lower(): getattr(c, name) for name in train.AUGMENT_SETTINGS}
-    off.update({k: 0.0 for k in off if k.endswith('_prob')}, noise_dir='')
+    off.update({k: 0.0 for k in off if k.endswith('_prob')}, noise_dir='', rir_dir='')
     return augment.augment_settings(argparse.Namespace(**{**off, **changes}))
 
 
@@ -167,6 +167,7 @@ def test_noise_dir_files_join_the_sources_by_musans_folders(tmp_path):
 
 
 @needs_etri
+@pytest.mark.slow
 def test_feature_domain_degradations_are_close_to_degraded_audio():
     import augment_check
     errors = augment_check.compare(ETRI / 'test_wavs')

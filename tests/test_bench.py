@@ -7,6 +7,8 @@ import torch
 
 import bench
 
+pytestmark = pytest.mark.slow  # the fast lane leaves these out (README, Tests)
+
 
 def test_the_benchmark_reports_every_path(feature_tree, capsys):
     results = bench.main(['--train-feat-dir', str(feature_tree / 'train'), '--utts', '40', '--batches', '1',

@@ -23,6 +23,7 @@ def test_an_error_is_one_line_unless_debugging(monkeypatch):
         cli.run(bad_setting)
 
 
+@pytest.mark.slow
 def test_the_debug_switch_shows_where_a_scripts_error_arose(tmp_path, monkeypatch):
     monkeypatch.setenv('DVECTOR_DEBUG', '1')
     result = run_script(tmp_path, 'enroll.py')  # run_script passes this process's environment on
@@ -45,6 +46,7 @@ def test_ctrl_c_ends_a_script_with_one_line_and_exit_status_130(monkeypatch, cap
     assert capsys.readouterr().err == 'interrupted (Ctrl-C)\n'
 
 
+@pytest.mark.slow
 def test_an_audio_note_is_one_line_naming_the_file(tmp_path):
     phone = write_audio(tmp_path / 'wavs' / 'spk' / 'phone.wav', voice(seconds=2.0)[::2], 8000)
     result = run_script(tmp_path, 'feature_extraction.py', '--wav-dir', 'wavs', '--feat-dir', 'feats')

@@ -11,6 +11,8 @@ from demo_corpus import write_corpus
 from model.model import BackgroundResNet
 from storage import atomic_save, load_checkpoint
 
+pytestmark = pytest.mark.slow  # the fast lane leaves these out (README, Tests)
+
 
 def test_demo_runs_every_stage_and_writes_only_under_its_folder(tmp_path):
     out = run_ok(tmp_path, 'demo.py', '--train-speakers', '6', '--train-utts', '6', '--test-speakers', '3',

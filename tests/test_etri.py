@@ -4,10 +4,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import feature_extraction
 from conftest import ETRI, needs_etri, run_ok
 from features import load_feature_file
+
+pytestmark = pytest.mark.slow  # the fast lane leaves these out (README, Tests)
 
 
 @needs_etri

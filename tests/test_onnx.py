@@ -24,6 +24,8 @@ from model.model import BackgroundResNet
 from onnx_backend import weights_hash
 from storage import atomic_save, load_checkpoint
 
+pytestmark = pytest.mark.slow  # the fast lane leaves these out (README, Tests)
+
 
 def write_checkpoint(path, **model_settings):
     """A checkpoint of an untrained model with these settings, its batch norms given non-trivial statistics."""

@@ -288,7 +288,8 @@ def test_a_second_enroll_py_into_a_folder_is_refused_while_one_runs(trained, fea
     with storage.enrollment_lock(tmp_path / 'emb'):  # another enroll.py, embedding
         with pytest.raises(ValueError, match=f"{tmp_path / 'emb'}: another enroll.py is enrolling into it now"):
             enroll.main(args + ['--replace'])
-    assert not list((tmp_path / 'emb').iterdir())
+        assert not list((tmp_path / 'emb').iterdir())
+    assert not (tmp_path / 'emb').exists()  # the holder made it, and left it empty: removed
     enroll.main(args)  # the lock is let go with its holder
     assert sorted(p.name for p in (tmp_path / 'emb').iterdir()) == ['tst0.pth', 'tst1.pth', 'tst2.pth']
 

@@ -40,6 +40,7 @@ def test_a_pca_map_of_pieces_draws_every_speaker_and_keeps_them_apart(trained, f
     assert result['silhouette'] > 0
 
 
+@pytest.mark.slow
 def test_the_script_draws_a_seeded_tsne_map_and_an_untrained_one(trained, feature_tree, tmp_path):
     args = flags(trained / 'checkpoint_best.pth', feature_tree / 'test', tmp_path / 'map.png')
     out = run_ok(tmp_path, 'plot_dvectors.py', *args)
@@ -59,6 +60,7 @@ def test_the_sex_is_read_from_etri_ids_only():
         ['M', 'F', None, None, None]
 
 
+@pytest.mark.slow
 def test_a_missing_checkpoint_ends_with_a_one_line_error(tmp_path):
     result = run_script(tmp_path, 'plot_dvectors.py')
     assert result.returncode == 1

@@ -1,4 +1,5 @@
 """The published model in pretrained/: small, loadable with weights_only, and complete for every stage."""
+import pytest
 import soundfile as sf
 import torch
 from conftest import REPO, run_ok
@@ -40,6 +41,7 @@ def test_it_embeds_and_tells_two_made_up_voices_apart():
     assert float(va @ va2) > float(va @ vb)
 
 
+@pytest.mark.slow
 def test_enroll_from_audio_and_verify_a_file_with_it(tmp_path):
     """A new user's first minutes: enroll from a folder of flac and wav files, verify a clip, no training."""
     me = tmp_path / 'my_voice' / 'me'

@@ -72,6 +72,7 @@ def test_one_enrollment_recording_a_speaker(tmp_path, enroll_files, found):
         robustness.write_conditions(wavs, tmp_path / 'out')
 
 
+@pytest.mark.slow
 def test_the_table_scores_each_condition_with_and_without_vad_and_level(trained, tmp_path):
     results = robustness.main(['--checkpoint', str(trained / 'checkpoint_best.pth'), '--wav-dir',
                                str(write_recordings(tmp_path / 'wavs')), '--out', str(tmp_path / 'out'),

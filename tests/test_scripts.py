@@ -21,6 +21,7 @@ def workdir(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_every_stage_runs_from_the_command_line_with_configure_defaults(workdir):
     out = run_ok(workdir, 'train.py', '--epochs', '1', '--batch-size', '8')  # a tiny data set
     assert 'Epoch   1: train loss' in out and (workdir / 'model_saved' / 'checkpoint_best.pth').is_file()
@@ -40,6 +41,7 @@ def test_every_stage_runs_from_the_command_line_with_configure_defaults(workdir)
                                                                  'trials_scores.png'}
 
 
+@pytest.mark.slow
 def test_bad_input_ends_with_a_one_line_error(tmp_path):
     result = run_script(tmp_path, 'enroll.py')
     assert result.returncode == 1
@@ -47,12 +49,14 @@ def test_bad_input_ends_with_a_one_line_error(tmp_path):
                                      '(train one with train.py, or pass --checkpoint)')
 
 
+@pytest.mark.slow
 def test_a_bad_flag_value_ends_with_a_one_line_error(tmp_path):
     result = run_script(tmp_path, 'verification.py', '--device', 'bogus')
     assert result.returncode == 1
     assert result.stderr.strip() == "error: unknown device 'bogus'; use 'auto', 'cpu' or 'cuda'"
 
 
+@pytest.mark.slow
 def test_help_shows_the_configured_defaults(tmp_path):
     out = run_ok(tmp_path, 'train.py', '--help')
     assert '--resume [CHECKPOINT]' in out and f'(default: {c.EPOCHS})' in out

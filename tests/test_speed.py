@@ -51,6 +51,7 @@ def test_the_probe_compares_layouts_of_the_same_convolution():
     assert result == 'ok' and error < 1e-5
 
 
+@pytest.mark.slow
 def test_no_shape_the_probe_finds_bad_runs_channels_last():
     """The automatic policy against what this machine does: every shape that crashes or computes other
     gradients in channels-last must belong only to models that the policy keeps contiguous."""
@@ -63,6 +64,7 @@ def test_no_shape_the_probe_finds_bad_runs_channels_last():
                 assert not speed.use_channels_last('auto', CPU, model(width)), (width, frames)
 
 
+@pytest.mark.slow
 def test_a_narrow_resnet_trains_under_the_default_settings(tmp_path):
     """train.py --base-channels 8 with CHANNELS_LAST 'auto' (a crash in oneDNN would kill the child, not the suite)."""
     tree = write_feature_tree(tmp_path / 'feat', n_train_speakers=4, n_utts=12, seed=2)

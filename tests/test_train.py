@@ -43,6 +43,7 @@ def test_split_is_seeded_and_ninety_ten(feature_tree):
 
 @pytest.mark.parametrize('speed', [('--precision', 'fp32', '--channels-last', 'no'),  # the tutorial's
                                    ('--precision', 'auto', '--channels-last', 'auto')])  # bf16 on this CPU
+@pytest.mark.slow
 def test_training_lowers_the_loss(tmp_path, speed):
     tree = write_feature_tree(tmp_path / 'feat', n_train_speakers=4, n_utts=16, seed=1)
     # 6 epochs: with 3 validation utterances, batch norm's running statistics take a few epochs to settle (4 were
@@ -93,6 +94,7 @@ def test_the_model_rebuilt_from_a_checkpoint_is_the_trained_one(trained, feature
                                    # this test changes to stop early
                                    ('--recipe', 'improved', '--margin-warmup', '2', '--schedule', 'plateau',
                                     '--finetune-epochs', '0')])
+@pytest.mark.slow
 def test_resume_continues_exactly(feature_tree, tmp_path, flags):
     straight = run(feature_tree, tmp_path / 'a', '--epochs', '3', *flags)
     run(feature_tree, tmp_path / 'b', '--epochs', '2', *flags)
@@ -112,6 +114,7 @@ def test_features_in_memory_train_exactly_as_features_read_per_item(feature_tree
         assert torch.equal(a[name], b[name]), name
 
 
+@pytest.mark.slow
 def test_training_under_torchrun_with_two_processes(feature_tree, tmp_path):
     # --standalone: the rendezvous binds a port the OS picks (port 0), so no other test or run can hold it;
     # gloo on the loopback interface, whatever the host name resolves to; one thread a process, so that
@@ -351,6 +354,7 @@ def test_init_from_starts_a_new_run_from_the_weights_and_refuses_another_model(t
         run(feature_tree, tmp_path / 'split', '--epochs', '1', '--init-from', str(start), '--seed', '7')
 
 
+@pytest.mark.slow
 def test_a_fixed_schedule_run_resumes_exactly_from_a_middle_checkpoint(feature_tree, tmp_path):
     flags = ('--epochs', '3', '--schedule', 'cosine', '--warmup-epochs', '1')
     straight = run(feature_tree, tmp_path / 'a', *flags)
@@ -395,6 +399,7 @@ def test_the_float16_gradient_scaler_takes_the_same_step(feature_tree):
         assert torch.equal(weights[0][name], weights[1][name]), name
 
 
+@pytest.mark.slow
 def test_the_fine_tuning_epochs_follow_their_own_schedule_and_pick_the_best_among_them(feature_tree, tmp_path):
     history = run(feature_tree, tmp_path / 'log', '--epochs', '2', '--loss', 'aam', '--finetune-epochs', '2',
                   '--finetune-lr', '0.01')
@@ -430,6 +435,7 @@ def test_fine_tuning_starts_from_the_best_epoch_with_a_fresh_optimizer(trained, 
 
 
 @pytest.mark.parametrize('resume_from', ['checkpoint_2.pth', 'checkpoint_3.pth'])  # at the start, and inside
+@pytest.mark.slow
 def test_a_run_resumes_exactly_into_and_inside_its_fine_tuning_epochs(feature_tree, tmp_path, resume_from):
     flags = ('--epochs', '2', '--loss', 'am', '--finetune-epochs', '2', '--finetune-win-size', '120')
     straight = run(feature_tree, tmp_path / 'a', *flags)
