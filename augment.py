@@ -174,9 +174,9 @@ def fbank_energies(audio, feature):
     return fb
 
 
-def noise_clip(energies_of, audio):
+def noise_clip(audio, feature):
     """(energies, fbank energy per unit of raw power) of a noise's audio."""
-    energies = energies_of(audio)
+    energies = fbank_energies(audio, feature)
     return energies, float(energies.sum() / (len(energies) * np.mean(np.square(audio)) + 1e-30))
 
 
@@ -219,25 +219,19 @@ def generated_noises(feature, seed=0):
     rng = np.random.default_rng(seed)
     rate = feature['sample_rate']
     n = int(NOISE_SECONDS * rate)
-    energies_of = lambda audio: fbank_energies(audio, feature)  # noqa: E731
     noises = [coloured_noise(rng, n, e) for e in (0, 1, 2) for _ in range(2)] + [hum(rng, n, rate) for _ in range(2)]
-    return {'noise': [noise_clip(energies_of, a) for a in noises],
-            'music': [noise_clip(energies_of, music(rng, n, rate)) for _ in range(4)]}
+    return {'noise': [noise_clip(a, feature) for a in noises],
+            'music': [noise_clip(music(rng, n, rate), feature) for _ in range(4)]}
 
 
 def folder_noises(noise_dir, feature):
     """{'noise'|'music'|'babble': [(energies, energy per unit power), ...]} of the audio files under noise_dir.
 
     MUSAN's layout: files under a folder named music are music, under speech babble voices, the rest noise."""
-    from features import AUDIO_SUFFIXES, read_audio
-    files = sorted(p for p in Path(noise_dir).rglob('*') if p.suffix.lower() in AUDIO_SUFFIXES)
-    if not files:
-        raise FileNotFoundError(f"--noise-dir {noise_dir}: no audio files ({', '.join(AUDIO_SUFFIXES)}) under it")
+    from features import read_audio
     sources = {'noise': [], 'music': [], 'babble': []}
-    for path in files:
-        parts = {p.lower() for p in path.relative_to(noise_dir).parts[:-1]}
-        kind = 'music' if 'music' in parts else 'babble' if 'speech' in parts else 'noise'
-        sources[kind].append(noise_clip(lambda a: fbank_energies(a, feature), read_audio(path, feature['sample_rate'])))
+    for path in audio_files(noise_dir, '--noise-dir'):
+        sources[noise_kind(path, noise_dir)].append(noise_clip(read_audio(path, feature['sample_rate']), feature))
     return sources
 
 

@@ -27,7 +27,7 @@ def conditions(audio, other, sample_rate, rng):
     feature = feature_settings()
 
     def noisy(noise, snr):  # the same noise in both: what differs is the model of its energies, not its draw
-        energies, per_power = augment.noise_clip(lambda a: augment.fbank_energies(a, feature), noise)
+        energies, per_power = augment.noise_clip(noise, feature)
         return at_snr(audio, noise, snr), lambda e: augment.add_at_snr(e, energies[:len(e)], snr, per_power)
 
     n = len(audio)
