@@ -1,5 +1,6 @@
 """Shared fixtures: tiny generated feature trees (no ../shared needed) and a model trained on them."""
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,10 @@ def run_ok(cwd, script, *flags):
     result = run_script(cwd, script, *flags)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def decision_is_right(out):
+    """Whether verification.py's printed result is the right one for its printed score and threshold: Accept
+    exactly when the score is above the threshold (a test that cannot know the true speaker checks this)."""
+    score, threshold, result = re.search(r'Score: ([-\d.]+) +Threshold: ([-\d.]+).*\nResult: (\w+)', out).groups()
+    return result == ('Accept' if float(score) > float(threshold) else 'Reject')

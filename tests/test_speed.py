@@ -55,7 +55,11 @@ def test_the_probe_compares_layouts_of_the_same_convolution():
 def test_no_shape_the_probe_finds_bad_runs_channels_last():
     """The automatic policy against what this machine does: every shape that crashes or computes other
     gradients in channels-last must belong only to models that the policy keeps contiguous."""
-    findings = speed.probe(speed.probe_shapes())
+    shapes = speed.probe_shapes()
+    findings = speed.probe(shapes)
+    assert {shape for shape, *_ in findings} == set(shapes)  # every shape probed, on every machine
+    assert all(result in ('ok', 'mismatch', 'crash') and (error is None) == (result == 'crash')
+               for _, _, result, error in findings)
     bad = {shape for shape, _, result, _ in findings if result != 'ok'}
     print('\n'.join(f"{s}: {d} {r}" for s, d, r, _ in findings if r != 'ok'))
     for width in speed.PROBE_WIDTHS:
