@@ -159,6 +159,11 @@ def uniform(low, high):
     return low + (high - low) * float(torch.rand(()))
 
 
+def happens(prob):
+    """True with probability prob, from torch's generator (no draw when prob is 0)."""
+    return prob > 0 and float(torch.rand(())) < prob
+
+
 def crop(energies, frames):
     """A random stretch of `frames` frames of energies (T, n_filters), looped when shorter."""
     while len(energies) < frames:
@@ -266,9 +271,6 @@ class Augmenter:
                 self.sources.setdefault(kind, []).extend(clips)
         self.room_tone = self.sources['noise'][0][0]  # for pauses: white noise at 0 dBFS (unit power)
 
-    def chance(self, prob):
-        return prob > 0 and float(torch.rand(())) < prob
-
     def pick(self, kind):
         clips = self.sources.get(kind) or []
         return clips[int(torch.randint(len(clips), ()))] if clips else None
@@ -278,31 +280,31 @@ class Augmenter:
         s = self.s
         energies = to_energies(window)
         changed = False
-        if self.chance(s['reverb_prob']):
+        if happens(s['reverb_prob']):
             energies = reverberate(energies, uniform(*s['rt60']), uniform(*s['drr']))
             changed = True
-        if self.chance(s['noise_prob']):
+        if happens(s['noise_prob']):
             kind = 'music' if self.sources['music'] and float(torch.rand(())) < 0.25 else 'noise'
             noise, per_power = self.pick(kind)
             snr = uniform(*(s['music_snr'] if kind == 'music' else s['noise_snr']))
             energies = add_at_snr(energies, crop(noise, len(energies)), snr, per_power)
             changed = True
-        if self.chance(s['babble_prob']):
+        if happens(s['babble_prob']):
             voices = int(torch.randint(s['babble_voices'][0], s['babble_voices'][1] + 1, ()))
             babble = self.babble(others, voices, len(energies))
             if babble is not None:
                 energies = add_at_snr(energies, babble, uniform(*s['babble_snr']))
                 changed = True
-        if self.chance(s['pause_prob']):
+        if happens(s['pause_prob']):
             frames = int(torch.randint(20, len(energies) // 2 + 1, ()))
             tone = self.room_tone * 10 ** (uniform(*s['pause_dbfs']) / 10)
             energies = insert_pause(energies, tone, frames)
             changed = True
-        if self.chance(s['channel_prob']):
+        if happens(s['channel_prob']):
             energies = telephone(energies) if float(torch.rand(())) < s['telephone_share'] else \
                 random_eq(energies, s['eq_db'])
             changed = True
-        if self.chance(s['gain_prob']):
+        if happens(s['gain_prob']):
             energies = energies * 10 ** (uniform(*s['gain_db']) / 10)
             changed = True
         return to_features(energies, window) if changed else window
@@ -414,9 +416,6 @@ class WaveAugmenter:
                 self.files[noise_kind(path, settings['noise_dir'])].append(path)
         self.rirs = audio_files(settings['rir_dir'], '--rir-dir') if settings.get('rir_dir') else []
 
-    def chance(self, prob):
-        return prob > 0 and float(torch.rand(())) < prob
-
     def source(self, kind, n_samples, rng):
         """n_samples of a random noise of `kind`: one of noise_dir's files when it has some, else a generated one."""
         files = self.files.get(kind) or []
@@ -438,14 +437,14 @@ class WaveAugmenter:
         """audio (n_samples,) degraded by the kinds that its draws choose (the same array when none is chosen)."""
         s, rng, out = self.s, numpy_rng(), audio.astype(np.float64)
         n, changed = len(out), False
-        if self.chance(s['reverb_prob']):
+        if happens(s['reverb_prob']):
             out = scipy.signal.fftconvolve(out, self.room(rng))[:n]
             changed = True
-        if self.chance(s['noise_prob']):
+        if happens(s['noise_prob']):
             kind = 'music' if rng.uniform() < 0.25 else 'noise'
             out = at_snr(out, self.source(kind, n, rng), rng.uniform(*s[f'{kind}_snr']))
             changed = True
-        if self.chance(s['babble_prob']):
+        if happens(s['babble_prob']):
             voices = int(rng.integers(s['babble_voices'][0], s['babble_voices'][1] + 1))
             clips = ([self.source('babble', n, rng) for _ in range(voices)] if self.files['babble'] else
                      [np.resize(o, n) for o in others(voices)] if others else [])
@@ -453,13 +452,13 @@ class WaveAugmenter:
                 babble = sum(c / (np.sqrt(np.mean(c ** 2)) + 1e-12) for c in clips)
                 out = at_snr(out, babble, rng.uniform(*s['babble_snr']))
                 changed = True
-        if self.chance(s['pause_prob']):
+        if happens(s['pause_prob']):
             frames = int(rng.integers(n // 20, n // 2 + 1))
             at = int(rng.integers(n + 1))
             tone = rng.normal(0, 10 ** (rng.uniform(*s['pause_dbfs']) / 20), frames)
             out = np.concatenate([out[:at], tone, out[at:]])
             changed = True
-        if self.chance(s['channel_prob']):
+        if happens(s['channel_prob']):
             if rng.uniform() < s['telephone_share']:
                 out = scipy.signal.resample_poly(telephone_audio(out, self.rate), self.rate, TELEPHONE_RATE)[:len(out)]
             else:
@@ -467,7 +466,7 @@ class WaveAugmenter:
                 gains = rng.uniform(-s['eq_db'], s['eq_db'], len(knots))
                 out = equalise(out, lambda f: np.interp(f, knots, gains), self.rate)
             changed = True
-        if self.chance(s['gain_prob']):
+        if happens(s['gain_prob']):
             out = out * 10 ** (rng.uniform(*s['gain_db']) / 20)
             changed = True
         return out.astype(np.float32) if changed else audio
