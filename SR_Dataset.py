@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 import configure as c
 from augment import band_centres, resample_speed, warp_speed
-from features import FeatureFileError, is_audio, log_fbank_frames, read_audio, read_MFB, recipe, trim_edges
+from features import FeatureFileError, is_audio, log_fbank_frames, read_MFB, read_audio, reading_settings, trim_edges
 
 
 def load_features(files, feature, keep=True):
@@ -80,7 +80,7 @@ def read_training_utterance(filename, feature, wave_augmenter=None, speed=1.0, o
     fast and degraded by wave_augmenter (augment.WaveAugmenter; others: its babble voices) when given."""
     if not is_audio(filename):
         return read_MFB(filename, feature)
-    settings = recipe(feature)
+    settings = reading_settings(feature)
     audio = read_audio(filename, settings['sample_rate'])
     if speed != 1.0:
         audio = resample_speed(audio, speed).astype(np.float32)

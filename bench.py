@@ -37,21 +37,14 @@ import configure as c
 from augment import Augmenter, augment_settings
 from DB_wav_reader import read_feats_structure
 from dvector import d_vector, embed_all, split_segments
+from embedder import add_backend_arg, embedding_description, embedding_dtype, for_inference, select_device
 from features import feature_settings, read_MFB
 from model.model import BackgroundResNet
 from model.resnet import BACKBONES
 from onnx_backend import OnnxEmbedder, export_bytes
-from speed import (
-    Compute,
-    autocast_dtype,
-    embedding_description,
-    embedding_dtype,
-    for_inference,
-    select_device,
-    use_channels_last,
-)
+from speed import use_channels_last
 from SR_Dataset import DvectorDataset, load_features
-from train import train_step
+from train import DeviceSetup, autocast_dtype, train_step
 
 WARMUP_BATCHES = 3
 PATHS = ('tutorial', 'fast fp32', 'fast')
@@ -67,7 +60,7 @@ def parse_args(argv=None):
     cli.setting(p, 'BATCH_SIZE', type=cli.positive_int)
     p.add_argument('--embed-utts', type=cli.positive_int, default=1000, help='utterances embedded per path')
     cli.setting(p, 'BACKBONE', choices=list(BACKBONES))
-    cli.add_backend_arg(p)  # the backend of the 'fast' embedding path
+    add_backend_arg(p)  # the backend of the 'fast' embedding path
     cli.add_device_arg(p)
     return p.parse_args(argv)
 
@@ -106,8 +99,8 @@ def training_throughput(DB, path, args):
     dataset = DvectorDataset(DB, {s: i for i, s in enumerate(speakers)}, feature_settings(), feats=feats,
                              augmenter=augmenter)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, drop_last=True)
-    compute = Compute(device, amp_dtype, torch.channels_last if channels_last else torch.contiguous_format)
-    model = model.to(device, memory_format=compute.memory_format).train()
+    setup = DeviceSetup(device, amp_dtype, torch.channels_last if channels_last else torch.contiguous_format)
+    model = model.to(device, memory_format=setup.memory_format).train()
     scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     # train.py's optimizer with OPTIMIZER 'sgd', the default
     optimizer = torch.optim.SGD(model.parameters(), lr=c.LR, momentum=c.MOMENTUM, weight_decay=c.WEIGHT_DECAY)
@@ -118,8 +111,8 @@ def training_throughput(DB, path, args):
             if n_batches == WARMUP_BATCHES:
                 synchronize(device)
                 start = time.perf_counter()
-            inputs, targets = inputs.to(device, memory_format=compute.memory_format), targets.to(device)
-            train_step(model, inputs, targets, criterion, optimizer, scaler, compute)
+            inputs, targets = inputs.to(device, memory_format=setup.memory_format), targets.to(device)
+            train_step(model, inputs, targets, criterion, optimizer, scaler, setup)
             n_batches += 1
             if n_batches == WARMUP_BATCHES + args.batches:
                 break

@@ -27,8 +27,8 @@ from bench import in_fresh_process, peak_memory_mb
 from DB_wav_reader import read_training_structure
 from features import feature_settings
 from SR_Dataset import DvectorDataset, load_features
-from storage import files_fingerprint
 from train import split_train_valid
+from train_run import files_fingerprint
 
 
 def write_list(path, n_utterances, n_speakers):

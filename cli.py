@@ -1,6 +1,7 @@
-"""Command-line plumbing shared by the entry scripts: flags and clean error exits.
+"""Flags: each setting's flag from configure.py, the flag types and the flags several scripts share, and the
+clean error exit of every entry script.
 
-(The device and the precisions the flags name are chosen in speed.py.)
+(The flags of the stages that use a model, and how they are resolved, are in embedder.py.)
 """
 import argparse
 import io
@@ -14,12 +15,6 @@ from pathlib import Path
 
 import configure as c
 import features
-import speed
-import storage
-
-SCORE_NORMS = ('none', 'asnorm')
-COHORTS = ('speakers', 'utterances')
-
 
 def setting_comments(path=Path(c.__file__)):
     """{NAME: description} of each setting in configure.py: its comment (with the indented comment lines under it),
@@ -52,14 +47,14 @@ def setting_comments(path=Path(c.__file__)):
 SETTING_HELP = setting_comments()
 
 
-def setting(p, name, flag=None, aliases=(), **kwargs):
-    """Add the flag of configure.py's setting `name`: --lower-case-name (or `flag`, also spelt as `aliases`), its
-    value as the default and its comment there as the help. A number's type is the default's unless `type` or
+def setting(p, name, flag=None, **kwargs):
+    """Add the flag of configure.py's setting `name`: --lower-case-name (or `flag`), its value as the default and
+    its comment there as the help. A number's type is the default's unless `type` or
     `choices` say otherwise."""
     default = getattr(c, name)
     if not {'type', 'choices', 'nargs'} & set(kwargs) and type(default) in (int, float):
         kwargs['type'] = type(default)
-    return p.add_argument(flag or '--' + name.lower().replace('_', '-'), *aliases, default=default,
+    return p.add_argument(flag or '--' + name.lower().replace('_', '-'), default=default,
                           help=SETTING_HELP[name].replace('%', '%%'), **kwargs)
 
 
@@ -67,9 +62,36 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Help that keeps the script's docstring as written and shows each flag's default."""
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose result says which settings the command line gave: `args.given`, a set of names.
+
+    A setting given on the command line wins over what a checkpoint recommends, even when its value is
+    configure.py's (embedder.resolve_scoring); a resumed run refuses settings given that it cannot take.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extra = super().parse_known_args(args, namespace)
+        parsed.given = self.given_settings(args)
+        return parsed, extra
+
+    def given_settings(self, args):
+        """The names of the settings that the command line `args` gives (a parse without defaults)."""
+        defaults, self._defaults = self._defaults, {}
+        action_defaults = [action.default for action in self._actions]
+        try:
+            for action in self._actions:
+                action.default = argparse.SUPPRESS
+            given, _ = super().parse_known_args(args, argparse.Namespace())
+        finally:
+            self._defaults = defaults
+            for action, default in zip(self._actions, action_defaults):
+                action.default = default
+        return frozenset(vars(given)) - {'given'}
+
+
 def parser(description):
-    """An ArgumentParser for an entry script; its defaults come from configure.py."""
-    return argparse.ArgumentParser(description=description, formatter_class=HelpFormatter, allow_abbrev=False)
+    """A Parser for an entry script; its defaults come from configure.py."""
+    return Parser(description=description, formatter_class=HelpFormatter, allow_abbrev=False)
 
 
 def positive_int(text):
@@ -128,23 +150,6 @@ def add_device_arg(p):
     setting(p, 'DEVICE')
 
 
-def add_backend_arg(p):
-    setting(p, 'EMBED_BACKEND', '--backend', choices=speed.EMBED_BACKENDS)
-
-
-def add_model_args(p, embedding_dir=True):
-    """Flags of the scripts that use a trained model: checkpoint, enrolled d-vectors (unless not embedding_dir),
-    test data, embedding precision, backend, device."""
-    setting(p, 'CHECKPOINT')
-    if embedding_dir:
-        setting(p, 'EMBEDDING_DIR')
-    setting(p, 'TEST_FEAT_DIR')
-    setting(p, 'EMBED_PRECISION', choices=speed.EMBED_PRECISIONS, aliases=['--precision'])  # its old name
-    add_backend_arg(p)
-    add_device_arg(p)
-    return add_audio_args(p)
-
-
 def level(text):
     """argparse type: 'no', or a target speech level in dBFS."""
     try:
@@ -167,23 +172,6 @@ def add_test_args(p):
     return p
 
 
-def add_scoring_args(p, sides=('enroll', 'test'), score_norm=True):
-    """Flags of how d-vectors are made and scored: segment lengths of the given sides, score normalisation.
-
-    A checkpoint may recommend other values (its 'scoring'): recommended_scoring applies them.
-    """
-    for side in sides:
-        setting(p, f'{side.upper()}_FRAMES', type=non_negative_int)
-    if score_norm:
-        setting(p, 'SCORE_NORM', choices=SCORE_NORMS)
-        setting(p, 'COHORT', choices=COHORTS)
-        setting(p, 'COHORT_UTTS', type=positive_int)
-        setting(p, 'COHORT_TOP', type=cohort_size)
-        p.add_argument('--cohort-dir', help='asnorm: training feature tree to build the cohort from when the '
-                       'checkpoint has none (default: the one it was trained on)')
-    return p
-
-
 def flag_text(name, value):
     """A setting as its flag on the command line would give it: flag_text('enroll_frames', 0) is '--enroll-frames 0'."""
     return f"--{name.replace('_', '-')} {value}"
@@ -192,54 +180,6 @@ def flag_text(name, value):
 def flags_text(settings):
     """{setting: value} as the flags that give them: '--vad no --level no'."""
     return ' '.join(flag_text(k, v) for k, v in settings.items())
-
-
-def recommended_scoring(args, argv, ckpt, settled=()):
-    """Set the scoring settings the checkpoint recommends (ckpt['scoring']) that no flag on argv gives; print them.
-    A published checkpoint's own cohort settings are set whatever argv says (it carries that cohort), with a note.
-
-    settled: settings that something else has set already (a single trial's enrollment settings): left alone.
-    """
-    recommended = {k: v for k, v in ckpt.get('scoring', {}).items() if hasattr(args, k) and k not in settled}
-    given = flags_given(argv, recommended)
-    applied = {k: v for k, v in recommended.items() if k not in given and getattr(args, k) != v}
-    for k, v in applied.items():
-        setattr(args, k, v)
-    if applied:
-        print("Scoring as the checkpoint recommends: " + ", ".join(flag_text(k, v) for k, v in applied.items()),
-              file=sys.stderr)
-    own = published_cohort(ckpt)
-    if own and getattr(args, 'score_norm', None) == 'asnorm':
-        other = {k: getattr(args, k) for k in own if getattr(args, k) != own[k]}
-        if other:
-            print(f"Note: {flags_text(other)} is not used: {args.checkpoint} carries its own cohort "
-                  f"({flags_text(own)})", file=sys.stderr)
-        for k, v in own.items():
-            setattr(args, k, v)
-    return args
-
-
-def published_cohort(ckpt):
-    """{'cohort', 'cohort_utts'} of the AS-norm cohort a published checkpoint carries; None when it carries none."""
-    if 'cohort' not in ckpt:
-        return None
-    source = ckpt.get('cohort_source')  # absent in those published before cohorts had kinds
-    return {'cohort': source['kind'], 'cohort_utts': source['utts_per_speaker']} if source else dict(storage.OLDER_COHORT)
-
-
-def scoring_record(args):
-    """The scoring settings in args that scores depend on: a calibrated threshold is valid for these only (the
-    cohort's under AS-norm alone)."""
-    asnorm = getattr(args, 'score_norm', 'none') == 'asnorm'
-    names = ('enroll_frames', 'test_frames', 'score_norm') + (storage.COHORT_SETTINGS if asnorm else ())
-    return {k: getattr(args, k) for k in names if hasattr(args, k)}
-
-
-def flags_given(argv, names):
-    """Which of the flags --<name> (names as argparse dests) appear on the command line argv."""
-    tokens = sys.argv[1:] if argv is None else argv
-    flags = {name: '--' + name.replace('_', '-') for name in names}
-    return [n for n, flag in flags.items() if any(t == flag or t.startswith(flag + '=') for t in tokens)]
 
 
 def format_note(message, category, filename, lineno, line=None, default=warnings.formatwarning):

@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 
 import configure as c
+from atomic import atomic_save
+from checkpoint import load_problem, model_id
 from DB_wav_reader import read_training_structure
 from dvector import embed_all, mean_dvector
-from features import read_utterance, recipe, require_finite
-from storage import OLDER_COHORT, atomic_save, load_problem, model_id
+from features import read_utterance, reading_settings, require_finite
 
 
 def cohort_path(checkpoint):
@@ -33,7 +34,7 @@ def build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, device, kind='sp
     DB = read_training_structure(train_feat_dir)
     files = DB.groupby('speaker_id')['filename'].apply(lambda f: sorted(f)[:utts_per_speaker])
     names = [f for fs in files for f in fs]
-    vectors = embed_all(model, names, lambda f: read_utterance(f, recipe(ckpt['feature'])), segment_frames, device, 'cohort')
+    vectors = embed_all(model, names, lambda f: read_utterance(f, reading_settings(ckpt['feature'])), segment_frames, device, 'cohort')
     if kind == 'utterances':
         return torch.stack([vectors[f] for f in names])
     return torch.stack([mean_dvector(torch.stack([vectors[f] for f in fs])) for fs in files])
@@ -69,7 +70,7 @@ def stored_cohort(path, ckpt, source, device):
     record = read_stored_cohort(path, device)
     if not record or record.get('model_id') != model_id(ckpt):
         return None
-    built_from = {'kind': OLDER_COHORT['cohort'], **{k: record[k] for k in source if k in record}}
+    built_from = {k: record.get(k) for k in source}
     if built_from != source:
         print(f"The stored cohort {path} was built from {described(built_from)}, not from {described(source)}",
               file=sys.stderr)
@@ -92,13 +93,10 @@ def load_cohort(checkpoint, ckpt, model, device, train_feat_dir=None, utts_per_s
 
     A cohort is built from the run's training folder (train_feat_dir, default the one it was trained on); a stored
     one is built again when it came from another folder, utts_per_speaker or kind, or cannot be read. A published
-    checkpoint's own cohort is always used (cli.recommended_scoring sets the scoring flags to it): a train_feat_dir
-    given is then not used, and a note says so.
+    checkpoint's own cohort is always used (embedder.resolve_scoring sets the scoring settings to it, and says
+    when that overrules a flag).
     """
     if 'cohort' in ckpt:  # a published checkpoint's, stored in float16
-        if train_feat_dir is not None:
-            print(f"Note: --cohort-dir {train_feat_dir} is not used: {checkpoint} carries its own cohort",
-                  file=sys.stderr)
         return require_finite(ckpt['cohort'].float().to(device), f"the cohort of {checkpoint}")
     path = cohort_path(checkpoint)
     train_feat_dir = train_feat_dir or ckpt.get('train_args', {}).get('train_feat_dir')

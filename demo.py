@@ -29,8 +29,8 @@ import make_trials
 import plot_dvectors
 import train
 import verification
+from checkpoint import load_checkpoint
 from demo_corpus import write_corpus
-from storage import load_checkpoint
 
 
 def parse_args(argv=None):

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 import cli
 import configure as c
-from storage import atomic_write
+from atomic import atomic_write
 
 MARKER = 'corpus.json'      # written last: a folder holding it holds a complete corpus
 CORPUS_VERSION = 1          # part of the marker: bump it when the synthesis changes, so old corpora are not reused

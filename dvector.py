@@ -92,7 +92,7 @@ def embed_utterance(model, feat, segment_frames, device):
 
 
 def embed_file(model, settings, filename, segment_frames, device):
-    """d-vector of a feature or audio file, read with feature settings (a checkpoint's 'feature', or a recipe())."""
+    """d-vector of a feature or audio file, read with feature settings (a checkpoint's 'feature', or a reading_settings())."""
     return embed_all(model, [filename], lambda f: read_utterance(f, settings), segment_frames, device)[filename]
 
 
@@ -121,7 +121,8 @@ def cosine_score(enrolled, test):
 
 
 def require_enrolled(enrolled, speaker):
-    """The d-vector of an enrolled speaker, or an error listing who is enrolled."""
+    """What `enrolled` holds for a speaker (its d-vector, or its enrollment record), or an error listing who is
+    enrolled."""
     if speaker not in enrolled:
         raise ValueError(f"speaker {speaker!r} is not enrolled; enrolled speakers: {', '.join(sorted(enrolled))}")
     return enrolled[speaker]

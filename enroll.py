@@ -23,13 +23,12 @@ from pathlib import Path
 import cli
 from DB_wav_reader import split_enroll_and_test
 from dvector import enroll_speakers
-from features import recipe
-from speed import select_device
-from storage import ENROLLMENT_SETTINGS, enrollment_lock, load_enrollment, load_model, save_enrollment
+from embedder import add_model_args, add_scoring_args, open_stage
+from records import ENROLLMENT_SETTINGS, enrollment_lock, load_enrollment, save_enrollment
 
 
 def parse_args(argv=None):
-    p = cli.add_scoring_args(cli.add_model_args(cli.parser(__doc__)), sides=('enroll',), score_norm=False)
+    p = add_scoring_args(add_model_args(cli.parser(__doc__)), sides=('enroll',), score_norm=False)
     p.add_argument('--replace', action='store_true',
                    help='remove every other enrolled speaker: the folder then enrolls exactly these speakers')
     return p.parse_args(argv)
@@ -46,17 +45,14 @@ def note_unenrolled(test_feat_dir, speakers):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = select_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend)
-    cli.recommended_scoring(args, argv, ckpt)
+    model, ckpt, device, reading, _ = open_stage(args)
     enroll_DB, _ = split_enroll_and_test(args.test_feat_dir)
     if enroll_DB.empty:
         raise FileNotFoundError(f"no enrollment files (names containing 'enroll') under {args.test_feat_dir}")
-    settings = recipe(ckpt['feature'], args.vad, args.level)
     files = {speaker: list(fs) for speaker, fs in enroll_DB.groupby('speaker_id')['filename']}
     note_unenrolled(args.test_feat_dir, files)
     with enrollment_lock(args.embedding_dir):  # taken first: a second writer is refused before any work
-        vectors = enroll_speakers(model, settings, files, args.enroll_frames, device, 'enrolling')
+        vectors = enroll_speakers(model, reading, files, args.enroll_frames, device, 'enrolling')
         enrolled = {speaker: (vectors[speaker], fs) for speaker, fs in files.items()}
         removed = save_enrollment(args.embedding_dir, enrolled, ckpt, args.test_feat_dir,
                                   {k: getattr(args, k) for k in ENROLLMENT_SETTINGS}, args.replace)

@@ -13,8 +13,8 @@ input and what to do with the output.
 import json
 
 import cli
+from checkpoint import load_checkpoint
 from onnx_backend import TOLERANCE, export_checkpoint, weights_hash
-from storage import load_checkpoint
 
 
 def parse_args(argv=None):

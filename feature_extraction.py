@@ -25,14 +25,14 @@ from tqdm import tqdm
 
 import cli
 import configure as c
+from atomic import atomic_write
 from DB_wav_reader import read_DB_structure
 from features import (FEATURE_SUFFIX, FeatureFileError, extraction_settings, feature_settings, load_feature_record,
-                      log_fbank, recipe)
-from storage import atomic_write
+log_fbank, reading_settings)
 
 
 def already_made(path, settings):
-    """Whether the feature file at path is readable and was made with these settings (a features.recipe()).
+    """Whether the feature file at path is readable and was made with these settings (a features.reading_settings()).
 
     A file that records no settings was made by the tutorial's recipe (before they were recorded).
     """
@@ -40,15 +40,15 @@ def already_made(path, settings):
         record = load_feature_record(path, settings['n_filters'])
     except (OSError, FeatureFileError):
         return False
-    return record.get('settings', extraction_settings(recipe(feature_settings()))) == extraction_settings(settings)
+    return record.get('settings', extraction_settings(reading_settings(feature_settings()))) == extraction_settings(settings)
 
 
 def extract_tree(wav_dir, feat_dir, overwrite=False, settings=None):
     """Write the features of every audio file under wav_dir into feat_dir; returns {path: message} of the failures.
 
-    settings: a features.recipe(); default configure.py's feature settings, without vad or level.
+    settings: a features.reading_settings(); default configure.py's feature settings, without vad or level.
     """
-    settings = settings or recipe(feature_settings())
+    settings = settings or reading_settings(feature_settings())
     DB = read_DB_structure(wav_dir)
     failures = {}
     done = 0
@@ -85,7 +85,7 @@ def main(argv=None):
     args = parse_args(argv)
     pairs = [(args.wav_dir, args.feat_dir)] if args.wav_dir else [(c.TRAIN_WAV_DIR, c.TRAIN_FEAT_DIR),
                                                                  (c.TEST_WAV_DIR, c.TEST_FEAT_DIR)]
-    settings = recipe(feature_settings(), args.vad, args.level)
+    settings = reading_settings(feature_settings(), args.vad, args.level)
     failures = {}
     for wav_dir, feat_dir in pairs:
         try:

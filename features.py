@@ -13,6 +13,11 @@ Audio is made into features by the tutorial's recipe, with a model's feature set
     -> 20 * log10(max(fb, 1e-5))               dB, with an absolute floor at -100 dB
     -> minus the utterance's mean frame        mean normalisation
 
+Settings come in three shapes: the model's (feature_settings(), or a checkpoint's 'feature': rate,
+filters, windows, trimming, training window), how an utterance is read (reading_settings(): those and
+the front end's vad and level), and what a feature file records of how it was made
+(extraction_settings()).
+
 Two optional steps, off by default ('vad' and 'level' of the settings: VAD and LEVEL of configure.py),
 both led by the level (dBFS) of each fbank frame's samples, and by the utterance's *loud frames*:
 those within VAD_DB of the LOUD_PERCENTILE-th percentile of its frame levels (a percentile, not the
@@ -199,8 +204,9 @@ def check_level(level):
     return level
 
 
-def recipe(feature, vad='no', level='no'):
-    """A model's feature settings (feature_settings() or a checkpoint's 'feature') with the front end's vad and level.
+def reading_settings(feature, vad='no', level='no'):
+    """How an utterance is read: a model's feature settings (feature_settings() or a checkpoint's 'feature') with
+    the front end's vad and level.
 
     The settings every function below takes; 'vad' and 'level' default to 'no' (the tutorial) when absent.
     """
@@ -434,7 +440,7 @@ def log_fbank_frames(audio, settings):
 def log_fbank(path, settings=None):
     """Mean-normalised log Mel-filterbank energies (n_frames, n_filters) float64 in dB of an audio file.
 
-    settings: a recipe(); default configure.py's feature settings without vad or level (the tutorial's recipe).
+    settings: a reading_settings(); default configure.py's feature settings without vad or level (the tutorial's recipe).
     """
     settings = settings or feature_settings()
     return audio_features(path, settings)[0]
@@ -453,7 +459,7 @@ def audio_features(path, settings):
 def file_features(path, settings):
     """(feat (n_kept, n_filters), kept bool (n_frames,)) of a feature pickle or an audio file, untrimmed.
 
-    Audio is made into features with settings (a recipe()). A pickle's features are used as they
+    Audio is made into features with settings (a reading_settings()). A pickle's features are used as they
     are, so they must have been made with the same vad and level (a pickle that does not record
     them was made by the tutorial's recipe, without either); its frames are all kept.
     """
@@ -478,7 +484,7 @@ def edge_frames(settings):
 def read_utterance(path, settings):
     """Trimmed features (n_frames, n_filters) of a feature pickle or an audio file: what the model embeds.
 
-    settings: a recipe() (its trim_frames and min_frames too). Trimming comes after speech
+    settings: a reading_settings() (its trim_frames and min_frames too). Trimming comes after speech
     detection: with vad 'energy' the frames cut at each end are speech; with 'silero' none are cut.
     """
     feat, _ = file_features(path, settings)

@@ -14,18 +14,19 @@ from functools import partial
 from pathlib import Path
 
 import cli
+from atomic import check_writable
 from cohort import scoring_cohort
 from DB_wav_reader import speaker_test_file, split_enroll_and_test
 from dvector import embed_all, embed_file, rank_speakers, require_enrolled
-from features import front_end, read_utterance, recipe, require_utterance_file
+from embedder import add_model_args, add_scoring_args, open_stage
+from features import front_end, read_utterance, require_utterance_file
 from metrics import top_k_accuracy
 from plots import plot_confusion
-from speed import select_device
-from storage import check_writable, load_enrollment, load_model
+from records import load_enrollment
 
 
 def parse_args(argv=None):
-    p = cli.add_scoring_args(cli.add_test_args(cli.add_model_args(cli.parser(__doc__))), sides=('test',))
+    p = add_scoring_args(cli.add_test_args(add_model_args(cli.parser(__doc__))), sides=('test',))
     p.add_argument('--all', action='store_true',
                    help='identify every test file; report top-1 and top-5 accuracy and plot the confusion matrix')
     cli.setting(p, 'RESULTS_DIR')
@@ -38,7 +39,7 @@ def parse_args(argv=None):
 def identify_one(model, settings, rank, test_file, speaker, test_frames, device):
     """Identify one test file (of an enrolled speaker, or of speaker None: unknown); print the best-scoring speakers.
 
-    settings: feature settings, a features.recipe(); rank(d-vector): [(speaker, score)], best first.
+    settings: feature settings, a features.reading_settings(); rank(d-vector): [(speaker, score)], best first.
     """
     ranking = rank(embed_file(model, settings, test_file, test_frames, device))
     predicted = ranking[0][0]
@@ -95,12 +96,9 @@ def note_enrolled_otherwise(records, used):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = select_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend)
+    model, ckpt, device, settings, _ = open_stage(args)
     records = load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint)
     enrolled = {speaker: record['embedding'] for speaker, record in records.items()}
-    cli.recommended_scoring(args, argv, ckpt)
-    settings = recipe(ckpt['feature'], args.vad, args.level)
     note_enrolled_otherwise(records, front_end(settings))
     # AS-norm can change the ranking: each enrolled speaker's scores are normalised by its own cohort statistics
     cohort = scoring_cohort(args, ckpt, model, device) if args.score_norm == 'asnorm' else None

@@ -22,11 +22,14 @@ import torch.nn.functional as F
 
 import cli
 import configure as c
+from atomic import atomic_save
+from checkpoint import load_checkpoint, model_from_checkpoint
 from cohort import build_cohort
 from DB_wav_reader import read_training_structure
 from dvector import embed_all
-from features import read_utterance, recipe
-from storage import atomic_save, comparable_scoring, load_checkpoint, load_model, model_from_checkpoint, threshold_path
+from embedder import COHORT_SETTINGS, SCORE_NORMS, SCORING_SETTINGS, load_model, resolve_scoring, scoring_settings
+from features import read_utterance, reading_settings
+from records import threshold_path
 
 MAX_SCORE_CHANGE = 1e-3
 CHECK_UTTERANCES = 200  # training utterances whose d-vectors check the float16 weights
@@ -36,21 +39,22 @@ def twin_thresholds(twin, scoring):
     """{score_norm: calibration record} of the twin checkpoint's thresholds calibrated with the recommended scoring
     (each score normalisation with the recommended segment lengths)."""
     thresholds = {}
-    for score_norm in cli.SCORE_NORMS:
+    for score_norm in SCORE_NORMS:
         path = threshold_path(twin, score_norm)
-        expected = cli.scoring_record(argparse.Namespace(**{**scoring_settings(scoring), 'score_norm': score_norm}))
+        expected = scoring_settings(argparse.Namespace(**{**recommended_scoring(scoring), 'score_norm': score_norm}))
         record = json.loads(path.read_text()) if path.is_file() else None
-        if record and comparable_scoring(record['scoring']) == expected:
+        if record and record['scoring'] == expected:
             thresholds[score_norm] = {**record, 'calibrated_on': f"the twin model {twin}, {record['trials']}"}
         else:
             print(f"No threshold for {expected}: {path} {'holds another' if record else 'is not there'}")
     return thresholds
 
 
-def scoring_settings(scoring):
-    """The scoring settings of configure.py with those a recipe recommends (`scoring`) in their place."""
-    return {'enroll_frames': c.ENROLL_FRAMES, 'test_frames': c.TEST_FRAMES, 'score_norm': c.SCORE_NORM,
-            'cohort': c.COHORT, 'cohort_utts': c.COHORT_UTTS, 'cohort_top': c.COHORT_TOP, **scoring}
+def recommended_scoring(scoring):
+    """The scoring settings a stage resolves, with no flag given, for a checkpoint that recommends `scoring`:
+    configure.py's, with the recommended ones in their place."""
+    asked = {name: getattr(c, name.upper()) for name in SCORING_SETTINGS + COHORT_SETTINGS}
+    return {name: value for name, (value, _) in resolve_scoring(asked, set(), {'scoring': scoring}).items()}
 
 
 def float16_score_change(ckpt, state, files):
@@ -58,7 +62,7 @@ def float16_score_change(ckpt, state, files):
     vectors = []
     for weights in (ckpt['state_dict'], state):
         model = model_from_checkpoint({**ckpt, 'state_dict': weights}, 'cpu')
-        found = embed_all(model, files, lambda f: read_utterance(f, recipe(ckpt['feature'])), c.TEST_FRAMES, 'cpu')
+        found = embed_all(model, files, lambda f: read_utterance(f, reading_settings(ckpt['feature'])), c.TEST_FRAMES, 'cpu')
         vectors.append(torch.stack([found[f] for f in files]))
     return ((vectors[0] @ vectors[0].T) - (vectors[1] @ vectors[1].T)).abs().max().item()
 
@@ -74,7 +78,7 @@ def main(argv=None):
     scoring = c.SCORINGS[ckpt['train_args']['recipe']]
     model, _ = load_model(args.checkpoint, 'cpu', 'fp32')
     train_dir = ckpt['train_args']['train_feat_dir']
-    settings = scoring_settings(scoring)
+    settings = recommended_scoring(scoring)
     cohort_source = {'utts_per_speaker': settings['cohort_utts'], 'kind': settings['cohort']}
     cohort = build_cohort(model, {**ckpt, 'scoring': scoring}, train_dir, settings['cohort_utts'], 'cpu',
                           settings['cohort'])

@@ -23,7 +23,8 @@ import onnxruntime
 import torch
 from torch import nn
 
-from storage import atomic_write, model_from_checkpoint, model_id
+from atomic import atomic_write
+from checkpoint import model_from_checkpoint, model_id
 
 INPUT, OUTPUT = 'fbank', 'dvector'
 CHECK_SHAPES = ((2, 100), (3, 237))  # (batch, frames) of the random inputs an export is checked on: two lengths,

@@ -33,19 +33,19 @@ from tqdm import tqdm
 
 import cli
 import configure as c
+from checkpoint import model_id
 from DB_wav_reader import split_enroll_and_test
 from dvector import embed_all, enroll_speaker, split_segments
-from features import read_utterance, recipe
+from embedder import add_model_args, add_scoring_args, open_stage
+from features import read_utterance
 from plots import plot_dvector_map
-from speed import select_device
-from storage import load_model, model_id
 
 METHODS = ('tsne', 'pca')
 ETRI_ID = re.compile(r'\d+([FM])\d+')  # ETRI speaker ids: <number><F|M><digits>, the letter the speaker's sex
 
 
 def parse_args(argv=None):
-    p = cli.add_scoring_args(cli.add_model_args(cli.parser(__doc__), embedding_dir=False), score_norm=False)
+    p = add_scoring_args(add_model_args(cli.parser(__doc__), embedding_dir=False), score_norm=False)
     p.add_argument('--segments', type=cli.positive_int, metavar='FRAMES',
                    help='draw each whole FRAMES-frame piece of a test file as a point (100 frames: 1 s), not the file')
     cli.setting(p, 'MAP_METHOD', '--method', choices=METHODS)
@@ -132,17 +132,13 @@ def title(args, ckpt, n_points, n_speakers, score):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = select_device(args.device)
     # --untrained: the same model with fresh random weights (seeded), what training starts from
-    model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend,
-                             random_weights_seed=args.seed if args.untrained else None)
-    cli.recommended_scoring(args, argv, ckpt)
+    model, ckpt, device, settings, _ = open_stage(args, random_weights_seed=args.seed if args.untrained else None)
     enroll_DB, test_DB = split_enroll_and_test(args.test_feat_dir)
     n_test = test_DB['speaker_id'].nunique()
     if n_test < 2:
         raise ValueError(f"test files of {n_test} speaker(s) under {args.test_feat_dir} "
                          f"({', '.join(test_DB['speaker_id'].unique()) or 'none'}): a map needs at least 2")
-    settings = recipe(ckpt['feature'], args.vad, args.level)
     vectors, speakers = embed_tests(model, settings, test_DB, args, device)
     centres = enrollment_vectors(model, settings, enroll_DB, args.enroll_frames, device)
 

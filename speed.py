@@ -1,15 +1,11 @@
-"""Speed code a student can skip: how the work runs fast, never what it computes.
+"""Speed code a student can skip: how much memory there is, and oneDNN's bugs kept clear of.
 
-In float32 (PRECISION and EMBED_PRECISION 'fp32') none of it changes a result beyond float rounding;
-bfloat16 trades a little precision for speed.
-  - the device and the precision: select_device; autocast_dtype (training's PRECISION),
-    embedding_dtype and embedding_description (the stages' EMBED_PRECISION and EMBED_BACKEND)
-  - Compute: where and how training batches run (device, autocast dtype, memory format); in float32
-    and contiguous memory train.py's step is the plain forward, loss, backward, optimizer step
-  - for_inference: a trained model made faster to embed with (batch norms folded into the
-    convolutions, channels-last, a bfloat16 backbone)
-  - preload_fits: whether the training features fit in memory
-  - channels-last and bfloat16 kept clear of oneDNN's bugs (below): use_channels_last, InDtype
+Nothing here changes what is computed:
+  - preload_fits: whether the training features fit in memory (PRELOAD 'auto')
+  - use_channels_last: whether convolutions may run channels-last on this model (CHANNELS_LAST 'auto')
+  - LowPrecision: a backbone run in bfloat16, with float32 where bfloat16 fails
+  - the probe of every convolution shape (python speed.py), which a test checks the policy against
+The device and the embedding precision are chosen in embedder.py, training's precision in train.py.
 
 Channels-last (NHWC) is oneDNN's fast layout on the CPU, but oneDNN has a bug: the weight gradient
 of a 1x1 convolution with stride > 1 and fewer input channels than its channel block (16 here)
@@ -26,7 +22,7 @@ bfloat16 has a bug of its own here: a 3x3 convolution with stride 2 whose input 
 wide returns garbage (inf, or values ~1e18) in bfloat16, in either layout, while float32 is exact.
 The ResNet's strided convolutions see T, T/2 and T/4 frames of a T-frame input, so segments of
 fewer than MIN_BF16_FRAMES frames (the short last segment of an utterance) are embedded in
-float32 (InDtype).
+float32 (LowPrecision).
 
 The probe runs each shape forward and backward in channels-last and contiguous memory (same
 weights, batch and dtype) in a child process, and reports crash / mismatch / ok, so that a torch
@@ -41,123 +37,18 @@ import sys
 import threading
 from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from model.resnet import build_resnet, fold_batch_norms
+from model.resnet import build_resnet
 
-PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')  # training's PRECISION
-EMBED_PRECISIONS = ('auto', 'fp32', 'bf16')
-EMBED_BACKENDS = ('torch', 'onnx')
 MIN_BF16_FRAMES = 9     # the last strided convolution sees ceil(T / 4) frames of a T-frame input: at least 3
 MIN_SAFE_CHANNELS = 16  # oneDNN's channel block on AVX512: strided 1x1 convolutions with fewer input channels fail
 PROBE_WIDTHS = (4, 8, 12, 16, 32)
 PROBE_BACKBONES = ('resnet18',)
 PROBE_FRAMES = (100, 200)  # the tutorial's and the improved recipe's training windows
 TOLERANCE = {'fp32': 1e-4, 'bf16': 2e-2}  # relative error of outputs and gradients that counts as a mismatch
-
-
-# ---- The device and the precision ----------------------------------------------------------------
-
-def select_device(name):
-    """The torch.device for 'auto' (CUDA when there is a GPU), 'cpu' or 'cuda[:N]'."""
-    if name == 'auto':
-        name = 'cuda' if torch.cuda.is_available() else 'cpu'
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ('cpu', 'cuda'):
-        raise ValueError(f"unknown device {name!r}; use 'auto', 'cpu' or 'cuda'")
-    if device.type == 'cuda' and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
-                         "use 'auto' or 'cpu'")
-    return device
-
-
-def bfloat16_is_fast(device):
-    """Whether the device has bfloat16 units: a CPU with AVX512-BF16 or AMX, a GPU with native bfloat16.
-
-    Emulated bfloat16 would be slower than float32.
-    """
-    if device.type == 'cuda':
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-def autocast_dtype(precision, device):
-    """The autocast dtype of a training PRECISION on a device (None: float32); 'auto' picks the fastest safe one."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r} (PRECISION of configure.py or --precision); "
-                         f"choose one of {', '.join(PRECISIONS)}")
-    if precision == 'auto':
-        precision = 'bf16' if bfloat16_is_fast(device) else 'fp16' if device.type == 'cuda' else 'fp32'
-    if precision == 'fp16' and device.type != 'cuda':
-        raise ValueError("precision 'fp16' needs a CUDA GPU; on the CPU use 'bf16' or 'fp32'")
-    return {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
-
-
-def embedding_dtype(precision, device, backend='torch'):
-    """The dtype the backbone embeds in for an EMBED_PRECISION and EMBED_BACKEND.
-
-    'auto' is bfloat16 where it is fast, else float32. The 'onnx' backend (ONNX Runtime's CPU build)
-    embeds on the CPU in float32 only, so it resolves 'auto' to float32 and refuses 'bf16' or a GPU
-    rather than ignore them.
-    """
-    if precision not in EMBED_PRECISIONS:
-        raise ValueError(f"unknown embedding precision {precision!r} (EMBED_PRECISION of configure.py or "
-                         f"--embed-precision); choose one of {', '.join(EMBED_PRECISIONS)}")
-    if backend not in EMBED_BACKENDS:
-        raise ValueError(f"unknown embedding backend {backend!r} (EMBED_BACKEND of configure.py or --backend); "
-                         f"choose one of {', '.join(EMBED_BACKENDS)}")
-    if backend == 'onnx':
-        if precision == 'bf16':
-            raise ValueError("precision 'bf16' cannot run on the 'onnx' backend, which embeds in float32 only; "
-                             "use --embed-precision fp32 (or auto) with --backend onnx, or --backend torch for bfloat16")
-        if device.type != 'cpu':
-            raise ValueError(f"the 'onnx' backend runs on the CPU, not on {device}: pass --device cpu with "
-                             "--backend onnx, or use --backend torch")
-        return torch.float32
-    if precision == 'auto':
-        precision = 'bf16' if bfloat16_is_fast(device) else 'fp32'
-    return {'fp32': torch.float32, 'bf16': torch.bfloat16}[precision]
-
-
-def embedding_description(precision, device, backend):
-    """What the backbone embeds in, as reports say it: 'bfloat16', 'float32', or 'float32 (onnx)'."""
-    dtype = str(embedding_dtype(precision, device, backend)).removeprefix('torch.')
-    return dtype if backend == 'torch' else f"{dtype} ({backend})"
-
-
-# ---- Training and embedding fast -----------------------------------------------------------------
-
-class Compute(NamedTuple):
-    """Where and how the batches run through the model: chosen once, in build_model."""
-    device: torch.device
-    amp_dtype: torch.dtype | None       # autocast to bfloat16 or float16; None: float32 throughout
-    memory_format: torch.memory_format  # torch.channels_last (oneDNN's fast layout) or torch.contiguous_format
-
-    def autocast(self):
-        """The context in which the model and the loss run in amp_dtype (autocast keeps float32 where it must)."""
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
-
-
-def for_inference(model, device, dtype=torch.float32):
-    """The eval-mode model made faster to embed with.
-
-    Each batch norm of the backbone is folded into the convolution before it, which gives the same
-    d-vectors to float precision; on the CPU the convolutions run channels-last (oneDNN's fast
-    layout) where that is safe (use_channels_last). With dtype bfloat16 the backbone runs in it (pooling and
-    projection stay float32).
-    """
-    fold_batch_norms(model.backbone)
-    if use_channels_last('auto', torch.device(device), model):
-        model = model.to(memory_format=torch.channels_last)
-    if dtype != torch.float32:
-        model.backbone = InDtype(model.backbone, dtype)
-    return model
 
 
 # ---- Memory --------------------------------------------------------------------------------------
@@ -193,7 +84,7 @@ def preload_fits(files, fraction=0.5):
 
 # ---- Channels-last and bfloat16 around oneDNN's bugs ---------------------------------------------
 
-class InDtype(nn.Module):
+class LowPrecision(nn.Module):
     """A module run in a lower dtype: its input cast to it, its output cast back to float32.
 
     Inputs narrower than MIN_BF16_FRAMES run in float32 instead, through a float32 copy of the module.

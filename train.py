@@ -11,13 +11,12 @@
 Writes <log-dir>/checkpoint_<epoch>.pth every epoch, checkpoint_best.pth (lowest validation
 loss; among the fine-tuning epochs once they begin) and loss_plot.png.
 """
-import argparse
 import math
-import re
 import time
 import uuid
 from functools import partial
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import torch
 from matplotlib.figure import Figure
@@ -28,31 +27,28 @@ from tqdm import tqdm
 import cli
 import configure as c
 import distributed
+from atomic import atomic_save
+from augment import Augmenter, WaveAugmenter, augment_settings
+from checkpoint import load_checkpoint
 from DB_wav_reader import holds_audio, read_training_structure
+from embedder import bfloat16_is_fast, select_device
 from features import feature_settings
 from losses import LOSSES, build_criterion, margin_at
-from model.model import POOLINGS, BackgroundResNet
+from model.model import BackgroundResNet, POOLINGS
 from model.resnet import BACKBONES
 from plots import save_figure
-from speed import PRECISIONS, Compute, autocast_dtype, preload_fits, select_device, use_channels_last
-from augment import Augmenter, WaveAugmenter, augment_settings
+from speed import preload_fits, use_channels_last
 from SR_Dataset import DvectorDataset, collate_fn_feat_padded, load_features
-from storage import atomic_save, check_resume, files_fingerprint, load_checkpoint, training_checkpoint
+from train_run import (check_log_dir, files_fingerprint, finetuning_begun, interrupted, restore, resumed_args,
+    training_checkpoint)
 
-# Flags that --resume takes from the command line; every other setting comes from the checkpoint,
-# so that the run continues exactly (num_workers too: each worker draws its own random windows).
-# --epochs only under a plateau schedule: a fixed schedule's learning rate at every step is set by the epoch count.
-RESUME_OVERRIDES = ('resume', 'epochs', 'log_dir', 'device', 'log_interval', 'preload')
-# Settings of the fine-tuning epochs: a resumed run takes those given on the command line until they begin.
-FINETUNE_SETTINGS = ('finetune_epochs', 'finetune_lr', 'finetune_win_size', 'finetune_margin')
 SCHEDULES = ('plateau', 'cosine', 'exponential')
+PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 # configure.py's probabilities and ranges of each kind of augmentation (augment.py): a flag each
 AUGMENT_SETTINGS = ('AUG_NOISE_PROB', 'AUG_NOISE_SNR', 'AUG_MUSIC_SNR', 'AUG_BABBLE_PROB', 'AUG_BABBLE_SNR',
                     'AUG_BABBLE_VOICES', 'AUG_REVERB_PROB', 'AUG_RT60', 'AUG_DRR', 'AUG_CHANNEL_PROB',
                     'AUG_TELEPHONE_SHARE', 'AUG_EQ_DB', 'AUG_GAIN_PROB', 'AUG_GAIN_DB', 'AUG_PAUSE_PROB',
                     'AUG_PAUSE_DBFS')
-AUGMENT_FLAGS = tuple(name.lower() for name in AUGMENT_SETTINGS) + ('augment', 'noise_dir', 'rir_dir', 'speed_perturb',
-                                                                    'speeds')
 
 
 def parse_args(argv=None):
@@ -65,7 +61,11 @@ def parse_args(argv=None):
     setting('VALID_BATCH_SIZE', type=cli.positive_int)
     setting('OPTIMIZER', choices=['sgd', 'adam', 'adagrad'])
     setting('LR')
+    setting('MOMENTUM')
+    setting('WEIGHT_DECAY')
     setting('SCHEDULE', choices=SCHEDULES)
+    setting('LR_PATIENCE', type=cli.non_negative_int)
+    setting('MIN_LR')
     setting('WARMUP_EPOCHS', type=cli.non_negative_int)
     p.add_argument('--init-from', metavar='CHECKPOINT',
                    help="start a new run from this checkpoint's weights (fine-tuning); the model settings must match")
@@ -157,12 +157,20 @@ def scheduled_lr(progress, schedule, lr, min_lr, warmup):
     raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
 
 
-def read_data(args, feature):
-    """(train_DB, valid_DB, speakers, feats) of the utterances in args.train_feat_dir.
+class TrainingData(NamedTuple):
+    """The utterances a run trains and validates on."""
+    train_DB: object  # DataFrame (filename, speaker_id, dataset_id) of the training utterances
+    valid_DB: object  # ... and of the validation utterances
+    speakers: list    # the sorted speaker ids: the classes
+    feats: list | None  # the trimmed features of train_DB then valid_DB in memory (float32), or None: read per item
 
-    The split of split_train_valid, the sorted speaker ids (the classes), and the trimmed features of
-    train_DB then valid_DB in memory as float32, or None where they are read from disk per item (--preload).
-    """
+    def files(self):
+        return list(self.train_DB['filename']) + list(self.valid_DB['filename'])
+
+
+def read_data(args, feature):
+    """The TrainingData of args.train_feat_dir: the split of split_train_valid, the features preloaded as
+    --preload says."""
     DB = read_training_structure(args.train_feat_dir)
     train_DB, valid_DB = split_train_valid(DB, args.val_ratio, args.seed)
     speakers = sorted(DB['speaker_id'].unique())
@@ -171,7 +179,7 @@ def read_data(args, feature):
     preload = args.preload == 'yes' or (args.preload == 'auto' and not audio and preload_fits(files))
     print(f"Training set {len(train_DB)} utts, validation set {len(valid_DB)} utts, {len(speakers)} speakers "
           f"(classes), features {'in memory' if preload else 'made from audio per item' if audio else 'read from disk per item'}")
-    return train_DB, valid_DB, speakers, load_features(files, feature, keep=preload)
+    return TrainingData(train_DB, valid_DB, speakers, load_features(files, feature, keep=preload))
 
 
 def num_classes(args, speakers):
@@ -179,32 +187,56 @@ def num_classes(args, speakers):
     return len(speakers) * (1 + len(args.speeds) if args.speed_perturb == 'yes' else 1)
 
 
-def build_model(args, num_classes, feature, device, resolved=None):
-    """(net, model_args, compute, resolved): the model of args' settings, its initial weights seeded with
-    args.seed, on the device; and how the batches run through it.
+def autocast_dtype(precision, device):
+    """The autocast dtype of a training PRECISION on a device (None: float32); 'auto' picks the fastest safe one."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (PRECISION of configure.py or --precision); "
+                         f"choose one of {', '.join(PRECISIONS)}")
+    if precision == 'auto':
+        precision = 'bf16' if bfloat16_is_fast(device) else 'fp16' if device.type == 'cuda' else 'fp32'
+    if precision == 'fp16' and device.type != 'cuda':
+        raise ValueError("precision 'fp16' needs a CUDA GPU; on the CPU use 'bf16' or 'fp32'")
+    return {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
 
-    resolved: {'precision', 'channels_last'} as a resumed run resolved them ('auto' may choose otherwise on
-    another machine); None: resolve args' own. Returned as resolved: never 'auto'.
+
+class DeviceSetup(NamedTuple):
+    """Where and how the batches run through the model: chosen once, in build_model. In float32 and contiguous
+    memory, train_step is the plain forward, loss, backward, optimizer step."""
+    device: torch.device
+    amp_dtype: torch.dtype | None       # autocast to bfloat16 or float16; None: float32 throughout
+    memory_format: torch.memory_format  # torch.channels_last (oneDNN's fast layout) or torch.contiguous_format
+
+    def autocast(self):
+        """The context in which the model and the loss run in amp_dtype (autocast keeps float32 where it must)."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+
+def build_model(args, num_classes, feature, device, auto_choices=None):
+    """(net, model_args, setup, auto_choices): the model of args' settings, its initial weights seeded with
+    args.seed, on the device; and how the batches run through it (a DeviceSetup).
+
+    auto_choices: {'precision', 'channels_last'} as a resumed run's 'auto' chose them (it may choose otherwise
+    on another machine); None: choose for args' own. Returned: what was chosen, never 'auto'.
     """
     model_args = {'embedding_size': args.embedding_size, 'num_classes': num_classes, 'backbone': args.backbone,
                   'base_channels': args.base_channels, 'pooling': args.pooling,
                   'head': 'linear' if args.loss == 'softmax' else 'cosine', 'n_filters': feature['n_filters']}
     torch.manual_seed(args.seed)
     net = BackgroundResNet(**model_args)
-    asked = resolved or {'precision': args.precision, 'channels_last': args.channels_last}
+    asked = auto_choices or {'precision': args.precision, 'channels_last': args.channels_last}
     amp_dtype = autocast_dtype(asked['precision'], device)
     channels_last = use_channels_last(asked['channels_last'], device, net)
-    resolved = {'precision': {None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[amp_dtype],
-                'channels_last': 'yes' if channels_last else 'no'}
-    compute = Compute(device, amp_dtype, torch.channels_last if channels_last else torch.contiguous_format)
+    chosen = {'precision': {None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[amp_dtype],
+              'channels_last': 'yes' if channels_last else 'no'}
+    setup = DeviceSetup(device, amp_dtype, torch.channels_last if channels_last else torch.contiguous_format)
     print(f"Recipe {args.recipe}: {args.backbone} x{args.base_channels}, pooling {args.pooling}, loss {args.loss}"
           f"{f' (margin {args.margin}, scale {args.scale})' if args.loss != 'softmax' else ''}, "
           f"windows of {feature['win_size']} frames, SpecAugment {args.spec_augment}, augmentation {args.augment}"
           f"{f', speeds {args.speeds}' if args.speed_perturb == 'yes' else ''}; lr {args.lr} {args.schedule}"
           f"{f' (warm-up {args.warmup_epochs} epochs)' if args.schedule != 'plateau' else ''}"
           f"{f', weights from {args.init_from}' if args.init_from else ''}; device {device}, precision "
-          f"{resolved['precision']}, channels-last {resolved['channels_last']}")
-    return net.to(device, memory_format=compute.memory_format), model_args, compute, resolved
+          f"{chosen['precision']}, channels-last {chosen['channels_last']}")
+    return net.to(device, memory_format=setup.memory_format), model_args, setup, chosen
 
 
 def augmenters(args, feature, feats, train_DB):
@@ -217,13 +249,13 @@ def augmenters(args, feature, feats, train_DB):
     return {'augmenter': Augmenter(augment_settings(args), feature)}
 
 
-def make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats=None, ddp=None):
+def make_loaders(data, feature, args, device, ddp=None):
     """Training windows (random, shuffled, SpecAugment-masked if args say) and whole validation utterances
-    (padded by repetition).
+    (padded by repetition) of the TrainingData `data`.
 
-    feats: the preloaded features of train_DB and valid_DB (in that order), or None to read files per item.
     ddp: a distributed.Torchrun, whose process trains on its share of every batch (and validates on all).
     """
+    train_DB, valid_DB, speakers, feats = data
     spk_to_idx = {spk: i for i, spk in enumerate(speakers)}
     train_feats, valid_feats = (feats[:len(train_DB)], feats[len(train_DB):]) if feats else (None, None)
     train_set = DvectorDataset(train_DB, spk_to_idx, feature, random_windows=True, feats=train_feats,
@@ -250,14 +282,14 @@ def fixed_schedule(args):
     learning rate after each epoch instead."""
     if args.schedule == 'plateau':
         return None
-    return lambda progress: scheduled_lr(progress / args.epochs, args.schedule, args.lr, c.MIN_LR,
+    return lambda progress: scheduled_lr(progress / args.epochs, args.schedule, args.lr, args.min_lr,
                                          args.warmup_epochs / args.epochs)
 
 
 def finetune_schedule(args):
     """lr_at(progress in epochs) of the fine-tuning epochs: a cosine from FINETUNE_LR to MIN_LR, no warm-up."""
     return lambda progress: scheduled_lr((progress - args.epochs) / args.finetune_epochs, 'cosine',
-                                         args.finetune_lr, c.MIN_LR, 0.0)
+                                         args.finetune_lr, args.min_lr, 0.0)
 
 
 def begin_finetuning(net, args, log_dir, history, ddp=None):
@@ -276,13 +308,13 @@ def begin_finetuning(net, args, log_dir, history, ddp=None):
     print(f"Large-margin fine-tuning, epochs {args.epochs + 1}-{args.epochs + args.finetune_epochs}, from epoch "
           f"{epoch} (lowest validation loss): windows of {args.finetune_win_size} frames"
           f"{f', margin {args.finetune_margin} at once' if args.loss != 'softmax' else ''}, lr {args.finetune_lr} "
-          f"cosine to {c.MIN_LR}")
-    return create_optimizer(args.optimizer, net.parameters(), args.finetune_lr, c.MOMENTUM, c.WEIGHT_DECAY)
+          f"cosine to {args.min_lr}")
+    return create_optimizer(args.optimizer, net.parameters(), args.finetune_lr, args.momentum, args.weight_decay)
 
 
-def train_step(model, inputs, targets, criterion, optimizer, scaler, compute):
+def train_step(model, inputs, targets, criterion, optimizer, scaler, setup):
     """One optimizer step on a batch already on the device; returns (loss, logits)."""
-    with compute.autocast():
+    with setup.autocast():
         _, logits = model(inputs)                                           # (B, num_classes)
         loss = criterion(logits, targets)
     optimizer.zero_grad()
@@ -296,7 +328,7 @@ def train_step(model, inputs, targets, criterion, optimizer, scaler, compute):
     return loss, logits
 
 
-def train_epoch(model, loader, criterion, optimizer, scaler, compute, epoch, log_interval, lr_at=None):
+def train_epoch(model, loader, criterion, optimizer, scaler, setup, epoch, log_interval, lr_at=None):
     """One pass over the training windows; returns (mean loss, accuracy %) (of this process's share).
 
     scaler: float16's torch.amp.GradScaler, or None. lr_at(progress in epochs), when given, sets the
@@ -309,9 +341,9 @@ def train_epoch(model, loader, criterion, optimizer, scaler, compute, epoch, log
         if lr_at:
             for group in optimizer.param_groups:
                 group['lr'] = lr_at(epoch - 1 + batch_idx / len(loader))
-        inputs = inputs.to(compute.device, memory_format=compute.memory_format)  # (B, 1, n_filters, win_size)
-        targets = targets.to(compute.device)                                    # (B,) speaker indices
-        loss, logits = train_step(model, inputs, targets, criterion, optimizer, scaler, compute)
+        inputs = inputs.to(setup.device, memory_format=setup.memory_format)  # (B, 1, n_filters, win_size)
+        targets = targets.to(setup.device)                                    # (B,) speaker indices
+        loss, logits = train_step(model, inputs, targets, criterion, optimizer, scaler, setup)
         total_loss += loss.item() * len(targets)
         n_correct += (logits.argmax(1) == targets).sum().item()
         n_seen += len(targets)
@@ -323,25 +355,20 @@ def train_epoch(model, loader, criterion, optimizer, scaler, compute, epoch, log
 
 
 @torch.no_grad()
-def validate(model, loader, criterion, compute):
+def validate(model, loader, criterion, setup):
     """Loss and accuracy % on whole validation utterances."""
     model.eval()
     total_loss, n_correct, n_seen = 0.0, 0, 0
     for inputs, targets in tqdm(loader, desc='validation', leave=False, dynamic_ncols=True, disable=None):
-        inputs = inputs.to(compute.device, memory_format=compute.memory_format)  # (B, 1, n_filters, T)
-        targets = targets.to(compute.device)
-        with compute.autocast():
+        inputs = inputs.to(setup.device, memory_format=setup.memory_format)  # (B, 1, n_filters, T)
+        targets = targets.to(setup.device)
+        with setup.autocast():
             _, logits = model(inputs)
             loss = criterion(logits, targets)
         total_loss += loss.item() * len(targets)
         n_correct += (logits.argmax(1) == targets).sum().item()
         n_seen += len(targets)
     return total_loss / n_seen, 100 * n_correct / n_seen
-
-
-def finetuning_begun(history):
-    """Whether the epochs of `history` include fine-tuning epochs."""
-    return any(h.get('finetune') for h in history)
 
 
 def best_epoch(history):
@@ -381,98 +408,41 @@ def save_epoch(checkpoint, history, log_dir):
     plot_history(history, log_dir / 'loss_plot.png')
 
 
-def interrupted(epoch, log_dir):
-    """What to say when Ctrl-C stops the run in `epoch`: what is saved, and how to go on."""
-    if epoch == 1:
-        return "\nInterrupted in epoch 1, before any checkpoint was saved"
-    return (f"\nInterrupted in epoch {epoch}; epochs 1-{epoch - 1} are saved in {log_dir}. "
-            f"Continue with: python train.py --resume --log-dir {log_dir}")
+class Stage(NamedTuple):
+    """A stretch of epochs trained alike: the main epochs, then the large-margin fine-tuning epochs."""
+    finetune: bool
+    epochs: range
+    win_size: int                          # frames of the training windows
+    lr_at: Callable[[float], float] | None  # the lr at a progress in epochs (fixed schedules); None: plateau
+    margin_at: Callable[[int], float]       # the margin of the loss in an epoch
 
 
-def latest_checkpoint(log_dir):
-    """The checkpoint_<epoch>.pth of the highest epoch in log_dir, or None."""
-    found = [(int(m.group(1)), p) for p in Path(log_dir).glob('checkpoint_*.pth')
-             if (m := re.fullmatch(r'checkpoint_(\d+)\.pth', p.name))]
-    return max(found)[1] if found else None
+def training_stages(args):
+    """The Stages of a run: its EPOCHS, then its FINETUNE_EPOCHS (none by default)."""
+    return (Stage(False, range(1, args.epochs + 1), args.win_size, fixed_schedule(args),
+                  lambda epoch: margin_at(epoch, args.margin, args.margin_warmup)),
+            Stage(True, range(args.epochs + 1, args.epochs + args.finetune_epochs + 1), args.finetune_win_size,
+                  finetune_schedule(args), lambda epoch: args.finetune_margin))
 
 
-def resumed_args(args, argv):
-    """(run settings, checkpoint) of --resume: the checkpoint's own settings, with only RESUME_OVERRIDES from
-    the command line (--epochs under a plateau schedule only), and, until the fine-tuning epochs begin, the
-    FINETUNE_SETTINGS given there. Other settings, or other training files, than the run's are refused."""
-    path = latest_checkpoint(args.log_dir) if args.resume == 'latest' else args.resume
-    if path is None:
-        raise FileNotFoundError(f"--resume: no checkpoint_<epoch>.pth in {args.log_dir} to continue from")
-    ckpt = load_checkpoint(path, to_resume=True)
-    # a run from before fine-tuning or augmentation existed had none
-    ckpt['train_args'] = {**{k: getattr(args, k) for k in FINETUNE_SETTINGS + AUGMENT_FLAGS}, 'finetune_epochs': 0,
-                          'augment': 'no', 'speed_perturb': 'no', **ckpt['train_args']}
-    before_finetuning = not finetuning_begun(ckpt['history'])
-    overrides = [k for k in RESUME_OVERRIDES
-                 if k != 'epochs' or (ckpt['train_args']['schedule'] == 'plateau' and before_finetuning)]
-    if before_finetuning:
-        overrides += cli.flags_given(argv, FINETUNE_SETTINGS)
-    given = {k: getattr(args, k) for k in cli.flags_given(argv, sorted(set(vars(args)) - set(overrides)))}
-    run_args = {**ckpt['train_args'], **{k: getattr(args, k) for k in overrides}}
-    check_resume(ckpt, given, read_training_structure(run_args['train_feat_dir'])['filename'])
-    if before_finetuning and run_args['finetune_epochs'] and run_args['epochs'] < ckpt['epoch']:
-        raise ValueError(f"--epochs {run_args['epochs']}: the run is at epoch {ckpt['epoch']} already, and its "
-                         f"fine-tuning epochs come after --epochs; resume with --epochs {ckpt['epoch']} or more")
-    print(f"Resuming from {path} (epoch {ckpt['epoch']})")
-    return argparse.Namespace(**run_args), ckpt
-
-
-def check_log_dir(log_dir, run_id):
-    """Refuse to write into a log dir that holds the checkpoints of another run."""
-    for path in (latest_checkpoint(log_dir), Path(log_dir) / 'checkpoint_best.pth'):
-        if path and path.is_file() and load_checkpoint(path)['run_id'] != run_id:
-            raise ValueError(f"{log_dir} already holds a training run; continue it with --resume, "
-                             "or choose another --log-dir (or delete it) to start a new one")
-
-
-def init_weights(net, path, model_args, speakers, split):
-    """Load the weights of the checkpoint at `path` into net, a model of the same settings and speakers,
-    trained with the same validation split (`split`: {'seed', 'val_ratio'})."""
-    init = load_checkpoint(path)
-    differ = [f"{k} {init['model_args'].get(k)} (--init-from) vs {v}" for k, v in model_args.items()
-              if init['model_args'].get(k) != v]
-    if differ or init['speakers'] != speakers:
-        raise ValueError(f"--init-from {path}: its model does not match this run's "
-                         f"({'; '.join(differ) or 'other training speakers'}); use the same --recipe and model flags")
-    its_split = {k: init['train_args'][k] for k in split}
-    if its_split != split:
-        raise ValueError(f"--init-from {path}: its run split off validation utterances with {its_split}, this run "
-                         f"with {split}, so this run would validate on utterances the weights were trained on; pass "
-                         f"--seed {its_split['seed']} --val-ratio {its_split['val_ratio']}")
-    net.load_state_dict(init['state_dict'])
-    print(f"Weights from {path} (epoch {init['epoch']})")
-
-
-def restore(ckpt, init_from, net, optimizer, scheduler, scaler, model_args, speakers, split):
-    """The history of the epochs done so far, after loading what the run goes on from.
-
-    Resuming (ckpt: the run's checkpoint), the weights, optimizer, lr scheduler, gradient scaler and
-    random generator continue where they were; a new run (ckpt None) starts from the weights of the
-    checkpoint init_from (fine-tuning), if one is given, else from the random ones.
-    """
-    if ckpt is None:
-        if init_from:
-            init_weights(net, init_from, model_args, speakers, split)
-        return []
-    net.load_state_dict(ckpt['state_dict'])
-    optimizer.load_state_dict(ckpt['optimizer'])
-    scheduler.load_state_dict(ckpt['scheduler'])
-    if scaler:
-        scaler.load_state_dict(ckpt['scaler'])
-    torch.set_rng_state(ckpt['rng_state'])  # the same random windows as if the run had never stopped
-    return ckpt['history']
+class Training(NamedTuple):
+    """What every epoch of a run uses (fit builds it; the optimizer is fit's: fine-tuning starts a new one)."""
+    net: torch.nn.Module
+    model: torch.nn.Module  # net, or net wrapped by DDP
+    criterion: torch.nn.Module
+    valid_criterion: torch.nn.Module
+    scheduler: ReduceLROnPlateau
+    scaler: torch.amp.GradScaler | None
+    setup: DeviceSetup
+    log_dir: Path
+    run: dict  # what every checkpoint of the run holds besides the epoch's state (train_run.training_checkpoint)
 
 
 def main(argv=None):
     args = parse_args(argv)
     ckpt = None
     if args.resume:
-        args, ckpt = resumed_args(args, argv)
+        args, ckpt = resumed_args(args)
     device = select_device(args.device)
     if distributed.started_by_torchrun():  # one of several processes (distributed.py)
         with distributed.Torchrun(device, args.batch_size) as ddp:
@@ -489,66 +459,65 @@ def fit(args, ckpt, device, ddp=None):
     run_id = ckpt['run_id'] if ckpt else uuid.uuid4().hex[:12]
     check_log_dir(args.log_dir, run_id)
     feature = ckpt['feature'] if ckpt else {**feature_settings(), 'win_size': args.win_size}
-    train_DB, valid_DB, speakers, feats = read_data(args, feature)
-    net, model_args, compute, resolved = build_model(args, num_classes(args, speakers), feature, device,
-                                                     ckpt['resolved'] if ckpt else None)
-    criterion = build_criterion(args.loss, args.margin, args.scale)
-    valid_criterion = build_criterion(args.loss, 0.0, args.scale)  # without margin: comparable across epochs
-    optimizer = create_optimizer(args.optimizer, net.parameters(), args.lr, c.MOMENTUM, c.WEIGHT_DECAY)
-    scheduler = ReduceLROnPlateau(optimizer, 'min', patience=c.LR_PATIENCE, min_lr=c.MIN_LR)
+    data = read_data(args, feature)
+    net, model_args, setup, auto_choices = build_model(args, num_classes(args, data.speakers), feature, device,
+                                                       ckpt['auto_choices'] if ckpt else None)
+    optimizer = create_optimizer(args.optimizer, net.parameters(), args.lr, args.momentum, args.weight_decay)
+    scheduler = ReduceLROnPlateau(optimizer, 'min', patience=args.lr_patience, min_lr=args.min_lr)
     # float16 only: its gradients would underflow without a scaled-up loss (bfloat16 has float32's range)
-    scaler = torch.amp.GradScaler(device.type) if compute.amp_dtype == torch.float16 else None
+    scaler = torch.amp.GradScaler(device.type) if setup.amp_dtype == torch.float16 else None
     split = {'seed': args.seed, 'val_ratio': args.val_ratio}
-    history = restore(ckpt, args.init_from, net, optimizer, scheduler, scaler, model_args, speakers, split)
-    train_loader, valid_loader = make_loaders(train_DB, valid_DB, speakers, feature, args, device, feats, ddp)
-    model = ddp.wrap(net) if ddp else net  # DDP averages the gradients over the processes
-    lr_at = fixed_schedule(args)
-    # what every checkpoint of the run holds besides the epoch's state (storage.training_checkpoint)
-    run = {'run_id': run_id, 'speakers': speakers, 'model_args': model_args, 'feature': feature,
-           'train_args': vars(args), 'resolved': resolved, 'scoring': c.SCORINGS.get(args.recipe, {}),
-           'train_files': files_fingerprint(list(train_DB['filename']) + list(valid_DB['filename']))}
-
-    log_dir = Path(args.log_dir)
-    finetuning = False
-    for epoch in range(len(history) + 1, args.epochs + args.finetune_epochs + 1):
-        start = time.time()
-        if epoch > args.epochs and not finetuning:  # the fine-tuning epochs begin (or a resumed run is in them)
-            finetuning = True
-            if not finetuning_begun(history):
-                optimizer = begin_finetuning(net, args, log_dir, history, ddp)
-            train_loader, _ = make_loaders(train_DB, valid_DB, speakers, {**feature, 'win_size': args.finetune_win_size},
-                                           args, device, feats, ddp)
-            lr_at = finetune_schedule(args)
-        if args.loss != 'softmax':
-            criterion.margin = args.finetune_margin if finetuning else margin_at(epoch, args.margin,
-                                                                                 args.margin_warmup)
-        if ddp:
-            ddp.start_epoch(train_loader, epoch)
-        try:
-            train_loss, train_acc = train_epoch(model, train_loader, criterion, optimizer, scaler, compute, epoch,
-                                                args.log_interval, lr_at)
-            valid_loss, valid_acc = validate(net, valid_loader, valid_criterion, compute)
-        except KeyboardInterrupt:
-            raise SystemExit(interrupted(epoch, log_dir)) from None
-        if ddp:  # every process trained on its share, and validated with its own batch-norm statistics
-            train_loss, train_acc, valid_loss, valid_acc = ddp.mean(train_loss, train_acc, valid_loss, valid_acc)
-        lr = optimizer.param_groups[0]['lr']  # the epoch's last
-        if args.schedule == 'plateau' and not finetuning:
-            scheduler.step(valid_loss)
-        history.append({'epoch': epoch, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid_loss,
-                        'valid_acc': valid_acc, 'lr': lr, 'seconds': time.time() - start, 'finetune': finetuning})
-        print(f"Epoch {epoch:3d}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
-              f"validation loss {valid_loss:.4f} acc {valid_acc:.2f}% | lr {lr:g} | {time.time() - start:.0f} s")
-        if ddp is None or ddp.is_first:  # one process writes for all
-            save_epoch(training_checkpoint(epoch=epoch, history=history, model=net, optimizer=optimizer,
-                                           scheduler=scheduler, scaler=scaler, **run), history, log_dir)
-
+    history = restore(ckpt, args.init_from, net, optimizer, scheduler, scaler, model_args, data.speakers, split)
+    run = {'run_id': run_id, 'speakers': data.speakers, 'model_args': model_args, 'feature': feature,
+           'train_args': {k: v for k, v in vars(args).items() if k != 'given'}, 'auto_choices': auto_choices,
+           'scoring': c.SCORINGS.get(args.recipe, {}), 'train_files': files_fingerprint(data.files())}
+    training = Training(net, ddp.wrap(net) if ddp else net,  # DDP averages the gradients over the processes
+                        build_criterion(args.loss, args.margin, args.scale),
+                        build_criterion(args.loss, 0.0, args.scale),  # without margin: comparable across epochs
+                        scheduler, scaler, setup, Path(args.log_dir), run)
+    for stage in training_stages(args):
+        epochs = [epoch for epoch in stage.epochs if epoch > len(history)]
+        if not epochs:
+            continue
+        if stage.finetune and not finetuning_begun(history):
+            optimizer = begin_finetuning(net, args, training.log_dir, history, ddp)
+        loaders = make_loaders(data, {**feature, 'win_size': stage.win_size}, args, device, ddp)
+        for epoch in epochs:
+            history.append(train_and_validate(training, stage, epoch, loaders, optimizer, args, ddp))
+            if ddp is None or ddp.is_first:  # one process writes for all
+                save_epoch(training_checkpoint(epoch=epoch, history=history, model=net, optimizer=optimizer,
+                                               scheduler=scheduler, scaler=scaler, **run), history, training.log_dir)
     if history:
         best = best_epoch(history)
         print(f"Lowest validation loss {best['valid_loss']:.4f} (accuracy {best['valid_acc']:.2f}%) "
               f"{'of the fine-tuning epochs ' if best.get('finetune') else ''}at epoch {best['epoch']}: "
-              f"{log_dir / 'checkpoint_best.pth'}")
+              f"{training.log_dir / 'checkpoint_best.pth'}")
     return history
+
+
+def train_and_validate(training, stage, epoch, loaders, optimizer, args, ddp=None):
+    """Train one epoch of a stage, validate, and step the plateau schedule; returns the epoch's record."""
+    start = time.time()
+    train_loader, valid_loader = loaders
+    if args.loss != 'softmax':
+        training.criterion.margin = stage.margin_at(epoch)
+    if ddp:
+        ddp.start_epoch(train_loader, epoch)
+    try:
+        train_loss, train_acc = train_epoch(training.model, train_loader, training.criterion, optimizer,
+                                            training.scaler, training.setup, epoch, args.log_interval, stage.lr_at)
+        valid_loss, valid_acc = validate(training.net, valid_loader, training.valid_criterion, training.setup)
+    except KeyboardInterrupt:
+        raise SystemExit(interrupted(epoch, training.log_dir)) from None
+    if ddp:  # every process trained on its share, and validated with its own batch-norm statistics
+        train_loss, train_acc, valid_loss, valid_acc = ddp.mean(train_loss, train_acc, valid_loss, valid_acc)
+    lr = optimizer.param_groups[0]['lr']  # the epoch's last
+    if stage.lr_at is None:
+        training.scheduler.step(valid_loss)
+    print(f"Epoch {epoch:3d}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
+          f"validation loss {valid_loss:.4f} acc {valid_acc:.2f}% | lr {lr:g} | {time.time() - start:.0f} s")
+    return {'epoch': epoch, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid_loss,
+            'valid_acc': valid_acc, 'lr': lr, 'seconds': time.time() - start, 'finetune': stage.finetune}
 
 
 if __name__ == '__main__':

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from atomic import atomic_write
 from DB_wav_reader import is_enroll_file, utterance_files
 from dvector import embed_all, mean_dvector, normalise_scores
-from features import (SUFFIXES, FeatureFileError, edge_frames, file_features, is_utterance_file, recipe,
-                      require_finite, trim_edges)
-from storage import atomic_write
+from features import (FeatureFileError, SUFFIXES, edge_frames, file_features, is_utterance_file, reading_settings,
+require_finite, trim_edges)
 
 PIECE = re.compile(r'(?P<file>.+)@(?P<start>\d+(?:\.\d+)?)-(?P<end>\d+(?:\.\d+)?)')
 
@@ -201,7 +201,7 @@ class TrialEmbedder:
 
     def __init__(self, model, ckpt, root, enroll_frames, test_frames, device, vad='no', level='no'):
         self.model, self.root, self.device = model, Path(root), device
-        self.feature = recipe(ckpt['feature'], vad, level)
+        self.feature = reading_settings(ckpt['feature'], vad, level)
         self.enroll_frames, self.test_frames = enroll_frames, test_frames
 
         self._last_file = (None, None)  # (path, (feat, kept)): the pieces of one file come one after another

@@ -29,20 +29,20 @@ import torch
 
 import cli
 import configure as c
+from atomic import check_writable
 from cohort import scoring_cohort
 from DB_wav_reader import speaker_test_file
-from dvector import cosine_score, embed_file, normalise_scores, require_enrolled
-from features import collect_notes, front_end, recipe, require_finite, require_utterance_file
+from dvector import cosine_score, embed_file, normalise_scores
+from embedder import add_model_args, add_scoring_args, embedding_description, open_stage, scoring_settings
+from features import collect_notes, front_end, require_finite, require_utterance_file
 from metrics import P_TARGETS, summarize
 from plots import plot_det, plot_score_histogram
-from speed import embedding_description, select_device
-from storage import (ENROLLMENT_SETTINGS, check_writable, load_enrollment, load_model, load_threshold, save_threshold,
-                     threshold_path)
+from records import ENROLLMENT_SETTINGS, load_threshold, save_threshold, threshold_path
 from trials import TrialEmbedder, missing_paths, read_trial_list, score_trials, write_scores
 
 
 def parse_args(argv=None):
-    p = cli.add_scoring_args(cli.add_test_args(cli.add_model_args(cli.parser(__doc__))))
+    p = add_scoring_args(cli.add_test_args(add_model_args(cli.parser(__doc__))))
     cli.setting(p, 'ENROLL_SPEAKER')
     p.add_argument('--threshold', type=cli.finite_float, help='accept above this score (default: the calibrated '
                    'threshold of the checkpoint for these scoring settings when one is stored, else THRESHOLD of '
@@ -64,21 +64,6 @@ def parse_args(argv=None):
     return args
 
 
-def use_enrollment_settings(args, argv, speaker, record):
-    """Score the single trial as `speaker` was enrolled: set args' ENROLLMENT_SETTINGS to those of its enrollment
-    record (its stored d-vector was made with them; the test side is read with its vad and level), and return them.
-    A flag on argv that gives another value is refused: it could not change the stored d-vector."""
-    enrolled = {k: record[k] for k in ENROLLMENT_SETTINGS}
-    differ = {k: getattr(args, k) for k in cli.flags_given(argv, ENROLLMENT_SETTINGS) if getattr(args, k) != record[k]}
-    if differ:
-        raise ValueError(f"{cli.flags_text(differ)}: {speaker} was enrolled with {cli.flags_text(enrolled)}, and a "
-                         "single trial is scored as its enrollment was made; enroll again with these flags "
-                         "(enroll.py), or leave them out")
-    for k, v in enrolled.items():
-        setattr(args, k, v)
-    return enrolled
-
-
 def note_other_front_end(record, used):
     """Say so when a threshold was calibrated on features made with another --vad/--level than `used`."""
     if record['front_end'] != used:
@@ -91,7 +76,7 @@ def verification_threshold(args, ckpt):
     """(threshold, where it comes from) for the single-trial mode."""
     if args.threshold is not None:
         return args.threshold, '--threshold'
-    record = load_threshold(args.checkpoint, ckpt, cli.scoring_record(args))
+    record = load_threshold(args.checkpoint, ckpt, scoring_settings(args))
     if record is not None:
         note_other_front_end(record, front_end(vars(args)))
         return float(record['threshold']), record['source']
@@ -102,19 +87,15 @@ def verification_threshold(args, ckpt):
     return c.THRESHOLD, 'THRESHOLD of configure.py'
 
 
-def verify_one(args, argv, model, ckpt, device):
+def verify_one(args, stage):
     """The tutorial's single trial: print the score, the threshold and Accept or Reject."""
-    enrollment = require_enrolled(load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint),
-                                  args.enroll_speaker)
-    enrolled_with = use_enrollment_settings(args, argv, args.enroll_speaker, enrollment)
-    cli.recommended_scoring(args, argv, ckpt, settled=ENROLLMENT_SETTINGS)
+    model, ckpt, device, settings, enrollment = stage
     threshold, source = verification_threshold(args, ckpt)
     if args.test_file:
         test_file, described = require_utterance_file(args.test_file), args.test_file
     else:
         test_file = speaker_test_file(args.test_feat_dir, args.test_speaker)
         described = f"{test_file} (speaker {args.test_speaker})"
-    settings = recipe(ckpt['feature'], args.vad, args.level)
     claimed, tested = enrollment['embedding'], embed_file(model, settings, test_file, args.test_frames, device)
     if args.score_norm == 'none':
         score = cosine_score(claimed, tested).item()
@@ -124,7 +105,7 @@ def verify_one(args, argv, model, ckpt, device):
     require_finite(score, f"the score of {described} against {args.enroll_speaker}")
     result = 'Accept' if score > threshold else 'Reject'
     print("\n=== Speaker verification ===")
-    print(f"Claimed speaker (enrolled): {args.enroll_speaker} (enrolled with {cli.flags_text(enrolled_with)})")
+    print(f"Claimed speaker (enrolled): {args.enroll_speaker} (enrolled with {cli.flags_text({k: enrollment[k] for k in ENROLLMENT_SETTINGS})})")
     print(f"Test utterance:             {described}")
     print(f"Score: {score:.4f}   Threshold: {threshold:.4f} ({source})")
     print(f"Result: {result}\n")
@@ -178,8 +159,9 @@ def note_repeated(trials_file, repeated):
               file=sys.stderr)
 
 
-def verify_trials(args, model, ckpt, device):
+def verify_trials(args, stage):
     """Score a trial list; print and return its summary."""
+    model, ckpt, device, _, _ = stage
     trials, repeated = read_trial_list(args.trials)
     root = Path(args.root) if args.root is not None else Path(args.trials).parent
     missing = missing_paths(trials, root)
@@ -199,7 +181,7 @@ def verify_trials(args, model, ckpt, device):
     for message in (m for messages in notes.values() for m in messages):
         print(f"Note: {message}", file=sys.stderr)
     labels = [t.label for t in trials]
-    summary = {**summarize(trials, scores), **front_end(vars(args)), **cli.scoring_record(args),
+    summary = {**summarize(trials, scores), **front_end(vars(args)), **scoring_settings(args),
                'repeated_lines': repeated, 'audio_notes': {kind: len(messages) for kind, messages in notes.items()}}
     summary['embedding_dtype'] = embedding_description(args.embed_precision, device, args.backend)
     name = Path(args.trials).stem
@@ -212,7 +194,7 @@ def verify_trials(args, model, ckpt, device):
     if args.calibrate:
         save_threshold(args.checkpoint, ckpt, {'threshold': summary['eer_threshold'], 'eer_percent':
                                                summary['eer_percent'], 'trials': str(args.trials)},
-                       cli.scoring_record(args), front_end(vars(args)))
+                       scoring_settings(args), front_end(vars(args)))
         summary['calibrated'] = str(written['calibrated'])
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -223,12 +205,9 @@ def verify_trials(args, model, ckpt, device):
 
 def main(argv=None):
     args = parse_args(argv)
-    device = select_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend)
     if args.trials:
-        cli.recommended_scoring(args, argv, ckpt)
-        return verify_trials(args, model, ckpt, device)
-    return verify_one(args, argv, model, ckpt, device)
+        return verify_trials(args, open_stage(args))
+    return verify_one(args, open_stage(args, claimed=args.enroll_speaker))
 
 
 if __name__ == '__main__':

@@ -13,16 +13,16 @@ import cli
 import configure as c
 import feature_extraction
 import features
-from conftest import ETRI, needs_etri, write_feature
 from DB_wav_reader import read_DB_structure, read_utterances
-from features import (AUDIO_SUFFIXES, _AUDIO_FORMATS, AudioNote, FeatureFileError, collect_notes, feature_settings,
-                      file_features, frame_levels, log_fbank, log_fbank_frames, read_audio, recipe,
-                      require_utterance_file, speech_level, without_dc)
-from test_feature_extraction import voice
+from features import (AUDIO_SUFFIXES, AudioNote, FeatureFileError, _AUDIO_FORMATS, collect_notes, feature_settings,
+file_features, frame_levels, log_fbank, log_fbank_frames, read_audio, reading_settings, require_utterance_file,
+speech_level, without_dc)
 from trials import utterance_features
+from conftest import ETRI, needs_etri, write_feature
+from test_feature_extraction import voice
 
-TUTORIAL = recipe(feature_settings())
-VAD = recipe(feature_settings(), vad='energy')
+TUTORIAL = reading_settings(feature_settings())
+VAD = reading_settings(feature_settings(), vad='energy')
 
 
 def write_audio(path, audio, sample_rate=16000, subtype=None):
@@ -124,7 +124,7 @@ def test_speech_detection_keeps_continuous_speech_and_follows_the_model_settings
     speech = voice(seconds=2.0)
     feat, kept = log_fbank_frames(speech, VAD)
     assert kept.mean() > 0.95  # the voice's quietest syllable parts are within 15 dB of its loud ones
-    settings = recipe({**feature_settings(), 'win_step': 0.02}, vad='energy')
+    settings = reading_settings({**feature_settings(), 'win_step': 0.02}, vad='energy')
     assert len(log_fbank_frames(speech, settings)[1]) == 100  # 20-ms steps
 
 
@@ -140,7 +140,7 @@ def test_a_piece_holds_the_kept_frames_of_its_stretch_of_the_recording():
 
 def test_level_normalisation_makes_quiet_speech_give_the_features_of_loud_speech():
     speech = voice(seconds=3.0)
-    target = recipe(feature_settings(), level=-30.0)
+    target = reading_settings(feature_settings(), level=-30.0)
     loud = log_fbank_frames(speech, target)[0]
     quiet = log_fbank_frames(speech * np.float32(0.001), target)[0]  # -60 dB
     assert np.abs(loud - quiet).max() < 1e-3
@@ -163,10 +163,10 @@ def test_speech_level_is_that_of_the_speech_not_of_the_silences():
 
 def test_front_end_settings_are_checked():
     with pytest.raises(ValueError, match="unknown vad 'yes'"):
-        recipe(feature_settings(), vad='yes')
+        reading_settings(feature_settings(), vad='yes')
     for level in ('loud', 3, 0):
         with pytest.raises(ValueError, match='level'):
-            recipe(feature_settings(), level=level)
+            reading_settings(feature_settings(), level=level)
     p = cli.add_audio_args(argparse.ArgumentParser())
     assert (p.parse_args([]).vad, p.parse_args([]).level) == (c.VAD, c.LEVEL) == ('no', 'no')
     assert p.parse_args(['--level']).level == c.TRAIN_LEVEL
@@ -217,7 +217,7 @@ def test_etri_speech_passes_at_its_level_and_at_minus_70_dBFS(tmp_path):
     quiet = write_audio(tmp_path / 'quiet.wav', audio * np.float32(0.05), subtype='FLOAT')  # ~ -70 dBFS
     floored = log_fbank(quiet)
     assert (floored == floored.min(axis=0)).mean() > 0.9  # the tutorial's recipe: nearly all at the floor
-    level = recipe(feature_settings(), level=c.TRAIN_LEVEL)
+    level = reading_settings(feature_settings(), level=c.TRAIN_LEVEL)
     np.testing.assert_allclose(log_fbank(quiet, level), log_fbank_frames(audio, level)[0], atol=1e-3)
 
 
@@ -242,14 +242,14 @@ def test_level_on_cancelling_channels_is_refused_without_an_overflow_warning(tmp
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # numpy's 'overflow encountered in cast' was one, then NaN features
         with pytest.raises(FeatureFileError, match='silent as the model hears it'):
-            log_fbank(path, recipe(feature_settings(), vad='energy', level=-44.0))
+            log_fbank(path, reading_settings(feature_settings(), vad='energy', level=-44.0))
 
 
 def test_feature_extraction_writes_no_feature_file_of_cancelling_channels(tmp_path):
     cancelling_stereo(tmp_path / 'wavs' / 'spk')
     write_audio(tmp_path / 'wavs' / 'spk' / 'fine.wav', voice())
     failures = feature_extraction.extract_tree(tmp_path / 'wavs', tmp_path / 'feats',
-                                               settings=recipe(feature_settings(), level=-44.0))
+                                               settings=reading_settings(feature_settings(), level=-44.0))
     assert list(failures.values()) == [f"{tmp_path / 'wavs' / 'spk' / 'cancel.wav'}: silent as the model hears it "
                                        "(mono, 16000 Hz): every sample is 0"]
     assert sorted(p.name for p in (tmp_path / 'feats').rglob('*.p')) == ['fine.p']
@@ -265,9 +265,9 @@ def test_features_that_are_not_finite_are_never_written(tmp_path, monkeypatch):
 
 def test_a_dc_offset_does_not_fool_level_or_speech_detection():
     speech = padded(voice(seconds=3.0) * np.float32(0.1), 1.0)  # speech near -40 dBFS between silences
-    recipe_of_own_recordings = recipe(feature_settings(), vad='energy', level=-44.0)  # the README's
-    clean, kept = log_fbank_frames(speech, recipe_of_own_recordings)
-    offset, kept_offset = log_fbank_frames(speech + np.float32(0.05), recipe_of_own_recordings)
+    own_recordings = reading_settings(feature_settings(), vad='energy', level=-44.0)  # the README's
+    clean, kept = log_fbank_frames(speech, own_recordings)
+    offset, kept_offset = log_fbank_frames(speech + np.float32(0.05), own_recordings)
     np.testing.assert_array_equal(kept_offset, kept)  # the silences, at -26 dBFS with the offset, are still dropped
     assert np.abs(offset - clean).max() < 0.01  # dB
     assert speech_level(frame_levels(without_dc(speech + np.float32(0.05)), TUTORIAL)) == pytest.approx(

@@ -15,8 +15,8 @@ import feature_extraction
 import identification
 import verification
 from dvector import embed_file
-from features import AUDIO_SUFFIXES, FeatureFileError, recipe
-from storage import load_model
+from embedder import load_model
+from features import AUDIO_SUFFIXES, FeatureFileError, reading_settings
 
 PITCHES = (110, 170, 260)
 # each speaker's enrollment and test in other formats; mp3 where this libsndfile has it
@@ -123,7 +123,7 @@ def test_a_single_trial_reads_the_test_side_as_its_speaker_was_enrolled(trained,
     test = audio_tree / 'test' / 'v1' / f'test{FORMATS[1][1]}'
     score, _ = verification.main(args + ['--enroll-speaker', 'v1', '--test-file', str(test)])  # no --vad, --level
     model, ckpt = load_model(trained / 'checkpoint_best.pth', 'cpu', c.EMBED_PRECISION)  # as the scripts embed
-    tested = embed_file(model, recipe(ckpt['feature'], 'energy', c.TRAIN_LEVEL), test, c.TEST_FRAMES, 'cpu')
+    tested = embed_file(model, reading_settings(ckpt['feature'], 'energy', c.TRAIN_LEVEL), test, c.TEST_FRAMES, 'cpu')
     assert score == pytest.approx(float(record['embedding'] @ tested), abs=1e-5)
     with pytest.raises(ValueError, match=f"--vad no: v1 was enrolled with --enroll-frames {c.ENROLL_FRAMES} --vad "
                                          f"energy --level {c.TRAIN_LEVEL}, and a single trial"):

@@ -7,10 +7,10 @@ import torch
 import augment
 import demo_corpus
 import train
+from checkpoint import load_checkpoint
 from DB_wav_reader import read_list_file, read_training_structure
-from features import feature_settings, read_utterance, recipe
+from features import feature_settings, read_utterance, reading_settings
 from SR_Dataset import DvectorDataset, random_window
-from storage import load_checkpoint
 
 SIZES = {'n_train_speakers': 4, 'n_train_utts': 6, 'n_test_speakers': 2}
 
@@ -36,7 +36,7 @@ def test_a_window_of_audio_is_a_window_of_the_recipes_features(voices):
         torch.manual_seed(index)
         window = dataset[index][0][0].numpy().T
         torch.manual_seed(index)
-        expected = random_window(read_utterance(DB['filename'][index], recipe(feature)), feature['win_size'])
+        expected = random_window(read_utterance(DB['filename'][index], reading_settings(feature)), feature['win_size'])
         np.testing.assert_array_equal(window, expected.astype(np.float32))
 
 

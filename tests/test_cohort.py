@@ -4,15 +4,16 @@ import torch
 import torch.nn.functional as F
 from conftest import copy_checkpoint, write_feature_tree
 
-import cli
 import cohort
 import dvector
 import enroll
 import identification
 import make_trials
-import storage
 import verification
-from storage import load_model
+from atomic import atomic_save
+from checkpoint import load_checkpoint
+from embedder import load_model, settle_scoring
+from records import load_threshold, threshold_path
 
 
 def unit(*rows):
@@ -119,14 +120,12 @@ def test_an_utterance_cohort_holds_each_utterances_d_vector_and_a_speaker_cohort
         assert torch.allclose(means[speaker], dvector.mean_dvector(each[3 * speaker:3 * speaker + 3]), atol=1e-6)
 
 
-def test_a_published_checkpoint_uses_its_own_cohort_and_says_a_cohort_dir_is_not_used(trained, tmp_path, capsys):
+def test_a_published_checkpoint_uses_its_own_cohort(trained, tmp_path):
     own = unit(*torch.eye(4, 128).tolist())
     checkpoint = copy_checkpoint(trained, tmp_path, cohort=own.half())
     model, ckpt = load_model(checkpoint, 'cpu', 'fp32')
     assert torch.equal(cohort.load_cohort(checkpoint, ckpt, model, 'cpu'), own)
-    assert capsys.readouterr().err == ''
     assert torch.equal(cohort.load_cohort(checkpoint, ckpt, model, 'cpu', 'my_feats/train'), own)
-    assert f'--cohort-dir my_feats/train is not used: {checkpoint} carries its own cohort' in capsys.readouterr().err
 
 
 def test_a_stored_cohort_that_cannot_be_read_is_built_again(trained, feature_tree, capsys):
@@ -167,14 +166,14 @@ def test_asnorm_scores_a_trial_list_and_keeps_its_own_threshold(trained, feature
     normed = scored(tmp_path, checkpoint, feature_tree, '--score-norm', 'asnorm', '--cohort-top', '2', '--calibrate')
     assert normed['score_norm'] == 'asnorm' and normed['trials'] == raw['trials']
     assert read_scores(tmp_path) != pytest.approx(raw_scores)  # other numbers, on another scale
-    assert storage.threshold_path(checkpoint).is_file() and storage.threshold_path(checkpoint, 'asnorm').is_file()
+    assert threshold_path(checkpoint).is_file() and threshold_path(checkpoint, 'asnorm').is_file()
     assert raw['calibrated'] != normed['calibrated']
-    stored = storage.load_threshold(checkpoint, storage.load_checkpoint(checkpoint),
+    stored = load_threshold(checkpoint, load_checkpoint(checkpoint),
                                     {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'asnorm', 'cohort': 'speakers',
                                      'cohort_utts': 20, 'cohort_top': 2})
     assert stored['threshold'] == normed['eer_threshold']
     with pytest.raises(ValueError, match='was calibrated for scoring'):  # the same norm, another cohort size
-        storage.load_threshold(checkpoint, storage.load_checkpoint(checkpoint),
+        load_threshold(checkpoint, load_checkpoint(checkpoint),
                                {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'asnorm', 'cohort': 'speakers',
                                 'cohort_utts': 20, 'cohort_top': 3})
 
@@ -225,24 +224,19 @@ def test_asnorm_can_change_the_identification_ranking():
 def test_a_published_checkpoint_scores_with_the_cohort_it_carries_whatever_the_flags_say(trained, tmp_path, capsys):
     checkpoint = copy_checkpoint(trained, tmp_path, cohort=unit(*torch.eye(4, 128).tolist()).half(),
                                  cohort_source={'utts_per_speaker': 50, 'kind': 'utterances'})
-    ckpt = storage.load_checkpoint(checkpoint)
-    argv = ['--checkpoint', str(checkpoint), '--score-norm', 'asnorm', '--cohort', 'speakers']
-    args = cli.recommended_scoring(verification.parse_args(argv), argv, ckpt)
-    assert (args.cohort, args.cohort_utts) == ('utterances', 50)  # what its thresholds and records then say
-    assert (f'Note: --cohort speakers --cohort-utts 20 is not used: {checkpoint} carries its own cohort '
+    ckpt = load_checkpoint(checkpoint)
+    argv = ['--checkpoint', str(checkpoint), '--score-norm', 'asnorm', '--cohort', 'speakers', '--cohort-dir', 'x']
+    args = verification.parse_args(argv)
+    settle_scoring(args, ckpt)
+    assert (args.cohort, args.cohort_utts, args.cohort_dir) == ('utterances', 50, None)  # as its thresholds say
+    assert (f'Note: --cohort speakers --cohort-dir x is not used: {checkpoint} carries its own cohort '
             '(--cohort utterances --cohort-utts 50)') in capsys.readouterr().err
-    older = {k: v for k, v in ckpt.items() if k != 'cohort_source'}  # published before the cohort had kinds
-    args = cli.recommended_scoring(identification.parse_args(argv), argv, older)
-    assert (args.cohort, args.cohort_utts) == ('speakers', 20) and capsys.readouterr().err == ''
-    cosine = ['--checkpoint', str(checkpoint), '--cohort', 'speakers']  # no AS-norm: nothing to say
-    assert cli.recommended_scoring(verification.parse_args(cosine), cosine, ckpt).cohort == 'speakers'
-
-
-def test_thresholds_of_older_records_keep_their_meaning():
-    older_cosine = {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'none', 'cohort_top': 100}
-    assert storage.comparable_scoring(older_cosine) == {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'none'}
-    older_asnorm = {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'asnorm', 'cohort_top': 100}
-    assert storage.comparable_scoring(older_asnorm) == {**older_asnorm, 'cohort': 'speakers', 'cohort_utts': 20}
+    cosine = verification.parse_args(['--checkpoint', str(checkpoint), '--cohort', 'speakers'])
+    settle_scoring(cosine, ckpt)  # no AS-norm: nothing to say
+    assert cosine.cohort == 'speakers' and capsys.readouterr().err == ''
+    unsaid = {k: v for k, v in ckpt.items() if k != 'cohort_source'}  # a cohort that does not say what it is
+    with pytest.raises(ValueError, match='without saying what it was built from.*make_pretrained.py'):
+        settle_scoring(identification.parse_args(argv), unsaid)
 
 
 def test_a_cohort_that_is_not_finite_is_refused_where_built_and_built_again_where_stored(trained, tmp_path,
@@ -258,7 +252,7 @@ def test_a_cohort_that_is_not_finite_is_refused_where_built_and_built_again_wher
     assert not cohort.cohort_path(checkpoint).exists()
     stored = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', train, 3)
     record = torch.load(cohort.cohort_path(checkpoint), weights_only=True)
-    storage.atomic_save({**record, 'cohort': record['cohort'] * float('inf')}, cohort.cohort_path(checkpoint))
+    atomic_save({**record, 'cohort': record['cohort'] * float('inf')}, cohort.cohort_path(checkpoint))
     capsys.readouterr()
     assert torch.equal(cohort.load_cohort(checkpoint, ckpt, model, 'cpu', train, 3), stored)  # built again
     assert f'Cannot read the stored cohort {cohort.cohort_path(checkpoint)} (NaN or infinite values); building it ' \

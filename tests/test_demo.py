@@ -6,10 +6,11 @@ import feature_extraction
 import make_trials
 import train
 import verification
-from conftest import run_ok
+from atomic import atomic_save
+from checkpoint import load_checkpoint
 from demo_corpus import write_corpus
 from model.model import BackgroundResNet
-from storage import atomic_save, load_checkpoint
+from conftest import run_ok
 
 pytestmark = pytest.mark.slow  # the fast lane leaves these out (README, Tests)
 

@@ -5,8 +5,8 @@ import soundfile as sf
 
 import configure as c
 import feature_extraction
+from features import feature_settings, load_feature_file, load_feature_record, log_fbank, reading_settings
 from conftest import write_feature
-from features import feature_settings, load_feature_file, load_feature_record, log_fbank, recipe
 
 
 def voice(seconds=1.5, sample_rate=16000, pitch=150, seed=0):
@@ -103,7 +103,7 @@ def test_features_record_the_speech_detection_and_level_they_were_made_with(tmp_
                              '--level', '-30'])
     record = load_feature_record(tmp_path / 'feat' / 'spk0' / 'utt0.p')
     assert (record['settings']['vad'], record['settings']['level']) == ('energy', -30.0)
-    settings = recipe(feature_settings(), 'energy', -30.0)
+    settings = reading_settings(feature_settings(), 'energy', -30.0)
     np.testing.assert_array_equal(record['feat'], log_fbank(wavs / 'spk0' / 'utt0.wav', settings))
 
 

@@ -2,8 +2,9 @@
 import torch
 
 import make_pretrained
-import storage
-from storage import atomic_save, load_checkpoint
+from atomic import atomic_save
+from checkpoint import load_checkpoint
+from records import save_threshold
 
 
 def test_it_publishes_the_model_and_the_validation_accuracy_of_its_own_epoch(trained, tmp_path):
@@ -41,9 +42,9 @@ def test_it_takes_the_twins_thresholds_calibrated_with_the_recommended_scoring(t
     ckpt = load_checkpoint(twin)
     clean = {'vad': 'no', 'level': 'no'}
     # the tutorial recipe recommends nothing: configure.py's segments, and under AS-norm its cohort
-    storage.save_threshold(twin, ckpt, {'threshold': 0.4, 'trials': 'holdout20.txt'},
+    save_threshold(twin, ckpt, {'threshold': 0.4, 'trials': 'holdout20.txt'},
                            {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'none'}, clean)
-    storage.save_threshold(twin, ckpt, {'threshold': 2.0, 'trials': 'holdout20.txt'},
+    save_threshold(twin, ckpt, {'threshold': 2.0, 'trials': 'holdout20.txt'},
                            {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'asnorm', 'cohort': 'utterances',
                             'cohort_utts': 20, 'cohort_top': 100}, clean)  # another cohort than configure.py's
     make_pretrained.main(['--checkpoint', str(trained / 'checkpoint_2.pth'), '--twin', str(twin),

@@ -3,7 +3,7 @@ import pytest
 import torch
 from conftest import run_ok
 
-import speed
+from embedder import for_inference
 from model.model import AttentiveStatsPool, BackgroundResNet, traced_shapes
 from model.resnet import BACKBONES, build_resnet
 
@@ -50,7 +50,7 @@ def test_folding_batch_norms_keeps_the_d_vectors(backbone):
     x = torch.randn(4, 1, 40, 130)
     with torch.no_grad():
         expected = model.embed(x)
-        fast = speed.for_inference(model, 'cpu')
+        fast = for_inference(model, 'cpu')
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.backbone.modules())
         torch.testing.assert_close(fast.embed(x), expected, atol=1e-4, rtol=1e-4)
 
@@ -63,7 +63,7 @@ def test_a_bfloat16_backbone_embeds_like_the_float32_one():
     x = torch.randn(6, 1, 40, 100)
     with torch.no_grad():
         expected = torch.nn.functional.normalize(model.embed(x))
-        fast = speed.for_inference(model, 'cpu', torch.bfloat16)
+        fast = for_inference(model, 'cpu', torch.bfloat16)
         assert {p.dtype for p in fast.backbone.module.parameters()} == {torch.bfloat16}
         assert {p.dtype for p in fast.backbone.exact.parameters()} == {torch.float32}  # for segments under 9 frames
         got = fast.embed(x)
@@ -124,7 +124,7 @@ def test_folding_batch_norms_keeps_the_d_vectors_with_attentive_pooling():
     x = torch.randn(3, 1, 40, 120)
     with torch.no_grad():
         expected = model.embed(x)
-        torch.testing.assert_close(speed.for_inference(model, 'cpu').embed(x), expected, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(for_inference(model, 'cpu').embed(x), expected, atol=1e-4, rtol=1e-4)
 
 
 def test_the_model_file_runs_on_a_dummy_batch_and_shows_each_shape(tmp_path):

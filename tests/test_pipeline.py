@@ -10,14 +10,18 @@ from conftest import copy_checkpoint, model_args, write_feature, write_feature_t
 
 import configure
 import dvector
+import embedder
 import enroll
 import identification
-import speed
-import storage
+import records
 import verification
+from atomic import atomic_save, atomic_write
+from checkpoint import load_checkpoint
 from dvector import d_vector, embed_file, embed_utterance, embed_utterances, split_segments
+from embedder import embedding_dtype, load_model
 from features import FeatureFileError
-from storage import ENROLLMENT_SETTINGS, atomic_save, load_model
+from records import (ENROLLMENT_SETTINGS, SWITCH_JOURNAL, enrollment_lock, load_enrollment, save_enrollment,
+save_threshold, threshold_path)
 
 
 @pytest.fixture
@@ -171,9 +175,9 @@ def test_a_single_trial_is_scored_and_thresholded_as_its_speaker_was_enrolled(tr
     enroll.main(args + ['--enroll-frames', '100'])
     record = torch.load(tmp_path / 'emb' / 'tst0.pth', weights_only=True)
     assert {k: record[k] for k in ENROLLMENT_SETTINGS} == {'enroll_frames': 100, 'vad': 'no', 'level': 'no'}
-    ckpt = storage.load_checkpoint(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
     scoring = {'enroll_frames': 100, 'test_frames': 100, 'score_norm': 'none'}
-    storage.save_threshold(checkpoint, ckpt, {'threshold': 0.25}, scoring, {'vad': 'no', 'level': 'no'})
+    save_threshold(checkpoint, ckpt, {'threshold': 0.25}, scoring, {'vad': 'no', 'level': 'no'})
     trial = args + ['--enroll-speaker', 'tst0', '--test-speaker', 'tst1']
     capsys.readouterr()
     score, _ = verification.main(trial)  # ENROLL_FRAMES is 200: the enrollment's 100 finds the threshold
@@ -186,16 +190,16 @@ def test_a_single_trial_is_scored_and_thresholded_as_its_speaker_was_enrolled(tr
                                          'enroll again'):
         verification.main(trial + ['--enroll-frames', '200'])  # it could not change the stored d-vector
 
-    storage.save_threshold(checkpoint, ckpt, {'threshold': 0.25}, {**scoring, 'enroll_frames': 200},
+    save_threshold(checkpoint, ckpt, {'threshold': 0.25}, {**scoring, 'enroll_frames': 200},
                            {'vad': 'no', 'level': 'no'})
     with pytest.raises(ValueError, match="was calibrated for scoring {'enroll_frames': 200"):
         verification.main(trial)
-    storage.save_threshold(checkpoint, ckpt, {'threshold': 0.25}, scoring, {'vad': 'energy', 'level': -44.0})
+    save_threshold(checkpoint, ckpt, {'threshold': 0.25}, scoring, {'vad': 'energy', 'level': -44.0})
     verification.main(trial)  # another front end: a note, not a refusal (the pretrained threshold is clean speech)
     err = capsys.readouterr().err
     assert 'Note: the threshold (calibrated, ' in err
     assert ') was calibrated with --vad energy --level -44.0, this trial is scored with --vad no --level no' in err
-    path = storage.threshold_path(checkpoint)
+    path = threshold_path(checkpoint)
     path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != 'front_end'}))
     with pytest.raises(ValueError, match='does not record the --vad and --level it was calibrated with .*calibrate '
                                          'again'):
@@ -250,23 +254,23 @@ def test_bfloat16_embedding_is_close_to_float32_and_fp32_is_one_flag_away(traine
     torch.testing.assert_close(record['embedding'], expected)
 
 
-@pytest.mark.parametrize('flag', ['--embed-precision', '--precision'])  # --precision: its old name, still taken
 @pytest.mark.parametrize('script', [enroll, verification, identification])
-def test_the_embedding_precision_flag_answers_to_both_names(script, flag):
-    assert script.parse_args([flag, 'bf16']).embed_precision == 'bf16'
-    assert script.parse_args([flag, 'fp32']).embed_precision == 'fp32'
+def test_the_embedding_precision_has_one_flag_and_one_name(script):
+    assert script.parse_args(['--embed-precision', 'bf16']).embed_precision == 'bf16'
     assert script.parse_args([]).embed_precision == configure.EMBED_PRECISION
-    assert not hasattr(script.parse_args([]), 'precision')  # one setting, one name in the code
+    assert not hasattr(script.parse_args([]), 'precision')  # --precision is training's autocast, in train.py only
+    with pytest.raises(SystemExit):
+        script.parse_args(['--precision', 'bf16'])
 
 
 def test_embedding_precision_auto_is_bfloat16_only_where_it_is_fast(monkeypatch):
     cpu = torch.device('cpu')
     for fast, expected in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(speed, 'bfloat16_is_fast', lambda device, fast=fast: fast)
-        assert speed.embedding_dtype('auto', cpu) == expected
-    assert speed.embedding_dtype('fp32', cpu) == torch.float32 and speed.embedding_dtype('bf16', cpu) == torch.bfloat16
+        monkeypatch.setattr(embedder, 'bfloat16_is_fast', lambda device, fast=fast: fast)
+        assert embedding_dtype('auto', cpu) == expected
+    assert embedding_dtype('fp32', cpu) == torch.float32 and embedding_dtype('bf16', cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="unknown embedding precision 'fp16' .EMBED_PRECISION of configure.py"):
-        speed.embedding_dtype('fp16', cpu)
+        embedding_dtype('fp16', cpu)
 
 
 def test_enrolling_averages_several_files(trained, tmp_path):
@@ -285,7 +289,7 @@ def test_enrolling_averages_several_files(trained, tmp_path):
 
 def test_a_second_enroll_py_into_a_folder_is_refused_while_one_runs(trained, feature_tree, tmp_path):
     args = model_args(trained, feature_tree, tmp_path / 'emb')
-    with storage.enrollment_lock(tmp_path / 'emb'):  # another enroll.py, embedding
+    with enrollment_lock(tmp_path / 'emb'):  # another enroll.py, embedding
         with pytest.raises(ValueError, match=f"{tmp_path / 'emb'}: another enroll.py is enrolling into it now"):
             enroll.main(args + ['--replace'])
         assert not list((tmp_path / 'emb').iterdir())
@@ -302,10 +306,10 @@ class Killed(BaseException):
 def enroll_killed(monkeypatch, args, where):
     """Run enroll.main(args), killed 'before the switch' (each new record written whole under a temporary name, the
     journal not yet) or 'during the switch' (the journal written, one new record renamed into place)."""
-    write, replace = storage.atomic_write, os.replace
+    write, replace = atomic_write, os.replace
 
     def write_but_the_journal(path, *rest):
-        if Path(path).name == storage.SWITCH_JOURNAL:
+        if Path(path).name == SWITCH_JOURNAL:
             raise Killed()
         write(path, *rest)
 
@@ -316,7 +320,7 @@ def enroll_killed(monkeypatch, args, where):
 
     with monkeypatch.context() as m:
         if where == 'before the switch':
-            m.setattr(storage, 'atomic_write', write_but_the_journal)
+            m.setattr(records, 'atomic_write', write_but_the_journal)
         else:
             m.setattr(os, 'replace', replace_once)
         with pytest.raises(Killed):
@@ -335,8 +339,8 @@ def test_an_enrollment_killed_before_its_switch_leaves_the_folder_as_it_was(trai
     enroll_killed(monkeypatch, model_args(trained, other, tmp_path / 'emb') + ['--replace'], 'before the switch')
     assert folder_state(tmp_path / 'emb') == before
     assert [p.name for p in (tmp_path / 'emb').glob('.*.tmp')]  # what the killed run left
-    ckpt = storage.load_checkpoint(trained / 'checkpoint_best.pth')
-    assert sorted(storage.load_enrollment(tmp_path / 'emb', ckpt)) == ['tst0', 'tst1', 'tst2']
+    ckpt = load_checkpoint(trained / 'checkpoint_best.pth')
+    assert sorted(load_enrollment(tmp_path / 'emb', ckpt)) == ['tst0', 'tst1', 'tst2']
     enroll.main(model_args(trained, other, tmp_path / 'emb'))  # the next run cleans up
     assert sorted(p.name for p in (tmp_path / 'emb').iterdir()) == ['tst0.pth', 'tst1.pth', 'tst2.pth']
 
@@ -347,9 +351,9 @@ def test_an_enrollment_killed_during_its_switch_is_completed_before_the_folder_i
     other = write_feature_tree(tmp_path / 'other', n_train_speakers=0, n_test_speakers=2, seed=9)
     (other / 'test' / 'tst0').rename(other / 'test' / 'new0')
     enroll_killed(monkeypatch, model_args(trained, other, tmp_path / 'emb') + ['--replace'], 'during the switch')
-    assert (tmp_path / 'emb' / storage.SWITCH_JOURNAL).is_file()  # new0 renamed, tst1 not yet, tst0 and tst2 there
-    ckpt = storage.load_checkpoint(trained / 'checkpoint_best.pth')
-    enrolled = storage.load_enrollment(tmp_path / 'emb', ckpt)
+    assert (tmp_path / 'emb' / SWITCH_JOURNAL).is_file()  # new0 renamed, tst1 not yet, tst0 and tst2 there
+    ckpt = load_checkpoint(trained / 'checkpoint_best.pth')
+    enrolled = load_enrollment(tmp_path / 'emb', ckpt)
     assert sorted(enrolled) == ['new0', 'tst1'] and enrolled['tst1']['test_dir'] == str(other / 'test')
     assert sorted(p.name for p in (tmp_path / 'emb').iterdir()) == ['new0.pth', 'tst1.pth']
 
@@ -361,10 +365,10 @@ def test_d_vectors_that_are_not_finite_are_refused_where_made_written_and_read(t
 
     with pytest.raises(FeatureFileError, match=r'^b\.p: its d-vector: NaN or infinite values$'):
         dvector.embed_all(NaNModel(), ['b.p'], lambda name: np.zeros((150, 40)), 100, 'cpu')
-    ckpt = storage.load_checkpoint(trained / 'checkpoint_best.pth')
+    ckpt = load_checkpoint(trained / 'checkpoint_best.pth')
     settings = {k: 'no' for k in ENROLLMENT_SETTINGS}
     with pytest.raises(ValueError, match='the d-vector of tst1: NaN or infinite values'):
-        storage.save_enrollment(tmp_path / 'emb', {'tst0': (torch.ones(128), ['a.p']),
+        save_enrollment(tmp_path / 'emb', {'tst0': (torch.ones(128), ['a.p']),
                                                    'tst1': (torch.full((128,), float('inf')), ['b.p'])},
                                 ckpt, 'test', settings)
     assert not (tmp_path / 'emb').exists() or not list((tmp_path / 'emb').iterdir())

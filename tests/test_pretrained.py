@@ -7,7 +7,8 @@ from test_feature_extraction import voice
 
 import configure
 import dvector
-from storage import load_checkpoint, load_model
+from checkpoint import load_checkpoint
+from embedder import load_model
 
 PRETRAINED = REPO / 'pretrained' / 'dvector_etri200_improved.pth'
 

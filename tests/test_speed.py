@@ -3,8 +3,9 @@ import pytest
 import torch
 
 import speed
-from conftest import run_script, write_feature_tree
+from embedder import for_inference
 from model.model import BackgroundResNet
+from conftest import run_script, write_feature_tree
 
 CPU = torch.device('cpu')
 
@@ -31,8 +32,8 @@ def test_the_policy_keeps_risky_models_contiguous_and_refuses_to_force_them(caps
 
 
 def test_embedding_models_follow_the_policy():
-    assert speed.for_inference(model(16).eval(), CPU).backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    narrow = speed.for_inference(model(8).eval(), CPU)
+    assert for_inference(model(16).eval(), CPU).backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    narrow = for_inference(model(8).eval(), CPU)
     assert narrow.backbone.conv1.weight.is_contiguous()
     assert narrow.embed(torch.randn(2, 1, 40, 120)).shape == (2, 128)
 
@@ -85,7 +86,7 @@ def test_bfloat16_embedding_of_short_segments_is_finite_and_close_to_float32():
     torch.manual_seed(1)
     exact = model(16).eval()
     torch.manual_seed(1)
-    fast = speed.for_inference(model(16).eval(), CPU, torch.bfloat16)
+    fast = for_inference(model(16).eval(), CPU, torch.bfloat16)
     for frames in (1, 2, 3, 4, 6, 8, 9, 12, 40):
         x = torch.randn(4, 1, 40, frames)
         with torch.no_grad():

@@ -11,13 +11,13 @@ import torch
 from conftest import REPO, write_feature, write_feature_tree
 
 import configure
-import speed
-import storage
 import train
+from atomic import atomic_save, atomic_write
+from checkpoint import CHECKPOINT_KEYS, TRAINING_KEYS, load_checkpoint, model_from_checkpoint
 from DB_wav_reader import read_feats_structure
 from features import FeatureFileError, feature_settings
 from model.model import BackgroundResNet
-from storage import atomic_write, load_checkpoint, model_from_checkpoint
+from train_run import check_resume
 
 
 def run(feature_tree, log_dir, *flags):
@@ -63,10 +63,10 @@ def test_checkpoints_hold_everything_needed_to_use_them(trained):
     assert ckpt['model_args'] == {'embedding_size': 128, 'num_classes': 4, 'backbone': 'resnet18', 'base_channels': 16,
                                   'pooling': 'avg', 'head': 'linear', 'n_filters': 40}
     assert ckpt['feature']['n_filters'] == 40 and ckpt['feature']['trim_frames'] == 50
-    assert set(ckpt) == storage.CHECKPOINT_KEYS | storage.TRAINING_KEYS
+    assert set(ckpt) == CHECKPOINT_KEYS | TRAINING_KEYS
     # the settings as asked for ('auto'), and apart from them what this run made of them
     assert ckpt['train_args']['precision'] == 'auto' and ckpt['train_args']['channels_last'] == 'auto'
-    assert ckpt['resolved']['precision'] in ('fp32', 'bf16') and ckpt['resolved']['channels_last'] == 'yes'
+    assert ckpt['auto_choices']['precision'] in ('fp32', 'bf16') and ckpt['auto_choices']['channels_last'] == 'yes'
     best = min(ckpt['history'], key=lambda h: h['valid_loss'])['epoch']
     assert load_checkpoint(trained / 'checkpoint_best.pth')['epoch'] == best
     assert (trained / 'loss_plot.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
@@ -79,10 +79,10 @@ def test_the_model_rebuilt_from_a_checkpoint_is_the_trained_one(trained, feature
     train_DB, valid_DB = train.split_train_valid(DB, ckpt['train_args']['val_ratio'], ckpt['train_args']['seed'])
     args = argparse.Namespace(**ckpt['train_args'])
     cpu = torch.device('cpu')
-    _, valid_loader = train.make_loaders(train_DB, valid_DB, ckpt['speakers'], ckpt['feature'], args, cpu)
-    resolved = ckpt['resolved']  # as trained: the same kernels give the same numbers
+    _, valid_loader = train.make_loaders(train.TrainingData(train_DB, valid_DB, ckpt['speakers'], None), ckpt['feature'], args, cpu)
+    resolved = ckpt['auto_choices']  # as trained: the same kernels give the same numbers
     memory_format = torch.channels_last if resolved['channels_last'] == 'yes' else torch.contiguous_format
-    compute = speed.Compute(cpu, speed.autocast_dtype(resolved['precision'], cpu), memory_format)
+    compute = train.DeviceSetup(cpu, train.autocast_dtype(resolved['precision'], cpu), memory_format)
     model = model.to(memory_format=memory_format)
     loss, accuracy = train.validate(model, valid_loader, torch.nn.CrossEntropyLoss(), compute)
     assert loss == pytest.approx(ckpt['history'][-1]['valid_loss'], rel=1e-5)
@@ -172,7 +172,7 @@ def test_resume_refuses_changed_training_files(tmp_path):
 
 
 def test_resume_accepts_what_the_run_resolved_and_refuses_other_values(trained, feature_tree):
-    resolved = load_checkpoint(trained / 'checkpoint_2.pth')['resolved']
+    resolved = load_checkpoint(trained / 'checkpoint_2.pth')['auto_choices']
     other = 'no' if resolved['channels_last'] == 'yes' else 'yes'
     for value in ('auto', resolved['channels_last']):  # --epochs 2: nothing left to train
         assert len(run(feature_tree, trained, '--epochs', '2', '--resume', '--channels-last', value)) == 2
@@ -183,11 +183,11 @@ def test_resume_accepts_what_the_run_resolved_and_refuses_other_values(trained, 
 def test_a_resumed_run_keeps_what_it_resolved(trained, feature_tree, tmp_path):
     """'auto' may choose otherwise on another machine: a resumed run goes on with the choice it made."""
     ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
-    ckpt['resolved'] = {'precision': 'fp32', 'channels_last': 'no'}  # not what 'auto' chooses on a CPU
+    ckpt['auto_choices'] = {'precision': 'fp32', 'channels_last': 'no'}  # not what 'auto' chooses on a CPU
     torch.save(ckpt, tmp_path / 'checkpoint_2.pth')
     run(feature_tree, tmp_path, '--epochs', '3', '--resume')
     resumed = load_checkpoint(tmp_path / 'checkpoint_3.pth')
-    assert resumed['resolved'] == {'precision': 'fp32', 'channels_last': 'no'}
+    assert resumed['auto_choices'] == {'precision': 'fp32', 'channels_last': 'no'}
     assert resumed['train_args']['precision'] == resumed['train_args']['channels_last'] == 'auto'
 
 
@@ -199,11 +199,11 @@ def test_a_published_checkpoint_cannot_be_resumed(feature_tree, tmp_path):
 def test_the_resume_check_compares_settings_and_the_set_of_files(trained):
     ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
     files = list(read_feats_structure(ckpt['train_args']['train_feat_dir'])['filename'])
-    storage.check_resume(ckpt, {'lr': ckpt['train_args']['lr'], 'precision': 'auto'}, files[::-1])  # any order
+    check_resume(ckpt, {'lr': ckpt['train_args']['lr'], 'precision': 'auto'}, files[::-1])  # any order
     with pytest.raises(ValueError, match='^--lr cannot change'):
-        storage.check_resume(ckpt, {'lr': 0.5}, files)
+        check_resume(ckpt, {'lr': 0.5}, files)
     with pytest.raises(ValueError, match='changed since the run started'):
-        storage.check_resume(ckpt, {}, files[1:])
+        check_resume(ckpt, {}, files[1:])
 
 
 def test_resume_takes_the_runs_own_settings(feature_tree, tmp_path):
@@ -274,12 +274,12 @@ def test_bad_training_data(tmp_path):
 def test_training_precision_auto_is_the_fastest_safe_one_and_bad_ones_are_refused(monkeypatch):
     cpu = torch.device('cpu')
     for fast, expected in ((True, torch.bfloat16), (False, None)):
-        monkeypatch.setattr(speed, 'bfloat16_is_fast', lambda device, fast=fast: fast)
-        assert speed.autocast_dtype('auto', cpu) == expected
+        monkeypatch.setattr(train, 'bfloat16_is_fast', lambda device, fast=fast: fast)
+        assert train.autocast_dtype('auto', cpu) == expected
     with pytest.raises(ValueError, match="'fp16' needs a CUDA GPU"):
-        speed.autocast_dtype('fp16', cpu)
+        train.autocast_dtype('fp16', cpu)
     with pytest.raises(ValueError, match="unknown precision 'bf32' .PRECISION of configure.py"):
-        speed.autocast_dtype('bf32', cpu)
+        train.autocast_dtype('bf32', cpu)
 
 
 @pytest.mark.parametrize('flag', ['--epochs', '--batch-size', '--log-interval', '--embedding-size'])
@@ -374,8 +374,8 @@ def test_the_resume_check_refuses_another_epoch_count_for_a_fixed_schedule_only(
     cosine = {**ckpt, 'train_args': {**ckpt['train_args'], 'schedule': 'cosine'}}
     with pytest.raises(ValueError, match=r"--epochs 40: the run's cosine schedule is set by its epoch count, 2 .*"
                                          r"resume without --epochs, or start a new run from its weights \(--init-from\)"):
-        storage.check_resume(cosine, {'epochs': 40}, files)
-    storage.check_resume(cosine, {'epochs': 2}, files)  # (plateau: --epochs is not among the settings checked)
+        check_resume(cosine, {'epochs': 40}, files)
+    check_resume(cosine, {'epochs': 2}, files)  # (plateau: --epochs is not among the settings checked)
 
 
 def test_the_float16_gradient_scaler_takes_the_same_step(feature_tree):
@@ -385,12 +385,12 @@ def test_the_float16_gradient_scaler_takes_the_same_step(feature_tree):
     speakers = sorted(DB['speaker_id'].unique())
     args = train.parse_args(['--batch-size', '8', '--device', 'cpu'])
     cpu = torch.device('cpu')
-    compute = speed.Compute(cpu, None, torch.contiguous_format)
+    compute = train.DeviceSetup(cpu, None, torch.contiguous_format)
     weights = []
     for scaler in (None, torch.amp.GradScaler('cpu', init_scale=2.0 ** 10)):
         torch.manual_seed(0)
         model = BackgroundResNet(16, len(speakers), base_channels=8)
-        loader, _ = train.make_loaders(DB, DB, speakers, {**feature_settings(), 'win_size': 50}, args, cpu)
+        loader, _ = train.make_loaders(train.TrainingData(DB, DB, speakers, None), {**feature_settings(), 'win_size': 50}, args, cpu)
         optimizer = train.create_optimizer('sgd', model.parameters(), 0.1, 0.9, 1e-4)
         train.train_epoch(model, loader, torch.nn.CrossEntropyLoss(), optimizer, scaler, compute, 1, 100)
         weights.append(model.state_dict())
@@ -457,18 +457,13 @@ def test_fine_tuning_can_be_added_to_a_finished_run_but_not_changed_once_begun(f
         run(feature_tree, tmp_path / 'log', '--epochs', '5', '--resume')
 
 
-def test_a_checkpoint_from_before_fine_tuning_existed_resumes_and_can_add_it(feature_tree, tmp_path):
+def test_a_checkpoint_that_does_not_record_every_setting_is_refused_clearly(feature_tree, tmp_path):
     run(feature_tree, tmp_path / 'log', '--epochs', '2')
-    for name in ('checkpoint_2.pth', 'checkpoint_best.pth'):  # as an older train.py wrote them
-        ckpt = load_checkpoint(tmp_path / 'log' / name)
-        for key in train.FINETUNE_SETTINGS:
-            del ckpt['train_args'][key]
-        for record in ckpt['history']:
-            del record['finetune']
-        storage.atomic_save(ckpt, tmp_path / 'log' / name)
-    history = run(feature_tree, tmp_path / 'log', '--epochs', '2', '--resume', '--finetune-epochs', '1')
-    assert [h.get('finetune', False) for h in history] == [False, False, True]
-    assert load_checkpoint(tmp_path / 'log' / 'checkpoint_3.pth')['train_args']['finetune_lr'] == configure.FINETUNE_LR
+    ckpt = load_checkpoint(tmp_path / 'log' / 'checkpoint_2.pth')
+    del ckpt['train_args']['min_lr']  # as a train.py that read MIN_LR from configure.py wrote it
+    atomic_save(ckpt, tmp_path / 'log' / 'checkpoint_2.pth')
+    with pytest.raises(ValueError, match='an older train.py wrote it, without recording min_lr.*--init-from'):
+        run(feature_tree, tmp_path / 'log', '--epochs', '3', '--resume')
 
 
 def test_a_plateau_run_with_fine_tuning_cannot_resume_below_the_epoch_it_reached(feature_tree, tmp_path):

@@ -10,12 +10,13 @@ import configure
 import enroll
 import make_trials
 import verification
-from conftest import model_args, write_feature, write_feature_tree
 from dvector import embed_utterance
+from embedder import load_model
 from features import FeatureFileError, log_fbank
-from storage import load_model, load_threshold, save_threshold, threshold_path
-from test_feature_extraction import voice
+from records import load_threshold, save_threshold, threshold_path
 from trials import Trial, quote_path, read_scores, read_trials, write_scores
+from conftest import model_args, write_feature, write_feature_tree
+from test_feature_extraction import voice
 
 
 def trial_args(trained, trials, tmp_path, *extra):
@@ -55,7 +56,7 @@ def test_scoring_a_trial_list(trained, trial_list, tmp_path, capsys):
 
 def test_json_output(trained, trial_list, tmp_path, capsys):
     # --precision: the old name of --embed-precision
-    verification.main(trial_args(trained, trial_list, tmp_path, '--json', '--precision', 'fp32'))
+    verification.main(trial_args(trained, trial_list, tmp_path, '--json', '--embed-precision', 'fp32'))
     summary = json.loads(capsys.readouterr().out)
     assert summary['trials'] == 9 and summary['eer_percent'] == 0 and summary['det_curve'].endswith('trials_det.png')
     assert summary['embedding_dtype'] == 'float32'

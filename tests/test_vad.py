@@ -4,7 +4,7 @@ import pytest
 import soundfile
 from conftest import ETRI, needs_etri
 
-from features import edge_frames, feature_settings, read_utterance, recipe
+from features import edge_frames, feature_settings, read_utterance, reading_settings
 
 
 @needs_etri
@@ -15,7 +15,7 @@ def test_silero_drops_room_tone_that_the_energy_detector_keeps(tmp_path):
     path = tmp_path / 'spk' / 'padded.wav'
     path.parent.mkdir()
     soundfile.write(path, np.concatenate([tone, speech, tone]), rate)
-    frames = {vad: len(read_utterance(path, recipe(feature_settings(), vad))) for vad in ('no', 'energy', 'silero')}
+    frames = {vad: len(read_utterance(path, reading_settings(feature_settings(), vad))) for vad in ('no', 'energy', 'silero')}
     assert frames['no'] == 800 - 2 * 50 - 1 or frames['no'] == 800 - 2 * 50  # 8 s of frames, trimmed
     assert frames['silero'] < 450  # the 4 s of tone are gone: at most the speech (4 s) and its pauses are kept
     assert frames['silero'] > 250  # and most of the speech is there
@@ -24,8 +24,8 @@ def test_silero_drops_room_tone_that_the_energy_detector_keeps(tmp_path):
 
 def test_silero_speech_is_not_trimmed_again():
     settings = feature_settings()
-    assert edge_frames(recipe(settings, 'silero')) == 0
-    assert edge_frames(recipe(settings, 'energy')) == edge_frames(recipe(settings)) == settings['trim_frames']
+    assert edge_frames(reading_settings(settings, 'silero')) == 0
+    assert edge_frames(reading_settings(settings, 'energy')) == edge_frames(reading_settings(settings)) == settings['trim_frames']
 
 
 def test_audio_without_speech_is_refused_by_name(tmp_path):
@@ -33,4 +33,4 @@ def test_audio_without_speech_is_refused_by_name(tmp_path):
     path.parent.mkdir()
     soundfile.write(path, np.random.default_rng(0).normal(0, 0.01, 32000).astype(np.float32), 16000)
     with pytest.raises(ValueError, match=r'tone.wav: no speech found \(--vad silero\)'):
-        read_utterance(path, recipe(feature_settings(), 'silero'))
+        read_utterance(path, reading_settings(feature_settings(), 'silero'))

@@ -1,213 +1,23 @@
-"""What the stages write and read back: atomic writes, checkpoints, enrolled d-vectors."""
+"""What the stages record beside a model: enrolled d-vectors (one file per speaker) and calibrated thresholds.
+
+An enrollment folder is written all or nothing under a lock (save_enrollment), and read only with the
+model that made it (load_enrollment); a threshold is stored per scoring setting and refused for others.
+"""
 import fcntl
-import hashlib
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from atomic import TMP_SUFFIX, atomic_save, atomic_write, cannot_write
+from checkpoint import load_problem, model_id
 from features import require_finite
-from model.model import BackgroundResNet
-from speed import embedding_dtype, for_inference
 
-# What every checkpoint holds: all that the stages need to use its model (training_checkpoint says what each is) ...
-CHECKPOINT_KEYS = {'state_dict', 'model_args', 'speakers', 'feature', 'run_id', 'epoch'}
-# ... and what train.py's checkpoints hold besides, to continue the run (make_pretrained.py keeps scoring, train_args)
-TRAINING_KEYS = {'scoring', 'history', 'optimizer', 'scheduler', 'scaler', 'rng_state', 'train_args', 'resolved',
-                 'train_files'}
 # How an enrollment's d-vectors were made (enroll.py's flags): each enrollment records them, and a single trial
 # is scored with them
 ENROLLMENT_SETTINGS = ('enroll_frames', 'vad', 'level')
-# The scoring settings of the AS-norm cohort (recorded with a threshold under AS-norm only)
-COHORT_SETTINGS = ('cohort', 'cohort_utts', 'cohort_top')
-# The cohort that records written before cohorts had kinds (COHORT) meant: each speaker's mean of 20 utterances
-OLDER_COHORT = {'cohort': 'speakers', 'cohort_utts': 20}
-
-
-def atomic_write(path, write):
-    """Call write(binary file) on a temporary file beside `path`, then rename it to `path`.
-
-    A crash or Ctrl-C midway leaves the old file (or none), never a half-written one.
-    """
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}{TMP_SUFFIX}')
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:  # name the file asked for, not the hidden temporary one
-        tmp.unlink(missing_ok=True)
-        raise cannot_write(path, e) from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def cannot_write(path, e):
-    """The OSError e, about writing `path`, as an error of its kind naming `path` (not a temporary file beside it)."""
-    return type(e)(f"cannot write {path}: {e.strerror or e}")
-
-
-def check_writable(path):
-    """Refuse now, before any work, an output file that could not be written later: its folder is made, and a
-    file is tried there (and removed)."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"cannot write {path}: it is a folder")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=path.parent).close()
-    except OSError as e:
-        raise cannot_write(path, e) from e
-
-
-TMP_SUFFIX = '.tmp'  # atomic_write's temporary files: '.<name>.<pid>.tmp' beside the file
-
-
-def atomic_save(obj, path):
-    """torch.save(obj, path), atomically."""
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def load_checkpoint(path, device='cpu', to_resume=False):
-    """The checkpoint dict saved by train.py, with tensors on `device`.
-
-    to_resume: it must hold the training state that --resume continues from (TRAINING_KEYS).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path} (train one with train.py, or pass --checkpoint)")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable checkpoint ({load_problem(e)})") from e
-    if not isinstance(ckpt, dict) or not CHECKPOINT_KEYS <= set(ckpt):
-        raise ValueError(f"{path}: not a checkpoint written by this project's train.py")
-    if to_resume and not TRAINING_KEYS <= set(ckpt):
-        missing = ', '.join(sorted(TRAINING_KEYS - set(ckpt)))
-        raise ValueError(f"{path}: holds no training state to resume from (it lacks {missing}: a published "
-                         "checkpoint keeps only what the stages need, and an older train.py wrote fewer keys); "
-                         "start a new run from its weights with --init-from")
-    return ckpt
-
-
-def load_problem(e):
-    """What torch.load(weights_only=True) found wrong with a file, in a line, without its advice to load it with
-    weights_only=False: that runs whatever code the file holds, never to be done with a file of unknown origin."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip() and 'weights_only' not in line]
-    return ' '.join(lines).removeprefix('WeightsUnpickler error:').strip() or type(e).__name__
-
-
-def training_checkpoint(*, epoch, history, model, optimizer, scheduler, scaler, run_id, speakers, model_args,
-                        feature, scoring, train_args, resolved, train_files):
-    """The checkpoint train.py writes after each epoch: the model, and the state of the run to resume it."""
-    return {
-        # to use the model (CHECKPOINT_KEYS): model_from_checkpoint rebuilds it from these alone
-        'state_dict': model.state_dict(),
-        'model_args': model_args,  # BackgroundResNet(**model_args)
-        'speakers': speakers,      # the training speakers, in the order of the classifier's outputs
-        'feature': feature,        # the features it was trained on (features.feature_settings) and 'win_size'
-        'run_id': run_id,          # the training run and the epoch name the model: enrollments record them
-        'epoch': epoch,
-        'scoring': scoring,        # the scoring settings its recipe recommends (configure.SCORINGS)
-        # to resume the run (TRAINING_KEYS)
-        'history': history,        # one record per epoch: losses, accuracies, lr, seconds
-        'optimizer': optimizer.state_dict(),
-        'scheduler': scheduler.state_dict(),
-        'scaler': scaler.state_dict() if scaler else None,  # float16's gradient scaler, if it has one
-        'rng_state': torch.get_rng_state(),  # the random windows (and the workers' seeds) go on from here
-        'train_args': train_args,  # the settings as asked for: configure.py, then the flags
-        'resolved': resolved,      # what the run made of them where 'auto' may choose: {'precision', 'channels_last'}
-        'train_files': train_files,  # files_fingerprint of the training files: a resumed run needs the same ones
-    }
-
-
-def files_fingerprint(filenames):
-    """A digest of a set of training files: a resumed run must see the same files (and so the same split)."""
-    return hashlib.sha1('\n'.join(sorted(map(str, filenames))).encode()).hexdigest()
-
-
-def check_resume(ckpt, given, train_files):
-    """Refuse to continue the run of checkpoint ckpt with other settings or other training files than its own.
-
-    given: {setting: value} of the flags given on the command line that a resumed run takes from its
-    checkpoint; each must be the run's ('auto', or what the run resolved it to, passes too). Among them
-    'epochs' under a fixed schedule (cosine, exponential), which its epoch count sets, and under any schedule
-    once the fine-tuning epochs (numbered after them) have begun.
-    train_files: the names of the training files now.
-    """
-    asked, resolved = ckpt['train_args'], ckpt['resolved']
-    if given.get('epochs', asked['epochs']) != asked['epochs']:
-        if asked['schedule'] == 'plateau':  # only once fine-tuning has begun is 'epochs' checked then
-            raise ValueError(f"--epochs {given['epochs']}: the run's fine-tuning epochs have begun after its epoch "
-                             f"{asked['epochs']}, so resuming cannot change that count; resume without --epochs")
-        raise ValueError(f"--epochs {given['epochs']}: the run's {asked['schedule']} schedule is set by its epoch "
-                         f"count, {asked['epochs']} (the learning rate of every step depends on it), so resuming "
-                         f"cannot change it; resume without --epochs, or start a new run from its weights "
-                         f"(--init-from) to train on. A plateau schedule may be resumed with more epochs")
-    changed = [f"--{k.replace('_', '-')}" for k, v in given.items()
-               if v not in ('auto', asked[k], resolved.get(k, 'auto'))]
-    if changed:
-        raise ValueError(f"{', '.join(changed)} cannot change when resuming a run (it continues with its own "
-                         f"settings); start a new run in another --log-dir to change them")
-    if files_fingerprint(train_files) != ckpt['train_files']:
-        raise ValueError(f"the files in {asked['train_feat_dir']} changed since the run started, and with them the "
-                         "train/validation split; resume needs the same files")
-
-
-def model_from_checkpoint(ckpt, device):
-    """The model rebuilt from a checkpoint's own settings and weights, in eval mode."""
-    try:
-        model = BackgroundResNet(**ckpt['model_args'])
-        model.load_state_dict(ckpt['state_dict'])
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(f"the checkpoint's weights do not fit its model settings ({e})") from e
-    model.eval()
-    try:  # its features' settings must fit its model's: the filters it was built for, and one tiny input of them
-        n_filters = ckpt['feature']['n_filters']
-        if ckpt['model_args'].get('n_filters', n_filters) != n_filters:
-            raise ValueError(f"{ckpt['model_args']['n_filters']} filters, not {n_filters}")
-        with torch.no_grad():
-            model.embed(torch.zeros(1, 1, n_filters, 100))
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise ValueError(f"the checkpoint's settings do not fit together: its model {ckpt['model_args']} does not "
-                         f"take its features {ckpt.get('feature')} ({str(e).splitlines()[0]})") from e
-    return model.to(device)
-
-
-def load_model(path, device, precision='fp32', backend='torch', random_weights_seed=None):
-    """(model for embedding, checkpoint dict) of the checkpoint at `path`.
-
-    precision: an EMBED_PRECISION; backend: an EMBED_BACKEND. With 'onnx' the model is an
-    onnx_backend.OnnxEmbedder, which has the model's `.embed` and runs on the CPU in float32.
-    random_weights_seed: if given, the model has fresh random weights (seeded), as training starts from.
-    """
-    device = torch.device(device)
-    dtype = embedding_dtype(precision, device, backend)  # refuses what the backend cannot do, before any work
-    ckpt = load_checkpoint(path, device)
-    if random_weights_seed is not None:
-        if backend != 'torch':
-            raise ValueError("random weights embed with the 'torch' backend only (the 'onnx' one exports the "
-                             "trained weights): drop --backend onnx")
-        torch.manual_seed(random_weights_seed)
-        ckpt = {**ckpt, 'state_dict': BackgroundResNet(**ckpt['model_args']).state_dict()}
-    if backend == 'onnx':
-        import onnx_backend  # imported here: onnx_backend needs this module, and onnxruntime only when it is used
-        return onnx_backend.cached_embedder(path, ckpt), ckpt
-    return for_inference(model_from_checkpoint(ckpt, device), device, dtype), ckpt
-
-
-def model_id(ckpt):
-    """Which trained model a checkpoint holds: its training run and epoch."""
-    return f"{ckpt['run_id']}/epoch{ckpt['epoch']}"
-
-
 SWITCH_JOURNAL = '.enroll-switch.json'  # the renames and removals that switch a folder to a run's enrollments
 
 
@@ -387,20 +197,12 @@ def threshold_path(checkpoint, score_norm='none'):
 
 def save_threshold(checkpoint, ckpt, record, scoring, front_end):
     """Store a calibrated threshold of the model in `checkpoint` for the scoring settings `scoring`
-    (cli.scoring_record), calibrated on features made with `front_end` ({'vad', 'level'}); record holds
+    (embedder.scoring_settings), calibrated on features made with `front_end` ({'vad', 'level'}); record holds
     'threshold' and how it was found."""
     path = threshold_path(checkpoint, scoring['score_norm'])
     require_finite(record['threshold'], f"the threshold to store in {path}")
     text = json.dumps({**record, 'scoring': scoring, 'front_end': front_end, 'model_id': model_id(ckpt)}, indent=2)
     atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def comparable_scoring(scoring):
-    """A threshold record's scoring settings as they are recorded now: the cohort's under AS-norm only, and for an
-    older AS-norm record, which did not say, its cohort: the means of 20 utterances of each speaker."""
-    if scoring.get('score_norm') != 'asnorm':
-        return {k: v for k, v in scoring.items() if k not in COHORT_SETTINGS}
-    return {**OLDER_COHORT, **scoring}
 
 
 def load_threshold(checkpoint, ckpt, scoring):
@@ -431,8 +233,8 @@ def load_threshold(checkpoint, ckpt, scoring):
         raise ValueError(f"the threshold {record['source']} does not record the --vad and --level it was calibrated "
                          "with (an older verification.py wrote it): calibrate again (verification.py --trials LIST "
                          "--calibrate), or pass --threshold")
-    calibrated = comparable_scoring(record.get('scoring', scoring))
-    if calibrated != comparable_scoring(scoring):
+    calibrated = record.get('scoring', scoring)
+    if calibrated != scoring:
         raise ValueError(f"the threshold {record['source']} was calibrated for scoring {calibrated}, not {scoring}: "
                          "calibrate again with these settings, score with those, or pass --threshold")
     return record

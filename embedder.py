@@ -1,0 +1,277 @@
+"""A trained model put to use by a stage: on which device, in which precision, scored how.
+
+Read it after dvector.py. Every stage that uses a model (enroll, verification, identification,
+plot_dvectors) starts with open_stage: the device, the model loaded from its checkpoint and made fast
+to embed with, and the scoring settings resolved once, by one rule (resolve_scoring):
+
+    1. an enrollment's own settings, for a single trial (its stored d-vector was made with them)
+    2. the cohort a published checkpoint carries, under AS-norm
+    3. a flag given on the command line
+    4. what the checkpoint's recipe recommends (configure.SCORINGS)
+    5. configure.py
+"""
+import sys
+from typing import NamedTuple
+
+import torch
+
+import cli
+from checkpoint import load_checkpoint, model_from_checkpoint
+from dvector import require_enrolled
+from features import reading_settings
+from model.model import BackgroundResNet
+from model.resnet import fold_batch_norms
+from records import ENROLLMENT_SETTINGS, load_enrollment
+from speed import LowPrecision, use_channels_last
+
+EMBED_PRECISIONS = ('auto', 'fp32', 'bf16')
+EMBED_BACKENDS = ('torch', 'onnx')
+SCORE_NORMS = ('none', 'asnorm')
+COHORTS = ('speakers', 'utterances')
+# The settings a stage's scores depend on (a calibrated threshold is valid for these only) ...
+SCORING_SETTINGS = ('enroll_frames', 'test_frames', 'score_norm')
+# ... and under AS-norm, those of its cohort
+COHORT_SETTINGS = ('cohort', 'cohort_utts', 'cohort_top')
+
+
+# ---- The device and the precision ----------------------------------------------------------------
+
+def select_device(name):
+    """The torch.device for 'auto' (CUDA when there is a GPU), 'cpu' or 'cuda[:N]'."""
+    if name == 'auto':
+        name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ('cpu', 'cuda'):
+        raise ValueError(f"unknown device {name!r}; use 'auto', 'cpu' or 'cuda'")
+    if device.type == 'cuda' and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} asked for, but this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+                         "use 'auto' or 'cpu'")
+    return device
+
+
+def bfloat16_is_fast(device):
+    """Whether the device has bfloat16 units: a CPU with AVX512-BF16 or AMX, a GPU with native bfloat16.
+
+    Emulated bfloat16 would be slower than float32.
+    """
+    if device.type == 'cuda':
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def embedding_dtype(precision, device, backend='torch'):
+    """The dtype the backbone embeds in for an EMBED_PRECISION and EMBED_BACKEND.
+
+    'auto' is bfloat16 where it is fast, else float32. The 'onnx' backend (ONNX Runtime's CPU build)
+    embeds on the CPU in float32 only, so it resolves 'auto' to float32 and refuses 'bf16' or a GPU
+    rather than ignore them.
+    """
+    if precision not in EMBED_PRECISIONS:
+        raise ValueError(f"unknown embedding precision {precision!r} (EMBED_PRECISION of configure.py or "
+                         f"--embed-precision); choose one of {', '.join(EMBED_PRECISIONS)}")
+    if backend not in EMBED_BACKENDS:
+        raise ValueError(f"unknown embedding backend {backend!r} (EMBED_BACKEND of configure.py or --backend); "
+                         f"choose one of {', '.join(EMBED_BACKENDS)}")
+    if backend == 'onnx':
+        if precision == 'bf16':
+            raise ValueError("precision 'bf16' cannot run on the 'onnx' backend, which embeds in float32 only; "
+                             "use --embed-precision fp32 (or auto) with --backend onnx, or --backend torch for bfloat16")
+        if device.type != 'cpu':
+            raise ValueError(f"the 'onnx' backend runs on the CPU, not on {device}: pass --device cpu with "
+                             "--backend onnx, or use --backend torch")
+        return torch.float32
+    if precision == 'auto':
+        precision = 'bf16' if bfloat16_is_fast(device) else 'fp32'
+    return {'fp32': torch.float32, 'bf16': torch.bfloat16}[precision]
+
+
+def embedding_description(precision, device, backend):
+    """What the backbone embeds in, as reports say it: 'bfloat16', 'float32', or 'float32 (onnx)'."""
+    dtype = str(embedding_dtype(precision, device, backend)).removeprefix('torch.')
+    return dtype if backend == 'torch' else f"{dtype} ({backend})"
+
+
+# ---- The model --------------------------------------------------------------------------------------
+
+def for_inference(model, device, dtype=torch.float32):
+    """The eval-mode model made faster to embed with.
+
+    Each batch norm of the backbone is folded into the convolution before it, which gives the same
+    d-vectors to float precision; on the CPU the convolutions run channels-last (oneDNN's fast
+    layout) where that is safe (speed.use_channels_last). With dtype bfloat16 the backbone runs in it
+    (pooling and projection stay float32).
+    """
+    fold_batch_norms(model.backbone)
+    if use_channels_last('auto', torch.device(device), model):
+        model = model.to(memory_format=torch.channels_last)
+    if dtype != torch.float32:
+        model.backbone = LowPrecision(model.backbone, dtype)
+    return model
+
+
+def load_model(path, device, precision='fp32', backend='torch', random_weights_seed=None):
+    """(model for embedding, checkpoint dict) of the checkpoint at `path`.
+
+    precision: an EMBED_PRECISION; backend: an EMBED_BACKEND. With 'onnx' the model is an
+    onnx_backend.OnnxEmbedder, which has the model's `.embed` and runs on the CPU in float32.
+    random_weights_seed: if given, the model has fresh random weights (seeded), as training starts from.
+    """
+    device = torch.device(device)
+    dtype = embedding_dtype(precision, device, backend)  # refuses what the backend cannot do, before any work
+    ckpt = load_checkpoint(path, device)
+    if random_weights_seed is not None:
+        if backend != 'torch':
+            raise ValueError("random weights embed with the 'torch' backend only (the 'onnx' one exports the "
+                             "trained weights): drop --backend onnx")
+        torch.manual_seed(random_weights_seed)
+        ckpt = {**ckpt, 'state_dict': BackgroundResNet(**ckpt['model_args']).state_dict()}
+    if backend == 'onnx':
+        import onnx_backend  # onnxruntime is imported only when it is used
+        return onnx_backend.cached_embedder(path, ckpt), ckpt
+    return for_inference(model_from_checkpoint(ckpt, device), device, dtype), ckpt
+
+
+# ---- The flags of a stage that uses a model -------------------------------------------------------
+
+def add_model_args(p, embedding_dir=True):
+    """Flags of the scripts that use a trained model: checkpoint, enrolled d-vectors (unless not embedding_dir),
+    test data, embedding precision, backend, device, and how audio is read."""
+    cli.setting(p, 'CHECKPOINT')
+    if embedding_dir:
+        cli.setting(p, 'EMBEDDING_DIR')
+    cli.setting(p, 'TEST_FEAT_DIR')
+    cli.setting(p, 'EMBED_PRECISION', choices=EMBED_PRECISIONS)
+    add_backend_arg(p)
+    cli.add_device_arg(p)
+    return cli.add_audio_args(p)
+
+
+def add_backend_arg(p):
+    cli.setting(p, 'EMBED_BACKEND', '--backend', choices=EMBED_BACKENDS)
+
+
+def add_scoring_args(p, sides=('enroll', 'test'), score_norm=True):
+    """Flags of how d-vectors are made and scored: segment lengths of the given sides, score normalisation.
+
+    open_stage resolves them with what the checkpoint recommends (resolve_scoring).
+    """
+    for side in sides:
+        cli.setting(p, f'{side.upper()}_FRAMES', type=cli.non_negative_int)
+    if score_norm:
+        cli.setting(p, 'SCORE_NORM', choices=SCORE_NORMS)
+        cli.setting(p, 'COHORT', choices=COHORTS)
+        cli.setting(p, 'COHORT_UTTS', type=cli.positive_int)
+        cli.setting(p, 'COHORT_TOP', type=cli.cohort_size)
+        p.add_argument('--cohort-dir', help='asnorm: training feature tree to build the cohort from when the '
+                       'checkpoint has none (default: the one it was trained on)')
+    return p
+
+
+# ---- The scoring settings ---------------------------------------------------------------------------
+
+def published_cohort(ckpt):
+    """{'cohort', 'cohort_utts'} of the AS-norm cohort a published checkpoint carries; None when it carries none."""
+    if 'cohort' not in ckpt:
+        return None
+    if 'cohort_source' not in ckpt:
+        raise ValueError("the checkpoint carries an AS-norm cohort without saying what it was built from (an older "
+                         "make_pretrained.py wrote it): write it again with make_pretrained.py")
+    return {'cohort': ckpt['cohort_source']['kind'], 'cohort_utts': ckpt['cohort_source']['utts_per_speaker']}
+
+
+def resolve_scoring(asked, given, ckpt, enrollment=None):
+    """{setting: (value, source)} of each scoring setting in `asked`, by the rule of this module's docstring.
+
+    asked: {setting: value} of the flags (configure.py's value where no flag was given); given: the settings
+    given on the command line; enrollment: the enrollment record (records.read_enrollment) of the speaker a single
+    trial is scored against, with its name under 'speaker', or None. A flag
+    that gives an enrolled setting another value than the enrollment's is refused: it could not change the
+    stored d-vector. source: 'enrollment', 'published cohort', 'flag', 'checkpoint' or 'configure.py'.
+    """
+    recommended = ckpt.get('scoring', {})
+    resolved = {}
+    for name, value in asked.items():
+        if enrollment is not None and name in ENROLLMENT_SETTINGS:
+            resolved[name] = (enrollment[name], 'enrollment')
+        elif name in given:
+            resolved[name] = (value, 'flag')
+        elif name in recommended:
+            resolved[name] = (recommended[name], 'checkpoint')
+        else:
+            resolved[name] = (value, 'configure.py')
+    if enrollment is not None:
+        refuse_other_enrollment_settings(asked, given, enrollment)
+    own = published_cohort(ckpt)
+    if own and resolved.get('score_norm', (None,))[0] == 'asnorm':
+        resolved.update({name: (value, 'published cohort') for name, value in own.items() if name in resolved})
+    return resolved
+
+
+def refuse_other_enrollment_settings(asked, given, enrollment):
+    """Refuse flags that give an enrolled setting another value than the enrollment record's."""
+    enrolled = {name: enrollment[name] for name in ENROLLMENT_SETTINGS}
+    differ = {name: asked[name] for name in ENROLLMENT_SETTINGS
+              if name in given and name in asked and asked[name] != enrollment[name]}
+    if differ:
+        raise ValueError(f"{cli.flags_text(differ)}: {enrollment['speaker']} was enrolled with {cli.flags_text(enrolled)}, and "
+                         "a single trial is scored as its enrollment was made; enroll again with these flags "
+                         "(enroll.py), or leave them out")
+
+
+def settle_scoring(args, ckpt, enrollment=None):
+    """Set args' scoring settings as resolve_scoring decides; say what the checkpoint and its cohort changed."""
+    names = SCORING_SETTINGS + COHORT_SETTINGS + ('vad', 'level')
+    asked = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    resolved = resolve_scoring(asked, args.given, ckpt, enrollment)
+    recommended = {k: v for k, (v, source) in resolved.items() if source == 'checkpoint' and v != asked[k]}
+    if recommended:
+        print("Scoring as the checkpoint recommends: " + ", ".join(cli.flag_text(k, v) for k, v in recommended.items()),
+              file=sys.stderr)
+    own = {k: v for k, (v, source) in resolved.items() if source == 'published cohort'}
+    if own:
+        overruled = {k: getattr(args, k) for k in own if k in args.given and asked[k] != own[k]}
+        if getattr(args, 'cohort_dir', None) is not None:
+            overruled['cohort_dir'], args.cohort_dir = args.cohort_dir, None
+        if overruled:
+            print(f"Note: {cli.flags_text(overruled)} is not used: {args.checkpoint} carries its own cohort "
+                  f"({cli.flags_text(own)})", file=sys.stderr)
+    for name, (value, _) in resolved.items():
+        setattr(args, name, value)
+
+
+def scoring_settings(args):
+    """The scoring settings in args that scores depend on: a calibrated threshold is valid for these only (the
+    cohort's under AS-norm alone)."""
+    names = SCORING_SETTINGS + (COHORT_SETTINGS if getattr(args, 'score_norm', 'none') == 'asnorm' else ())
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+# ---- The start of every stage ---------------------------------------------------------------------
+
+class Stage(NamedTuple):
+    """What a stage works with: the model, its checkpoint, the device, how utterances are read (a
+    features.reading_settings()) and, for a single trial, the claimed speaker's enrollment record."""
+    model: object
+    ckpt: dict
+    device: torch.device
+    reading: dict
+    enrollment: dict | None = None
+
+
+def open_stage(args, claimed=None, random_weights_seed=None):
+    """The Stage of args (--device, --checkpoint, --embed-precision, --backend), its scoring settings settled.
+
+    claimed: the enrolled speaker a single trial is scored against (its enrollment is read from
+    --embedding-dir, and it decides the enrollment settings); random_weights_seed: see load_model.
+    """
+    device = select_device(args.device)
+    model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend, random_weights_seed)
+    enrollment = None
+    if claimed is not None:
+        enrolled = load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint)
+        enrollment = {**require_enrolled(enrolled, claimed), 'speaker': claimed}
+    settle_scoring(args, ckpt, enrollment)
+    return Stage(model, ckpt, device, reading_settings(ckpt['feature'], args.vad, args.level), enrollment)
