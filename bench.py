@@ -121,24 +121,33 @@ def training_throughput(DB, path, args):
     return {'samples_per_s': args.batches * args.batch_size / seconds, 'load_s': load_s, 'peak_mb': peak_memory_mb()}
 
 
+def embedding_model(path, args, device):
+    """The model an embedding path embeds with: the same seeded random weights for every path, run as it says."""
+    torch.manual_seed(0)
+    model = BackgroundResNet(c.EMBEDDING_SIZE, 10, args.backbone).to(device).eval()
+    backend, dtype = embedding_settings(path, args.backend, device)
+    if backend == 'onnx':
+        return OnnxEmbedder(export_bytes(model, c.FILTER_BANK, {})[0])
+    return model if path == 'tutorial' else for_inference(model, device, dtype)
+
+
+def embed_by_path(model, path, feats, device, desc=None):
+    """{file: d-vector} of feats, {file: features}, as the path makes them: the tutorial's one segment per forward
+    pass (dvector.d_vector), or the stages' batches (dvector.embed_all)."""
+    if path == 'tutorial':
+        return {f: d_vector(model, feat, c.TEST_FRAMES, device) for f, feat in feats.items()}
+    return embed_all(model, list(feats), feats.get, c.TEST_FRAMES, device, desc)
+
+
 def embedding_throughput(files, path, args):
     """{utts_per_s, frames_per_s, segments, peak_mb} of embedding files (read beforehand) by one of PATHS."""
     device = select_device(args.device)
     feats = {f: read_MFB(f) for f in files}
-    model = BackgroundResNet(c.EMBEDDING_SIZE, 10, args.backbone).to(device).eval()
-    backend, dtype = embedding_settings(path, args.backend, device)
-    if backend == 'onnx':
-        model = OnnxEmbedder(export_bytes(model, c.FILTER_BANK, {})[0])
-    elif path != 'tutorial':
-        model = for_inference(model, device, dtype)
-    embed_all(model, list(files)[:8], feats.get, c.TEST_FRAMES, device, 'warm-up')
+    model = embedding_model(path, args, device)
+    embed_by_path(model, path, dict(list(feats.items())[:8]), device, 'warm-up')
     synchronize(device)
     start = time.perf_counter()
-    if path == 'tutorial':
-        for f in files:
-            d_vector(model, feats[f], c.TEST_FRAMES, device)
-    else:
-        embed_all(model, list(files), feats.get, c.TEST_FRAMES, device, 'embedding')
+    embed_by_path(model, path, feats, device, 'embedding')
     synchronize(device)
     seconds = time.perf_counter() - start
     n_frames = sum(len(feat) for feat in feats.values())
