@@ -34,7 +34,8 @@ def build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, device, kind='sp
     DB = read_training_structure(train_feat_dir)
     files = DB.groupby('speaker_id')['filename'].apply(lambda f: sorted(f)[:utts_per_speaker])
     names = [f for fs in files for f in fs]
-    vectors = embed_all(model, names, lambda f: read_utterance(f, reading_settings(ckpt['feature'])), segment_frames, device, 'cohort')
+    reading = reading_settings(ckpt['feature'])
+    vectors = embed_all(model, names, lambda f: read_utterance(f, reading), segment_frames, device, 'cohort')
     if kind == 'utterances':
         return torch.stack([vectors[f] for f in names])
     return torch.stack([mean_dvector(torch.stack([vectors[f] for f in fs])) for fs in files])

@@ -92,7 +92,8 @@ def embed_utterance(model, feat, segment_frames, device):
 
 
 def embed_file(model, settings, filename, segment_frames, device):
-    """d-vector of a feature or audio file, read with feature settings (a checkpoint's 'feature', or a reading_settings())."""
+    """d-vector of a feature or audio file, read with feature settings (a checkpoint's 'feature', or a
+    features.reading_settings())."""
     return embed_all(model, [filename], lambda f: read_utterance(f, settings), segment_frames, device)[filename]
 
 

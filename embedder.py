@@ -78,7 +78,8 @@ def embedding_dtype(precision, device, backend='torch'):
     if backend == 'onnx':
         if precision == 'bf16':
             raise ValueError("precision 'bf16' cannot run on the 'onnx' backend, which embeds in float32 only; "
-                             "use --embed-precision fp32 (or auto) with --backend onnx, or --backend torch for bfloat16")
+                             "use --embed-precision fp32 (or auto) with --backend onnx, or --backend torch for "
+                             "bfloat16")
         if device.type != 'cpu':
             raise ValueError(f"the 'onnx' backend runs on the CPU, not on {device}: pass --device cpu with "
                              "--backend onnx, or use --backend torch")
@@ -216,8 +217,8 @@ def refuse_other_enrollment_settings(asked, given, enrollment):
     differ = {name: asked[name] for name in ENROLLMENT_SETTINGS
               if name in given and name in asked and asked[name] != enrollment[name]}
     if differ:
-        raise ValueError(f"{cli.flags_text(differ)}: {enrollment['speaker']} was enrolled with {cli.flags_text(enrolled)}, and "
-                         "a single trial is scored as its enrollment was made; enroll again with these flags "
+        raise ValueError(f"{cli.flags_text(differ)}: {enrollment['speaker']} was enrolled with "
+                         f"{cli.flags_text(enrolled)}, and a single trial is scored as its enrollment was made; enroll again with these flags "
                          "(enroll.py), or leave them out")
 
 
