@@ -218,8 +218,8 @@ def refuse_other_enrollment_settings(asked, given, enrollment):
               if name in given and name in asked and asked[name] != enrollment[name]}
     if differ:
         raise ValueError(f"{cli.flags_text(differ)}: {enrollment['speaker']} was enrolled with "
-                         f"{cli.flags_text(enrolled)}, and a single trial is scored as its enrollment was made; enroll again with these flags "
-                         "(enroll.py), or leave them out")
+                         f"{cli.flags_text(enrolled)}, and a single trial is scored as its enrollment was made; "
+                         "enroll again with these flags (enroll.py), or leave them out")
 
 
 def settle_scoring(args, ckpt, enrollment=None):
