@@ -227,8 +227,9 @@ def settle_scoring(args, ckpt, enrollment=None):
     names = SCORING_SETTINGS + COHORT_SETTINGS + ('vad', 'level')
     asked = {name: getattr(args, name) for name in names if hasattr(args, name)}
     resolved = resolve_scoring(asked, args.given, ckpt, enrollment)
-    recommended = {k: v for k, (v, source) in resolved.items()  # the checkpoint's own cohort is its recommendation too
-                   if (source == 'checkpoint' or source == 'published cohort' and k not in args.given) and v != asked[k]}
+    recommends = ('checkpoint', 'published cohort')  # a checkpoint's own cohort is its recommendation too
+    recommended = {k: v for k, (v, source) in resolved.items()
+                   if source in recommends and k not in args.given and v != asked[k]}
     if recommended:
         print("Scoring as the checkpoint recommends: " + ", ".join(cli.flag_text(k, v) for k, v in recommended.items()),
               file=sys.stderr)

@@ -178,7 +178,8 @@ def read_data(args, feature):
     audio = holds_audio(DB)
     preload = args.preload == 'yes' or (args.preload == 'auto' and not audio and preload_fits(files))
     print(f"Training set {len(train_DB)} utts, validation set {len(valid_DB)} utts, {len(speakers)} speakers "
-          f"(classes), features {'in memory' if preload else 'made from audio per item' if audio else 'read from disk per item'}")
+          f"(classes), features "
+          f"{'in memory' if preload else 'made from audio per item' if audio else 'read from disk per item'}")
     return TrainingData(train_DB, valid_DB, speakers, load_features(files, feature, keep=preload))
 
 
@@ -260,7 +261,8 @@ def make_loaders(data, feature, args, device, ddp=None):
     train_feats, valid_feats = (feats[:len(train_DB)], feats[len(train_DB):]) if feats else (None, None)
     train_set = DvectorDataset(train_DB, spk_to_idx, feature, random_windows=True, feats=train_feats,
                                spec_augment=(args.freq_mask, args.time_mask) if args.spec_augment == 'yes' else None,
-                               speeds=args.speeds if args.speed_perturb == 'yes' else (), **augmenters(args, feature, feats, train_DB))
+                               speeds=args.speeds if args.speed_perturb == 'yes' else (),
+                               **augmenters(args, feature, feats, train_DB))
     valid_set = DvectorDataset(valid_DB, spk_to_idx, feature, random_windows=False, feats=valid_feats)
     if len(train_set) < args.batch_size:
         raise ValueError(f"{len(train_set)} training utterances, fewer than one batch of {args.batch_size}")
