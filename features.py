@@ -42,6 +42,10 @@ features that are not finite are never returned. Audio that is used but may scor
 AudioNote (a warning naming the file): a wav cut off before the end its header declares, a clipped
 recording, or one recorded below the model's sample rate. The fbank is computed FRAMES_AT_ONCE
 frames at a time, so that a long recording takes bounded memory.
+
+The same fbank is written in torch too (fbank_batch, log_fbank_batch): many utterances at once, on the GPU when
+there is one, with python_speech_features' own filterbank; in float64 its features are the recipe's to 1e-12 dB,
+in float32 to 3e-4 dB. The recipe's features are python_speech_features' (the torch path is an addition).
 """
 import codecs
 import os
@@ -85,6 +89,9 @@ VAD_DB = 30.0
 FULL_SCALE = 0.999  # |sample| at or above this is at full scale (within 0.01 dB): where a recording clips
 CLIPPED_NOTE = 0.01  # a note says a recording is clipped when more than this fraction of its samples is at full scale
 FRAMES_AT_ONCE = 3000  # fbank frames computed together (30 s): a long recording's features take bounded memory
+NFFT = 512  # python_speech_features.fbank's FFT size (its default; the recipe passes no other)
+PREEMPHASIS = 0.97  # python_speech_features.fbank's pre-emphasis coefficient (its default)
+FLOOR = 1e-5  # the recipe's floor on the filterbank energies: 20 * log10(FLOOR) = -100 dB
 
 TRIM_SECONDS = c.TRIM_FRAMES * c.WIN_STEP  # seconds trimmed at each end of every utterance (configure.py's)
 
@@ -328,19 +335,28 @@ def decibels(power):
     return 10 * np.log10(np.maximum(power, np.finfo(np.float64).tiny))
 
 
+def frame_geometry(settings):
+    """(frame length, frame step) in samples of settings' win_len and win_step, rounded as python_speech_features."""
+    return tuple(int(python_speech_features.sigproc.round_half_up(settings[k] * settings['sample_rate']))
+                 for k in ('win_len', 'win_step'))
+
+
+def frame_count(n_samples, length, step):
+    """python_speech_features' number of frames of n_samples samples: at least one, the last padded with zeros."""
+    return 1 if n_samples <= length else 1 + int(np.ceil((n_samples - length) / step))
+
+
 def frame_chunks(audio, settings):
     """slices of audio (n_samples,) whose frames (python_speech_features' framing) are the fbank's frames of the
     whole, FRAMES_AT_ONCE at a time, in order: only the last slice's last frame is padded with zeros, as the whole's."""
-    rate = settings['sample_rate']
-    length, step = (int(python_speech_features.sigproc.round_half_up(settings[k] * rate))
-                    for k in ('win_len', 'win_step'))
-    n_frames = 1 if len(audio) <= length else 1 + int(np.ceil((len(audio) - length) / step))
+    length, step = frame_geometry(settings)
+    n_frames = frame_count(len(audio), length, step)
     for first in range(0, n_frames, FRAMES_AT_ONCE):
         last = min(first + FRAMES_AT_ONCE, n_frames)
         yield slice(first * step, (last - 1) * step + length)
 
 
-def emphasised(audio, chunk, coeff=0.97):
+def emphasised(audio, chunk, coeff=PREEMPHASIS):
     """The samples audio[chunk] pre-emphasised as python_speech_features pre-emphasises the whole audio, each sample
     less coeff times the one before it (the first sample of the whole kept as it is)."""
     start = max(chunk.start - 1, 0)  # from the sample before the chunk's first
@@ -354,6 +370,67 @@ def fbank(audio, settings):
                                                         nfilt=settings['n_filters'], winlen=settings['win_len'],
                                                         winstep=settings['win_step'], preemph=0)[0]
                            for chunk in frame_chunks(audio, settings)])
+
+
+# ---- The same fbank in torch: many utterances at once, on the GPU when there is one ---------------
+
+@lru_cache(maxsize=8)
+def mel_filters(n_filters, sample_rate, device, dtype):
+    """python_speech_features' own Mel filterbank (n_filters, NFFT // 2 + 1), the fbank's, as a tensor on device."""
+    return torch.from_numpy(python_speech_features.get_filterbanks(n_filters, NFFT, sample_rate)).to(device, dtype)
+
+
+def emphasised_batch(audios, device):
+    """(B, max n_samples) float32 on device: each of audios [(n_samples,) float32] pre-emphasised as
+    python_speech_features does (in float32, the first sample kept), then zeros, which frame its last frame."""
+    lengths = torch.tensor([len(a) for a in audios])
+    batch = torch.zeros(len(audios), int(lengths.max()), dtype=torch.float32)
+    for row, audio in zip(batch, audios):
+        row[:len(audio)] = torch.from_numpy(np.asarray(audio, np.float32))
+    batch = batch.to(device)
+    batch[:, 1:] -= PREEMPHASIS * batch[:, :-1]  # the right side is a new tensor: the samples before emphasis
+    return batch * (torch.arange(batch.shape[1], device=device) < lengths.to(device)[:, None])  # past each end: 0
+
+
+def fbank_batch(audios, settings, device, dtype=torch.float64):
+    """(fb, n_frames): python_speech_features.fbank's filterbank energies fb (B, max n_frames, n_filters) of audios
+    [(n_samples,) float32 at settings' rate], computed by torch on device in dtype; n_frames [B]: how many rows of
+    fb are each utterance's (the rows after them belong to none of its frames).
+
+    FRAMES_AT_ONCE frames (of all the utterances together) are transformed at a time. As python_speech_features,
+    energies of exactly 0 are made its eps (2.2e-16); the recipe's floor (FLOOR) is far above it.
+
+    In float64 the features are the numpy path's to float precision (within 1e-12 dB after the log); in float32,
+    the GPU's fast type, within 3e-4 dB (2e-5 dB on the ETRI test wavs; tests/test_torch_fbank.py).
+    """
+    if not len(audios) or any(np.ndim(a) != 1 or len(a) == 0 for a in audios):
+        raise ValueError("fbank_batch: give one or more utterances, each a non-empty 1-D array of samples")
+    length, step = frame_geometry(settings)
+    n_frames = [frame_count(len(a), length, step) for a in audios]
+    signal = emphasised_batch(audios, device)
+    padded = (max(n_frames) - 1) * step + length  # the longest's last frame, padded with zeros as the fbank pads it
+    frames = torch.nn.functional.pad(signal, (0, padded - signal.shape[1])).to(dtype).unfold(1, length, step)
+    filters = mel_filters(settings['n_filters'], settings['sample_rate'], torch.device(device), dtype)
+    fb = torch.cat([torch.fft.rfft(chunk, NFFT).abs().square().div(NFFT) @ filters.T  # power spectra (B, F, NFFT/2+1)
+                    for chunk in frames.split(max(1, FRAMES_AT_ONCE // len(audios)), dim=1)], dim=1)
+    return torch.where(fb == 0, np.finfo(np.float64).eps, fb), n_frames
+
+
+def torch_fbank(audio, settings, device='cpu', dtype=torch.float64):
+    """fbank's energies (n_frames, n_filters) float64 of audio (n_samples,), computed by torch (fbank_batch)."""
+    fb, n_frames = fbank_batch([audio], settings, device, dtype)
+    return fb[0, :n_frames[0]].cpu().double().numpy()
+
+
+def log_fbank_batch(audios, settings, device, dtype=torch.float64):
+    """The recipe's features [(n_frames, n_filters) tensors on device, in dtype] of audios [(n_samples,) float32],
+    computed by torch: log_fbank_frames' numbers (without vad or level), many utterances at once."""
+    if front_end(settings) != {'vad': 'no', 'level': 'no'}:
+        raise ValueError(f"log_fbank_batch makes the tutorial's features only (vad 'no', level 'no'), not "
+                         f"{front_end(settings)}; use log_fbank_frames")
+    fb, n_frames = fbank_batch(audios, settings, device, dtype)
+    db = require_finite(20 * torch.log10(fb.clamp_min(FLOOR)), 'features')  # (B, F, n_filters); padding rows too
+    return [utterance[:n] - utterance[:n].mean(dim=0) for utterance, n in zip(db, n_frames)]
 
 
 def frame_levels(audio, settings):
@@ -413,13 +490,15 @@ def silero_frames(audio, settings, n_frames):
     return kept
 
 
-def log_fbank_frames(audio, settings):
+def log_fbank_frames(audio, settings, device=None):
     """(feat float64 (n_kept, n_filters) in dB, kept bool (n_frames,)) of audio (n_samples,) at settings' rate.
 
     feat holds the kept frames, mean-normalised; kept marks which of the fbank's n_frames frames
     they are (all of them without vad). Level and speech detection both use the frames' levels
     before any gain, of the samples without their DC offset: the loud frames are the same either
     way. The gain applies to the samples without it too.
+    device: None, the fbank by python_speech_features (the recipe); a torch device, by torch_fbank there in
+    float64 (the same numbers to float precision).
     """
     level, vad = front_end(settings)['level'], front_end(settings)['vad']
     if level != 'no' or vad == 'energy':
@@ -428,12 +507,12 @@ def log_fbank_frames(audio, settings):
     if level != 'no':  # a gain on the samples: the floor below then meets speech at the target level
         audio = centred
         audio *= np.float32(10 ** ((level - speech_level(frame_db)) / 20))  # in place: no other copy of a long one
-    fb = fbank(audio, settings)
+    fb = fbank(audio, settings) if device is None else torch_fbank(audio, settings, device)
     kept = (loud_frames(frame_db) if vad == 'energy' else
             silero_frames(audio, settings, len(fb)) if vad == 'silero' else np.ones(len(fb), bool))
     if not kept.any():
         raise FeatureFileError("no speech found (--vad silero)")
-    fb = 20 * np.log10(np.maximum(fb[kept], 1e-5))
+    fb = 20 * np.log10(np.maximum(fb[kept], FLOOR))
     return require_finite(fb - fb.mean(axis=0), 'features'), kept
 
 
