@@ -163,6 +163,8 @@ DEMO_TRAIN_SPEAKERS = 30  # synthetic training voices
 DEMO_TRAIN_UTTS = 20      # per training voice
 DEMO_TEST_SPEAKERS = 10   # enrolled and tested, never seen in training
 DEMO_EPOCHS = 15          # training epochs of the demo model
+DEMO_FROM_AUDIO = 'no'    # 'yes': train on the demo's wavs themselves, their features made as they are read
+                          # (docs/voxceleb.md), into DEMO_DIR/model_saved_from_audio; 'no': on features extracted first
 DEMO_BATCH_SIZE = 32      # training windows per batch in the demo
 DEMO_OPTIMIZER = 'adam'   # on a small corpus and few epochs Adam converges where SGD at lr 0.1 does not
 DEMO_LR = 0.001           # the demo's Adam learning rate

@@ -2,12 +2,14 @@
 
     python demo.py
     python demo.py --epochs 5 --train-speakers 20      # smaller and faster
+    python demo.py --from-audio yes                    # train on the wavs themselves, as on VoxCeleb (docs/voxceleb.md)
 
 Writes the corpus under demo/wavs (demo_corpus.py; reused when already there), then runs the real
 stages on it through their own main(), exactly as on real data, with every output under demo/:
 
     feature_extraction.py    demo/wavs/{train,test} -> demo/feat/{train,test}
-    train.py                 demo/feat/train -> demo/model_saved (a finished run is reused)
+    train.py                 demo/feat/train -> demo/model_saved (a finished run is reused); with --from-audio yes,
+                             demo/wavs/train -> demo/model_saved_from_audio, and no training features are written
     enroll.py                demo/feat/test -> demo/enroll_embeddings
     make_trials.py, verification.py --trials --calibrate
                              EER and minDCF of every enrollment against every test voice, demo/results/
@@ -40,6 +42,7 @@ def parse_args(argv=None):
     cli.setting(p, 'DEMO_TRAIN_UTTS', '--train-utts', type=cli.positive_int)
     cli.setting(p, 'DEMO_TEST_SPEAKERS', '--test-speakers', type=cli.positive_int)
     cli.setting(p, 'DEMO_EPOCHS', '--epochs', type=cli.positive_int)
+    cli.setting(p, 'DEMO_FROM_AUDIO', '--from-audio', choices=['yes', 'no'])
     cli.setting(p, 'SEED')
     cli.add_device_arg(p)
     args = p.parse_args(argv)
@@ -52,9 +55,10 @@ def stage(title):
     print(f"\n{'=' * 20} {title} {'=' * (70 - len(title))}")
 
 
-def train_model(feat, log_dir, args):
-    """Train on the demo voices, or finish the run already in log_dir; returns the epoch history."""
-    flags = ['--train-feat-dir', str(feat / 'train'), '--log-dir', str(log_dir), '--epochs', str(args.epochs),
+def train_model(train_dir, log_dir, args):
+    """Train on the demo voices of train_dir (features or wavs), or finish the run already in log_dir; returns the
+    epoch history."""
+    flags = ['--train-feat-dir', str(train_dir), '--log-dir', str(log_dir), '--epochs', str(args.epochs),
              '--device', args.device]
     if (log_dir / 'checkpoint_best.pth').is_file():
         return train.main(flags + ['--resume'])
@@ -65,7 +69,9 @@ def train_model(feat, log_dir, args):
 def main(argv=None):
     args = parse_args(argv)
     root = Path(args.root)
-    wavs, feat, log_dir = root / 'wavs', root / 'feat', root / 'model_saved'
+    from_audio = args.from_audio == 'yes'
+    wavs, feat = root / 'wavs', root / 'feat'
+    log_dir = root / ('model_saved_from_audio' if from_audio else 'model_saved')
     checkpoint = ['--checkpoint', str(log_dir / 'checkpoint_best.pth'), '--test-feat-dir', str(feat / 'test'),
                   '--device', args.device]
     model = checkpoint + ['--embedding-dir', str(root / 'enroll_embeddings')]
@@ -74,11 +80,11 @@ def main(argv=None):
 
     stage('Synthetic voices')
     corpus = write_corpus(wavs, args.train_speakers, args.train_utts, args.test_speakers, args.seed)
-    stage('0. Features')
-    for part in ('train', 'test'):
+    stage('0. Features' + (' of the test voices (training reads the wavs)' if from_audio else ''))
+    for part in ('test',) if from_audio else ('train', 'test'):
         feature_extraction.main(['--wav-dir', str(wavs / part), '--feat-dir', str(feat / part)])
     stage('1. Training')
-    history = train_model(feat, log_dir, args)
+    history = train_model((wavs if from_audio else feat) / 'train', log_dir, args)
     stage('2. Enrollment')
     enroll.main(model)
     stage('Evaluation: every enrollment against every test voice')

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+import demo
 import feature_extraction
 import make_trials
 import train
@@ -30,6 +31,21 @@ def test_demo_runs_every_stage_and_writes_only_under_its_folder(tmp_path):
     again = run_ok(tmp_path, 'demo.py', '--train-speakers', '6', '--train-utts', '6', '--test-speakers', '3',
                    '--epochs', '2', '--device', 'cpu')  # reuses the corpus, the features and the finished run
     assert '0 written, 36 already there' in again and 'Resuming from' in again
+
+
+def test_the_demo_trains_from_its_wavs_as_from_their_features(tmp_path, capsys):
+    sizes = ['--root', str(tmp_path / 'demo'), '--train-speakers', '6', '--train-utts', '6', '--test-speakers', '3',
+             '--epochs', '2', '--device', 'cpu']
+    from_audio = demo.main(sizes + ['--from-audio', 'yes'])
+    out = capsys.readouterr().out
+    assert 'features made from audio per item' in out and 'Training:        2 epochs' in out
+    assert not (tmp_path / 'demo' / 'feat' / 'train').exists()  # the training voices' features are never written
+    assert (tmp_path / 'demo' / 'model_saved_from_audio' / 'checkpoint_best.pth').is_file()
+    from_features = demo.main(sizes)  # the same voices, extracted first; its model beside the other
+    assert 'features in memory' in capsys.readouterr().out
+    # the features made per item are the extracted ones, and the windows the same draws: the same training
+    learned = lambda run: [{k: v for k, v in epoch.items() if k != 'seconds'} for epoch in run['history']]  # noqa: E731
+    assert learned(from_audio) == learned(from_features)
 
 
 def untrained_copy(checkpoint, path):
