@@ -1,8 +1,8 @@
 """The training data path at scale: start-up on a corpus of a million utterances, and the loader's throughput.
 
     python bench_data.py --startup 1000000 --speakers 6000   # a VoxCeleb2-sized list file: start-up time, peak RSS
-    python bench_data.py --audio-dir demo/wavs/train         # windows/s: preloaded features against audio on the fly;
-                                                             # utterances/s: the fbank by python_speech_features and torch
+    python bench_data.py --audio-dir demo/wavs/train         # windows/s: preloaded features against audio made
+                                                             # per item; utterances/s: python_speech_features, torch
 
 Start-up: train.py's steps before the first batch that grow with the corpus (reading the list, the
 train/validation split, the fingerprint a resumed run checks, the dataset), timed on a list file of N
@@ -33,8 +33,8 @@ import configure as c
 from augment import Augmenter, WaveAugmenter, augment_settings
 from bench import in_fresh_process, peak_memory_mb
 from DB_wav_reader import read_training_structure
-from features import feature_settings, log_fbank_batch, log_fbank_frames, read_audio, recipe
-from speed import select_device
+from features import feature_settings, log_fbank_batch, log_fbank_frames, read_audio, reading_settings
+from embedder import select_device
 from SR_Dataset import DvectorDataset, load_features
 from train import split_train_valid
 from train_run import files_fingerprint
@@ -138,7 +138,7 @@ def feature_rates(files, device, batch_size, repeats):
     """{path: utterances per second}: reading files ('read audio'), and making the recipe's features of their
     waveforms by python_speech_features ('python_speech_features', one at a time) and by torch (feature_paths,
     batch_size at a time)."""
-    settings = recipe(feature_settings())
+    settings = reading_settings(feature_settings())
     audios = [read_audio(f, settings['sample_rate']) for f in files]
     batches = [audios[i:i + batch_size] for i in range(0, len(audios), batch_size)]
     cpu = torch.device('cpu')
@@ -158,7 +158,8 @@ def parse_args(argv=None):
     p.add_argument('--audio-dir', help='an audio tree <speaker>/.../<utterance>.wav whose loader to time')
     p.add_argument('--workers', type=cli.non_negative_int, default=2, help='time 0 .. this many worker processes')
     p.add_argument('--batches', type=cli.positive_int, default=10, help='timed batches per loader')
-    p.add_argument('--repeats', type=cli.positive_int, default=3, help='timings of each feature path: the fastest counts')
+    p.add_argument('--repeats', type=cli.positive_int, default=3,
+                   help='timings of each feature path: the fastest counts')
     cli.setting(p, 'BATCH_SIZE', type=cli.positive_int)
     cli.add_device_arg(p)
     return p.parse_args(argv)

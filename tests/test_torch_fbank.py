@@ -8,7 +8,7 @@ import torch
 from conftest import ETRI, needs_etri
 from DB_wav_reader import read_DB_structure
 from features import (feature_settings, fbank, fbank_batch, frame_count, frame_geometry, log_fbank_batch,
-                      log_fbank_frames, read_audio, recipe, torch_fbank)
+                      log_fbank_frames, read_audio, reading_settings, torch_fbank)
 from SR_Dataset import DvectorDataset
 
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
@@ -16,7 +16,7 @@ FLOAT64_DB, FLOAT32_DB = 1e-9, 1e-3  # dB: measured 6e-13 and 3e-4 at worst here
 
 
 def settings_at(rate):
-    return recipe({**feature_settings(), 'sample_rate': rate})
+    return reading_settings({**feature_settings(), 'sample_rate': rate})
 
 
 def generated(n_samples, seed):
@@ -90,7 +90,7 @@ def test_the_energies_are_python_speech_features_own(rate):
 
 @pytest.mark.parametrize('front_end', [{'vad': 'energy'}, {'level': -44.0}, {'vad': 'energy', 'level': -30.0}])
 def test_vad_and_level_give_the_same_frames_with_the_torch_fbank(front_end):
-    settings = recipe(feature_settings(), **front_end)
+    settings = reading_settings(feature_settings(), **front_end)
     audio = generated(4 * 16000 + 77, 3)
     numpy_feat, numpy_kept = log_fbank_frames(audio, settings)
     torch_feat, torch_kept = log_fbank_frames(audio, settings, device='cpu')
@@ -108,7 +108,7 @@ def test_bad_input_is_refused(audios):
 
 def test_the_batch_refuses_a_front_end_it_does_not_make():
     with pytest.raises(ValueError, match="vad 'no', level 'no'.*use log_fbank_frames"):
-        log_fbank_batch([generated(16000, 0)], recipe(feature_settings(), vad='energy'), 'cpu')
+        log_fbank_batch([generated(16000, 0)], reading_settings(feature_settings(), vad='energy'), 'cpu')
 
 
 def test_training_from_audio_with_the_torch_fbank_gives_the_same_windows(tmp_path):
