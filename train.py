@@ -102,6 +102,7 @@ def parse_args(argv=None):
     setting('PRECISION', choices=PRECISIONS)
     setting('CHANNELS_LAST', choices=['auto', 'yes', 'no'])
     setting('PRELOAD', choices=['auto', 'yes', 'no'])
+    setting('FBANK', choices=['recipe', 'torch'])
     setting('LOG_INTERVAL', type=cli.positive_int)
     p.add_argument('--resume', nargs='?', const='latest', metavar='CHECKPOINT',
                    help='continue a run: from the latest checkpoint in --log-dir, or from CHECKPOINT')
@@ -258,12 +259,14 @@ def make_loaders(data, feature, args, device, ddp=None):
     """
     train_DB, valid_DB, speakers, feats = data
     spk_to_idx = {spk: i for i, spk in enumerate(speakers)}
+    fbank_device = 'cpu' if args.fbank == 'torch' else None  # audio only: features.fbank_batch, in float64
     train_feats, valid_feats = (feats[:len(train_DB)], feats[len(train_DB):]) if feats else (None, None)
     train_set = DvectorDataset(train_DB, spk_to_idx, feature, random_windows=True, feats=train_feats,
                                spec_augment=(args.freq_mask, args.time_mask) if args.spec_augment == 'yes' else None,
                                speeds=args.speeds if args.speed_perturb == 'yes' else (),
-                               **augmenters(args, feature, feats, train_DB))
-    valid_set = DvectorDataset(valid_DB, spk_to_idx, feature, random_windows=False, feats=valid_feats)
+                               fbank_device=fbank_device, **augmenters(args, feature, feats, train_DB))
+    valid_set = DvectorDataset(valid_DB, spk_to_idx, feature, random_windows=False, feats=valid_feats,
+                               fbank_device=fbank_device)
     if len(train_set) < args.batch_size:
         raise ValueError(f"{len(train_set)} training utterances, fewer than one batch of {args.batch_size}")
     # Workers are started afresh each epoch and seeded from torch's main generator, whose state the

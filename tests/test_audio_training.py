@@ -6,6 +6,7 @@ import torch
 
 import augment
 import demo_corpus
+import features
 import train
 from checkpoint import load_checkpoint
 from DB_wav_reader import read_list_file, read_training_structure
@@ -114,3 +115,13 @@ def test_an_audio_tree_trains_with_augmentation_and_resumes_exactly(voices, tmp_
     a, b = (load_checkpoint(tmp_path / d / 'checkpoint_2.pth')['state_dict'] for d in 'ab')
     for name in a:
         assert torch.equal(a[name], b[name]), name
+
+
+def test_the_torch_fbank_trains_as_the_recipes(voices, tmp_path, monkeypatch):
+    recipe = run(voices / 'train', tmp_path / 'recipe', '--epochs', '1', '--precision', 'fp32', '--fbank', 'recipe')
+    calls = []
+    monkeypatch.setattr(features, 'torch_fbank', lambda *args, real=features.torch_fbank: calls.append(1) or real(*args))
+    torch_fbank = run(voices / 'train', tmp_path / 'torch', '--epochs', '1', '--precision', 'fp32', '--fbank', 'torch')
+    assert len(calls) > 8  # the items of a batch and the validation utterances
+    for name in ('train_loss', 'valid_loss', 'valid_acc'):
+        assert torch_fbank[0][name] == pytest.approx(recipe[0][name], rel=1e-5), name
