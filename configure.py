@@ -160,6 +160,17 @@ MAP_METHOD = 'tsne'   # 'tsne' (t-SNE: keeps neighbourhoods, the usual picture; 
                       # 'pca' (the two directions of largest variance: linear, quick, distances comparable)
 MAP_PERPLEXITY = 30   # t-SNE: about how many neighbours each point weighs (lowered to a third of the points when fewer)
 
+# ---- Try it in the browser (app.py): a local page that enrolls, verifies and identifies from the microphone ------
+APP_CHECKPOINT = 'pretrained/dvector_etri200_improved.pth'  # the model the page uses (the published one)
+APP_EMBEDDING_DIR = 'app_enrolled'  # the page's enrolled d-vectors, <name>.pth as enroll.py writes them, and the
+                                    # recordings that enrolled them, recordings/<name>/enroll_*.wav
+APP_HOST = '127.0.0.1'  # address the page is served on: this machine only. Another ('0.0.0.0': every network) lets
+                        # anyone who reaches it enroll and test voices, with no password
+APP_PORT = 8000         # port the page is served on (0: any free one); the page's address is printed
+APP_MAX_UPLOAD_MB = 20  # largest upload the page takes at once, in MB (a minute of the page's 48-kHz wav: 5.8 MB)
+APP_VAD = 'silero'      # speech detection of the page's recordings, as VAD: 'silero' drops a microphone's pauses
+APP_LEVEL = TRAIN_LEVEL  # gain of the page's recordings, as LEVEL: brings a microphone's level to the training one
+
 # ---- Demo (demo.py): the whole pipeline on synthetic voices, everything under DEMO_DIR ---------
 DEMO_DIR = 'demo'         # everything the demo writes: audio, features, model, results
 DEMO_TRAIN_SPEAKERS = 30  # synthetic training voices

@@ -1,0 +1,306 @@
+"""Try it in the browser: a page on this machine that enrolls, verifies and identifies speakers from the microphone.
+
+    python app.py                                    # the pretrained model; open the address it prints
+    python app.py --checkpoint model_saved/checkpoint_best.pth --embedding-dir my_enrolled
+    python app.py --port 0                           # any free port
+
+The page records from the microphone (Web Audio samples, written as a 16-bit WAV by the page itself:
+no ffmpeg) or takes files in any format the stages read, and runs the stages' own code on them: the
+checkpoint's features (with --vad and --level), its d-vectors, its recommended scoring (AS-norm with
+its cohort) and its threshold. Enrollments go to --embedding-dir as enroll.py writes them
+(<name>.pth, under the folder's lock), and the recordings that made them to
+<embedding-dir>/recordings/<name>/: enroll.py, verification.py and identification.py read the page's
+enrollments, and the page reads theirs. It is served on 127.0.0.1, this machine only, unless --host
+says otherwise (browsers give a page the microphone only on localhost or https).
+"""
+import argparse
+import base64
+import re
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from flask import Flask, jsonify, request, send_from_directory
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.serving import make_server
+from werkzeug.utils import secure_filename
+
+import cli
+import configure as c
+# ---- The stages' code that the page runs: named here only ----------------------------------------
+from cohort import scoring_cohort
+from dvector import embed_file, enroll_speaker, rank_speakers, require_enrolled
+from features import VADS, front_end, recipe, require_utterance_file
+from plot_dvectors import project
+from plots import plot_dvector_map
+from speed import select_device
+from storage import (ENROLLMENT_SETTINGS, atomic_write, enrollment_lock, load_enrollment, load_model, model_id,
+                     save_enrollment)
+from verification import verification_threshold
+
+WEB = Path(__file__).resolve().parent / 'web'  # the page: index.html, app.js, recorder.js, style.css
+RECORDINGS = 'recordings'  # <embedding dir>/recordings/<name>/: the recordings that enrolled <name>
+SAFE_NAME = re.compile(r'\w[\w.-]{0,63}')  # a speaker's name: also a folder's and a file's, on any system
+LOCAL_HOSTS = ('127.0.0.1', 'localhost', '::1')
+THIS_RECORDING = 'this recording'  # the tested recording's label on the d-vector map
+THRESHOLD_MEANING = ("A calibrated threshold lies where, on the trials it was calibrated on, impostors wrongly "
+                     "accepted and true speakers wrongly rejected were equally common: a higher one lets fewer "
+                     "impostors in and turns more true speakers away.")
+
+
+def parse_args(argv=None):
+    p = cli.parser(__doc__)
+    cli.setting(p, 'APP_CHECKPOINT', '--checkpoint')
+    cli.setting(p, 'APP_EMBEDDING_DIR', '--embedding-dir')
+    cli.setting(p, 'APP_HOST', '--host')
+    cli.setting(p, 'APP_PORT', '--port', type=cli.non_negative_int)
+    cli.setting(p, 'APP_MAX_UPLOAD_MB', '--max-upload-mb', type=cli.positive_int)
+    cli.setting(p, 'APP_VAD', '--vad', choices=VADS)
+    cli.setting(p, 'APP_LEVEL', '--level', type=cli.level, nargs='?', const=c.TRAIN_LEVEL, metavar='DBFS')
+    p.add_argument('--threshold', type=cli.finite_float, help='accept above this score (default: the calibrated '
+                   'threshold of the checkpoint for its scoring when it has one, else THRESHOLD of configure.py)')
+    cli.add_scoring_args(p)
+    cli.add_device_arg(p)
+    return p.parse_args(argv)
+
+
+@dataclass
+class Recognizer:
+    """The model and how the page scores with it, as the stages score with the same flags: made once, at start."""
+    args: argparse.Namespace  # the flags, with the checkpoint's recommended scoring applied
+    model: torch.nn.Module
+    ckpt: dict
+    device: torch.device
+    cohort: torch.Tensor | None  # AS-norm's cohort (n, embedding_size); None for cosine scores
+    threshold: float
+    threshold_source: str
+
+
+def load_recognizer(args, argv=None):
+    """The Recognizer of the flags: the checkpoint's model, its recommended scoring, its cohort and threshold."""
+    device = select_device(args.device)
+    model, ckpt = load_model(args.checkpoint, device, c.EMBED_PRECISION, c.EMBED_BACKEND)
+    cli.recommended_scoring(args, argv, ckpt)
+    cohort = scoring_cohort(args, ckpt, model, device) if args.score_norm == 'asnorm' else None
+    threshold, source = verification_threshold(args, ckpt)
+    return Recognizer(args, model, ckpt, device, cohort, threshold, source)
+
+
+# ---- What the page does -----------------------------------------------------------------------
+
+def require_safe_name(name):
+    """name, when it can name a speaker's file and folder; else an error saying what a name may be."""
+    if not SAFE_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} cannot be a speaker's name: it names the speaker's file and folder, so use "
+                         "letters, digits, '_', '-' and '.', beginning with a letter or digit, at most 64")
+    return name
+
+
+def enrolled_records(rec):
+    """{name: enrollment record} of the page's folder, {} when nobody is enrolled; d-vectors of another model, and
+    records that do not say how they were made, are refused (load_enrollment)."""
+    try:
+        return load_enrollment(rec.args.embedding_dir, rec.ckpt, rec.device, rec.args.checkpoint)
+    except FileNotFoundError:  # no enrollment files yet
+        return {}
+
+
+def someone_enrolled(rec):
+    """enrolled_records, or an error when nobody is enrolled yet."""
+    records = enrolled_records(rec)
+    if not records:
+        raise ValueError(f"nobody is enrolled in {rec.args.embedding_dir} yet: enroll someone first")
+    return records
+
+
+@contextmanager
+def received(uploads):
+    """[path] of the uploaded files, each checked and saved under its own name in a temporary folder, removed after;
+    an error about them names the upload, not the temporary file."""
+    if not uploads:
+        raise ValueError("no recording given: record or upload one, and tick it")
+    with tempfile.TemporaryDirectory(prefix='dvector-app-') as folder:
+        try:
+            paths = []
+            for i, upload in enumerate(uploads):
+                path = Path(folder) / f'{i}' / (secure_filename(upload.filename or '') or 'recording')
+                path.parent.mkdir()
+                upload.save(path)
+                paths.append(require_utterance_file(path))
+            yield paths
+        except (ValueError, OSError) as e:
+            message = re.sub(re.escape(folder) + r'/\d+/', '', str(e))
+            raise ValueError(message) from e
+
+
+def embed_recording(rec, path, front):
+    """The d-vector of a test recording, read with the front end `front` ({'vad', 'level'})."""
+    settings = recipe(rec.ckpt['feature'], front['vad'], front['level'])
+    return embed_file(rec.model, settings, path, rec.args.test_frames, rec.device)
+
+
+def ranked(rec, records, vector):
+    """[(name, score)] of the enrolled `records` against a d-vector, best first: the checkpoint's scoring."""
+    enrolled = {name: record['embedding'] for name, record in records.items()}
+    return rank_speakers(enrolled, vector, rec.cohort, rec.args.cohort_top)
+
+
+def keep_recordings(folder, paths):
+    """[path] of copies of the enrollment recordings in `folder`, named enroll_<time>_<n> (enroll.py enrolls a
+    speaker from its files named *enroll*)."""
+    stamp = time.strftime('%Y%m%d-%H%M%S')
+    kept = [folder / f'enroll_{stamp}_{i}{path.suffix.lower()}' for i, path in enumerate(paths, 1)]
+    for source, path in zip(paths, kept):
+        atomic_write(path, lambda f, source=source: f.write(source.read_bytes()))
+    return kept
+
+
+def enroll(rec, name, uploads):
+    """Enroll `name` from the uploaded recordings as enroll.py would from a folder of them, replacing an earlier
+    enrollment of the name; the recordings are kept in recordings/<name>/. Nothing is written unless all is."""
+    require_safe_name(name)
+    settings = {k: getattr(rec.args, k) for k in ENROLLMENT_SETTINGS}
+    root = Path(rec.args.embedding_dir) / RECORDINGS
+    with enrollment_lock(rec.args.embedding_dir), received(uploads) as paths:  # the lock first: refused before work
+        features = recipe(rec.ckpt['feature'], settings['vad'], settings['level'])
+        vector = enroll_speaker(rec.model, features, paths, settings['enroll_frames'], rec.device)
+        kept = keep_recordings(root / name, paths)
+        try:
+            save_enrollment(rec.args.embedding_dir, {name: (vector, [str(p) for p in kept])}, rec.ckpt, root, settings)
+        except BaseException:
+            for path in kept:
+                path.unlink(missing_ok=True)
+            raise
+        for earlier in set((root / name).iterdir()) - set(kept):
+            earlier.unlink()
+    records = enrolled_records(rec)
+    return {'enrolled': name, 'recordings': len(kept), 'speakers': sorted(records), 'map': dvector_map(rec, records)}
+
+
+def verify(rec, name, uploads):
+    """Score one recording against the enrolled `name`: score, threshold, Accept or Reject, and the map."""
+    records = someone_enrolled(rec)
+    record = require_enrolled(records, name)
+    with received(one_recording(uploads, 'verify')) as (path,):
+        vector = embed_recording(rec, path, front_end(record))  # as the speaker was enrolled (verification.py)
+    score = ranked(rec, {name: record}, vector)[0][1]
+    return {'claimed': name, 'score': score, 'threshold': rec.threshold, 'threshold_source': rec.threshold_source,
+            'decision': 'Accept' if score > rec.threshold else 'Reject', 'meaning': THRESHOLD_MEANING,
+            'map': dvector_map(rec, records, vector)}
+
+
+def identify(rec, uploads):
+    """Rank everyone enrolled against one recording, best first, with the map."""
+    records = someone_enrolled(rec)
+    with received(one_recording(uploads, 'identify')) as (path,):
+        vector = embed_recording(rec, path, front_end(vars(rec.args)))
+    ranking = [{'name': name, 'score': score} for name, score in ranked(rec, records, vector)]
+    return {'ranking': ranking, 'map': dvector_map(rec, records, vector)}
+
+
+def one_recording(uploads, action):
+    """uploads, when they are one recording (or none, which received refuses); else an error."""
+    if len(uploads) > 1:
+        raise ValueError(f"{len(uploads)} recordings are ticked: tick one to {action}")
+    return uploads
+
+
+def dvector_map(rec, records, vector=None):
+    """The enrolled d-vectors (stars) and a recording's (a dot) on a PCA map, as a PNG data URL; None for < 2."""
+    names = sorted(records)
+    vectors = [records[n]['embedding'] for n in names] + ([vector] if vector is not None else [])
+    if len(vectors) < 2:
+        return None
+    xy, axis_labels = project(torch.stack(vectors).float().cpu(), 'pca', c.MAP_PERPLEXITY, c.SEED)
+    points = {THIS_RECORDING: xy[len(names):]} if vector is not None else {}
+    title = (f"d-vectors of {len(names)} enrolled speakers (stars){' and this recording' if points else ''}, PCA\n"
+             f"model {model_id(rec.ckpt)}")
+    with tempfile.TemporaryDirectory(prefix='dvector-app-') as folder:
+        path = Path(folder) / 'map.png'
+        plot_dvector_map(points, dict(zip(names, xy)), {}, path, title, axis_labels)  # {}: no sex markers
+        return 'data:image/png;base64,' + base64.b64encode(path.read_bytes()).decode()
+
+
+def page_state(rec):
+    """What the page shows on opening: the model, its scoring and threshold, who is enrolled, the upload limit."""
+    state = {'model': model_id(rec.ckpt), 'checkpoint': rec.args.checkpoint, 'scoring': cli.scoring_record(rec.args),
+             'front_end': front_end(vars(rec.args)), 'threshold': rec.threshold,
+             'threshold_source': rec.threshold_source, 'max_upload_bytes': upload_limit(rec), 'speakers': []}
+    try:
+        state['speakers'] = sorted(enrolled_records(rec))
+    except ValueError as e:  # the folder holds what this model cannot score: the page says so, and why
+        state['error'] = str(e)
+    return state
+
+
+def upload_limit(rec):
+    return rec.args.max_upload_mb * 2 ** 20
+
+
+# ---- The web server -----------------------------------------------------------------------------
+
+def make_app(rec):
+    """The Flask app of the page: the page's files, and a JSON API whose errors are {'error': message}."""
+    app = Flask(__name__, static_folder=WEB, static_url_path='/static')
+    app.config['MAX_CONTENT_LENGTH'] = upload_limit(rec)
+
+    @app.get('/')
+    def page():
+        return send_from_directory(WEB, 'index.html')
+
+    @app.get('/api/state')
+    def state():
+        return jsonify(page_state(rec))
+
+    @app.post('/api/enroll')
+    def enroll_name():
+        return jsonify(enroll(rec, request.form.get('name', ''), request.files.getlist('recording')))
+
+    @app.post('/api/verify')
+    def verify_claim():
+        return jsonify(verify(rec, request.form.get('name', ''), request.files.getlist('recording')))
+
+    @app.post('/api/identify')
+    def identify_speaker():
+        return jsonify(identify(rec, request.files.getlist('recording')))
+
+    @app.errorhandler(ValueError)
+    @app.errorhandler(OSError)
+    def bad_input(e):
+        return jsonify(error=str(e)), 400
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(e):
+        return jsonify(error=f"the upload is larger than the page takes, {rec.args.max_upload_mb} MB "
+                             "(--max-upload-mb): send fewer or shorter recordings"), 413
+
+    return app
+
+
+def exposure_warning(host):
+    """The warning to print when the page is served beyond this machine; None for a local address."""
+    if host in LOCAL_HOSTS:
+        return None
+    return (f"Warning: serving on {host}, beyond this machine: anyone who reaches it there can enroll, verify and "
+            "identify voices, with no password. Browsers give a page the microphone only on localhost or https, so "
+            "from other machines it takes uploaded files only")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    rec = load_recognizer(args, argv)
+    server = make_server(args.host, args.port, make_app(rec), threaded=True)
+    warning = exposure_warning(args.host)
+    if warning:
+        print(warning)
+    host = f'[{args.host}]' if ':' in args.host else args.host
+    print(f"The page: http://{host}:{server.server_port}/  (model {model_id(rec.ckpt)}; enrollments in "
+          f"{args.embedding_dir}/; Ctrl-C stops it)", flush=True)
+    server.serve_forever()
+
+
+if __name__ == '__main__':
+    cli.run(main)

@@ -1,0 +1,210 @@
+"""app.py through Flask's test client (no browser): the page's API runs the stages' code, shares enrollments with
+them both ways, and refuses bad input with one clear message, losing nothing."""
+import dataclasses
+import io
+import re
+from argparse import Namespace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import app
+import enroll
+import identification
+import verification
+from demo_corpus import random_voice, synthesize_utterance
+from storage import enrollment_lock, load_enrollment, model_id, save_enrollment
+
+RATE = 16000
+
+
+@pytest.fixture(scope='module')
+def recognizer():
+    """The page's Recognizer with its default settings (the pretrained model), on the CPU."""
+    return app.load_recognizer(app.parse_args(['--device', 'cpu']))
+
+
+def with_settings(rec, **changes):
+    """A copy of the Recognizer rec with some of its settings changed."""
+    return dataclasses.replace(rec, args=Namespace(**{**vars(rec.args), **changes}))
+
+
+@pytest.fixture
+def page(recognizer, tmp_path):
+    """(Flask test client, Recognizer) of the page, enrolling into a folder of its own."""
+    rec = with_settings(recognizer, embedding_dir=str(tmp_path / 'enrolled'))
+    return app.make_app(rec).test_client(), rec
+
+
+def speech(seed, seconds=4.0, speaker=1):
+    """Samples (n,) of a synthetic voice (demo_corpus): the speaker's, saying something new for each seed."""
+    return synthesize_utterance(random_voice(np.random.default_rng(speaker)), seconds, np.random.default_rng(seed))
+
+
+def voice(seed, seconds=4.0, speaker=1):
+    """A recording of speech(...) as 16-bit wav bytes."""
+    return wav_bytes(speech(seed, seconds, speaker))
+
+
+def wav_bytes(audio, rate=RATE):
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, rate, format='WAV', subtype='PCM_16')
+    return buffer.getvalue()
+
+
+def post(client, path, recordings, **fields):
+    """POST fields and recordings {file name: bytes} to the page's API: (status, JSON answer)."""
+    data = {**fields, 'recording': [(io.BytesIO(content), name) for name, content in recordings.items()]}
+    response = client.post(path, data=data, content_type='multipart/form-data')
+    return response.status_code, response.get_json()
+
+
+def enrolled_files(rec):
+    """{name: [files]} of the enrollment records in the page's folder."""
+    return {name: record['files'] for name, record in load_enrollment(rec.args.embedding_dir, rec.ckpt).items()}
+
+
+def test_the_page_is_served_with_its_own_files_and_nothing_from_elsewhere(page):
+    client, _ = page
+    html = client.get('/').get_data(as_text=True)
+    assert '<script src="/static/app.js"' in html and 'href="/static/style.css"' in html
+    for name in ('app.js', 'recorder.js', 'style.css'):
+        assert client.get(f'/static/{name}').status_code == 200
+    for path in app.WEB.iterdir():  # no CDN, no font or script of another site: the page works offline
+        assert not re.search(r'\w+://|["\'(]//', path.read_text()), path.name
+
+
+def test_the_state_names_the_model_its_recommended_scoring_and_threshold(page):
+    client, rec = page
+    state = client.get('/api/state').get_json()
+    assert state['model'] == model_id(rec.ckpt) and state['speakers'] == []
+    assert state['scoring']['score_norm'] == 'asnorm'  # the checkpoint's recommendation, as the stages apply it
+    assert state['threshold'] == pytest.approx(rec.ckpt['thresholds']['asnorm']['threshold'])
+    assert state['front_end'] == {'vad': 'silero', 'level': -44.0}
+    assert state['max_upload_bytes'] == 20 * 2 ** 20
+
+
+def test_the_stages_read_what_the_page_enrolls_and_score_it_as_the_page_does(page, tmp_path):
+    client, rec = page
+    assert post(client, '/api/enroll', {'a.wav': voice(1), 'b.wav': voice(2)}, name='alice')[0] == 200
+    status, answer = post(client, '/api/enroll', {'c.wav': voice(3, speaker=2)}, name='bob')
+    assert status == 200 and answer['speakers'] == ['alice', 'bob'] and answer['map'].startswith('data:image/png')
+    folder = tmp_path / 'enrolled'
+    records = load_enrollment(folder, rec.ckpt)
+    assert {k: records['alice'][k] for k in ('vad', 'level', 'enroll_frames')} == {'vad': 'silero', 'level': -44.0,
+                                                                                 'enroll_frames': 0}
+    assert [p.name for p in sorted((folder / 'recordings' / 'alice').iterdir())] == sorted(
+        p.split('/')[-1] for p in records['alice']['files'])  # the recordings that enrolled alice, kept
+    clip = tmp_path / 'clip.wav'
+    clip.write_bytes(voice(4))
+    status, verdict = post(client, '/api/verify', {'clip.wav': clip.read_bytes()}, name='alice')
+    assert status == 200 and verdict['decision'] == ('Accept' if verdict['score'] > verdict['threshold'] else 'Reject')
+    flags = ['--checkpoint', rec.args.checkpoint, '--embedding-dir', str(folder), '--device', 'cpu',
+             '--test-file', str(clip)]
+    score, result = verification.main(flags + ['--enroll-speaker', 'alice'])
+    assert (score, result) == (pytest.approx(verdict['score'], abs=1e-4), verdict['decision'])
+    status, identified = post(client, '/api/identify', {'clip.wav': clip.read_bytes()})
+    assert identification.main(flags + ['--vad', 'silero', '--level']) == identified['ranking'][0]['name']
+
+
+def test_the_page_reads_what_enroll_py_enrolls(page, tmp_path):
+    client, rec = page
+    (tmp_path / 'voices' / 'carol').mkdir(parents=True)
+    (tmp_path / 'voices' / 'carol' / 'enroll.wav').write_bytes(voice(5, speaker=3))
+    enroll.main(['--checkpoint', rec.args.checkpoint, '--embedding-dir', rec.args.embedding_dir, '--device', 'cpu',
+                 '--test-feat-dir', str(tmp_path / 'voices'), '--vad', 'silero', '--level'])
+    assert client.get('/api/state').get_json()['speakers'] == ['carol']
+    status, verdict = post(client, '/api/verify', {'clip.wav': voice(6, speaker=3)}, name='carol')
+    assert status == 200 and verdict['claimed'] == 'carol' and np.isfinite(verdict['score'])
+
+
+def test_enrolling_a_name_again_replaces_its_enrollment_and_recordings(page, tmp_path):
+    client, rec = page
+    post(client, '/api/enroll', {'a.wav': voice(1), 'b.wav': voice(2)}, name='alice')
+    assert post(client, '/api/enroll', {'c.wav': voice(3)}, name='alice')[0] == 200
+    files = enrolled_files(rec)['alice']
+    assert len(files) == 1 and sorted((tmp_path / 'enrolled' / 'recordings' / 'alice').iterdir()) == [
+        tmp_path / 'enrolled' / 'recordings' / 'alice' / files[0].split('/')[-1]]
+
+
+@pytest.mark.parametrize('recording, message', [
+    (wav_bytes(np.zeros(3 * RATE, np.float32)), 'bad.wav: silent'),
+    (wav_bytes(speech(1)[RATE:RATE + 4 * RATE // 10]), 'bad.wav: too short'),  # 0.4 s
+    (b'RIFF....WAVEnot audio at all', 'bad.wav: not a readable audio file'),
+])
+def test_a_bad_recording_is_refused_by_name_and_the_earlier_enrollment_stays(page, tmp_path, recording, message):
+    client, rec = page
+    post(client, '/api/enroll', {'a.wav': voice(1)}, name='alice')
+    before = enrolled_files(rec)
+    status, answer = post(client, '/api/enroll', {'good.wav': voice(2), 'bad.wav': recording}, name='alice')
+    assert status == 400 and message in answer['error'] and 'dvector-app-' not in answer['error']
+    assert enrolled_files(rec) == before  # nothing lost, nothing half-written
+    assert [p.name for p in (tmp_path / 'enrolled' / 'recordings' / 'alice').iterdir()] == [
+        before['alice'][0].split('/')[-1]]
+
+
+def test_a_format_the_stages_cannot_read_is_refused_with_what_to_do(page):
+    status, answer = post(page[0], '/api/enroll', {'clip.webm': b'\x1aE\xdf\xa3 webm'}, name='alice')
+    assert status == 400 and answer['error'].startswith('audio that soundfile cannot read here')
+    assert 'ffmpeg -i clip.webm clip.wav' in answer['error']
+
+
+def test_an_upload_over_the_limit_is_refused_with_the_limit(page):
+    client, rec = page
+    small = app.make_app(with_settings(rec, max_upload_mb=1)).test_client()
+    status, answer = post(small, '/api/enroll', {'long.wav': voice(1, seconds=40)}, name='alice')  # 1.3 MB
+    assert status == 413 and '1 MB (--max-upload-mb)' in answer['error']
+    assert not Path(rec.args.embedding_dir).exists()
+
+
+@pytest.mark.parametrize('name', ['', '../x', '.hidden', 'a/b', 'a b', 'x' * 65, '-v'])
+def test_a_name_that_is_not_a_safe_folder_name_is_refused(page, tmp_path, name):
+    status, answer = post(page[0], '/api/enroll', {'a.wav': voice(1)}, name=name)
+    assert status == 400 and answer['error'] == (
+        f"{name!r} cannot be a speaker's name: it names the speaker's file and folder, so use letters, digits, '_', "
+        "'-' and '.', beginning with a letter or digit, at most 64")
+    assert not (tmp_path / 'enrolled').exists()
+
+
+def test_a_second_enrollment_at_once_is_refused_by_the_enrollment_lock(page):
+    client, rec = page
+    post(client, '/api/enroll', {'a.wav': voice(1)}, name='alice')
+    before = enrolled_files(rec)
+    with enrollment_lock(rec.args.embedding_dir):  # what another tab (or enroll.py) enrolling now holds
+        status, answer = post(client, '/api/enroll', {'b.wav': voice(2)}, name='alice')
+    assert status == 400 and 'another enroll.py is enrolling into it now' in answer['error']
+    assert enrolled_files(rec) == before
+
+
+def test_verify_and_identify_say_who_can_be_scored(page):
+    client, _ = page
+    status, answer = post(client, '/api/identify', {'a.wav': voice(1)})
+    assert status == 400 and answer['error'].startswith('nobody is enrolled in') and 'enroll someone first' in answer['error']
+    post(client, '/api/enroll', {'a.wav': voice(1)}, name='alice')
+    status, answer = post(client, '/api/verify', {'b.wav': voice(2)}, name='bob')
+    assert status == 400 and answer['error'] == "speaker 'bob' is not enrolled; enrolled speakers: alice"
+    status, answer = post(client, '/api/verify', {'b.wav': voice(2), 'c.wav': voice(3)}, name='alice')
+    assert status == 400 and answer['error'] == '2 recordings are ticked: tick one to verify'
+    status, answer = post(client, '/api/identify', {})
+    assert status == 400 and answer['error'] == 'no recording given: record or upload one, and tick it'
+
+
+def test_d_vectors_of_another_model_are_refused_on_the_page(page, tmp_path):
+    client, rec = page
+    other = {**rec.ckpt, 'run_id': 'another-run'}
+    save_enrollment(rec.args.embedding_dir, {'dave': (torch.nn.functional.normalize(torch.ones(128), dim=0), [])},
+                    other, tmp_path, {'enroll_frames': 0, 'vad': 'no', 'level': 'no'})
+    state = client.get('/api/state').get_json()
+    assert state['speakers'] == [] and 'holds d-vectors of another model' in state['error']
+    status, answer = post(client, '/api/identify', {'a.wav': voice(1)})
+    assert status == 400 and answer['error'] == state['error']
+
+
+def test_the_page_is_served_on_this_machine_only_unless_asked_with_a_warning():
+    args = app.parse_args([])
+    assert (args.host, args.checkpoint) == ('127.0.0.1', 'pretrained/dvector_etri200_improved.pth')
+    assert app.exposure_warning('127.0.0.1') is None
+    assert app.exposure_warning('0.0.0.0').startswith('Warning: serving on 0.0.0.0, beyond this machine')
