@@ -466,10 +466,19 @@ def speech_level(frame_db):
     return float(decibels(np.mean(10 ** (frame_db[loud_frames(frame_db)] / 10))))
 
 
+def import_silero():
+    """The silero_vad module. Importing it sets torch's threads to 1 for the whole process (its model.py does):
+    that is undone, or every d-vector after the first detection would be computed on one core."""
+    threads = torch.get_num_threads()
+    import silero_vad
+    torch.set_num_threads(threads)
+    return silero_vad
+
+
 @lru_cache(maxsize=1)
 def silero_model():
     """silero-vad's trained speech detector (MIT licence; the model ships inside its PyPI wheel)."""
-    import silero_vad
+    silero_vad = import_silero()
     with warnings.catch_warnings():  # its loader uses APIs that torch and Python now call deprecated
         warnings.simplefilter('ignore', DeprecationWarning)
         return silero_vad.load_silero_vad()
@@ -477,7 +486,7 @@ def silero_model():
 
 def silero_frames(audio, settings, n_frames):
     """Boolean mask (n_frames,) of the fbank frames whose centre silero-vad's detector finds in speech."""
-    import silero_vad
+    silero_vad = import_silero()
     rate = settings['sample_rate']
     audio16 = audio if rate == SILERO_RATE else librosa.resample(audio, orig_sr=rate, target_sr=SILERO_RATE)
     with torch.no_grad():

@@ -1,8 +1,11 @@
 """--vad silero: silero-vad's trained detector keeps the speech, drops room tone, and is not trimmed after."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import soundfile
-from conftest import ETRI, needs_etri
+from conftest import ETRI, REPO, needs_etri
 
 from features import edge_frames, feature_settings, read_utterance, reading_settings
 
@@ -34,3 +37,13 @@ def test_audio_without_speech_is_refused_by_name(tmp_path):
     soundfile.write(path, np.random.default_rng(0).normal(0, 0.01, 32000).astype(np.float32), 16000)
     with pytest.raises(ValueError, match=r'tone.wav: no speech found \(--vad silero\)'):
         read_utterance(path, reading_settings(feature_settings(), 'silero'))
+
+
+def test_silero_leaves_torch_on_as_many_cores_as_it_had():
+    """Importing silero_vad sets torch's threads to 1 for the whole process: after it, every d-vector would be
+    computed on one core. In a fresh process, since an earlier test may have imported it already."""
+    code = ('import torch, features; torch.set_num_threads(3); features.silero_model(); '
+            'features.silero_frames(torch.zeros(16000).numpy(), features.feature_settings(), 98); '
+            'print(torch.get_num_threads())')
+    result = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == '3', result.stderr
