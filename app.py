@@ -17,9 +17,9 @@ import argparse
 import base64
 import re
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -150,8 +150,8 @@ def ranked(rec, records, vector):
 
 def keep_recordings(folder, paths):
     """[path] of copies of the enrollment recordings in `folder`, named enroll_<time>_<n> (enroll.py enrolls a
-    speaker from its files named *enroll*)."""
-    stamp = time.strftime('%Y%m%d-%H%M%S')
+    speaker from its files named *enroll*), to the microsecond: never an earlier enrollment's names."""
+    stamp = datetime.now().strftime('%Y%m%d-%H%M%S-%f')
     kept = [folder / f'enroll_{stamp}_{i}{path.suffix.lower()}' for i, path in enumerate(paths, 1)]
     for source, path in zip(paths, kept):
         atomic_write(path, lambda f, source=source: f.write(source.read_bytes()))
@@ -165,8 +165,8 @@ def enroll(rec, name, uploads):
     settings = {k: getattr(rec.args, k) for k in ENROLLMENT_SETTINGS}
     root = Path(rec.args.embedding_dir) / RECORDINGS
     with enrollment_lock(rec.args.embedding_dir), received(uploads) as paths:  # the lock first: refused before work
-        features = recipe(rec.ckpt['feature'], settings['vad'], settings['level'])
-        vector = enroll_speaker(rec.model, features, paths, settings['enroll_frames'], rec.device)
+        reading = recipe(rec.ckpt['feature'], settings['vad'], settings['level'])
+        vector = enroll_speaker(rec.model, reading, paths, settings['enroll_frames'], rec.device)
         kept = keep_recordings(root / name, paths)
         try:
             save_enrollment(rec.args.embedding_dir, {name: (vector, [str(p) for p in kept])}, rec.ckpt, root, settings)
