@@ -31,14 +31,15 @@ from werkzeug.utils import secure_filename
 import cli
 import configure as c
 # ---- The stages' code that the page runs: named here only ----------------------------------------
+from atomic import atomic_write
+from checkpoint import model_id
 from cohort import scoring_cohort
 from dvector import embed_file, enroll_speaker, rank_speakers, require_enrolled
-from features import VADS, front_end, recipe, require_utterance_file
+from embedder import EMBED_PRECISIONS, add_backend_arg, add_scoring_args, open_stage, scoring_settings
+from features import VADS, front_end, reading_settings, require_utterance_file
 from plot_dvectors import project
 from plots import plot_dvector_map
-from speed import select_device
-from storage import (ENROLLMENT_SETTINGS, atomic_write, enrollment_lock, load_enrollment, load_model, model_id,
-                     save_enrollment)
+from records import ENROLLMENT_SETTINGS, enrollment_lock, load_enrollment, save_enrollment
 from verification import verification_threshold
 
 WEB = Path(__file__).resolve().parent / 'web'  # the page: index.html, app.js, recorder.js, style.css
@@ -62,7 +63,9 @@ def parse_args(argv=None):
     cli.setting(p, 'APP_LEVEL', '--level', type=cli.level, nargs='?', const=c.TRAIN_LEVEL, metavar='DBFS')
     p.add_argument('--threshold', type=cli.finite_float, help='accept above this score (default: the calibrated '
                    'threshold of the checkpoint for its scoring when it has one, else THRESHOLD of configure.py)')
-    cli.add_scoring_args(p)
+    add_scoring_args(p)
+    cli.setting(p, 'EMBED_PRECISION', choices=EMBED_PRECISIONS)
+    add_backend_arg(p)
     cli.add_device_arg(p)
     return p.parse_args(argv)
 
@@ -70,7 +73,7 @@ def parse_args(argv=None):
 @dataclass
 class Recognizer:
     """The model and how the page scores with it, as the stages score with the same flags: made once, at start."""
-    args: argparse.Namespace  # the flags, with the checkpoint's recommended scoring applied
+    args: argparse.Namespace  # the flags, the scoring settings settled as the stages settle them
     model: torch.nn.Module
     ckpt: dict
     device: torch.device
@@ -79,11 +82,9 @@ class Recognizer:
     threshold_source: str
 
 
-def load_recognizer(args, argv=None):
+def load_recognizer(args):
     """The Recognizer of the flags: the checkpoint's model, its recommended scoring, its cohort and threshold."""
-    device = select_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device, c.EMBED_PRECISION, c.EMBED_BACKEND)
-    cli.recommended_scoring(args, argv, ckpt)
+    model, ckpt, device, _, _ = open_stage(args)
     cohort = scoring_cohort(args, ckpt, model, device) if args.score_norm == 'asnorm' else None
     threshold, source = verification_threshold(args, ckpt)
     return Recognizer(args, model, ckpt, device, cohort, threshold, source)
@@ -138,8 +139,8 @@ def received(uploads):
 
 def embed_recording(rec, path, front):
     """The d-vector of a test recording, read with the front end `front` ({'vad', 'level'})."""
-    settings = recipe(rec.ckpt['feature'], front['vad'], front['level'])
-    return embed_file(rec.model, settings, path, rec.args.test_frames, rec.device)
+    reading = reading_settings(rec.ckpt['feature'], front['vad'], front['level'])
+    return embed_file(rec.model, reading, path, rec.args.test_frames, rec.device)
 
 
 def ranked(rec, records, vector):
@@ -165,7 +166,7 @@ def enroll(rec, name, uploads):
     settings = {k: getattr(rec.args, k) for k in ENROLLMENT_SETTINGS}
     root = Path(rec.args.embedding_dir) / RECORDINGS
     with enrollment_lock(rec.args.embedding_dir), received(uploads) as paths:  # the lock first: refused before work
-        reading = recipe(rec.ckpt['feature'], settings['vad'], settings['level'])
+        reading = reading_settings(rec.ckpt['feature'], settings['vad'], settings['level'])
         vector = enroll_speaker(rec.model, reading, paths, settings['enroll_frames'], rec.device)
         kept = keep_recordings(root / name, paths)
         try:
@@ -226,7 +227,7 @@ def dvector_map(rec, records, vector=None):
 
 def page_state(rec):
     """What the page shows on opening: the model, its scoring and threshold, who is enrolled, the upload limit."""
-    state = {'model': model_id(rec.ckpt), 'checkpoint': rec.args.checkpoint, 'scoring': cli.scoring_record(rec.args),
+    state = {'model': model_id(rec.ckpt), 'checkpoint': rec.args.checkpoint, 'scoring': scoring_settings(rec.args),
              'front_end': front_end(vars(rec.args)), 'threshold': rec.threshold,
              'threshold_source': rec.threshold_source, 'max_upload_bytes': upload_limit(rec), 'speakers': []}
     try:
@@ -291,7 +292,7 @@ def exposure_warning(host):
 
 def main(argv=None):
     args = parse_args(argv)
-    rec = load_recognizer(args, argv)
+    rec = load_recognizer(args)
     server = make_server(args.host, args.port, make_app(rec), threaded=True)
     warning = exposure_warning(args.host)
     if warning:

@@ -15,8 +15,9 @@ import app
 import enroll
 import identification
 import verification
+from checkpoint import model_id
 from demo_corpus import random_voice, synthesize_utterance
-from storage import enrollment_lock, load_enrollment, model_id, save_enrollment
+from records import enrollment_lock, load_enrollment, save_enrollment
 
 RATE = 16000
 
