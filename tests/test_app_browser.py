@@ -1,5 +1,6 @@
 """app.py in a real browser: headless Chromium, its fake microphone playing ETRI test recordings (looped), enrolls
-two speakers by recording them, then verifies and identifies a third recording, through the page as a user would.
+two speakers by recording them, then verifies and identifies a third recording, through the page as a user would;
+then identifies an uploaded file, and shows a refusal without losing the recordings.
 
 APP_SCREENSHOT=docs/app.png in the environment saves the page at the end there (README.md shows it).
 """
@@ -81,13 +82,19 @@ def record(driver, url):
     return WebDriverWait(driver, WAIT).until(lambda d: d.find_element(By.CSS_SELECTOR, '#recordings li')).text
 
 
-def press(driver, button):
-    """Press a button of the page and wait for its answer: the message it shows, which must not be an error."""
+def answer(driver, button):
+    """Press a button of the page and wait for its answer: (the message it shows, whether it is an error)."""
     driver.find_element(By.ID, button).click()
     message = WebDriverWait(driver, WAIT).until(lambda d: d.find_element(By.ID, 'message'))
     WebDriverWait(driver, WAIT).until(lambda d: not message.text.endswith('...'))
-    assert message.get_attribute('class') != 'error', message.text
-    return message.text
+    return message.text, message.get_attribute('class') == 'error'
+
+
+def press(driver, button):
+    """answer(), which must not be an error: the message."""
+    message, error = answer(driver, button)
+    assert not error, message
+    return message
 
 
 def save_screenshot(driver, path):
@@ -112,12 +119,18 @@ def test_the_page_enrolls_verifies_and_identifies_recordings_from_the_microphone
         for claimed in sorted(SPEAKERS, key=lambda s: s == TESTED):  # the true claim last: the screenshot's
             Select(driver.find_element(By.ID, 'claimed')).select_by_value(claimed)
             press(driver, 'verify')
-            verdicts[claimed] = (text(driver, 'decision'), float(text(driver, 'score')), float(text(driver, 'threshold')))
+            verdicts[claimed] = (text(driver, 'decision'), *(float(text(driver, n)) for n in ('score', 'threshold')))
         press(driver, 'identify')
         ranking = [item.text for item in driver.find_elements(By.CSS_SELECTOR, '#ranking li')]
         assert driver.find_element(By.ID, 'map').get_attribute('src').startswith('data:image/png;base64,')
         if os.environ.get('APP_SCREENSHOT'):
             save_screenshot(driver, os.environ['APP_SCREENSHOT'])
+        other = next(s for s in SPEAKERS if s != TESTED)  # an uploaded file: the other's whole test.wav
+        driver.find_element(By.ID, 'upload').send_keys(str(wavs / other / 'test.wav'))
+        assert press(driver, 'identify') == f'Identified test.wav: {other} scores highest.'
+        driver.find_element(By.CSS_SELECTOR, '#recordings input[type=checkbox]').click()  # the recording ticked too
+        assert answer(driver, 'verify') == ('2 recordings are ticked: tick one to verify', True)
+        assert len(driver.find_elements(By.CSS_SELECTOR, '#recordings li')) == 2  # both still there
     print(f"\n{TESTED}'s test.wav from the fake microphone: " + '; '.join(
         f"claimed {claimed}: score {score:.3f}, threshold {threshold:.3f}, {decision}"
         for claimed, (decision, score, threshold) in verdicts.items()) + f"; identified: {', '.join(ranking)}")

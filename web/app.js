@@ -4,7 +4,8 @@
 'use strict';
 
 const $ = (id) => document.getElementById(id);
-const recordings = [];  // {name, file (a Blob), description, ticked}
+const element = (tag, properties) => Object.assign(document.createElement(tag), properties);
+const recordings = [];  // {name, file (a Blob), url (to play it), description, ticked}
 let state = null;       // GET /api/state: the model, its scoring and threshold, who is enrolled, the upload limit
 let recorder = null;    // the recording in progress: {stream, context, blocks, rate}
 let count = 0;          // recordings made on this page, to name them
@@ -23,7 +24,8 @@ async function api(path, form) {
   } catch (e) {
     throw new Error('app.py does not answer: is it still running?');
   }
-  const body = await response.json().catch(() => ({error: `app.py failed (HTTP ${response.status}): see its terminal`}));
+  const failed = {error: `app.py failed (HTTP ${response.status}): see its terminal`};
+  const body = await response.json().catch(() => failed);
   if (!response.ok) throw new Error(body.error);
   return body;
 }
@@ -82,9 +84,7 @@ function showVerdict(result, recording) {
 function showRanking(result, recording) {
   $('identity-of').textContent = `Who said ${recording}? Everyone enrolled, best score first:`;
   $('ranking').replaceChildren(...result.ranking.map(({name, score}) => {
-    const item = document.createElement('li');
-    item.textContent = `${name}: ${score.toFixed(3)}`;
-    return item;
+    return element('li', {textContent: `${name}: ${score.toFixed(3)}`});
   }));
   $('identity').hidden = false;
   showMap(result);
@@ -92,21 +92,22 @@ function showRanking(result, recording) {
 
 // ---- The recordings ----
 
-function addRecording(name, file, description) {
+// New recordings, [{name, file, description}], ticked in place of the others.
+function addRecordings(added) {
   recordings.forEach((r) => { r.ticked = false; });
-  recordings.push({name, file, description, ticked: true});
+  added.forEach((r) => recordings.push({...r, url: URL.createObjectURL(r.file), ticked: true}));
   showRecordings();
 }
 
 function showRecordings() {
   $('recordings').replaceChildren(...recordings.map((recording, i) => {
-    const item = document.createElement('li');
-    const tick = Object.assign(document.createElement('input'), {type: 'checkbox', checked: recording.ticked});
+    const item = element('li');
+    const tick = element('input', {type: 'checkbox', checked: recording.ticked});
     tick.onchange = () => { recording.ticked = tick.checked; };
-    const label = Object.assign(document.createElement('span'), {textContent: `${recording.name} (${recording.description})`});
-    const audio = Object.assign(document.createElement('audio'), {controls: true, src: URL.createObjectURL(recording.file)});
-    const remove = Object.assign(document.createElement('button'), {textContent: 'Remove', className: 'remove'});
-    remove.onclick = () => { recordings.splice(i, 1); showRecordings(); };
+    const label = element('span', {textContent: `${recording.name} (${recording.description})`});
+    const audio = element('audio', {controls: true, src: recording.url});
+    const remove = element('button', {textContent: 'Remove'});
+    remove.onclick = () => { URL.revokeObjectURL(recording.url); recordings.splice(i, 1); showRecordings(); };
     item.append(tick, label, audio, remove);
     return item;
   }));
@@ -155,7 +156,8 @@ async function stopRecording() {
   stream.getTracks().forEach((track) => track.stop());
   await context.close();
   const seconds = blocks.reduce((n, b) => n + b.length, 0) / rate;
-  addRecording(`recording-${++count}.wav`, wavFile(blocks, rate), `${seconds.toFixed(1)} s, recorded`);
+  addRecordings([{name: `recording-${++count}.wav`, file: wavFile(blocks, rate),
+                  description: `${seconds.toFixed(1)} s, recorded`}]);
 }
 
 function showLevel(block) {
@@ -209,7 +211,8 @@ $('record').onclick = async () => {
 };
 
 $('upload').onchange = () => {
-  [...$('upload').files].forEach((file) => addRecording(file.name, file, `${(file.size / 1024).toFixed(0)} KB, uploaded`));
+  addRecordings([...$('upload').files].map((file) => (
+    {name: file.name, file, description: `${(file.size / 1024).toFixed(0)} KB, uploaded`})));
   $('upload').value = '';
 };
 
