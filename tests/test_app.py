@@ -142,7 +142,7 @@ def test_enrolling_a_name_again_replaces_its_enrollment_and_recordings(page, tmp
     (wav_bytes(np.zeros(3 * RATE, np.float32)), 'bad.wav: silent'),
     (wav_bytes(speech(1)[RATE:RATE + 4 * RATE // 10]), 'bad.wav: too short'),  # 0.4 s
     (b'RIFF....WAVEnot audio at all', 'bad.wav: not a readable audio file'),
-])
+], ids=['silent', 'too short', 'unreadable'])
 def test_a_bad_recording_is_refused_by_name_and_the_earlier_enrollment_stays(page, tmp_path, recording, message):
     client, rec = page
     post(client, '/api/enroll', {'a.wav': voice(1)}, name='alice')
