@@ -35,7 +35,7 @@ from atomic import atomic_write
 from checkpoint import model_id
 from cohort import scoring_cohort
 from dvector import embed_file, enroll_speaker, rank_speakers, require_enrolled
-from embedder import EMBED_PRECISIONS, add_backend_arg, add_scoring_args, open_stage, scoring_settings
+from embedder import EMBED_PRECISIONS, add_backend_arg, add_scoring_args, open_stage, scoring_settings, settle_scoring
 from features import VADS, front_end, reading_settings, require_utterance_file
 from plot_dvectors import project
 from plots import plot_dvector_map
@@ -137,10 +137,20 @@ def received(uploads):
             raise ValueError(message) from e
 
 
-def embed_recording(rec, path, front):
-    """The d-vector of a test recording, read with the front end `front` ({'vad', 'level'})."""
-    reading = reading_settings(rec.ckpt['feature'], front['vad'], front['level'])
-    return embed_file(rec.model, reading, path, rec.args.test_frames, rec.device)
+def embed_recording(rec, path, args):
+    """The d-vector of a test recording, read and cut as args say (--vad, --level, --test-frames)."""
+    reading = reading_settings(rec.ckpt['feature'], args.vad, args.level)
+    return embed_file(rec.model, reading, path, args.test_frames, rec.device)
+
+
+def claim_settings(rec, name, record):
+    """(settings, threshold, its source) of a single trial against the enrolled `name`: the page's settings as
+    verification.py settles them for that trial (embedder.settle_scoring: the enrollment's own --enroll-frames,
+    --vad and --level; the page's --vad and --level are for new enrollments, not a contradiction), and the
+    threshold calibrated for them."""
+    args = argparse.Namespace(**{**vars(rec.args), 'given': rec.args.given - set(ENROLLMENT_SETTINGS)})
+    settle_scoring(args, rec.ckpt, {**record, 'speaker': name})
+    return (args, *verification_threshold(args, rec.ckpt))
 
 
 def ranked(rec, records, vector):
@@ -185,11 +195,12 @@ def verify(rec, name, uploads):
     """Score one recording against the enrolled `name`: score, threshold, Accept or Reject, and the map."""
     records = someone_enrolled(rec)
     record = require_enrolled(records, name)
+    args, threshold, source = claim_settings(rec, name, record)
     with received(one_recording(uploads, 'verify')) as (path,):
-        vector = embed_recording(rec, path, front_end(record))  # as the speaker was enrolled (verification.py)
+        vector = embed_recording(rec, path, args)  # as the speaker was enrolled (verification.py)
     score = ranked(rec, {name: record}, vector)[0][1]
-    return {'claimed': name, 'score': score, 'threshold': rec.threshold, 'threshold_source': rec.threshold_source,
-            'decision': 'Accept' if score > rec.threshold else 'Reject', 'meaning': THRESHOLD_MEANING,
+    return {'claimed': name, 'score': score, 'threshold': threshold, 'threshold_source': source,
+            'decision': 'Accept' if score > threshold else 'Reject', 'meaning': THRESHOLD_MEANING,
             'map': dvector_map(rec, records, vector)}
 
 
@@ -197,7 +208,7 @@ def identify(rec, uploads):
     """Rank everyone enrolled against one recording, best first, with the map."""
     records = someone_enrolled(rec)
     with received(one_recording(uploads, 'identify')) as (path,):
-        vector = embed_recording(rec, path, front_end(vars(rec.args)))
+        vector = embed_recording(rec, path, rec.args)
     ranking = [{'name': name, 'score': score} for name, score in ranked(rec, records, vector)]
     return {'ranking': ranking, 'map': dvector_map(rec, records, vector)}
 

@@ -216,3 +216,17 @@ def test_the_page_is_served_on_this_machine_only_unless_asked_with_a_warning():
     assert (args.host, args.checkpoint) == ('127.0.0.1', 'pretrained/dvector_etri200_improved.pth')
     assert app.exposure_warning('127.0.0.1') is None
     assert app.exposure_warning('0.0.0.0').startswith('Warning: serving on 0.0.0.0, beyond this machine')
+
+
+def test_a_trial_is_scored_with_the_claimed_speakers_enrollment_settings_as_verification_py_does(page, tmp_path):
+    client, rec = page
+    (tmp_path / 'voices' / 'dave').mkdir(parents=True)
+    (tmp_path / 'voices' / 'dave' / 'enroll.wav').write_bytes(voice(7, speaker=4))
+    (tmp_path / 'clip.wav').write_bytes(voice(8, speaker=4))
+    flags = ['--checkpoint', rec.args.checkpoint, '--embedding-dir', rec.args.embedding_dir, '--device', 'cpu']
+    enroll.main(flags + ['--test-feat-dir', str(tmp_path / 'voices'), '--enroll-frames', '200'])
+    with pytest.raises(ValueError) as refused:  # no threshold was calibrated for 200-frame enrollment segments
+        verification.main(flags + ['--enroll-speaker', 'dave', '--test-file', str(tmp_path / 'clip.wav')])
+    status, answer = post(client, '/api/verify', {'clip.wav': (tmp_path / 'clip.wav').read_bytes()}, name='dave')
+    assert status == 400 and answer['error'] == str(refused.value)
+    assert "'enroll_frames': 200" in answer['error']

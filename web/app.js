@@ -144,8 +144,10 @@ async function startRecording() {
   const context = new AudioContext();
   await context.audioWorklet.addModule('/static/recorder.js');
   const node = new AudioWorkletNode(context, 'recorder');
-  recorder = {stream, context, blocks: [], rate: context.sampleRate};
-  node.port.onmessage = ({data}) => { recorder.blocks.push(data); showLevel(data); };
+  const recording = {stream, context, blocks: [], rate: context.sampleRate};
+  recorder = recording;
+  // this recording's own object: blocks still queued after stopRecording land here, not on a null recorder
+  node.port.onmessage = ({data}) => { recording.blocks.push(data); showLevel(recording, data); };
   // through the node to the speakers: it outputs silence, and an unconnected node may not be run
   context.createMediaStreamSource(stream).connect(node).connect(context.destination);
 }
@@ -160,13 +162,13 @@ async function stopRecording() {
                   description: `${seconds.toFixed(1)} s, recorded`}]);
 }
 
-function showLevel(block) {
+function showLevel(recording, block) {
   const rms = Math.sqrt(block.reduce((sum, x) => sum + x * x, 0) / block.length);
   const dbfs = 20 * Math.log10(Math.max(rms, 1e-6));
   $('level').style.width = `${Math.min(100, Math.max(0, (dbfs + 60) / 60 * 100))}%`;
   $('level-db').textContent = `${dbfs.toFixed(0)} dBFS`;
-  const samples = recorder.blocks.reduce((n, b) => n + b.length, 0);
-  $('length').textContent = `${(samples / recorder.rate).toFixed(1)} s`;
+  const samples = recording.blocks.reduce((n, b) => n + b.length, 0);
+  $('length').textContent = `${(samples / recording.rate).toFixed(1)} s`;
 }
 
 // Samples in [-1, 1] as a mono 16-bit PCM WAV file: a 44-byte header, then the samples, little-endian.
