@@ -11,12 +11,14 @@ from tqdm import tqdm
 
 import configure as c
 from augment import band_centres, resample_speed, warp_speed
-from features import FeatureFileError, is_audio, log_fbank_frames, read_MFB, read_audio, reading_settings, trim_edges
+from features import (FeatureFileError, check_audio_header, is_audio, log_fbank_frames, read_MFB, read_audio,
+                      reading_settings, trim_edges)
 
 
-def load_features(files, feature, keep=True):
-    """Read every feature file once (audio: made into features): their trimmed features as float32 arrays (None
-    unless keep).
+def load_features(files, feature, keep=True, fbank_device=None):
+    """Read every feature file once (audio: made into features, with fbank_device as read_training_utterance):
+    their trimmed features as float32 arrays (None unless keep). Audio that is not kept is checked from its
+    header alone (features.check_audio_header).
 
     All unusable files are reported together in one error, so that a bad file cannot stop a long
     training run hours in.
@@ -24,7 +26,10 @@ def load_features(files, feature, keep=True):
     feats, problems = [], []
     for filename in tqdm(files, desc='reading features', leave=False, disable=None):
         try:
-            feat = read_training_utterance(filename, feature)
+            if not keep and is_audio(filename):
+                check_audio_header(filename, reading_settings(feature))
+                continue
+            feat = read_training_utterance(filename, feature, fbank_device=fbank_device)
         except (OSError, FeatureFileError) as e:
             problems.append(str(e))
             continue

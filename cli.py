@@ -16,6 +16,7 @@ from pathlib import Path
 import configure as c
 import features
 
+
 def setting_comments(path=Path(c.__file__)):
     """{NAME: description} of each setting in configure.py: its comment (with the indented comment lines under it),
     or else the comment lines just above it. Flags take their help from here, so each setting is described once."""

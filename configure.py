@@ -119,9 +119,9 @@ PRECISION = 'auto'       # autocast: 'auto' (bfloat16 on CPUs with bfloat16 unit
                          # older GPUs, else float32) | 'fp32' | 'bf16' | 'fp16' (CUDA)
 CHANNELS_LAST = 'auto'   # channels-last memory format for the convolutions: 'auto' (on the CPU) | 'yes' | 'no'
 PRELOAD = 'auto'         # features in memory as float32: 'auto' (when they fit in half the free memory) | 'yes' | 'no'
-FBANK = 'recipe'         # training from audio, whose fbank makes each item's features: 'recipe' (python_speech_features)
-                         # | 'torch' (the same fbank in torch on the CPU: equal to 1e-12 dB, faster in DataLoader
-                         # workers; docs/voxceleb.md)
+FBANK = 'python_speech_features'  # training from audio, whose fbank makes each item's features: the tutorial's
+                         # 'python_speech_features' | 'torch' (the same fbank in torch on the CPU: equal to 1e-12 dB,
+                         # faster in DataLoader workers; docs/voxceleb.md)
 SEED = 0                 # seeds the train/validation split, the initial weights and the windows
 DEVICE = 'auto'          # 'auto' (CUDA when there is a GPU) | 'cpu' | 'cuda'
 

@@ -205,8 +205,8 @@ def resolve_scoring(asked, given, ckpt, enrollment=None):
             resolved[name] = (value, 'configure.py')
     if enrollment is not None:
         refuse_other_enrollment_settings(asked, given, enrollment)
-    own = published_cohort(ckpt)
-    if own and resolved.get('score_norm', (None,))[0] == 'asnorm':
+    own = published_cohort(ckpt) if resolved.get('score_norm', (None,))[0] == 'asnorm' else None
+    if own:
         resolved.update({name: (value, 'published cohort') for name, value in own.items() if name in resolved})
     return resolved
 
@@ -224,7 +224,7 @@ def refuse_other_enrollment_settings(asked, given, enrollment):
 
 def settle_scoring(args, ckpt, enrollment=None):
     """Set args' scoring settings as resolve_scoring decides; say what the checkpoint and its cohort changed."""
-    names = SCORING_SETTINGS + COHORT_SETTINGS + ('vad', 'level')
+    names = tuple(dict.fromkeys(SCORING_SETTINGS + COHORT_SETTINGS + ENROLLMENT_SETTINGS))
     asked = {name: getattr(args, name) for name in names if hasattr(args, name)}
     resolved = resolve_scoring(asked, args.given, ckpt, enrollment)
     recommends = ('checkpoint', 'published cohort')  # a checkpoint's own cohort is its recommendation too

@@ -28,7 +28,7 @@ import configure as c
 from atomic import atomic_write
 from DB_wav_reader import read_DB_structure
 from features import (FEATURE_SUFFIX, FeatureFileError, extraction_settings, feature_settings, load_feature_record,
-log_fbank, reading_settings)
+                      log_fbank, reading_settings)
 
 
 def already_made(path, settings):
@@ -40,7 +40,8 @@ def already_made(path, settings):
         record = load_feature_record(path, settings['n_filters'])
     except (OSError, FeatureFileError):
         return False
-    return record.get('settings', extraction_settings(reading_settings(feature_settings()))) == extraction_settings(settings)
+    tutorial = extraction_settings(reading_settings(feature_settings()))
+    return record.get('settings', tutorial) == extraction_settings(settings)
 
 
 def extract_tree(wav_dir, feat_dir, overwrite=False, settings=None):

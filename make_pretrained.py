@@ -41,7 +41,7 @@ def twin_thresholds(twin, scoring):
     thresholds = {}
     for score_norm in SCORE_NORMS:
         path = threshold_path(twin, score_norm)
-        expected = scoring_settings(argparse.Namespace(**{**recommended_scoring(scoring), 'score_norm': score_norm}))
+        expected = scoring_settings(argparse.Namespace(**{**scoring_without_flags(scoring), 'score_norm': score_norm}))
         record = json.loads(path.read_text()) if path.is_file() else None
         if record and record['scoring'] == expected:
             thresholds[score_norm] = {**record, 'calibrated_on': f"the twin model {twin}, {record['trials']}"}
@@ -50,7 +50,7 @@ def twin_thresholds(twin, scoring):
     return thresholds
 
 
-def recommended_scoring(scoring):
+def scoring_without_flags(scoring):
     """The scoring settings a stage resolves, with no flag given, for a checkpoint that recommends `scoring`:
     configure.py's, with the recommended ones in their place."""
     asked = {name: getattr(c, name.upper()) for name in SCORING_SETTINGS + COHORT_SETTINGS}
@@ -62,7 +62,8 @@ def float16_score_change(ckpt, state, files):
     vectors = []
     for weights in (ckpt['state_dict'], state):
         model = model_from_checkpoint({**ckpt, 'state_dict': weights}, 'cpu')
-        found = embed_all(model, files, lambda f: read_utterance(f, reading_settings(ckpt['feature'])), c.TEST_FRAMES, 'cpu')
+        reading = reading_settings(ckpt['feature'])
+        found = embed_all(model, files, lambda f: read_utterance(f, reading), c.TEST_FRAMES, 'cpu')
         vectors.append(torch.stack([found[f] for f in files]))
     return ((vectors[0] @ vectors[0].T) - (vectors[1] @ vectors[1].T)).abs().max().item()
 
@@ -78,7 +79,7 @@ def main(argv=None):
     scoring = c.SCORINGS[ckpt['train_args']['recipe']]
     model, _ = load_model(args.checkpoint, 'cpu', 'fp32')
     train_dir = ckpt['train_args']['train_feat_dir']
-    settings = recommended_scoring(scoring)
+    settings = scoring_without_flags(scoring)
     cohort_source = {'utts_per_speaker': settings['cohort_utts'], 'kind': settings['cohort']}
     cohort = build_cohort(model, {**ckpt, 'scoring': scoring}, train_dir, settings['cohort_utts'], 'cpu',
                           settings['cohort'])

@@ -233,7 +233,7 @@ def load_threshold(checkpoint, ckpt, scoring):
         raise ValueError(f"the threshold {record['source']} does not record the --vad and --level it was calibrated "
                          "with (an older verification.py wrote it): calibrate again (verification.py --trials LIST "
                          "--calibrate), or pass --threshold")
-    calibrated = record.get('scoring', scoring)
+    calibrated = record.get('scoring')
     if calibrated != scoring:
         raise ValueError(f"the threshold {record['source']} was calibrated for scoring {calibrated}, not {scoring}: "
                          "calibrate again with these settings, score with those, or pass --threshold")

@@ -1,6 +1,6 @@
 """Speed code a student can skip: how much memory there is, and oneDNN's bugs kept clear of.
 
-Nothing here changes what is computed:
+Nothing here changes what is computed beyond float rounding (bfloat16 trades a little precision for speed):
   - preload_fits: whether the training features fit in memory (PRELOAD 'auto')
   - use_channels_last: whether convolutions may run channels-last on this model (CHANNELS_LAST 'auto')
   - LowPrecision: a backbone run in bfloat16, with float32 where bfloat16 fails

@@ -102,7 +102,7 @@ def parse_args(argv=None):
     setting('PRECISION', choices=PRECISIONS)
     setting('CHANNELS_LAST', choices=['auto', 'yes', 'no'])
     setting('PRELOAD', choices=['auto', 'yes', 'no'])
-    setting('FBANK', choices=['recipe', 'torch'])
+    setting('FBANK', choices=['python_speech_features', 'torch'])
     setting('LOG_INTERVAL', type=cli.positive_int)
     p.add_argument('--resume', nargs='?', const='latest', metavar='CHECKPOINT',
                    help='continue a run: from the latest checkpoint in --log-dir, or from CHECKPOINT')
@@ -173,15 +173,20 @@ def read_data(args, feature):
     """The TrainingData of args.train_feat_dir: the split of split_train_valid, the features preloaded as
     --preload says."""
     DB = read_training_structure(args.train_feat_dir)
-    train_DB, valid_DB = split_train_valid(DB, args.val_ratio, args.seed)
-    speakers = sorted(DB['speaker_id'].unique())
-    files = list(train_DB['filename']) + list(valid_DB['filename'])
+    data = TrainingData(*split_train_valid(DB, args.val_ratio, args.seed), sorted(DB['speaker_id'].unique()), None)
+    train_DB, valid_DB, speakers, _ = data
+    files = data.files()
     audio = holds_audio(DB)
     preload = args.preload == 'yes' or (args.preload == 'auto' and not audio and preload_fits(files))
     print(f"Training set {len(train_DB)} utts, validation set {len(valid_DB)} utts, {len(speakers)} speakers "
           f"(classes), features "
           f"{'in memory' if preload else 'made from audio per item' if audio else 'read from disk per item'}")
-    return TrainingData(train_DB, valid_DB, speakers, load_features(files, feature, keep=preload))
+    return data._replace(feats=load_features(files, feature, keep=preload, fbank_device=fbank_device(args)))
+
+
+def fbank_device(args):
+    """Where training from audio makes its fbank: None, by python_speech_features; 'cpu', by torch (FBANK)."""
+    return 'cpu' if args.fbank == 'torch' else None
 
 
 def num_classes(args, speakers):
@@ -259,14 +264,14 @@ def make_loaders(data, feature, args, device, ddp=None):
     """
     train_DB, valid_DB, speakers, feats = data
     spk_to_idx = {spk: i for i, spk in enumerate(speakers)}
-    fbank_device = 'cpu' if args.fbank == 'torch' else None  # audio only: features.fbank_batch, in float64
+
     train_feats, valid_feats = (feats[:len(train_DB)], feats[len(train_DB):]) if feats else (None, None)
     train_set = DvectorDataset(train_DB, spk_to_idx, feature, random_windows=True, feats=train_feats,
                                spec_augment=(args.freq_mask, args.time_mask) if args.spec_augment == 'yes' else None,
                                speeds=args.speeds if args.speed_perturb == 'yes' else (),
-                               fbank_device=fbank_device, **augmenters(args, feature, feats, train_DB))
+                               fbank_device=fbank_device(args), **augmenters(args, feature, feats, train_DB))
     valid_set = DvectorDataset(valid_DB, spk_to_idx, feature, random_windows=False, feats=valid_feats,
-                               fbank_device=fbank_device)
+                               fbank_device=fbank_device(args))
     if len(train_set) < args.batch_size:
         raise ValueError(f"{len(train_set)} training utterances, fewer than one batch of {args.batch_size}")
     # Workers are started afresh each epoch and seeded from torch's main generator, whose state the
@@ -378,8 +383,8 @@ def validate(model, loader, criterion, setup):
 
 def best_epoch(history):
     """The epoch record with the lowest validation loss: among the fine-tuning epochs once there are some."""
-    stage = history[-1].get('finetune', False)
-    return min((h for h in history if h.get('finetune', False) == stage), key=lambda h: h['valid_loss'])
+    phase = history[-1].get('finetune', False)
+    return min((h for h in history if h.get('finetune', False) == phase), key=lambda h: h['valid_loss'])
 
 
 def plot_history(history, path):
@@ -413,7 +418,7 @@ def save_epoch(checkpoint, history, log_dir):
     plot_history(history, log_dir / 'loss_plot.png')
 
 
-class Stage(NamedTuple):
+class Phase(NamedTuple):
     """A stretch of epochs trained alike: the main epochs, then the large-margin fine-tuning epochs."""
     finetune: bool
     epochs: range
@@ -422,11 +427,11 @@ class Stage(NamedTuple):
     margin_at: Callable[[int], float]       # the margin of the loss in an epoch
 
 
-def training_stages(args):
-    """The Stages of a run: its EPOCHS, then its FINETUNE_EPOCHS (none by default)."""
-    return (Stage(False, range(1, args.epochs + 1), args.win_size, fixed_schedule(args),
+def training_phases(args):
+    """The Phases of a run: its EPOCHS, then its FINETUNE_EPOCHS (none by default)."""
+    return (Phase(False, range(1, args.epochs + 1), args.win_size, fixed_schedule(args),
                   lambda epoch: margin_at(epoch, args.margin, args.margin_warmup)),
-            Stage(True, range(args.epochs + 1, args.epochs + args.finetune_epochs + 1), args.finetune_win_size,
+            Phase(True, range(args.epochs + 1, args.epochs + args.finetune_epochs + 1), args.finetune_win_size,
                   finetune_schedule(args), lambda epoch: args.finetune_margin))
 
 
@@ -440,7 +445,6 @@ class Training(NamedTuple):
     scaler: torch.amp.GradScaler | None
     setup: DeviceSetup
     log_dir: Path
-    run: dict  # what every checkpoint of the run holds besides the epoch's state (train_run.training_checkpoint)
 
 
 def main(argv=None):
@@ -479,16 +483,16 @@ def fit(args, ckpt, device, ddp=None):
     training = Training(net, ddp.wrap(net) if ddp else net,  # DDP averages the gradients over the processes
                         build_criterion(args.loss, args.margin, args.scale),
                         build_criterion(args.loss, 0.0, args.scale),  # without margin: comparable across epochs
-                        scheduler, scaler, setup, Path(args.log_dir), run)
-    for stage in training_stages(args):
-        epochs = [epoch for epoch in stage.epochs if epoch > len(history)]
+                        scheduler, scaler, setup, Path(args.log_dir))
+    for phase in training_phases(args):
+        epochs = [epoch for epoch in phase.epochs if epoch > len(history)]
         if not epochs:
             continue
-        if stage.finetune and not finetuning_begun(history):
+        if phase.finetune and not finetuning_begun(history):
             optimizer = begin_finetuning(net, args, training.log_dir, history, ddp)
-        loaders = make_loaders(data, {**feature, 'win_size': stage.win_size}, args, device, ddp)
+        loaders = make_loaders(data, {**feature, 'win_size': phase.win_size}, args, device, ddp)
         for epoch in epochs:
-            history.append(train_and_validate(training, stage, epoch, loaders, optimizer, args, ddp))
+            history.append(train_and_validate(training, phase, epoch, loaders, optimizer, args, ddp))
             if ddp is None or ddp.is_first:  # one process writes for all
                 save_epoch(training_checkpoint(epoch=epoch, history=history, model=net, optimizer=optimizer,
                                                scheduler=scheduler, scaler=scaler, **run), history, training.log_dir)
@@ -500,29 +504,29 @@ def fit(args, ckpt, device, ddp=None):
     return history
 
 
-def train_and_validate(training, stage, epoch, loaders, optimizer, args, ddp=None):
-    """Train one epoch of a stage, validate, and step the plateau schedule; returns the epoch's record."""
+def train_and_validate(training, phase, epoch, loaders, optimizer, args, ddp=None):
+    """Train one epoch of a phase, validate, and step the plateau schedule; returns the epoch's record."""
     start = time.time()
     train_loader, valid_loader = loaders
     if args.loss != 'softmax':
-        training.criterion.margin = stage.margin_at(epoch)
+        training.criterion.margin = phase.margin_at(epoch)
     if ddp:
         ddp.start_epoch(train_loader, epoch)
     try:
         train_loss, train_acc = train_epoch(training.model, train_loader, training.criterion, optimizer,
-                                            training.scaler, training.setup, epoch, args.log_interval, stage.lr_at)
+                                            training.scaler, training.setup, epoch, args.log_interval, phase.lr_at)
         valid_loss, valid_acc = validate(training.net, valid_loader, training.valid_criterion, training.setup)
     except KeyboardInterrupt:
         raise SystemExit(interrupted(epoch, training.log_dir)) from None
     if ddp:  # every process trained on its share, and validated with its own batch-norm statistics
         train_loss, train_acc, valid_loss, valid_acc = ddp.mean(train_loss, train_acc, valid_loss, valid_acc)
     lr = optimizer.param_groups[0]['lr']  # the epoch's last
-    if stage.lr_at is None:
+    if phase.lr_at is None:
         training.scheduler.step(valid_loss)
     print(f"Epoch {epoch:3d}: train loss {train_loss:.4f} acc {train_acc:.2f}% | "
           f"validation loss {valid_loss:.4f} acc {valid_acc:.2f}% | lr {lr:g} | {time.time() - start:.0f} s")
     return {'epoch': epoch, 'train_loss': train_loss, 'train_acc': train_acc, 'valid_loss': valid_loss,
-            'valid_acc': valid_acc, 'lr': lr, 'seconds': time.time() - start, 'finetune': stage.finetune}
+            'valid_acc': valid_acc, 'lr': lr, 'seconds': time.time() - start, 'finetune': phase.finetune}
 
 
 if __name__ == '__main__':

@@ -89,8 +89,8 @@ def finetuning_begun(history):
 
 
 def resumed_args(args):
-    """(run settings, checkpoint) of --resume: the checkpoint's own settings, with only RESUME_OVERRIDES from
-    the command line (--epochs under a plateau schedule only), and, until the fine-tuning epochs begin, the
+    """(run settings, checkpoint) of --resume: the checkpoint's own settings, with only the RESUME_OVERRIDES given
+    on the command line (--epochs under a plateau schedule only), and, until the fine-tuning epochs begin, the
     FINETUNE_SETTINGS given there. Other settings, or other training files, than the run's are refused."""
     path = latest_checkpoint(args.log_dir) if args.resume == 'latest' else args.resume
     if path is None:
@@ -106,7 +106,7 @@ def resumed_args(args):
     if before_finetuning:
         overrides += [k for k in FINETUNE_SETTINGS if k in args.given]
     given = {k: getattr(args, k) for k in sorted(args.given - set(overrides))}
-    run_args = {**ckpt['train_args'], **{k: getattr(args, k) for k in overrides}}
+    run_args = {**ckpt['train_args'], **{k: getattr(args, k) for k in overrides if k in args.given}}
     check_resume(ckpt, given, read_training_structure(run_args['train_feat_dir'])['filename'])
     if before_finetuning and run_args['finetune_epochs'] and run_args['epochs'] < ckpt['epoch']:
         raise ValueError(f"--epochs {run_args['epochs']}: the run is at epoch {ckpt['epoch']} already, and its "

@@ -28,7 +28,7 @@ from atomic import atomic_write
 from DB_wav_reader import is_enroll_file, utterance_files
 from dvector import embed_all, mean_dvector, normalise_scores
 from features import (FeatureFileError, SUFFIXES, edge_frames, file_features, is_utterance_file, reading_settings,
-require_finite, trim_edges)
+                      require_finite, trim_edges)
 
 PIECE = re.compile(r'(?P<file>.+)@(?P<start>\d+(?:\.\d+)?)-(?P<end>\d+(?:\.\d+)?)')
 

@@ -105,7 +105,8 @@ def verify_one(args, stage):
     require_finite(score, f"the score of {described} against {args.enroll_speaker}")
     result = 'Accept' if score > threshold else 'Reject'
     print("\n=== Speaker verification ===")
-    print(f"Claimed speaker (enrolled): {args.enroll_speaker} (enrolled with {cli.flags_text({k: enrollment[k] for k in ENROLLMENT_SETTINGS})})")
+    enrolled_with = cli.flags_text({k: enrollment[k] for k in ENROLLMENT_SETTINGS})
+    print(f"Claimed speaker (enrolled): {args.enroll_speaker} (enrolled with {enrolled_with})")
     print(f"Test utterance:             {described}")
     print(f"Score: {score:.4f}   Threshold: {threshold:.4f} ({source})")
     print(f"Result: {result}\n")

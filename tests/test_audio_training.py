@@ -7,11 +7,12 @@ import torch
 import augment
 import demo_corpus
 import features
+import SR_Dataset
 import train
 from checkpoint import load_checkpoint
 from DB_wav_reader import read_list_file, read_training_structure
 from features import feature_settings, read_utterance, reading_settings
-from SR_Dataset import DvectorDataset, random_window
+from SR_Dataset import DvectorDataset, load_features, random_window
 
 SIZES = {'n_train_speakers': 4, 'n_train_utts': 6, 'n_test_speakers': 2}
 
@@ -118,10 +119,24 @@ def test_an_audio_tree_trains_with_augmentation_and_resumes_exactly(voices, tmp_
 
 
 def test_the_torch_fbank_trains_as_the_recipes(voices, tmp_path, monkeypatch):
-    recipe = run(voices / 'train', tmp_path / 'recipe', '--epochs', '1', '--precision', 'fp32', '--fbank', 'recipe')
+    recipe = run(voices / 'train', tmp_path / 'recipe', '--epochs', '1', '--precision', 'fp32',
+                 '--fbank', 'python_speech_features')
     calls = []
     monkeypatch.setattr(features, 'torch_fbank', lambda *args, real=features.torch_fbank: calls.append(1) or real(*args))
     torch_fbank = run(voices / 'train', tmp_path / 'torch', '--epochs', '1', '--precision', 'fp32', '--fbank', 'torch')
     assert len(calls) > 8  # the items of a batch and the validation utterances
     for name in ('train_loss', 'valid_loss', 'valid_acc'):
         assert torch_fbank[0][name] == pytest.approx(recipe[0][name], rel=1e-5), name
+
+
+def test_audio_is_checked_from_its_header_before_a_run_not_decoded(voices, tmp_path, monkeypatch):
+    wavs = sorted((voices / 'train').rglob('*.wav'))[:2]
+    short, broken = tmp_path / 'short.wav', tmp_path / 'broken.wav'
+    soundfile.write(short, np.zeros(8000, np.float32), 16000)  # 0.5 s: all trimmed away
+    broken.write_bytes(b'RIFF....WAVEfmt nothing')
+    monkeypatch.setattr(SR_Dataset, 'read_audio', lambda *args: pytest.fail('decoded at start-up'))
+    assert load_features(wavs, feature_settings(), keep=False) is None
+    with pytest.raises(features.FeatureFileError) as refused:
+        load_features(wavs + [short, broken], feature_settings(), keep=False)
+    assert '2 unusable' in str(refused.value) and f'{short}: too short' in str(refused.value)
+    assert f'{broken}: not a readable audio file' in str(refused.value)
