@@ -37,6 +37,7 @@ from cohort import scoring_cohort
 from dvector import embed_file, enroll_speaker, rank_speakers, require_enrolled
 from embedder import EMBED_PRECISIONS, add_backend_arg, add_scoring_args, open_stage, scoring_settings, settle_scoring
 from features import VADS, front_end, reading_settings, require_utterance_file
+from identification import enrolled_otherwise
 from plot_dvectors import project
 from plots import plot_dvector_map
 from records import ENROLLMENT_SETTINGS, enrollment_lock, load_enrollment, save_enrollment
@@ -210,7 +211,8 @@ def identify(rec, uploads):
     with received(one_recording(uploads, 'identify')) as (path,):
         vector = embed_recording(rec, path, rec.args)
     ranking = [{'name': name, 'score': score} for name, score in ranked(rec, records, vector)]
-    return {'ranking': ranking, 'map': dvector_map(rec, records, vector)}
+    return {'ranking': ranking, 'note': enrolled_otherwise(records, front_end(vars(rec.args))),
+            'map': dvector_map(rec, records, vector)}
 
 
 def one_recording(uploads, action):

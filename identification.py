@@ -85,13 +85,15 @@ def identify_all(model, settings, enrolled, rank, test_feat_dir, test_frames, de
     return accuracy
 
 
-def note_enrolled_otherwise(records, used):
-    """Say so when test audio is read with another --vad/--level than the speakers were enrolled with."""
+def enrolled_otherwise(records, used):
+    """What to say when test audio is read with another --vad/--level (`used`) than the speakers of `records` were
+    enrolled with; None when they agree."""
     enrolled = sorted({cli.flags_text(front_end(r)) for r in records.values()})
-    if enrolled != [cli.flags_text(used)]:
-        print(f"Note: the speakers were enrolled with {' or '.join(enrolled)}, the test side is read with "
-              f"{cli.flags_text(used)}: their scores may not compare. Pass the enrollment's --vad and --level, or "
-              "enroll again with these", file=sys.stderr)
+    if enrolled == [cli.flags_text(used)]:
+        return None
+    return (f"the speakers were enrolled with {' or '.join(enrolled)}, the test side is read with "
+            f"{cli.flags_text(used)}: their scores may not compare. Pass the enrollment's --vad and --level, or "
+            "enroll again with these")
 
 
 def main(argv=None):
@@ -99,7 +101,9 @@ def main(argv=None):
     model, ckpt, device, settings, _ = open_stage(args)
     records = load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint)
     enrolled = {speaker: record['embedding'] for speaker, record in records.items()}
-    note_enrolled_otherwise(records, front_end(settings))
+    note = enrolled_otherwise(records, front_end(settings))
+    if note:
+        print(f"Note: {note}", file=sys.stderr)
     # AS-norm can change the ranking: each enrolled speaker's scores are normalised by its own cohort statistics
     cohort = scoring_cohort(args, ckpt, model, device) if args.score_norm == 'asnorm' else None
     rank = partial(rank_speakers, enrolled, cohort=cohort, cohort_top=args.cohort_top)

@@ -230,3 +230,15 @@ def test_a_trial_is_scored_with_the_claimed_speakers_enrollment_settings_as_veri
     status, answer = post(client, '/api/verify', {'clip.wav': (tmp_path / 'clip.wav').read_bytes()}, name='dave')
     assert status == 400 and answer['error'] == str(refused.value)
     assert "'enroll_frames': 200" in answer['error']
+
+
+def test_identify_says_when_the_speakers_were_enrolled_with_another_front_end(page, tmp_path):
+    client, rec = page
+    (tmp_path / 'voices' / 'erin').mkdir(parents=True)
+    (tmp_path / 'voices' / 'erin' / 'enroll.wav').write_bytes(voice(9, speaker=5))
+    enroll.main(['--checkpoint', rec.args.checkpoint, '--embedding-dir', rec.args.embedding_dir, '--device', 'cpu',
+                 '--test-feat-dir', str(tmp_path / 'voices')])  # --vad no --level no; the page reads with its own
+    status, answer = post(client, '/api/identify', {'clip.wav': voice(10, speaker=5)})
+    assert status == 200 and answer['ranking'][0]['name'] == 'erin'
+    assert answer['note'].startswith('the speakers were enrolled with --vad no --level no, the test side is read '
+                                     f'with --vad {rec.args.vad} --level {rec.args.level}')

@@ -86,6 +86,8 @@ function showRanking(result, recording) {
   $('ranking').replaceChildren(...result.ranking.map(({name, score}) => {
     return element('li', {textContent: `${name}: ${score.toFixed(3)}`});
   }));
+  $('identity-note').textContent = result.note ? `Note: ${result.note}` : '';
+  $('identity-note').hidden = !result.note;
   $('identity').hidden = false;
   showMap(result);
 }
