@@ -16,8 +16,8 @@ import configure as c
 from atomic import atomic_save
 from checkpoint import load_problem, model_id
 from DB_wav_reader import read_training_structure
-from dvector import embed_all, mean_dvector
-from features import read_utterance, reading_settings, require_finite
+from dvector import embed_files, enroll_speakers
+from features import reading_settings, require_finite
 
 
 def cohort_path(checkpoint):
@@ -33,12 +33,13 @@ def build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, device, kind='sp
     segment_frames = ckpt.get('scoring', {}).get('enroll_frames', c.ENROLL_FRAMES)
     DB = read_training_structure(train_feat_dir)
     files = DB.groupby('speaker_id')['filename'].apply(lambda f: sorted(f)[:utts_per_speaker])
-    names = [f for fs in files for f in fs]
     reading = reading_settings(ckpt['feature'])
-    vectors = embed_all(model, names, lambda f: read_utterance(f, reading), segment_frames, device, 'cohort')
-    if kind == 'utterances':
-        return torch.stack([vectors[f] for f in names])
-    return torch.stack([mean_dvector(torch.stack([vectors[f] for f in fs])) for fs in files])
+    if kind == 'speakers':
+        return torch.stack(list(enroll_speakers(model, reading, files.to_dict(), segment_frames, device,
+                                                'cohort').values()))
+    names = [f for fs in files for f in fs]
+    vectors = embed_files(model, reading, names, segment_frames, device, 'cohort')
+    return torch.stack([vectors[f] for f in names])
 
 
 def read_stored_cohort(path, device):
@@ -108,7 +109,7 @@ def load_cohort(checkpoint, ckpt, model, device, train_feat_dir=None, utts_per_s
     cohort = stored_cohort(path, ckpt, source, device)
     if cohort is not None:
         return cohort
-    if not Path(train_feat_dir).is_dir():
+    if not Path(train_feat_dir).exists():  # a folder, or a list file (DB_wav_reader.read_training_structure)
         raise FileNotFoundError(f"AS-norm needs a cohort of training speakers: {checkpoint} holds none, and its "
                                 f"training folder {train_feat_dir} is not here (pass --cohort-dir, or --score-norm none)")
     print(f"Building the AS-norm cohort of {checkpoint} from {described(source)}; stored in {path}",

@@ -91,10 +91,15 @@ def embed_utterance(model, feat, segment_frames, device):
     return embed_utterances(model, [feat], segment_frames, device)[0]
 
 
+def embed_files(model, settings, filenames, segment_frames, device, desc=None):
+    """{file: d-vector} of feature or audio files, read with feature settings (a checkpoint's 'feature', or a
+    features.reading_settings()), by embed_all."""
+    return embed_all(model, filenames, lambda f: read_utterance(f, settings), segment_frames, device, desc)
+
+
 def embed_file(model, settings, filename, segment_frames, device):
-    """d-vector of a feature or audio file, read with feature settings (a checkpoint's 'feature', or a
-    features.reading_settings())."""
-    return embed_all(model, [filename], lambda f: read_utterance(f, settings), segment_frames, device)[filename]
+    """d-vector of a feature or audio file, read with feature settings (embed_files)."""
+    return embed_files(model, settings, [filename], segment_frames, device)[filename]
 
 
 def mean_dvector(vectors):
@@ -106,8 +111,7 @@ def mean_dvector(vectors):
 def enroll_speakers(model, settings, files, segment_frames, device, desc=None):
     """{speaker: d-vector} of speakers' enrollment files, {speaker: [files]} (features or audio): each speaker's is the
     mean_dvector of its files' d-vectors. Every file that cannot be used is reported, together."""
-    names = [f for fs in files.values() for f in fs]
-    vectors = embed_all(model, names, lambda f: read_utterance(f, settings), segment_frames, device, desc)
+    vectors = embed_files(model, settings, [f for fs in files.values() for f in fs], segment_frames, device, desc)
     return {speaker: mean_dvector(torch.stack([vectors[f] for f in fs])) for speaker, fs in files.items()}
 
 

@@ -17,9 +17,9 @@ import cli
 from atomic import check_writable
 from cohort import scoring_cohort
 from DB_wav_reader import speaker_test_file, split_enroll_and_test
-from dvector import embed_all, embed_file, rank_speakers, require_enrolled
+from dvector import embed_file, embed_files, rank_speakers, require_enrolled
 from embedder import add_model_args, add_scoring_args, open_stage
-from features import front_end, read_utterance, require_utterance_file
+from features import front_end, require_utterance_file
 from metrics import top_k_accuracy
 from plots import plot_confusion
 from records import load_enrollment
@@ -68,7 +68,7 @@ def identify_all(model, settings, enrolled, rank, test_feat_dir, test_frames, de
     files, truth = list(test_DB['filename']), list(test_DB['speaker_id'])
     plot_path = Path(results_dir) / 'confusion_matrix.png'
     check_writable(plot_path)  # before the work
-    embedded = embed_all(model, files, lambda f: read_utterance(f, settings), test_frames, device, 'identifying')
+    embedded = embed_files(model, settings, files, test_frames, device, 'identifying')
     ranked = [[spk for spk, _ in rank(embedded[f])] for f in files]
     if len(files) <= 50:
         for test_file, speaker, ranking in zip(files, truth, ranked):

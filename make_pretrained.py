@@ -27,7 +27,7 @@ from checkpoint import load_checkpoint, model_from_checkpoint
 from cohort import build_cohort
 from DB_wav_reader import read_training_structure
 from dvector import embed_all
-from embedder import COHORT_SETTINGS, SCORE_NORMS, SCORING_SETTINGS, load_model, resolve_scoring, scoring_settings
+from embedder import COHORT_SETTINGS, SCORE_NORMS, SCORING_SETTINGS, for_inference, resolve_scoring, scoring_settings
 from features import read_utterance, reading_settings
 from records import threshold_path
 
@@ -60,10 +60,10 @@ def scoring_without_flags(scoring):
 def float16_score_change(ckpt, state, files):
     """The largest change of a cosine score between d-vectors of `files` when the weights are stored as `state`."""
     vectors = []
+    feats = {f: read_utterance(f, reading_settings(ckpt['feature'])) for f in files}  # read once, for both
     for weights in (ckpt['state_dict'], state):
         model = model_from_checkpoint({**ckpt, 'state_dict': weights}, 'cpu')
-        reading = reading_settings(ckpt['feature'])
-        found = embed_all(model, files, lambda f: read_utterance(f, reading), c.TEST_FRAMES, 'cpu')
+        found = embed_all(model, files, feats.__getitem__, c.TEST_FRAMES, 'cpu')
         vectors.append(torch.stack([found[f] for f in files]))
     return ((vectors[0] @ vectors[0].T) - (vectors[1] @ vectors[1].T)).abs().max().item()
 
@@ -77,7 +77,7 @@ def main(argv=None):
 
     ckpt = load_checkpoint(args.checkpoint)
     scoring = c.SCORINGS[ckpt['train_args']['recipe']]
-    model, _ = load_model(args.checkpoint, 'cpu', 'fp32')
+    model = for_inference(model_from_checkpoint(ckpt, 'cpu'), 'cpu')  # as load_model, without reading it again
     train_dir = ckpt['train_args']['train_feat_dir']
     settings = scoring_without_flags(scoring)
     cohort_source = {'utts_per_speaker': settings['cohort_utts'], 'kind': settings['cohort']}
