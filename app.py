@@ -37,10 +37,9 @@ from cohort import scoring_cohort
 from dvector import embed_file, enroll_speaker, rank_speakers, require_enrolled
 from embedder import EMBED_PRECISIONS, add_backend_arg, add_scoring_args, open_stage, scoring_settings, settle_scoring
 from features import VADS, front_end, reading_settings, require_utterance_file
-from identification import enrolled_otherwise
 from plot_dvectors import project
 from plots import plot_dvector_map
-from records import ENROLLMENT_SETTINGS, enrollment_lock, load_enrollment, save_enrollment
+from records import ENROLLMENT_SETTINGS, enrolled_otherwise, enrollment_lock, load_enrollment, save_enrollment
 from verification import verification_threshold
 
 WEB = Path(__file__).resolve().parent / 'web'  # the page: index.html, app.js, recorder.js, style.css
@@ -86,7 +85,7 @@ class Recognizer:
 def load_recognizer(args):
     """The Recognizer of the flags: the checkpoint's model, its recommended scoring, its cohort and threshold."""
     model, ckpt, device, _, _ = open_stage(args)
-    cohort = scoring_cohort(args, ckpt, model, device) if args.score_norm == 'asnorm' else None
+    cohort = scoring_cohort(args, ckpt, model, device)
     threshold, source = verification_threshold(args, ckpt)
     return Recognizer(args, model, ckpt, device, cohort, threshold, source)
 
@@ -138,10 +137,14 @@ def received(uploads):
             raise ValueError(message) from e
 
 
+def reading(rec, args):
+    """How the page reads a recording with settings args (--vad, --level): a features.reading_settings()."""
+    return reading_settings(rec.ckpt['feature'], args.vad, args.level)
+
+
 def embed_recording(rec, path, args):
     """The d-vector of a test recording, read and cut as args say (--vad, --level, --test-frames)."""
-    reading = reading_settings(rec.ckpt['feature'], args.vad, args.level)
-    return embed_file(rec.model, reading, path, args.test_frames, rec.device)
+    return embed_file(rec.model, reading(rec, args), path, args.test_frames, rec.device)
 
 
 def claim_settings(rec, name, record):
@@ -177,8 +180,7 @@ def enroll(rec, name, uploads):
     settings = {k: getattr(rec.args, k) for k in ENROLLMENT_SETTINGS}
     root = Path(rec.args.embedding_dir) / RECORDINGS
     with enrollment_lock(rec.args.embedding_dir), received(uploads) as paths:  # the lock first: refused before work
-        reading = reading_settings(rec.ckpt['feature'], settings['vad'], settings['level'])
-        vector = enroll_speaker(rec.model, reading, paths, settings['enroll_frames'], rec.device)
+        vector = enroll_speaker(rec.model, reading(rec, rec.args), paths, settings['enroll_frames'], rec.device)
         kept = keep_recordings(root / name, paths)
         try:
             save_enrollment(rec.args.embedding_dir, {name: (vector, [str(p) for p in kept])}, rec.ckpt, root, settings)

@@ -86,7 +86,10 @@ def described(source):
 
 
 def scoring_cohort(args, ckpt, model, device):
-    """The cohort of the scoring flags args (--checkpoint, --cohort-dir, --cohort-utts, --cohort), by load_cohort."""
+    """The cohort of the scoring flags args (--checkpoint, --cohort-dir, --cohort-utts, --cohort), by load_cohort;
+    None unless they score with AS-norm (--score-norm asnorm)."""
+    if args.score_norm != 'asnorm':
+        return None
     return load_cohort(args.checkpoint, ckpt, model, device, args.cohort_dir, args.cohort_utts, args.cohort)
 
 

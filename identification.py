@@ -22,7 +22,7 @@ from embedder import add_model_args, add_scoring_args, open_stage
 from features import front_end, require_utterance_file
 from metrics import top_k_accuracy
 from plots import plot_confusion
-from records import load_enrollment
+from records import enrolled_otherwise, load_enrollment
 
 
 def parse_args(argv=None):
@@ -85,17 +85,6 @@ def identify_all(model, settings, enrolled, rank, test_feat_dir, test_frames, de
     return accuracy
 
 
-def enrolled_otherwise(records, used):
-    """What to say when test audio is read with another --vad/--level (`used`) than the speakers of `records` were
-    enrolled with; None when they agree."""
-    enrolled = sorted({cli.flags_text(front_end(r)) for r in records.values()})
-    if enrolled == [cli.flags_text(used)]:
-        return None
-    return (f"the speakers were enrolled with {' or '.join(enrolled)}, the test side is read with "
-            f"{cli.flags_text(used)}: their scores may not compare. Pass the enrollment's --vad and --level, or "
-            "enroll again with these")
-
-
 def main(argv=None):
     args = parse_args(argv)
     model, ckpt, device, settings, _ = open_stage(args)
@@ -105,7 +94,7 @@ def main(argv=None):
     if note:
         print(f"Note: {note}", file=sys.stderr)
     # AS-norm can change the ranking: each enrolled speaker's scores are normalised by its own cohort statistics
-    cohort = scoring_cohort(args, ckpt, model, device) if args.score_norm == 'asnorm' else None
+    cohort = scoring_cohort(args, ckpt, model, device)
     rank = partial(rank_speakers, enrolled, cohort=cohort, cohort_top=args.cohort_top)
     if args.all:
         return identify_all(model, settings, enrolled, rank, args.test_feat_dir, args.test_frames, device,

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 
+import cli
 from atomic import TMP_SUFFIX, atomic_save, atomic_write, cannot_write
 from checkpoint import load_problem, model_id
-from features import require_finite
+from features import front_end, require_finite
 
 # How an enrollment's d-vectors were made (enroll.py's flags): each enrollment records them, and a single trial
 # is scored with them
@@ -185,6 +186,17 @@ def load_enrollment(embedding_dir, ckpt, device='cpu', checkpoint='<checkpoint>'
                          f"how (--enroll-frames, --vad, --level); re-run enroll.py: "
                          f"{enroll_again(embedding_dir, older, checkpoint)}")
     return records
+
+
+def enrolled_otherwise(records, used):
+    """What to say when test audio is read with another --vad/--level (`used`) than the speakers of `records` were
+    enrolled with; None when they agree."""
+    enrolled = sorted({cli.flags_text(front_end(r)) for r in records.values()})
+    if enrolled == [cli.flags_text(used)]:
+        return None
+    return (f"the speakers were enrolled with {' or '.join(enrolled)}, the test side is read with "
+            f"{cli.flags_text(used)}: their scores may not compare. Pass the enrollment's --vad and --level, or "
+            "enroll again with these")
 
 
 def threshold_path(checkpoint, score_norm='none'):

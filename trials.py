@@ -27,8 +27,8 @@ import torch
 from atomic import atomic_write
 from DB_wav_reader import is_enroll_file, utterance_files
 from dvector import embed_all, mean_dvector, normalise_scores
-from features import (FeatureFileError, SUFFIXES, edge_frames, file_features, is_utterance_file, reading_settings,
-                      require_finite, trim_edges)
+from features import (FeatureFileError, SUFFIXES, edge_frames, file_features, is_utterance_file, require_finite,
+                      trim_edges)
 
 PIECE = re.compile(r'(?P<file>.+)@(?P<start>\d+(?:\.\d+)?)-(?P<end>\d+(?:\.\d+)?)')
 
@@ -196,12 +196,13 @@ def utterance_features(frames, path, piece, feature):
 class TrialEmbedder:
     """d-vectors of the enroll and test sides of trials, each distinct one computed once.
 
-    Audio is made into features with the checkpoint's feature settings and the front end's vad and level.
+    Utterances are read with `reading`, a features.reading_settings() (the checkpoint's feature settings, the
+    front end's vad and level).
     """
 
-    def __init__(self, model, ckpt, root, enroll_frames, test_frames, device, vad='no', level='no'):
+    def __init__(self, model, reading, root, enroll_frames, test_frames, device):
         self.model, self.root, self.device = model, Path(root), device
-        self.feature = reading_settings(ckpt['feature'], vad, level)
+        self.feature = reading
         self.enroll_frames, self.test_frames = enroll_frames, test_frames
 
         self._last_file = (None, None)  # (path, (feat, kept)): the pieces of one file come one after another

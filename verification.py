@@ -162,7 +162,7 @@ def note_repeated(trials_file, repeated):
 
 def verify_trials(args, stage):
     """Score a trial list; print and return its summary."""
-    model, ckpt, device, _, _ = stage
+    model, ckpt, device, reading, _ = stage
     trials, repeated = read_trial_list(args.trials)
     root = Path(args.root) if args.root is not None else Path(args.trials).parent
     missing = missing_paths(trials, root)
@@ -173,10 +173,8 @@ def verify_trials(args, stage):
     for path in written.values():  # before the work: an output that cannot be written would lose it
         check_writable(path)
     note_repeated(args.trials, repeated)
-    embedder = TrialEmbedder(model, ckpt, root, args.enroll_frames, args.test_frames, device, args.vad, args.level)
-    cohort = None
-    if args.score_norm == 'asnorm':
-        cohort = scoring_cohort(args, ckpt, model, device)
+    embedder = TrialEmbedder(model, reading, root, args.enroll_frames, args.test_frames, device)
+    cohort = scoring_cohort(args, ckpt, model, device)
     with collect_notes() as notes:
         scores = score_trials(embedder, trials, cohort, args.cohort_top)
     for message in (m for messages in notes.values() for m in messages):
