@@ -31,8 +31,8 @@ import scipy.signal
 import torch
 
 import configure as c
+from features import AUDIO_SUFFIXES, FLOOR, NFFT, read_audio
 
-FLOOR = 1e-5                  # the recipe's absolute floor on the filterbank energies
 FLOOR_DB = 20 * np.log10(FLOOR)  # -100 dB
 FLOOR_TOLERANCE_DB = 0.05     # values this close to a band's lowest are at the floor (float16 copies: 0.016 dB)
 # Per-band mean of 20 * log10(max(fbank, 1e-5)) over the 20 official ETRI test wavs (whole files):
@@ -105,14 +105,14 @@ def reverberate(energies, rt60, drr_db, win_step=c.WIN_STEP):
 
 
 @lru_cache(maxsize=8)
-def band_centres(n_filters, sample_rate=c.SAMPLE_RATE, nfft=512):
+def band_centres(n_filters, sample_rate=c.SAMPLE_RATE, nfft=NFFT):
     """Hz at the peak of each of python_speech_features' Mel filters."""
     bank = python_speech_features.get_filterbanks(n_filters, nfft, sample_rate)
     return bank.argmax(axis=1) * sample_rate / nfft
 
 
 @lru_cache(maxsize=8)
-def filter_gains(low, high, n_filters, sample_rate=c.SAMPLE_RATE, nfft=512, order=6):
+def filter_gains(low, high, n_filters, sample_rate=c.SAMPLE_RATE, nfft=NFFT, order=6):
     """Power gain (n_filters,) of each Mel filter through a Butterworth band-pass [low, high] Hz, and 0 above
     4 kHz when high is a telephone's: the filter's squared response averaged over each filter's triangle."""
     bank = python_speech_features.get_filterbanks(n_filters, nfft, sample_rate)
@@ -233,7 +233,6 @@ def folder_noises(noise_dir, feature):
     """{'noise'|'music'|'babble': [(energies, energy per unit power), ...]} of the audio files under noise_dir.
 
     MUSAN's layout: files under a folder named music are music, under speech babble voices, the rest noise."""
-    from features import read_audio
     sources = {'noise': [], 'music': [], 'babble': []}
     for path in audio_files(noise_dir, '--noise-dir'):
         sources[noise_kind(path, noise_dir)].append(noise_clip(read_audio(path, feature['sample_rate']), feature))
@@ -355,7 +354,6 @@ def numpy_rng():
 
 def audio_files(folder, what):
     """The audio files under folder, sorted; an error naming `what` (the flag) when there are none."""
-    from features import AUDIO_SUFFIXES
     files = sorted(p for p in Path(folder).rglob('*') if p.suffix.lower() in AUDIO_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"{what} {folder}: no audio files ({', '.join(AUDIO_SUFFIXES)}) under it")
@@ -371,7 +369,6 @@ def noise_kind(path, root):
 def read_stretch(path, n_samples, sample_rate, rng):
     """A random stretch of n_samples of an audio file at sample_rate (looped when shorter), read without the rest."""
     import soundfile
-    from features import read_audio
     info = soundfile.info(str(path))
     if info.samplerate != sample_rate or info.frames <= n_samples:
         return np.resize(read_audio(path, sample_rate).astype(np.float64), n_samples)
@@ -428,7 +425,6 @@ class WaveAugmenter:
         """An impulse response: one of rir_dir's, its direct path first, or a synthetic room of the settings' ranges."""
         if not self.rirs:
             return room_impulse_response(rng, self.rate, rng.uniform(*self.s['rt60']), rng.uniform(*self.s['drr']))
-        from features import read_audio
         rir = read_audio(self.rirs[int(rng.integers(len(self.rirs)))], self.rate).astype(np.float64)
         rir = rir[int(np.argmax(np.abs(rir))):]
         return rir / np.sqrt(np.sum(rir ** 2))
