@@ -76,18 +76,12 @@ class Parser(argparse.ArgumentParser):
         return parsed, extra
 
     def given_settings(self, args):
-        """The names of the settings that the command line `args` gives (a parse without defaults)."""
-        defaults, self._defaults = self._defaults, {}
-        action_defaults = [action.default for action in self._actions]
-        try:
-            for action in self._actions:
-                action.default = argparse.SUPPRESS
-            given, _ = super().parse_known_args(args, argparse.Namespace())
-        finally:
-            self._defaults = defaults
-            for action, default in zip(self._actions, action_defaults):
-                action.default = default
-        return frozenset(vars(given)) - {'given'}
+        """The names of the settings that the command line `args` gives: those a parse into a namespace pre-filled
+        with a marker sets (argparse puts a default only where the namespace has no value)."""
+        unset = object()
+        namespace = argparse.Namespace(**{a.dest: unset for a in self._actions if a.dest != argparse.SUPPRESS})
+        super().parse_known_args(args, namespace)
+        return frozenset(k for k, v in vars(namespace).items() if v is not unset) - {'given'}
 
 
 def parser(description):
