@@ -6,8 +6,9 @@
 
 Start-up: train.py's steps before the first batch that grow with the corpus (reading the list, the
 train/validation split, the fingerprint a resumed run checks, the dataset), timed on a list file of N
-utterances (`<path> <speaker>` lines; nothing is read from the files, as train.py reads none before training),
-in a fresh process, so that its peak resident memory is its own.
+utterances (`<path> <speaker>` lines, of files that need not exist), in a fresh process, so that its peak
+resident memory is its own. Not timed here: train.py's check of each audio file's header before training
+(features.check_audio_header; docs/results.md gives its rate on real files).
 
 Loader: training windows per second that a DataLoader delivers (no model), for the same utterances as
 features preloaded in memory, and as audio made into features per item (the recipe's exact features; and the
@@ -31,7 +32,7 @@ from torch.utils.data import DataLoader
 import cli
 import configure as c
 from augment import Augmenter, WaveAugmenter, augment_settings
-from bench import in_fresh_process, peak_memory_mb
+from bench import in_fresh_process, peak_memory_mb, synchronize
 from DB_wav_reader import read_training_structure
 from features import feature_settings, log_fbank_batch, log_fbank_frames, read_audio, reading_settings
 from embedder import select_device
@@ -107,8 +108,7 @@ def fastest(function, device, repeats):
     for _ in range(repeats):
         start = time.perf_counter()
         function()
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return min(times)
 

@@ -68,7 +68,8 @@ def conditions(piece, others, sample_rate, rng):
     out.update({f'babble {snr} dB': at_snr(piece, babble(others, len(piece), rng), snr) for snr in (10, 5)})
     out['long silences'] = with_silences(piece, sample_rate, rng)
     out['long silences, room tone -60 dBFS'] = with_silences(piece, sample_rate, rng, -60)
-    out['reverberation 0.5 s'] = scipy.signal.fftconvolve(piece, room_impulse_response(rng, sample_rate, ROOM_RT60, ROOM_DRR_DB))[:len(piece)]
+    room = room_impulse_response(rng, sample_rate, ROOM_RT60, ROOM_DRR_DB)
+    out['reverberation 0.5 s'] = scipy.signal.fftconvolve(piece, room)[:len(piece)]
     out['low gain x0.05'] = 0.05 * piece
     rates = {name: sample_rate for name in out}
     out['telephone 8 kHz'], rates['telephone 8 kHz'] = telephone_audio(piece, sample_rate), TELEPHONE_RATE
@@ -134,7 +135,7 @@ def write_conditions(wav_dir, out, seed=0):
     return names
 
 
-def score_conditions(names, out, checkpoint, device, variants=tuple(VARIANTS)):
+def score_conditions(names, out, checkpoint, device, variants):
     """{(condition, variant): verification summary} of every condition and variant."""
     results = {}
     for condition in names:
@@ -154,7 +155,7 @@ def score_conditions(names, out, checkpoint, device, variants=tuple(VARIANTS)):
     return results
 
 
-def table(results, names, variants=tuple(VARIANTS)):
+def table(results, names, variants):
     """A Markdown table: one row per condition, EER and top-1 of each variant."""
     lines = ['| condition | ' + ' | '.join(f'{v}: EER / top-1' for v in variants) + ' |',
              '|---|' + '---:|' * len(variants)]
