@@ -163,7 +163,8 @@ class TrainingData(NamedTuple):
     train_DB: object  # DataFrame (filename, speaker_id, dataset_id) of the training utterances
     valid_DB: object  # ... and of the validation utterances
     speakers: list    # the sorted speaker ids: the classes
-    feats: list | None  # the trimmed features of train_DB then valid_DB in memory (float32), or None: read per item
+    train_feats: list | None  # the trimmed features of train_DB in memory (float32), or None: read per item
+    valid_feats: list | None  # ... and of valid_DB
 
     def files(self):
         return list(self.train_DB['filename']) + list(self.valid_DB['filename'])
@@ -171,17 +172,24 @@ class TrainingData(NamedTuple):
 
 def read_data(args, feature):
     """The TrainingData of args.train_feat_dir: the split of split_train_valid, the features preloaded as
-    --preload says."""
+    --preload says. Made from audio, the validation utterances' features are kept in memory when they fit
+    (unless --preload no): they are the same every epoch (whole utterances, no augmentation)."""
     DB = read_training_structure(args.train_feat_dir)
-    data = TrainingData(*split_train_valid(DB, args.val_ratio, args.seed), sorted(DB['speaker_id'].unique()), None)
-    train_DB, valid_DB, speakers, _ = data
-    files = data.files()
+    train_DB, valid_DB = split_train_valid(DB, args.val_ratio, args.seed)
+    speakers = sorted(DB['speaker_id'].unique())
+    files, valid_files = list(train_DB['filename']) + list(valid_DB['filename']), list(valid_DB['filename'])
     audio = holds_audio(DB)
     preload = args.preload == 'yes' or (args.preload == 'auto' and not audio and preload_fits(files))
+    keep_valid = audio and not preload and args.preload == 'auto' and preload_fits(valid_files)
     print(f"Training set {len(train_DB)} utts, validation set {len(valid_DB)} utts, {len(speakers)} speakers "
           f"(classes), features "
-          f"{'in memory' if preload else 'made from audio per item' if audio else 'read from disk per item'}")
-    return data._replace(feats=load_features(files, feature, keep=preload, fbank_device=fbank_device(args)))
+          f"{'in memory' if preload else 'made from audio per item' if audio else 'read from disk per item'}"
+          f"{' (validation in memory)' if keep_valid else ''}")
+    feats = load_features(files, feature, keep=preload, fbank_device=fbank_device(args))  # every file checked
+    if preload:
+        return TrainingData(train_DB, valid_DB, speakers, feats[:len(train_DB)], feats[len(train_DB):])
+    valid_feats = load_features(valid_files, feature, fbank_device=fbank_device(args)) if keep_valid else None
+    return TrainingData(train_DB, valid_DB, speakers, None, valid_feats)
 
 
 def fbank_device(args):
@@ -246,12 +254,12 @@ def build_model(args, num_classes, feature, device, auto_choices=None):
     return net.to(device, memory_format=setup.memory_format), model_args, setup, chosen
 
 
-def augmenters(args, feature, feats, train_DB):
+def augmenters(args, feature, train_feats, train_DB):
     """{'augmenter'} (augmentation on the features) or {'wave_augmenter'} (on the waveform: audio read per item)
     of the training set, as args.augment asks; {} without augmentation."""
     if args.augment != 'yes':
         return {}
-    if feats is None and holds_audio(train_DB):
+    if train_feats is None and holds_audio(train_DB):
         return {'wave_augmenter': WaveAugmenter(augment_settings(args), feature['sample_rate'])}
     return {'augmenter': Augmenter(augment_settings(args), feature)}
 
@@ -262,14 +270,13 @@ def make_loaders(data, feature, args, device, ddp=None):
 
     ddp: a distributed.Torchrun, whose process trains on its share of every batch (and validates on all).
     """
-    train_DB, valid_DB, speakers, feats = data
+    train_DB, valid_DB, speakers, train_feats, valid_feats = data
     spk_to_idx = {spk: i for i, spk in enumerate(speakers)}
 
-    train_feats, valid_feats = (feats[:len(train_DB)], feats[len(train_DB):]) if feats else (None, None)
     train_set = DvectorDataset(train_DB, spk_to_idx, feature, random_windows=True, feats=train_feats,
                                spec_augment=(args.freq_mask, args.time_mask) if args.spec_augment == 'yes' else None,
                                speeds=args.speeds if args.speed_perturb == 'yes' else (),
-                               fbank_device=fbank_device(args), **augmenters(args, feature, feats, train_DB))
+                               fbank_device=fbank_device(args), **augmenters(args, feature, train_feats, train_DB))
     valid_set = DvectorDataset(valid_DB, spk_to_idx, feature, random_windows=False, feats=valid_feats,
                                fbank_device=fbank_device(args))
     if len(train_set) < args.batch_size:

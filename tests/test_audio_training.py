@@ -140,3 +140,15 @@ def test_audio_is_checked_from_its_header_before_a_run_not_decoded(voices, tmp_p
         load_features(wavs + [short, broken], feature_settings(), keep=False)
     assert '2 unusable' in str(refused.value) and f'{short}: too short' in str(refused.value)
     assert f'{broken}: not a readable audio file' in str(refused.value)
+
+
+def test_validation_features_made_from_audio_are_kept_not_made_again_every_epoch(voices):
+    args = train.parse_args(['--train-feat-dir', str(voices / 'train')])
+    data = train.read_data(args, feature_settings())
+    assert data.train_feats is None  # training windows: made per item (augmentation, speed)
+    for name, feat in zip(data.valid_DB['filename'], data.valid_feats):
+        expected = SR_Dataset.read_training_utterance(name, feature_settings()).astype(np.float32)  # as preloaded
+        np.testing.assert_array_equal(feat, expected)
+    kept = train.read_data(train.parse_args(['--train-feat-dir', str(voices / 'train'), '--preload', 'no']),
+                           feature_settings())
+    assert kept.valid_feats is None  # --preload no: nothing kept

@@ -79,7 +79,8 @@ def test_the_model_rebuilt_from_a_checkpoint_is_the_trained_one(trained, feature
     train_DB, valid_DB = train.split_train_valid(DB, ckpt['train_args']['val_ratio'], ckpt['train_args']['seed'])
     args = argparse.Namespace(**ckpt['train_args'])
     cpu = torch.device('cpu')
-    _, valid_loader = train.make_loaders(train.TrainingData(train_DB, valid_DB, ckpt['speakers'], None), ckpt['feature'], args, cpu)
+    _, valid_loader = train.make_loaders(train.TrainingData(train_DB, valid_DB, ckpt['speakers'], None, None),
+                                         ckpt['feature'], args, cpu)
     resolved = ckpt['auto_choices']  # as trained: the same kernels give the same numbers
     memory_format = torch.channels_last if resolved['channels_last'] == 'yes' else torch.contiguous_format
     compute = train.DeviceSetup(cpu, train.autocast_dtype(resolved['precision'], cpu), memory_format)
@@ -390,7 +391,8 @@ def test_the_float16_gradient_scaler_takes_the_same_step(feature_tree):
     for scaler in (None, torch.amp.GradScaler('cpu', init_scale=2.0 ** 10)):
         torch.manual_seed(0)
         model = BackgroundResNet(16, len(speakers), base_channels=8)
-        loader, _ = train.make_loaders(train.TrainingData(DB, DB, speakers, None), {**feature_settings(), 'win_size': 50}, args, cpu)
+        loader, _ = train.make_loaders(train.TrainingData(DB, DB, speakers, None, None),
+                                       {**feature_settings(), 'win_size': 50}, args, cpu)
         optimizer = train.create_optimizer('sgd', model.parameters(), 0.1, 0.9, 1e-4)
         train.train_epoch(model, loader, torch.nn.CrossEntropyLoss(), optimizer, scaler, compute, 1, 100)
         weights.append(model.state_dict())
