@@ -11,8 +11,8 @@ from tqdm import tqdm
 
 import configure as c
 from augment import band_centres, resample_speed, warp_speed
-from features import (FeatureFileError, check_audio_header, is_audio, log_fbank_frames, read_MFB, read_audio,
-                      reading_settings, trim_edges)
+from features import (FeatureFileError, audio_features, check_audio_header, edge_frames, is_audio, read_MFB,
+                      read_audio, reading_settings, trim_edges)
 
 
 def load_features(files, feature, keep=True, fbank_device=None):
@@ -87,13 +87,13 @@ def read_training_utterance(filename, feature, wave_augmenter=None, speed=1.0, o
     if not is_audio(filename):
         return read_MFB(filename, feature)
     settings = reading_settings(feature)
-    audio = read_audio(filename, settings['sample_rate'])
-    if speed != 1.0:
-        audio = resample_speed(audio, speed).astype(np.float32)
-    if wave_augmenter:
-        audio = wave_augmenter(audio, others)
-    feat, _ = log_fbank_frames(audio, settings, fbank_device)
-    return trim_edges(feat, filename, settings['trim_frames'], settings['min_frames'])
+
+    def prepare(audio):
+        if speed != 1.0:
+            audio = resample_speed(audio, speed).astype(np.float32)
+        return wave_augmenter(audio, others) if wave_augmenter else audio
+    feat, _ = audio_features(filename, settings, fbank_device, prepare)
+    return trim_edges(feat, filename, edge_frames(settings), settings['min_frames'])
 
 
 class DvectorDataset(Dataset):

@@ -547,10 +547,12 @@ def log_fbank(path, settings=None):
     return audio_features(path, settings)[0]
 
 
-def audio_features(path, settings):
-    """log_fbank_frames of an audio file; an error names the file."""
+def audio_features(path, settings, device=None, prepare=None):
+    """log_fbank_frames of an audio file (its fbank on `device`, as log_fbank_frames says), of its waveform as
+    prepare(waveform) makes it when given (training's speed and augmentation); an error names the file."""
     try:
-        return log_fbank_frames(read_audio(path, settings['sample_rate']), settings)
+        audio = read_audio(path, settings['sample_rate'])
+        return log_fbank_frames(prepare(audio) if prepare else audio, settings, device)
     except FeatureFileError as e:
         if str(path) in str(e):
             raise

@@ -134,7 +134,7 @@ def test_audio_is_checked_from_its_header_before_a_run_not_decoded(voices, tmp_p
     short, broken = tmp_path / 'short.wav', tmp_path / 'broken.wav'
     soundfile.write(short, np.zeros(8000, np.float32), 16000)  # 0.5 s: all trimmed away
     broken.write_bytes(b'RIFF....WAVEfmt nothing')
-    monkeypatch.setattr(SR_Dataset, 'read_audio', lambda *args: pytest.fail('decoded at start-up'))
+    monkeypatch.setattr(features, 'read_audio', lambda *args: pytest.fail('decoded at start-up'))
     assert load_features(wavs, feature_settings(), keep=False) is None
     with pytest.raises(features.FeatureFileError) as refused:
         load_features(wavs + [short, broken], feature_settings(), keep=False)
