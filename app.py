@@ -67,7 +67,9 @@ def parse_args(argv=None):
     cli.setting(p, 'EMBED_PRECISION', choices=EMBED_PRECISIONS)
     add_backend_arg(p)
     cli.add_device_arg(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.given |= {'vad', 'level'}  # the page's front end (APP_VAD, APP_LEVEL) is for a microphone: it stands before
+    return args                     # a checkpoint's recommendation for files, as a flag would
 
 
 @dataclass

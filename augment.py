@@ -21,6 +21,7 @@ the subtracted mean. Where a band has no such frames, the mean of the ETRI test 
 `python augment_check.py` compares these transforms with features made from degraded audio
 (docs/augmentation.md). Every random draw uses torch's generator, so that runs repeat and resume exactly.
 """
+import io
 import types
 from functools import lru_cache
 from pathlib import Path
@@ -335,6 +336,18 @@ def telephone_audio(audio, sample_rate):
     """The 300-3400 Hz band of audio, at 8 kHz: a telephone line."""
     band = scipy.signal.butter(6, TELEPHONE_BAND, btype='bandpass', fs=sample_rate, output='sos')
     return scipy.signal.resample_poly(scipy.signal.sosfiltfilt(band, audio), TELEPHONE_RATE, sample_rate)
+
+
+def codec_audio(audio, sample_rate, compression=1.0):
+    """audio encoded and decoded by Opus (libsndfile's, in memory): compression 1.0 is its lowest bitrate, about
+    6 kbit/s on speech (a poor mobile or VoIP line); the length is kept."""
+    import soundfile
+    encoded = io.BytesIO()
+    soundfile.write(encoded, np.asarray(audio, np.float32), sample_rate, format='OGG', subtype='OPUS',
+                    compression_level=compression)
+    encoded.seek(0)
+    decoded, _ = soundfile.read(encoded, dtype='float64')
+    return np.pad(decoded, (0, max(0, len(audio) - len(decoded))))[:len(audio)]
 
 
 def room_impulse_response(rng, sample_rate, rt60, drr_db):

@@ -32,10 +32,14 @@ MIN_FRAMES = 40      # an utterance must keep more than this many frames after t
 VAD = 'no'           # speech detection: 'no' (the tutorial: every frame) | 'energy' (frames more than 30 dB below the
                      # utterance's loud frames are dropped before mean normalisation, then TRIM_FRAMES as ever) |
                      # 'silero' (silero-vad's trained detector keeps the frames it finds speech in, then the same)
-LEVEL = 'no'         # gain before the fbank: 'no' (the tutorial) | a target speech level in dBFS, e.g. TRAIN_LEVEL
-                     # (the flag --level alone means TRAIN_LEVEL)
+LEVEL = 'auto'       # gain before the fbank: 'auto' (speech more than AUTO_LEVEL_DB below TRAIN_LEVEL is lifted to it;
+                     # the rest, the ETRI recordings among them, is left as it is: the tutorial's features) | 'no'
+                     # (the tutorial: never) | a target speech level in dBFS, e.g. TRAIN_LEVEL (the flag --level
+                     # alone means TRAIN_LEVEL)
+MIN_SPEECH = 1.0     # seconds: where 'silero' finds less speech than this, every frame is used (with a note)
 TRAIN_LEVEL = -44.0  # dBFS: speech level of the training recordings (ETRI: median of the 20 test wavs, -47 to -40);
                      # the target of --level given without a value
+AUTO_LEVEL_DB = 15.0  # dB: how far below TRAIN_LEVEL speech may lie before LEVEL 'auto' lifts it
 NUM_WIN_SIZE = 100   # frames (1 s) per random training window
 
 # ---- Recipe --------------------------------------------------------------------------------
@@ -137,11 +141,12 @@ COHORT = 'speakers'  # asnorm: the cohort is 'speakers' (one mean d-vector per t
 COHORT_UTTS = 20     # asnorm: training utterances per speaker in the cohort
 COHORT_TOP = 100     # asnorm: each side is normalised by its this many highest cohort scores
 # Scoring settings a recipe's checkpoints recommend: train.py records them in each checkpoint, and the
-# stages use them for that model in place of the settings above (a flag given on the command line still wins)
+# stages use them for that model in place of the settings above (a flag given on the command line still wins);
+# the front end (vad, level) too, as measured on degraded recordings (docs/results.md, Robustness)
 SCORINGS = {
     'tutorial': {},
     'improved': {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'asnorm', 'cohort': 'utterances', 'cohort_utts': 50,
-                 'cohort_top': 500},
+                 'cohort_top': 500, 'vad': 'no', 'level': 'auto'},
 }
 EMBED_PRECISION = 'auto'  # the backbone's precision when embedding: 'auto' (bfloat16 where the device has bfloat16
                           # units; scores move by ~0.002, see docs/speed.md) | 'fp32' (the tutorial's d-vectors) | 'bf16'

@@ -199,13 +199,13 @@ def is_utterance_file(path):
 
 
 def check_level(level):
-    """A LEVEL setting checked: 'no', or a target speech level in dBFS (a float below 0)."""
-    if level == 'no':
+    """A LEVEL setting checked: 'no', 'auto', or a target speech level in dBFS (a float below 0)."""
+    if level in ('no', 'auto'):
         return level
     try:
         level = float(level)
     except (TypeError, ValueError):
-        raise ValueError(f"level must be 'no' or a target in dBFS such as -44, not {level!r}") from None
+        raise ValueError(f"level must be 'no', 'auto' or a target in dBFS such as -44, not {level!r}") from None
     if not -120 < level < 0:
         raise ValueError(f"level {level} dBFS: a target speech level must be between -120 and 0 dBFS")
     return level
@@ -225,6 +225,16 @@ def reading_settings(feature, vad='no', level='no'):
 def front_end(settings):
     """{'vad', 'level'} of feature settings; absent means the tutorial's 'no'."""
     return {'vad': settings.get('vad', 'no'), 'level': settings.get('level', 'no')}
+
+
+def same_front_end(a, b):
+    """Whether two front ends ({'vad', 'level'}, or settings holding them) make the same features of speech at the
+    training level: level 'auto' leaves it as 'no' does, so features, enrollments and thresholds made with
+    either are used with the other (the ETRI features and the published thresholds were made with 'no')."""
+    def plain(settings):
+        chosen = front_end(settings)
+        return {**chosen, 'level': 'no' if chosen['level'] == 'auto' else chosen['level']}
+    return plain(a) == plain(b)
 
 
 def extraction_settings(settings):
@@ -478,6 +488,18 @@ def speech_level(frame_db):
     return float(decibels(np.mean(10 ** (frame_db[loud_frames(frame_db)] / 10))))
 
 
+def level_gain(level, speech_dbfs):
+    """dB of gain for a LEVEL setting (a target in dBFS, or 'auto') on speech at speech_dbfs.
+
+    'auto' lifts speech to TRAIN_LEVEL only when it lies more than AUTO_LEVEL_DB below it, and leaves the
+    recording as it is otherwise: quiet speech does not sink into the floor, and recordings at the training
+    data's level or louder (where the floor takes nothing from the speech) keep the tutorial's features exactly.
+    """
+    if level != 'auto':
+        return level - speech_dbfs
+    return c.TRAIN_LEVEL - speech_dbfs if speech_dbfs < c.TRAIN_LEVEL - c.AUTO_LEVEL_DB else 0.0
+
+
 def import_silero():
     """The silero_vad module. Importing it sets torch's threads to 1 for the whole process (its model.py does):
     that is undone, or every d-vector after the first detection would be computed on one core."""
@@ -485,6 +507,17 @@ def import_silero():
     import silero_vad
     torch.set_num_threads(threads)
     return silero_vad
+
+
+@contextmanager
+def torch_threads(n):
+    """A context in which torch computes on n threads; the number before is restored on leaving it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @lru_cache(maxsize=1)
@@ -501,7 +534,7 @@ def silero_frames(audio, settings, n_frames):
     silero_vad = import_silero()
     rate = settings['sample_rate']
     audio16 = audio if rate == SILERO_RATE else librosa.resample(audio, orig_sr=rate, target_sr=SILERO_RATE)
-    with torch.no_grad():
+    with torch.no_grad(), torch_threads(1):  # 32-ms steps of a tiny network: threads only add overhead
         spans = silero_vad.get_speech_timestamps(torch.from_numpy(np.ascontiguousarray(audio16, np.float32)),
                                                  silero_model(), sampling_rate=SILERO_RATE)
     centres = (np.arange(n_frames) * settings['win_step'] + settings['win_len'] / 2) * SILERO_RATE
@@ -511,7 +544,13 @@ def silero_frames(audio, settings, n_frames):
     return kept
 
 
-def log_fbank_frames(audio, settings, device=None):
+def min_speech_frames(settings, n_frames):
+    """Frames of speech silero-vad must find in a recording of n_frames before its choice is trusted: MIN_SPEECH
+    seconds, or the whole recording when it is shorter."""
+    return min(n_frames, round(c.MIN_SPEECH / settings['win_step']))
+
+
+def log_fbank_frames(audio, settings, device=None, source='the recording'):
     """(feat float64 (n_kept, n_filters) in dB, kept bool (n_frames,)) of audio (n_samples,) at settings' rate.
 
     feat holds the kept frames, mean-normalised; kept marks which of the fbank's n_frames frames
@@ -519,20 +558,25 @@ def log_fbank_frames(audio, settings, device=None):
     before any gain, of the samples without their DC offset: the loud frames are the same either
     way. The gain applies to the samples without it too.
     device: None, the fbank by python_speech_features (the recipe); a torch device, by torch_fbank there in
-    float64 (the same numbers to float precision).
+    float64 (the same numbers to float precision). Where silero-vad finds less than MIN_SPEECH seconds of speech
+    (noise or babble can hide speech from it), every frame is kept, with an AudioNote naming source: a detector
+    never discards a speaker.
     """
     level, vad = front_end(settings)['level'], front_end(settings)['vad']
     if level != 'no' or vad == 'energy':
         centred = without_dc(audio)
         frame_db = frame_levels(centred, settings)
-    if level != 'no':  # a gain on the samples: the floor below then meets speech at the target level
+    gain = 0.0 if level == 'no' else level_gain(level, speech_level(frame_db))
+    if gain:  # a gain on the samples: the floor below then meets speech at the target level
         audio = centred
-        audio *= np.float32(10 ** ((level - speech_level(frame_db)) / 20))  # in place: no other copy of a long one
+        audio *= np.float32(10 ** (gain / 20))  # in place: no other copy of a long one
     fb = fbank(audio, settings) if device is None else torch_fbank(audio, settings, device)
     kept = (loud_frames(frame_db) if vad == 'energy' else
             silero_frames(audio, settings, len(fb)) if vad == 'silero' else np.ones(len(fb), bool))
-    if not kept.any():
-        raise FeatureFileError("no speech found (--vad silero)")
+    if vad == 'silero' and kept.sum() < min_speech_frames(settings, len(fb)):
+        warnings.warn(AudioNote('little speech', f"{source}: silero-vad found {kept.sum() * settings['win_step']:.2f} "
+                                f"s of speech in {len(fb) * settings['win_step']:.2f} s: every frame is used instead"))
+        kept = np.ones(len(fb), bool)
     fb = 20 * np.log10(np.maximum(fb[kept], FLOOR))
     return require_finite(fb - fb.mean(axis=0), 'features'), kept
 
@@ -552,7 +596,7 @@ def audio_features(path, settings, device=None, prepare=None):
     prepare(waveform) makes it when given (training's speed and augmentation); an error names the file."""
     try:
         audio = read_audio(path, settings['sample_rate'])
-        return log_fbank_frames(prepare(audio) if prepare else audio, settings, device)
+        return log_fbank_frames(prepare(audio) if prepare else audio, settings, device, source=path)
     except FeatureFileError as e:
         if str(path) in str(e):
             raise
@@ -564,13 +608,13 @@ def file_features(path, settings):
 
     Audio is made into features with settings (a reading_settings()). A pickle's features are used as they
     are, so they must have been made with the same vad and level (a pickle that does not record
-    them was made by the tutorial's recipe, without either); its frames are all kept.
+    them was made by the tutorial's recipe, without either; see same_front_end); its frames are all kept.
     """
     if is_audio(path):
         return audio_features(path, settings)
     record = load_feature_record(path, settings['n_filters'])
     made, asked = front_end(record.get('settings', {})), front_end(settings)
-    if made != asked:
+    if not same_front_end(made, asked):
         raise FeatureFileError(f"{path}: features made with vad {made['vad']!r} and level {made['level']!r}, but "
                                f"vad {asked['vad']!r} and level {asked['level']!r} are asked for (--vad, --level); "
                                "extract them again with these settings (feature_extraction.py), or score with theirs")

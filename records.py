@@ -14,7 +14,7 @@ import torch
 import cli
 from atomic import TMP_SUFFIX, atomic_save, atomic_write, cannot_write
 from checkpoint import load_problem, model_id
-from features import front_end, require_finite
+from features import front_end, require_finite, same_front_end
 
 # How an enrollment's d-vectors were made (enroll.py's flags): each enrollment records them, and a single trial
 # is scored with them
@@ -191,9 +191,9 @@ def load_enrollment(embedding_dir, ckpt, device='cpu', checkpoint='<checkpoint>'
 def enrolled_otherwise(records, used):
     """What to say when test audio is read with another --vad/--level (`used`) than the speakers of `records` were
     enrolled with; None when they agree."""
-    enrolled = sorted({cli.flags_text(front_end(r)) for r in records.values()})
-    if enrolled == [cli.flags_text(used)]:
+    if all(same_front_end(r, used) for r in records.values()):
         return None
+    enrolled = sorted({cli.flags_text(front_end(r)) for r in records.values()})
     return (f"the speakers were enrolled with {' or '.join(enrolled)}, the test side is read with "
             f"{cli.flags_text(used)}: their scores may not compare. Pass the enrollment's --vad and --level, or "
             "enroll again with these")

@@ -13,8 +13,9 @@ and written to <out>/robustness.md.
 Conditions: clean; white noise at 20, 10 and 5 dB SNR; babble (four other speakers' enrollment
 recordings mixed) at 10 and 5 dB; telephone band (300-3400 Hz, stored at 8 kHz); long silences
 (2 s of room tone at -70 dBFS, and again at -60 dBFS, before and after the speech, 1 s in its middle);
-reverberation (a synthetic room: RT60 0.5 s, direct-to-reverberant ratio 3 dB); low gain (x0.05,
-about -70 dBFS for the ETRI recordings).
+pink noise and music-like tones at 10 dB; reverberation (a synthetic room: RT60 0.5 s, direct-to-reverberant ratio
+3 dB); far field (RT60 0.6 s, DRR -3 dB, pink noise at 15 dB); a low-bitrate codec (Opus at about 6 kbps); low gain
+(x0.05, about -70 dBFS for the ETRI recordings) and high gain (x4, about -32 dBFS, a phone held close).
 
 The folder needs two speakers or more, each with one enrollment recording longer than a piece with
 its margins (4 s): babble mixes stretches of the other speakers' enrollment recordings.
@@ -30,16 +31,21 @@ import configure as c
 import make_trials
 import verification
 from DB_wav_reader import find_files, is_enroll_file
-from augment import TELEPHONE_RATE, at_snr, rms, room_impulse_response, telephone_audio
+from augment import (TELEPHONE_RATE, at_snr, codec_audio, coloured_noise, music, rms, room_impulse_response,
+                     telephone_audio)
 from features import TRIM_SECONDS, FeatureFileError, read_audio
 
 PIECE_SECONDS = 3.0
-VARIANTS = {'defaults': [], '--vad energy': ['--vad', 'energy'], '--vad silero': ['--vad', 'silero'],
+DEV_ENROLL_SECONDS = 7.0  # --dev: the part of each enrollment recording enrolled with; the rest is cut into pieces
+VARIANTS = {'defaults': [], '--level no': ['--level', 'no'],
+            '--vad energy': ['--vad', 'energy'], '--vad silero': ['--vad', 'silero'],
             '--level': ['--level', str(c.TRAIN_LEVEL)],
             '--vad energy --level': ['--vad', 'energy', '--level', str(c.TRAIN_LEVEL)],
             '--vad silero --level': ['--vad', 'silero', '--level', str(c.TRAIN_LEVEL)]}
 DEFAULT_VARIANTS = ['defaults', '--vad energy', '--level', '--vad energy --level']  # silero: on request (slower)
 ROOM_RT60, ROOM_DRR_DB = 0.5, 3.0  # the reverberant room's
+FAR_RT60, FAR_DRR_DB, FAR_SNR_DB = 0.6, -3.0, 15  # far field: a talker across a room, its reverberation
+                                                 # louder than the direct sound, and pink noise
 
 
 def babble(others, n_samples, rng, voices=4):
@@ -68,9 +74,16 @@ def conditions(piece, others, sample_rate, rng):
     out.update({f'babble {snr} dB': at_snr(piece, babble(others, len(piece), rng), snr) for snr in (10, 5)})
     out['long silences'] = with_silences(piece, sample_rate, rng)
     out['long silences, room tone -60 dBFS'] = with_silences(piece, sample_rate, rng, -60)
+    out['pink noise 10 dB'] = at_snr(piece, coloured_noise(rng, len(piece), 1), 10)
+    out['music 10 dB'] = at_snr(piece, music(rng, len(piece), sample_rate), 10)
     room = room_impulse_response(rng, sample_rate, ROOM_RT60, ROOM_DRR_DB)
     out['reverberation 0.5 s'] = scipy.signal.fftconvolve(piece, room)[:len(piece)]
+    far = room_impulse_response(rng, sample_rate, FAR_RT60, FAR_DRR_DB)
+    out['far field'] = at_snr(scipy.signal.fftconvolve(piece, far)[:len(piece)],
+                              coloured_noise(rng, len(piece), 1), FAR_SNR_DB)
+    out['codec Opus 6 kbps'] = codec_audio(piece, sample_rate)
     out['low gain x0.05'] = 0.05 * piece
+    out['high gain x4'] = 4 * piece
     rates = {name: sample_rate for name in out}
     out['telephone 8 kHz'], rates['telephone 8 kHz'] = telephone_audio(piece, sample_rate), TELEPHONE_RATE
     return {name: (audio, rates[name]) for name, audio in out.items()}
@@ -105,20 +118,34 @@ def check_babble_sources(enroll_audio, enroll, n_samples, sample_rate):
                          f"({n_samples / sample_rate:.1f} s; babble mixes stretches of them): {', '.join(short)}")
 
 
-def write_conditions(wav_dir, out, seed=0):
-    """Write <out>/<condition>/<speaker>/{enroll.wav, test_<k>.wav} of every speaker of wav_dir; returns the
-    condition names."""
+def recordings(wav_dir, sample_rate, dev):
+    """({speaker: enrollment audio}, [(speaker, name, test audio)]) of the speakers of wav_dir.
+
+    dev: a development set from the enrollment recordings alone, to choose settings on without looking at the test
+    recordings: each speaker enrolls with the first DEV_ENROLL_SECONDS of its enrollment recording and is tested on
+    the rest of it.
+    """
     DB = find_files(wav_dir, ('.wav',))
+    enroll = enrollment_recordings(DB, wav_dir)
+    enroll_audio = {s: read_audio(f, sample_rate) for s, f in enroll.items()}
+    check_babble_sources(enroll_audio, enroll, int((PIECE_SECONDS + 2 * TRIM_SECONDS) * sample_rate), sample_rate)
+    if dev:
+        split = int(DEV_ENROLL_SECONDS * sample_rate)
+        return ({s: a[:split] for s, a in enroll_audio.items()},
+                [(s, 'dev', a[split:]) for s, a in enroll_audio.items()])
+    return enroll_audio, [(s, Path(f).stem, read_audio(f, sample_rate))
+                          for f, s in zip(DB['filename'], DB['speaker_id']) if not is_enroll_file(f)]
+
+
+def write_conditions(wav_dir, out, seed=0, dev=False):
+    """Write <out>/<condition>/<speaker>/{enroll.wav, <test>_<k>.wav} of every speaker of wav_dir (dev: see
+    recordings); returns the condition names."""
     rng = np.random.default_rng(seed)
     sr = c.SAMPLE_RATE
     step, margin = int(PIECE_SECONDS * sr), int(TRIM_SECONDS * sr)
-    enroll = enrollment_recordings(DB, wav_dir)
-    enroll_audio = {s: read_audio(f, sr) for s, f in enroll.items()}
-    check_babble_sources(enroll_audio, enroll, step + 2 * margin, sr)
-    tests = [(s, f) for f, s in zip(DB['filename'], DB['speaker_id']) if not is_enroll_file(f)]
+    enroll_audio, tests = recordings(wav_dir, sr, dev)
     names = None
-    for speaker, path in tests:
-        audio = read_audio(path, sr)
+    for speaker, stem, audio in tests:
         others = [a for s, a in enroll_audio.items() if s != speaker]
         for k in range(int((len(audio) - 2 * margin) // step)):
             piece = audio[k * step:(k + 1) * step + 2 * margin]  # the piece and the margins trimmed again
@@ -127,7 +154,7 @@ def write_conditions(wav_dir, out, seed=0):
             for condition, (degraded, rate) in degraded_pieces.items():
                 folder = Path(out) / folder_name(condition) / speaker
                 folder.mkdir(parents=True, exist_ok=True)
-                soundfile.write(folder / f'{Path(path).stem}_{k}.wav', degraded.astype(np.float32), rate, 'FLOAT')
+                soundfile.write(folder / f'{stem}_{k}.wav', degraded.astype(np.float32), rate, 'FLOAT')
                 if not (folder / 'enroll.wav').exists():
                     soundfile.write(folder / 'enroll.wav', enroll_audio[speaker], sr, 'FLOAT')
     if names is None:
@@ -174,13 +201,17 @@ def parse_args(argv=None):
     p.add_argument('--out', default='robustness', help='where the degraded recordings, trial lists and table go')
     p.add_argument('--variants', nargs='+', choices=list(VARIANTS), default=DEFAULT_VARIANTS, metavar='VARIANT',
                    help=f"the front ends to score each condition with, of: {', '.join(map(repr, VARIANTS))}")
+    p.add_argument('--dev', action='store_true',
+                   help=f"a development set: enroll with the first {DEV_ENROLL_SECONDS:.0f} s of each enrollment "
+                        "recording and test on pieces of the rest, leaving the test recordings unseen (to choose "
+                        "front-end settings on)")
     cli.add_device_arg(p)
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    names = write_conditions(args.wav_dir, args.out)
+    names = write_conditions(args.wav_dir, args.out, dev=args.dev)
     results = score_conditions(names, args.out, args.checkpoint, args.device, args.variants)
     text = table(results, names, args.variants)
     (Path(args.out) / 'robustness.md').write_text(text + '\n')

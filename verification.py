@@ -34,7 +34,7 @@ from cohort import scoring_cohort
 from DB_wav_reader import speaker_test_file
 from dvector import cosine_score, embed_file, normalise_scores
 from embedder import add_model_args, add_scoring_args, embedding_description, open_stage, scoring_settings
-from features import collect_notes, front_end, require_finite, require_utterance_file
+from features import collect_notes, front_end, require_finite, require_utterance_file, same_front_end
 from metrics import P_TARGETS, summarize
 from plots import plot_det, plot_score_histogram
 from records import ENROLLMENT_SETTINGS, load_threshold, save_threshold, threshold_path
@@ -66,7 +66,7 @@ def parse_args(argv=None):
 
 def note_other_front_end(record, used):
     """Say so when a threshold was calibrated on features made with another --vad/--level than `used`."""
-    if record['front_end'] != used:
+    if not same_front_end(record['front_end'], used):
         print(f"Note: the threshold ({record['source']}) was calibrated with {cli.flags_text(record['front_end'])}, "
               f"this trial is scored with {cli.flags_text(used)}: its scores may lie elsewhere. Calibrate with these "
               "flags (--trials LIST --calibrate), or pass --threshold", file=sys.stderr)

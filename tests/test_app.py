@@ -237,8 +237,8 @@ def test_identify_says_when_the_speakers_were_enrolled_with_another_front_end(pa
     (tmp_path / 'voices' / 'erin').mkdir(parents=True)
     (tmp_path / 'voices' / 'erin' / 'enroll.wav').write_bytes(voice(9, speaker=5))
     enroll.main(['--checkpoint', rec.args.checkpoint, '--embedding-dir', rec.args.embedding_dir, '--device', 'cpu',
-                 '--test-feat-dir', str(tmp_path / 'voices')])  # --vad no --level no; the page reads with its own
+                 '--test-feat-dir', str(tmp_path / 'voices')])  # --vad no --level auto; the page reads with its own
     status, answer = post(client, '/api/identify', {'clip.wav': voice(10, speaker=5)})
     assert status == 200 and answer['ranking'][0]['name'] == 'erin'
-    assert answer['note'].startswith('the speakers were enrolled with --vad no --level no, the test side is read '
+    assert answer['note'].startswith('the speakers were enrolled with --vad no --level auto, the test side is read '
                                      f'with --vad {rec.args.vad} --level {rec.args.level}')

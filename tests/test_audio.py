@@ -16,7 +16,7 @@ import features
 from DB_wav_reader import read_DB_structure, read_utterances
 from features import (AUDIO_SUFFIXES, AudioNote, FeatureFileError, _AUDIO_FORMATS, collect_notes, feature_settings,
 file_features, frame_levels, log_fbank, log_fbank_frames, read_audio, reading_settings, require_utterance_file,
-speech_level, without_dc)
+level_gain, speech_level, without_dc)
 from trials import utterance_features
 from conftest import ETRI, needs_etri, write_feature
 from test_feature_extraction import voice
@@ -168,7 +168,7 @@ def test_front_end_settings_are_checked():
         with pytest.raises(ValueError, match='level'):
             reading_settings(feature_settings(), level=level)
     p = cli.add_audio_args(argparse.ArgumentParser())
-    assert (p.parse_args([]).vad, p.parse_args([]).level) == (c.VAD, c.LEVEL) == ('no', 'no')
+    assert (p.parse_args([]).vad, p.parse_args([]).level) == (c.VAD, c.LEVEL) == ('no', 'auto')
     assert p.parse_args(['--level']).level == c.TRAIN_LEVEL
     assert p.parse_args(['--level', '-30']).level == -30.0 and p.parse_args(['--level=no']).level == 'no'
     with pytest.raises(SystemExit):
@@ -219,6 +219,27 @@ def test_etri_speech_passes_at_its_level_and_at_minus_70_dBFS(tmp_path):
     assert (floored == floored.min(axis=0)).mean() > 0.9  # the tutorial's recipe: nearly all at the floor
     level = reading_settings(feature_settings(), level=c.TRAIN_LEVEL)
     np.testing.assert_allclose(log_fbank(quiet, level), log_fbank_frames(audio, level)[0], atol=1e-3)
+
+
+@needs_etri
+def test_level_auto_leaves_the_etri_recordings_as_they_are_and_lifts_quiet_ones(tmp_path):
+    """LEVEL 'auto' (the default): the tutorial's features exactly at the training data's level, and quiet speech
+    brought out of the floor as --level brings it."""
+    auto = reading_settings(feature_settings(), level='auto')
+    for path in sorted((ETRI / 'test_wavs').glob('*/*.wav')):
+        assert np.array_equal(log_fbank(path, auto), log_fbank(path))
+    audio = read_audio(path, 16000)
+    quiet = write_audio(tmp_path / 'quiet.wav', audio * np.float32(0.05), subtype='FLOAT')  # 26 dB below
+    level = reading_settings(feature_settings(), level=c.TRAIN_LEVEL)
+    np.testing.assert_array_equal(log_fbank(quiet, auto), log_fbank(quiet, level))
+    assert not np.array_equal(log_fbank(quiet, auto), log_fbank(quiet))
+
+
+@pytest.mark.parametrize('offset_db, gain_db', [(0, 0), (-14.9, 0), (14.9, 0), (-15.1, 15.1), (30, 0), (-40, 40)])
+def test_level_auto_lifts_speech_only_far_below_the_training_level(offset_db, gain_db):
+    assert c.AUTO_LEVEL_DB == 15.0
+    assert level_gain('auto', c.TRAIN_LEVEL + offset_db) == pytest.approx(gain_db)
+    assert level_gain(-30.0, -50.0) == pytest.approx(20)  # a target: always
 
 
 # ---- What the model hears: finite, honest, in bounded memory (issue 22) ----------------------------

@@ -139,8 +139,8 @@ def test_identification_notes_test_audio_read_otherwise_than_the_speakers_were_e
     identification.main(args + ['--test-file', test, '--vad', 'energy'])
     assert 'Note:' not in capsys.readouterr().err
     identification.main(args + ['--test-file', test])
-    assert ("Note: the speakers were enrolled with --vad energy --level no, the test side is read with --vad no "
-            "--level no") in capsys.readouterr().err
+    assert ("Note: the speakers were enrolled with --vad energy --level auto, the test side is read with --vad no "
+            "--level auto") in capsys.readouterr().err
 
 
 def test_trial_lists_of_audio_pieces_with_speech_detection_and_level(trained, audio_tree, tmp_path, capsys):

@@ -25,7 +25,7 @@ def test_noise_is_mixed_at_the_asked_signal_to_noise_ratio():
 
 def test_every_condition_is_written_beside_a_clean_enrollment(tmp_path):
     names = robustness.write_conditions(write_recordings(tmp_path / 'wavs'), tmp_path / 'out')
-    assert len(names) == 11 and names[0] == 'clean'
+    assert len(names) == 16 and names[0] == 'clean'
     clean = tmp_path / 'out' / 'clean' / 'spk0'
     assert sorted(p.name for p in clean.iterdir()) == ['enroll.wav', 'test_0.wav']  # one 3-s piece (+2 x 0.5 s)
     assert sf.info(clean / 'test_0.wav').duration == pytest.approx(4.0)
@@ -44,7 +44,7 @@ def test_every_condition_is_written_beside_a_clean_enrollment(tmp_path):
 def test_only_wav_files_are_taken(tmp_path):
     wavs = write_recordings(tmp_path / 'wavs')
     (wavs / 'spk0' / 'NOTES').write_text('recorded at home')  # no suffix: not a recording
-    assert len(robustness.write_conditions(wavs, tmp_path / 'out')) == 11
+    assert len(robustness.write_conditions(wavs, tmp_path / 'out')) == 16
     assert sorted(p.name for p in (tmp_path / 'out' / 'clean' / 'spk0').iterdir()) == ['enroll.wav', 'test_0.wav']
 
 
@@ -77,8 +77,29 @@ def test_the_table_scores_each_condition_with_and_without_vad_and_level(trained,
     results = robustness.main(['--checkpoint', str(trained / 'checkpoint_best.pth'), '--wav-dir',
                                str(write_recordings(tmp_path / 'wavs')), '--out', str(tmp_path / 'out'),
                                '--device', 'cpu', '--variants', 'defaults', '--vad energy --level'])
-    assert len(results) == 11 * 2
+    assert len(results) == 16 * 2
     text = (tmp_path / 'out' / 'robustness.md').read_text()
     assert text.count('\n') == 2 + 11 and '| long silences |' in text and '--vad energy --level: EER / top-1' in text
     assert '--vad silero' not in text
     assert all(r['trials'] == 9 and r['target_trials'] == 3 for r in results.values())
+
+
+def test_the_codec_keeps_the_length_and_changes_the_sound():
+    speech = voice(3.0, pitch=150, seed=0)
+    coded = robustness.codec_audio(speech, 16000)
+    assert len(coded) == len(speech)
+    assert 0.01 < robustness.rms(coded - speech) / robustness.rms(speech) < 1  # lossy, but the same sound
+
+
+def test_the_dev_set_tests_on_the_enrollment_recordings_alone(tmp_path):
+    wavs = write_recordings(tmp_path / 'wavs')
+    for s in range(3):  # long enough enrollments: 7 s enrolled, 4 s left for one piece
+        sf.write(wavs / f'spk{s}' / 'enroll.wav', voice(11.5, pitch=110 + 60 * s, seed=s), 16000)
+    robustness.write_conditions(wavs, tmp_path / 'out', dev=True)
+    clean = tmp_path / 'out' / 'clean' / 'spk0'
+    assert sorted(p.name for p in clean.iterdir()) == ['dev_0.wav', 'enroll.wav']
+    assert sf.info(clean / 'enroll.wav').duration == pytest.approx(robustness.DEV_ENROLL_SECONDS)
+    enroll, _ = sf.read(wavs / 'spk0' / 'enroll.wav', dtype='float32')
+    piece, _ = sf.read(clean / 'dev_0.wav', dtype='float32')
+    start = int(robustness.DEV_ENROLL_SECONDS * 16000)
+    assert np.array_equal(piece, enroll[start:start + len(piece)])  # a piece of the enrollment's rest, not the test

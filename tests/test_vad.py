@@ -7,7 +7,7 @@ import pytest
 import soundfile
 from conftest import ETRI, REPO, needs_etri
 
-from features import edge_frames, feature_settings, read_utterance, reading_settings
+from features import AudioNote, edge_frames, feature_settings, read_utterance, reading_settings
 
 
 @needs_etri
@@ -31,12 +31,14 @@ def test_silero_speech_is_not_trimmed_again():
     assert edge_frames(reading_settings(settings, 'energy')) == edge_frames(reading_settings(settings)) == settings['trim_frames']
 
 
-def test_audio_without_speech_is_refused_by_name(tmp_path):
+def test_where_silero_finds_too_little_speech_every_frame_is_used_with_a_note(tmp_path):
+    """A detector never discards a speaker: noise can hide speech from it, and then the recording is scored whole."""
     path = tmp_path / 'spk' / 'tone.wav'
     path.parent.mkdir()
     soundfile.write(path, np.random.default_rng(0).normal(0, 0.01, 32000).astype(np.float32), 16000)
-    with pytest.raises(ValueError, match=r'tone.wav: no speech found \(--vad silero\)'):
-        read_utterance(path, reading_settings(feature_settings(), 'silero'))
+    with pytest.warns(AudioNote, match=r'tone.wav: silero-vad found 0.00 s of speech in 1.99 s: every frame is used'):
+        feat = read_utterance(path, reading_settings(feature_settings(), 'silero'))
+    assert len(feat) == 199  # 2 s of frames, none dropped and none trimmed (silero's edges)
 
 
 def test_silero_leaves_torch_on_as_many_cores_as_it_had():
