@@ -39,8 +39,8 @@ from model.resnet import BACKBONES
 from plots import save_figure
 from speed import preload_fits, use_channels_last
 from SR_Dataset import DvectorDataset, collate_fn_feat_padded, load_features
-from train_run import (check_log_dir, files_fingerprint, finetuning_begun, interrupted, restore, resumed_args,
-    training_checkpoint)
+from train_run import (check_log_dir, diverged, files_fingerprint, finetuning_begun, interrupted, restore,
+    resumed_args, training_checkpoint)
 
 SCHEDULES = ('plateau', 'cosine', 'exponential')
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
@@ -84,18 +84,19 @@ def parse_args(argv=None):
     setting('TIME_MASK', type=cli.non_negative_int)
     setting('AUGMENT', choices=['yes', 'no'])
     for name in AUGMENT_SETTINGS:
-        kind = type(getattr(c, name))
-        setting(name, type=cli.value_range if kind is tuple else cli.probability if name.endswith('_PROB') else kind,
-                metavar='LOW,HIGH' if kind is tuple else None)
+        ranged = isinstance(getattr(c, name), tuple)
+        range_type = cli.positive_range if name == 'AUG_RT60' else cli.value_range  # a reverberation time divides
+        setting(name, type=range_type if ranged else cli.probability if name.endswith('_PROB') else cli.finite_float,
+                metavar='LOW,HIGH' if ranged else None)
     setting('NOISE_DIR')
     setting('RIR_DIR')
     setting('SPEED_PERTURB', choices=['yes', 'no'])
-    setting('SPEEDS', type=cli.value_range, metavar='SLOW,FAST')
+    setting('SPEEDS', type=cli.positive_range, metavar='SLOW,FAST')
     setting('FINETUNE_EPOCHS', type=cli.non_negative_int)
     setting('FINETUNE_LR')
     setting('FINETUNE_WIN_SIZE', type=cli.positive_int)
     setting('FINETUNE_MARGIN')
-    setting('VAL_RATIO', type=float)
+    setting('VAL_RATIO', type=cli.finite_float)
     setting('NUM_WORKERS')
     setting('SEED')
     cli.add_device_arg(p)
@@ -361,13 +362,16 @@ def train_epoch(model, loader, criterion, optimizer, scaler, setup, epoch, log_i
         inputs = inputs.to(setup.device, memory_format=setup.memory_format)  # (B, 1, n_filters, win_size)
         targets = targets.to(setup.device)                                    # (B,) speaker indices
         loss, logits = train_step(model, inputs, targets, criterion, optimizer, scaler, setup)
-        total_loss += loss.item() * len(targets)
+        value = loss.item()  # on the CPU already for the running mean: checking it costs nothing
+        if not math.isfinite(value):
+            raise ValueError(diverged('training', value, epoch, f', step {batch_idx + 1} of {len(loader)}'))
+        total_loss += value * len(targets)
         n_correct += (logits.argmax(1) == targets).sum().item()
         n_seen += len(targets)
         bar.set_postfix(loss=f'{total_loss / n_seen:.4f}', acc=f'{100 * n_correct / n_seen:.2f}%')
         if batch_idx % log_interval == 0:
             tqdm.write(f'Train Epoch: {epoch:3d} [{n_seen:7d}/{len(loader.sampler):7d}] '
-                       f'Loss {loss.item():.4f} ({total_loss / n_seen:.4f})  Acc {100 * n_correct / n_seen:.2f}%')
+                       f'Loss {value:.4f} ({total_loss / n_seen:.4f})  Acc {100 * n_correct / n_seen:.2f}%')
     return total_loss / n_seen, 100 * n_correct / n_seen
 
 
@@ -527,6 +531,8 @@ def train_and_validate(training, phase, epoch, loaders, optimizer, args, ddp=Non
         raise SystemExit(interrupted(epoch, training.log_dir)) from None
     if ddp:  # every process trained on its share, and validated with its own batch-norm statistics
         train_loss, train_acc, valid_loss, valid_acc = ddp.mean(train_loss, train_acc, valid_loss, valid_acc)
+    if not math.isfinite(valid_loss):
+        raise ValueError(diverged('validation', valid_loss, epoch))
     lr = optimizer.param_groups[0]['lr']  # the epoch's last
     if phase.lr_at is None:
         training.scheduler.step(valid_loss)

@@ -473,3 +473,32 @@ def test_a_plateau_run_with_fine_tuning_cannot_resume_below_the_epoch_it_reached
     checkpoint_2 = str(tmp_path / 'log' / 'checkpoint_2.pth')
     with pytest.raises(ValueError, match='--epochs 1: the run is at epoch 2 already'):
         run(feature_tree, tmp_path / 'log', '--epochs', '1', '--resume', checkpoint_2)
+
+
+@pytest.mark.parametrize('flags', [('--lr', 'nan'), ('--lr', 'inf'), ('--momentum', 'nan'), ('--weight-decay', 'nan'),
+                                   ('--scale', 'nan'), ('--min-lr', 'inf'), ('--val-ratio', 'nan'),
+                                   ('--aug-eq-db', 'nan'), ('--aug-noise-snr', 'nan,5'), ('--speeds', '0,0'),
+                                   ('--speeds', '0,1.1'), ('--aug-rt60', '0,0')])
+def test_non_finite_and_dividing_by_zero_settings_are_refused_when_parsed(flags, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(list(flags))
+    assert f"argument {flags[0]}: must be" in capsys.readouterr().err
+
+
+def test_a_run_whose_loss_becomes_nan_stops_and_keeps_its_last_good_checkpoint(feature_tree, tmp_path, monkeypatch):
+    real_train_step, steps = train.train_step, []
+
+    def poisoned_after_epoch_1_step_1(model, *rest):  # 4 steps an epoch: the weights go NaN after step 5
+        steps.append(1)
+        if len(steps) == 6:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float('nan'))
+        return real_train_step(model, *rest)
+
+    monkeypatch.setattr(train, 'train_step', poisoned_after_epoch_1_step_1)
+    with pytest.raises(ValueError, match=r'the training loss became nan in epoch 2, step 2 of 4: training stopped, '
+                                         r'and the checkpoints of epochs 1-1 are kept'):
+        run(feature_tree, tmp_path, '--epochs', '3', '--optimizer', 'adam', '--lr', '0.001')
+    assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['checkpoint_1.pth', 'checkpoint_best.pth']
+    best = load_checkpoint(tmp_path / 'checkpoint_best.pth')
+    assert best['epoch'] == 1 and all(v.isfinite().all() for v in best['state_dict'].values() if v.is_floating_point())
