@@ -1,4 +1,6 @@
 """Training from audio: exact features made on the fly, list files, augmentation on the waveform, resume."""
+import os
+
 import numpy as np
 import pytest
 import soundfile
@@ -152,3 +154,19 @@ def test_validation_features_made_from_audio_are_kept_not_made_again_every_epoch
     kept = train.read_data(train.parse_args(['--train-feat-dir', str(voices / 'train'), '--preload', 'no']),
                            feature_settings())
     assert kept.valid_feats is None  # --preload no: nothing kept
+
+
+def test_one_file_named_twice_by_other_paths_is_refused(voices, tmp_path):
+    wav = sorted((voices / 'train').rglob('*.wav'))[0]
+    listing = tmp_path / 'train.lst'  # relative paths in it are from its folder
+    for lines in ([f"{wav.parent}/./{wav.name} alice", f"{wav} alice"],
+                  [f"{os.path.relpath(wav, tmp_path)} alice", f"{wav} bob"]):
+        listing.write_text('\n'.join(lines) + '\n')
+        with pytest.raises(ValueError, match=f"{listing}: .* and .* are the same file; list it once"):
+            read_training_structure(listing)
+    tree = tmp_path / 'tree'
+    (tree / 'alice').mkdir(parents=True)
+    (tree / 'alice' / 'u.wav').write_bytes(wav.read_bytes())
+    (tree / 'bob').symlink_to(tree / 'alice')  # the same recordings under two speakers
+    with pytest.raises(ValueError, match=r"alice/u.wav and .*bob/u.wav are the same file"):
+        read_training_structure(tree)
