@@ -51,3 +51,11 @@ def check_writable(path):
         tempfile.TemporaryFile(dir=path.parent).close()
     except OSError as e:
         raise cannot_write(path, e) from e
+
+
+def refuse_overwriting(output, inputs):
+    """Refuse, before any work, an output that is one of the inputs however either is written (s.txt and ./s.txt,
+    relative and absolute, through a link): writing it would lose the input."""
+    for path in inputs:
+        if path is not None and Path(path).resolve() == Path(output).resolve():
+            raise ValueError(f"{output} is also an input ({path}): writing it would lose it; write to another file")
