@@ -243,13 +243,20 @@ def check_samples(audio, path, heard=''):
         raise FeatureFileError(f"{path}: no audio samples")
     if not np.isfinite(audio).all():
         raise FeatureFileError(f"{path}: NaN or infinite samples")
-    peak = float(np.abs(without_dc(audio)).max())  # a DC offset is no sound: 8 s of constant 0.5 are silent
+    found = silence(audio)
+    if found:
+        raise FeatureFileError(f"{path}: silent{heard}: {found}")
+
+
+def silence(audio):
+    """Why finite audio (n_samples,) or (channels, n_samples) is silent once its DC offset is removed (a DC offset is
+    no sound: 8 s of constant 0.5 are silent), in words; None when it is not."""
+    peak = float(np.abs(without_dc(audio)).max())
     if peak == 0:
-        raise FeatureFileError(f"{path}: silent{heard}: every sample is 0" if not audio.any() else
-                               f"{path}: silent{heard}: a DC offset only, every sample of a channel the same")
+        return "every sample is 0" if not audio.any() else "a DC offset only, every sample of a channel the same"
     if 20 * np.log10(peak) < SILENCE_DBFS:
-        raise FeatureFileError(f"{path}: silent{heard}: peak {20 * np.log10(peak):.1f} dBFS, "
-                               f"below {SILENCE_DBFS:.0f} dBFS")
+        return f"peak {20 * np.log10(peak):.1f} dBFS, below {SILENCE_DBFS:.0f} dBFS"
+    return None
 
 
 class AudioNote(UserWarning):

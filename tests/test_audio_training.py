@@ -105,6 +105,34 @@ def test_noise_and_room_folders_are_used_by_musans_layout(voices, tmp_path):
         augment.WaveAugmenter(wave_settings(rir_dir=str(tmp_path / 'musan' / 'nothing')), 16000)
 
 
+def test_a_silent_stretch_of_a_noise_file_is_never_mixed_in(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / 'musan' / 'noise').mkdir(parents=True)
+    long_silence = np.zeros(70 * 16000, np.float32)  # longer than CHECKED_WHOLE_SECONDS: read a stretch at a time
+    long_silence[-16000:] = rng.normal(0, 0.1, 16000)
+    soundfile.write(tmp_path / 'musan' / 'noise' / 'mostly_silent.wav', long_silence, 16000)
+    augmenter = augment.WaveAugmenter(wave_settings(noise_dir=str(tmp_path / 'musan'), noise_prob=1.0), 16000)
+    audio = rng.normal(0, 0.1, 16000).astype(np.float32)
+    torch.manual_seed(0)
+    outputs = [augmenter(audio) for _ in range(20)]
+    assert all(np.isfinite(out).all() for out in outputs)  # was: NaN from a silent stretch scaled to an SNR
+    assert any(out is audio for out in outputs)            # the silent stretches were left out
+
+
+@pytest.mark.parametrize('flag', ['noise_dir', 'rir_dir'])
+def test_silent_or_unreadable_noise_and_room_files_are_refused_when_training_starts(tmp_path, flag):
+    folder = tmp_path / 'files'
+    folder.mkdir()
+    soundfile.write(folder / 'silent.wav', np.zeros(16000, np.float32), 16000)
+    option = '--' + flag.replace('_', '-')
+    with pytest.raises(features.FeatureFileError, match=f"{option}: {folder / 'silent.wav'}: silent: every sample is 0"
+                                                        "; remove it"):
+        augment.WaveAugmenter(wave_settings(**{flag: str(folder)}), 16000)
+    (folder / 'silent.wav').write_bytes(b'RIFF, but not audio')
+    with pytest.raises(features.FeatureFileError, match=f"{option}: {folder / 'silent.wav'}: not a readable audio"):
+        augment.WaveAugmenter(wave_settings(**{flag: str(folder)}), 16000)
+
+
 @pytest.mark.slow
 def test_an_audio_tree_trains_with_augmentation_and_resumes_exactly(voices, tmp_path):
     flags = ('--augment', 'yes', '--speed-perturb', 'yes', '--aug-noise-prob', '0.5', '--aug-reverb-prob', '0.5',
