@@ -433,7 +433,7 @@ class WaveAugmenter:
 
     def source(self, kind, n_samples, rng):
         """n_samples of a random noise of `kind`: one of noise_dir's files when it has some, else a generated one.
-        None when the stretch of the file drawn is silent (digital silence: mixed in at an SNR, it would divide by 0)."""
+        None when the file's stretch drawn is silent (digital silence: scaled to an SNR, it would divide by 0)."""
         files = self.files.get(kind) or []
         if files:
             stretch = read_stretch(files[int(rng.integers(len(files)))], n_samples, self.rate, rng)

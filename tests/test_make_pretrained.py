@@ -65,8 +65,10 @@ def test_it_refuses_to_write_over_the_checkpoint_it_reads(trained, tmp_path):
     assert ckpt.read_bytes() == before
 
 
-@pytest.mark.parametrize('change, message', [({'threshold': float('nan')}, 'its threshold: NaN or infinite values'),
-                                             ({'model_id': 'another/epoch9'}, 'was calibrated for model another/epoch9')])
+@pytest.mark.parametrize('change, message', [
+    ({'threshold': float('nan')}, 'its threshold: NaN or infinite values'),
+    ({'model_id': 'another/epoch9'}, 'was calibrated for model another/epoch9'),
+])
 def test_it_refuses_a_twins_threshold_that_is_nan_or_of_another_model(trained, tmp_path, change, message):
     twin = tmp_path / 'twin' / 'checkpoint_best.pth'
     atomic_save(load_checkpoint(trained / 'checkpoint_best.pth'), twin)
