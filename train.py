@@ -12,6 +12,7 @@ Writes <log-dir>/checkpoint_<epoch>.pth every epoch, checkpoint_best.pth (lowest
 loss; among the fine-tuning epochs once they begin) and loss_plot.png.
 """
 import math
+import re
 import time
 import uuid
 from functools import partial
@@ -330,6 +331,16 @@ def begin_finetuning(net, args, log_dir, history, ddp=None):
     return create_optimizer(args.optimizer, net.parameters(), args.finetune_lr, args.momentum, args.weight_decay)
 
 
+def worker_error(e):
+    """The error a DataLoader worker caught, its message naming the file as with --num-workers 0, of e: torch's
+    'Caught FeatureFileError in DataLoader worker process 0. Original Traceback (...)'; None when e is no such error."""
+    text = str(e)
+    caught = list(re.finditer(rf'^(?:[\w.]+\.)?{type(e).__name__}: ', text, re.M))
+    if not text.startswith(f'Caught {type(e).__name__} in DataLoader worker') or not caught:
+        return None
+    return type(e)(text[caught[-1].end():].strip())
+
+
 def train_step(model, inputs, targets, criterion, optimizer, scaler, setup):
     """One optimizer step on a batch already on the device; returns (loss, logits)."""
     with setup.autocast():
@@ -529,6 +540,10 @@ def train_and_validate(training, phase, epoch, loaders, optimizer, args, ddp=Non
         valid_loss, valid_acc = validate(training.net, valid_loader, training.valid_criterion, training.setup)
     except KeyboardInterrupt:
         raise SystemExit(interrupted(epoch, training.log_dir)) from None
+    except (OSError, ValueError) as e:  # a bad training file: named in one line, whether a worker read it or not
+        if (caught := worker_error(e)) is None:
+            raise
+        raise caught from e  # DVECTOR_DEBUG=1 shows the worker's traceback too
     if ddp:  # every process trained on its share, and validated with its own batch-norm statistics
         train_loss, train_acc, valid_loss, valid_acc = ddp.mean(train_loss, train_acc, valid_loss, valid_acc)
     if not math.isfinite(valid_loss):

@@ -198,3 +198,17 @@ def test_one_file_named_twice_by_other_paths_is_refused(voices, tmp_path):
     (tree / 'bob').symlink_to(tree / 'alice')  # the same recordings under two speakers
     with pytest.raises(ValueError, match=r"alice/u.wav and .*bob/u.wav are the same file"):
         read_training_structure(tree)
+
+
+@pytest.mark.parametrize('workers', ['0', '1'])
+def test_a_bad_recording_found_by_a_worker_is_one_line_naming_it(voices, tmp_path, workers):
+    tree = tmp_path / 'train'
+    for wav in sorted((voices / 'train').rglob('*.wav')):
+        (tree / wav.parent.name).mkdir(parents=True, exist_ok=True)
+        (tree / wav.parent.name / wav.name).write_bytes(wav.read_bytes())
+    bad = sorted(tree.rglob('*.wav'))[0]
+    soundfile.write(bad, np.zeros(len(soundfile.read(bad)[0]), np.float32), 16000)  # its header is fine
+    with pytest.raises(features.FeatureFileError) as error:
+        run(tree, tmp_path / 'log', '--epochs', '1', '--num-workers', workers, '--preload', 'no', '--batch-size', '4',
+            '--val-ratio', '50')
+    assert str(error.value) == f"{bad}: silent: every sample is 0"  # was: Caught FeatureFileError ... Traceback

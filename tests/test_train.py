@@ -1,5 +1,7 @@
 """Training: the split, the loss going down, checkpoints, resuming, and interruption."""
 import argparse
+import errno
+import io
 import itertools
 import os
 import subprocess
@@ -10,6 +12,7 @@ import pytest
 import torch
 from conftest import REPO, write_feature, write_feature_tree
 
+import atomic
 import configure
 import train
 from atomic import atomic_save, atomic_write
@@ -262,6 +265,26 @@ def test_atomic_write_never_leaves_a_half_written_file(tmp_path):
         atomic_write(path, crash_midway)
     assert path.read_bytes() == b'old'
     assert [p.name for p in tmp_path.iterdir()] == ['checkpoint.pth']
+
+
+class FillingDisk(io.FileIO):
+    """A file on a disk with `room` bytes left: what fits is written, then every write fails with ENOSPC."""
+    room = 600
+
+    def write(self, data):
+        if self.tell() >= self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(bytes(data)[:self.room - self.tell()])
+
+
+def test_a_full_disk_while_saving_a_checkpoint_says_so_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / 'checkpoint_best.pth'
+    atomic_save({'epoch': 1}, path)
+    monkeypatch.setattr(atomic, 'open', lambda name, mode: io.BufferedWriter(FillingDisk(name, mode)), raising=False)
+    with pytest.raises(OSError, match=rf'^cannot write {path}: No space left on device \(the disk is full: free some '
+                                      r'space; the file there before, if any, is kept\)$'):
+        atomic_save({'epoch': 2, 'weights': torch.zeros(10000)}, path)
+    assert torch.load(path, weights_only=True) == {'epoch': 1} and [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
 def test_bad_training_data(tmp_path):
