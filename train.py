@@ -119,6 +119,10 @@ def parse_args(argv=None):
     if not 0 <= args.margin < 1 or not 0 <= args.finetune_margin < 1 or args.scale <= 0:
         p.error(f"--margin and --finetune-margin must be in [0, 1) and --scale above 0, not {args.margin}, "
                 f"{args.finetune_margin} and {args.scale}")
+    unused = [f"--{k.replace('_', '-')}" for k in ('noise_dir', 'rir_dir') if k in args.given and getattr(args, k)]
+    if unused and args.augment != 'yes':
+        p.error(f"{' and '.join(unused)}: used by augmentation only, which is off; add --augment yes, or leave "
+                f"{'them' if len(unused) > 1 else 'it'} out")
     return args
 
 
@@ -181,6 +185,9 @@ def read_data(args, feature):
     speakers = sorted(DB['speaker_id'].unique())
     files, valid_files = list(train_DB['filename']) + list(valid_DB['filename']), list(valid_DB['filename'])
     audio = holds_audio(DB)
+    if not audio and 'fbank' in args.given and args.fbank != c.FBANK:
+        raise ValueError(f"--fbank {args.fbank}: {args.train_feat_dir} holds features (.p) made already; --fbank says "
+                         "how training from audio makes them: leave it out")
     preload = args.preload == 'yes' or (args.preload == 'auto' and not audio and preload_fits(files))
     keep_valid = audio and not preload and args.preload == 'auto' and preload_fits(valid_files)
     print(f"Training set {len(train_DB)} utts, validation set {len(valid_DB)} utts, {len(speakers)} speakers "
@@ -263,6 +270,9 @@ def augmenters(args, feature, train_feats, train_DB):
         return {}
     if train_feats is None and holds_audio(train_DB):
         return {'wave_augmenter': WaveAugmenter(augment_settings(args), feature['sample_rate'])}
+    if args.rir_dir:
+        raise ValueError(f"--rir-dir {args.rir_dir}: room impulse responses are used when training from audio read "
+                         "per item; on features the rooms are synthetic (--aug-rt60, --aug-drr): leave it out")
     return {'augmenter': Augmenter(augment_settings(args), feature)}
 
 

@@ -525,3 +525,23 @@ def test_a_run_whose_loss_becomes_nan_stops_and_keeps_its_last_good_checkpoint(f
     assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['checkpoint_1.pth', 'checkpoint_best.pth']
     best = load_checkpoint(tmp_path / 'checkpoint_best.pth')
     assert best['epoch'] == 1 and all(v.isfinite().all() for v in best['state_dict'].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize('flags, message', [
+    (('--noise-dir', 'musan'), '--noise-dir: used by augmentation only, which is off; add --augment yes, or leave it'),
+    (('--noise-dir', 'musan', '--rir-dir', 'rirs'), '--noise-dir and --rir-dir: used by augmentation only'),
+])
+def test_augmentation_folders_without_augmentation_are_refused(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(list(flags))
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('flags, message', [
+    (('--fbank', 'torch'), r'--fbank torch: .* holds features \(\.p\) made already'),
+    (('--augment', 'yes', '--rir-dir', 'rirs'), '--rir-dir rirs: room impulse responses are used when training from audio'),
+])
+def test_flags_that_do_nothing_on_features_are_refused(feature_tree, tmp_path, flags, message):
+    with pytest.raises(ValueError, match=message):
+        run(feature_tree, tmp_path, '--epochs', '1', *flags)
+    assert not list(tmp_path.glob('*.pth'))
