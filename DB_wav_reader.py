@@ -126,9 +126,22 @@ def read_training_structure(source):
     """The training utterances of `source`: a <speaker>/.../<utterance> tree of features or audio (audio is made
     into features as it is read), or a list file or Kaldi data folder (read_list_file)."""
     source = Path(source)
-    if source.is_file() or (source / 'wav.scp').is_file():
-        return read_list_file(source)
-    return read_utterances(source)
+    DB = read_list_file(source) if source.is_file() or (source / 'wav.scp').is_file() else read_utterances(source)
+    refuse_same_files(DB['filename'], source)
+    return DB
+
+
+def refuse_same_files(filenames, source):
+    """Refuse a training set of `source` that names one file twice (a/./u.wav and a/u.wav, relative and absolute, or
+    through a linked folder): it would count twice, or under two speakers. Each folder is resolved once, so that a
+    million files take seconds."""
+    split = [os.path.split(f) for f in filenames]
+    folders = {folder: os.path.realpath(folder) for folder in {folder for folder, _ in split}}
+    seen = {}
+    for filename, (folder, name) in zip(filenames, split):
+        same = seen.setdefault(os.path.join(folders[folder], name), filename)
+        if same != filename:
+            raise ValueError(f"{source}: {same} and {filename} are the same file; list it once")
 
 
 def is_enroll_file(filename):

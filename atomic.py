@@ -1,4 +1,6 @@
 """Files written whole or not at all: what every stage's outputs go through."""
+import errno
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -31,13 +33,18 @@ def atomic_write(path, write):
 
 
 def atomic_save(obj, path):
-    """torch.save(obj, path), atomically."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save(obj, path), atomically. Serialised in memory first: torch's writer turns a disk that fills midway
+    into a RuntimeError that does not say so ('unexpected pos 704 vs 598'); a plain write raises the OSError."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def cannot_write(path, e):
     """The OSError e, about writing `path`, as an error of its kind naming `path` (not a temporary file beside it)."""
-    return type(e)(f"cannot write {path}: {e.strerror or e}")
+    full = e.errno == errno.ENOSPC
+    return type(e)(f"cannot write {path}: {e.strerror or e}"
+                   + (" (the disk is full: free some space; the file there before, if any, is kept)" if full else ""))
 
 
 def check_writable(path):
@@ -51,3 +58,11 @@ def check_writable(path):
         tempfile.TemporaryFile(dir=path.parent).close()
     except OSError as e:
         raise cannot_write(path, e) from e
+
+
+def refuse_overwriting(output, inputs):
+    """Refuse, before any work, an output that is one of the inputs however either is written (s.txt and ./s.txt,
+    relative and absolute, through a link): writing it would lose the input."""
+    for path in inputs:
+        if path is not None and Path(path).resolve() == Path(output).resolve():
+            raise ValueError(f"{output} is also an input ({path}): writing it would lose it; write to another file")

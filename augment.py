@@ -32,7 +32,7 @@ import scipy.signal
 import torch
 
 import configure as c
-from features import AUDIO_SUFFIXES, FLOOR, NFFT, read_audio
+from features import AUDIO_SUFFIXES, FLOOR, NFFT, FeatureFileError, read_audio, silence
 
 FLOOR_DB = 20 * np.log10(FLOOR)  # -100 dB
 FLOOR_TOLERANCE_DB = 0.05     # values this close to a band's lowest are at the floor (float16 copies: 0.016 dB)
@@ -49,6 +49,8 @@ SPEECH_FBANK_PER_POWER = 12.8
 TELEPHONE_BAND = (300, 3400)  # Hz; nothing above 4 kHz (8 kHz sampling)
 TELEPHONE_RATE = 8000
 NOISE_SECONDS = 8.0           # length of each generated noise clip
+CHECKED_WHOLE_SECONDS = 60.0  # noise and room files up to this long are read whole when training starts (the
+                              # silent refused); longer ones are read a stretch at a time, the silent skipped
 KINDS = ('noise', 'music', 'babble', 'reverb', 'channel', 'gain', 'pause')
 
 
@@ -373,6 +375,21 @@ def audio_files(folder, what):
     return files
 
 
+def check_files(files, what, sample_rate):
+    """Refuse, when training starts rather than hours in, a noise or room file of the flag `what` that cannot be
+    read, or (up to CHECKED_WHOLE_SECONDS long: those read whole) is empty or silent; returns files."""
+    import soundfile
+    for path in files:
+        try:
+            if soundfile.info(str(path)).duration <= CHECKED_WHOLE_SECONDS:
+                read_audio(path, sample_rate)  # refuses one that is empty or silent, naming it
+        except (RuntimeError, soundfile.SoundFileError) as e:
+            raise FeatureFileError(f"{what}: {path}: not a readable audio file ({e}); remove it") from e
+        except FeatureFileError as e:
+            raise FeatureFileError(f"{what}: {e}; remove it") from None
+    return files
+
+
 def noise_kind(path, root):
     """MUSAN's folders: music/ is music, speech/ babble voices, the rest noise."""
     parts = {p.lower() for p in Path(path).relative_to(root).parts[:-1]}
@@ -422,15 +439,18 @@ class WaveAugmenter:
                           'music': [music(rng, n, sample_rate) for _ in range(4)]}
         self.files = {'noise': [], 'music': [], 'babble': []}
         if settings.get('noise_dir'):
-            for path in audio_files(settings['noise_dir'], '--noise-dir'):
+            for path in check_files(audio_files(settings['noise_dir'], '--noise-dir'), '--noise-dir', sample_rate):
                 self.files[noise_kind(path, settings['noise_dir'])].append(path)
-        self.rirs = audio_files(settings['rir_dir'], '--rir-dir') if settings.get('rir_dir') else []
+        self.rirs = (check_files(audio_files(settings['rir_dir'], '--rir-dir'), '--rir-dir', sample_rate)
+                     if settings.get('rir_dir') else [])
 
     def source(self, kind, n_samples, rng):
-        """n_samples of a random noise of `kind`: one of noise_dir's files when it has some, else a generated one."""
+        """n_samples of a random noise of `kind`: one of noise_dir's files when it has some, else a generated one.
+        None when the file's stretch drawn is silent (digital silence: scaled to an SNR, it would divide by 0)."""
         files = self.files.get(kind) or []
         if files:
-            return read_stretch(files[int(rng.integers(len(files)))], n_samples, self.rate, rng)
+            stretch = read_stretch(files[int(rng.integers(len(files)))], n_samples, self.rate, rng)
+            return None if silence(stretch) else stretch
         clips = self.generated[kind]
         return np.resize(np.roll(clips[int(rng.integers(len(clips)))], int(rng.integers(n_samples))), n_samples)
 
@@ -451,12 +471,13 @@ class WaveAugmenter:
             changed = True
         if happens(s['noise_prob']):
             kind = 'music' if rng.uniform() < 0.25 else 'noise'
-            out = at_snr(out, self.source(kind, n, rng), rng.uniform(*s[f'{kind}_snr']))
-            changed = True
+            noise, snr = self.source(kind, n, rng), rng.uniform(*s[f'{kind}_snr'])
+            if noise is not None:
+                out, changed = at_snr(out, noise, snr), True
         if happens(s['babble_prob']):
             voices = int(rng.integers(s['babble_voices'][0], s['babble_voices'][1] + 1))
-            clips = ([self.source('babble', n, rng) for _ in range(voices)] if self.files['babble'] else
-                     [np.resize(o, n) for o in others(voices)] if others else [])
+            clips = ([c for c in (self.source('babble', n, rng) for _ in range(voices)) if c is not None]
+                     if self.files['babble'] else [np.resize(o, n) for o in others(voices)] if others else [])
             if clips:
                 babble = sum(c / (np.sqrt(np.mean(c ** 2)) + 1e-12) for c in clips)
                 out = at_snr(out, babble, rng.uniform(*s['babble_snr']))

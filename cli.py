@@ -50,11 +50,11 @@ SETTING_HELP = setting_comments()
 
 def setting(p, name, flag=None, **kwargs):
     """Add the flag of configure.py's setting `name`: --lower-case-name (or `flag`), its value as the default and
-    its comment there as the help. A number's type is the default's unless `type` or
+    its comment there as the help. A number's type is the default's (a float's: finite_float) unless `type` or
     `choices` say otherwise."""
     default = getattr(c, name)
     if not {'type', 'choices', 'nargs'} & set(kwargs) and type(default) in (int, float):
-        kwargs['type'] = type(default)
+        kwargs['type'] = finite_float if type(default) is float else int
     return p.add_argument(flag or '--' + name.lower().replace('_', '-'), default=default,
                           help=SETTING_HELP[name].replace('%', '%%'), **kwargs)
 
@@ -106,13 +106,21 @@ def non_negative_int(text):
 
 
 def value_range(text):
-    """argparse type: a range 'LOW,HIGH' of two numbers, LOW <= HIGH, as a tuple."""
+    """argparse type: a range 'LOW,HIGH' of two finite numbers, LOW <= HIGH, as a tuple."""
     try:
-        low, high = (float(v) for v in text.split(','))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be two numbers LOW,HIGH such as 0,15, not {text}") from None
+        low, high = (finite_float(v) for v in text.split(','))
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"must be two finite numbers LOW,HIGH such as 0,15, not {text}") from None
     if low > high:
         raise argparse.ArgumentTypeError(f"LOW must not be above HIGH, not {text}")
+    return low, high
+
+
+def positive_range(text):
+    """argparse type: a value_range of numbers above 0 (a speed or a reverberation time: they divide)."""
+    low, high = value_range(text)
+    if low <= 0:
+        raise argparse.ArgumentTypeError(f"must be two numbers above 0 (LOW,HIGH), not {text}")
     return low, high
 
 

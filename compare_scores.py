@@ -8,6 +8,7 @@ Score the same trial list with each model (verification.py --scores), then:
 """
 import cli
 import configure as c
+from atomic import refuse_overwriting
 from metrics import P_TARGETS, summarize
 from plots import plot_det
 from trials import read_scores
@@ -24,6 +25,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    refuse_overwriting(args.out, args.scores)
     names = args.names or args.scores
     if len(names) != len(args.scores):
         raise ValueError(f"{len(args.scores)} score files but {len(names)} names")

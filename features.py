@@ -244,7 +244,8 @@ def extraction_settings(settings):
 
 
 def check_samples(audio, path, heard=''):
-    """Refuse audio (n_samples,) or (channels, n_samples) that is empty, not finite, or silent; name the file.
+    """Refuse audio (n_samples,) or (channels, n_samples) that is empty, not finite, or silent once its DC offset is
+    removed; name the file.
 
     heard: how the model hears it, when these are the samples after down-mixing and resampling (in the message).
     """
@@ -252,12 +253,20 @@ def check_samples(audio, path, heard=''):
         raise FeatureFileError(f"{path}: no audio samples")
     if not np.isfinite(audio).all():
         raise FeatureFileError(f"{path}: NaN or infinite samples")
-    peak = float(np.abs(audio).max())
+    found = silence(audio)
+    if found:
+        raise FeatureFileError(f"{path}: silent{heard}: {found}")
+
+
+def silence(audio):
+    """Why finite audio (n_samples,) or (channels, n_samples) is silent once its DC offset is removed (a DC offset is
+    no sound: 8 s of constant 0.5 are silent), in words; None when it is not."""
+    peak = float(np.abs(without_dc(audio)).max())
     if peak == 0:
-        raise FeatureFileError(f"{path}: silent{heard}: every sample is 0")
+        return "every sample is 0" if not audio.any() else "a DC offset only, every sample of a channel the same"
     if 20 * np.log10(peak) < SILENCE_DBFS:
-        raise FeatureFileError(f"{path}: silent{heard}: peak {20 * np.log10(peak):.1f} dBFS, "
-                               f"below {SILENCE_DBFS:.0f} dBFS")
+        return f"peak {20 * np.log10(peak):.1f} dBFS, below {SILENCE_DBFS:.0f} dBFS"
+    return None
 
 
 class AudioNote(UserWarning):
@@ -470,9 +479,9 @@ def frame_levels(audio, settings):
 
 
 def without_dc(audio):
-    """audio (n_samples,) float32 less its mean: a recording's DC offset (cheap sound cards, some phones) would
-    count as loudness, and drown the silences, wherever levels are measured."""
-    return audio - np.float32(np.mean(audio, dtype=np.float64))
+    """audio (n_samples,) or (channels, n_samples) float32 less each channel's mean: a recording's DC offset (cheap
+    sound cards, some phones) would count as loudness, and drown the silences, wherever levels are measured."""
+    return audio - np.mean(audio, axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
 
 
 def loud_frames(frame_db):

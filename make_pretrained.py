@@ -22,14 +22,14 @@ import torch.nn.functional as F
 
 import cli
 import configure as c
-from atomic import atomic_save
+from atomic import atomic_save, refuse_overwriting
 from checkpoint import load_checkpoint, model_from_checkpoint
 from cohort import build_cohort
 from DB_wav_reader import read_training_structure
 from dvector import embed_all
 from embedder import COHORT_SETTINGS, SCORE_NORMS, SCORING_SETTINGS, for_inference, resolve_scoring, scoring_settings
 from features import read_utterance, reading_settings
-from records import threshold_path
+from records import load_threshold, threshold_path
 
 MAX_SCORE_CHANGE = 1e-3
 CHECK_UTTERANCES = 200  # training utterances whose d-vectors check the float16 weights
@@ -37,13 +37,15 @@ CHECK_UTTERANCES = 200  # training utterances whose d-vectors check the float16 
 
 def twin_thresholds(twin, scoring):
     """{score_norm: calibration record} of the twin checkpoint's thresholds calibrated with the recommended scoring
-    (each score normalisation with the recommended segment lengths)."""
-    thresholds = {}
+    (each score normalisation with the recommended segment lengths). One that is not finite, or calibrated on
+    another model than the twin's, is refused (records.load_threshold)."""
+    thresholds, twin_ckpt = {}, load_checkpoint(twin)
     for score_norm in SCORE_NORMS:
         path = threshold_path(twin, score_norm)
         expected = scoring_settings(argparse.Namespace(**{**scoring_without_flags(scoring), 'score_norm': score_norm}))
         record = json.loads(path.read_text()) if path.is_file() else None
-        if record and record['scoring'] == expected:
+        if record and record.get('scoring') == expected:
+            record = {k: v for k, v in load_threshold(twin, twin_ckpt, expected).items() if k != 'source'}
             thresholds[score_norm] = {**record, 'calibrated_on': f"the twin model {twin}, {record['trials']}"}
         else:
             print(f"No threshold for {expected}: {path} {'holds another' if record else 'is not there'}")
@@ -74,6 +76,7 @@ def main(argv=None):
     p.add_argument('--twin', help='the same recipe trained without the held-out speakers, with calibrated thresholds')
     p.add_argument('--out', required=True, help='the published checkpoint to write')
     args = p.parse_args(argv)
+    refuse_overwriting(args.out, (args.checkpoint, args.twin))
 
     ckpt = load_checkpoint(args.checkpoint)
     scoring = c.SCORINGS[ckpt['train_args']['recipe']]

@@ -32,7 +32,8 @@ def parse_args(argv=None):
     cli.setting(p, 'TEST_FEAT_DIR', '--test-dir')
     p.add_argument('--suffix', default=FEATURE_SUFFIX, choices=SUFFIXES, help='the kind of file to take')
     cli.setting(p, 'TRIALS', '--out')
-    p.add_argument('--piece-seconds', type=float, help='cut every test file into pieces of this many seconds')
+    p.add_argument('--piece-seconds', type=cli.finite_float,
+                   help='cut every test file into pieces of this many seconds')
     return p.parse_args(argv)
 
 

@@ -15,12 +15,14 @@ import hashlib
 import json
 import logging
 import re
+import sys
 import warnings
 from pathlib import Path
 
 import onnx
 import onnxruntime
 import torch
+from google.protobuf.message import DecodeError
 from torch import nn
 
 from atomic import atomic_write
@@ -151,16 +153,30 @@ def cache_path(checkpoint, digest):
     return checkpoint.with_name(f'{checkpoint.stem}.{digest[:12]}.onnx')
 
 
+def exported_hash(path):
+    """The weights_sha256 in the metadata of the .onnx file at path; None when it has none or is no readable ONNX
+    model (a truncated file)."""
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except (OSError, DecodeError):  # none there, or not a whole protobuf message
+        return None
+    return {prop.key: prop.value for prop in proto.metadata_props}.get('weights_sha256')
+
+
 def cached_embedder(checkpoint, ckpt):
     """An OnnxEmbedder of the checkpoint (at path `checkpoint`, loaded as ckpt), exported first if not cached.
 
     The cache is keyed by the weights' hash, not by the run: a checkpoint that train.py rewrites
-    (checkpoint_best.pth) is exported again, and its earlier exports are removed.
+    (checkpoint_best.pth) is exported again, and its earlier exports are removed. A cached file is used only when
+    the hash in its metadata is the checkpoint's: another model's export, or a truncated one, is exported again.
     """
     checkpoint = Path(checkpoint)
     digest = weights_hash(ckpt)
     path = cache_path(checkpoint, digest)
-    if not path.is_file():
+    if exported_hash(path) != digest:
+        if path.is_file():
+            print(f"Note: {path} is not the export of {checkpoint}'s weights (another model's, or cut off): "
+                  "exported again", file=sys.stderr)
         export_checkpoint(ckpt, path, digest)
         stale = re.compile(re.escape(checkpoint.stem) + r'\.[0-9a-f]{12}\.onnx')
         for other in checkpoint.parent.iterdir():

@@ -49,7 +49,7 @@ def parse_args(argv=None):
     p.add_argument('--segments', type=cli.positive_int, metavar='FRAMES',
                    help='draw each whole FRAMES-frame piece of a test file as a point (100 frames: 1 s), not the file')
     cli.setting(p, 'MAP_METHOD', '--method', choices=METHODS)
-    cli.setting(p, 'MAP_PERPLEXITY', '--perplexity', type=float)
+    cli.setting(p, 'MAP_PERPLEXITY', '--perplexity', type=cli.finite_float)
     p.add_argument('--untrained', action='store_true',
                    help="embed with the checkpoint's model settings but fresh random weights: the baseline")
     p.add_argument('--seed', type=int, default=c.SEED, help='seeds t-SNE and the random weights of --untrained')

@@ -12,6 +12,7 @@ Writes <log-dir>/checkpoint_<epoch>.pth every epoch, checkpoint_best.pth (lowest
 loss; among the fine-tuning epochs once they begin) and loss_plot.png.
 """
 import math
+import re
 import time
 import uuid
 from functools import partial
@@ -39,8 +40,8 @@ from model.resnet import BACKBONES
 from plots import save_figure
 from speed import preload_fits, use_channels_last
 from SR_Dataset import DvectorDataset, collate_fn_feat_padded, load_features
-from train_run import (check_log_dir, files_fingerprint, finetuning_begun, interrupted, restore, resumed_args,
-    training_checkpoint)
+from train_run import (check_log_dir, diverged, files_fingerprint, finetuning_begun, interrupted, restore,
+    resumed_args, training_checkpoint)
 
 SCHEDULES = ('plateau', 'cosine', 'exponential')
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
@@ -84,18 +85,19 @@ def parse_args(argv=None):
     setting('TIME_MASK', type=cli.non_negative_int)
     setting('AUGMENT', choices=['yes', 'no'])
     for name in AUGMENT_SETTINGS:
-        kind = type(getattr(c, name))
-        setting(name, type=cli.value_range if kind is tuple else cli.probability if name.endswith('_PROB') else kind,
-                metavar='LOW,HIGH' if kind is tuple else None)
+        ranged = isinstance(getattr(c, name), tuple)
+        range_type = cli.positive_range if name == 'AUG_RT60' else cli.value_range  # a reverberation time divides
+        setting(name, type=range_type if ranged else cli.probability if name.endswith('_PROB') else cli.finite_float,
+                metavar='LOW,HIGH' if ranged else None)
     setting('NOISE_DIR')
     setting('RIR_DIR')
     setting('SPEED_PERTURB', choices=['yes', 'no'])
-    setting('SPEEDS', type=cli.value_range, metavar='SLOW,FAST')
+    setting('SPEEDS', type=cli.positive_range, metavar='SLOW,FAST')
     setting('FINETUNE_EPOCHS', type=cli.non_negative_int)
     setting('FINETUNE_LR')
     setting('FINETUNE_WIN_SIZE', type=cli.positive_int)
     setting('FINETUNE_MARGIN')
-    setting('VAL_RATIO', type=float)
+    setting('VAL_RATIO', type=cli.finite_float)
     setting('NUM_WORKERS')
     setting('SEED')
     cli.add_device_arg(p)
@@ -117,6 +119,10 @@ def parse_args(argv=None):
     if not 0 <= args.margin < 1 or not 0 <= args.finetune_margin < 1 or args.scale <= 0:
         p.error(f"--margin and --finetune-margin must be in [0, 1) and --scale above 0, not {args.margin}, "
                 f"{args.finetune_margin} and {args.scale}")
+    unused = [f"--{k.replace('_', '-')}" for k in ('noise_dir', 'rir_dir') if k in args.given and getattr(args, k)]
+    if unused and args.augment != 'yes':
+        p.error(f"{' and '.join(unused)}: used by augmentation only, which is off; add --augment yes, or leave "
+                f"{'them' if len(unused) > 1 else 'it'} out")
     return args
 
 
@@ -179,6 +185,9 @@ def read_data(args, feature):
     speakers = sorted(DB['speaker_id'].unique())
     files, valid_files = list(train_DB['filename']) + list(valid_DB['filename']), list(valid_DB['filename'])
     audio = holds_audio(DB)
+    if not audio and 'fbank' in args.given and args.fbank != c.FBANK:
+        raise ValueError(f"--fbank {args.fbank}: {args.train_feat_dir} holds features (.p) made already; --fbank says "
+                         "how training from audio makes them: leave it out")
     preload = args.preload == 'yes' or (args.preload == 'auto' and not audio and preload_fits(files))
     keep_valid = audio and not preload and args.preload == 'auto' and preload_fits(valid_files)
     print(f"Training set {len(train_DB)} utts, validation set {len(valid_DB)} utts, {len(speakers)} speakers "
@@ -261,6 +270,9 @@ def augmenters(args, feature, train_feats, train_DB):
         return {}
     if train_feats is None and holds_audio(train_DB):
         return {'wave_augmenter': WaveAugmenter(augment_settings(args), feature['sample_rate'])}
+    if args.rir_dir:
+        raise ValueError(f"--rir-dir {args.rir_dir}: room impulse responses are used when training from audio read "
+                         "per item; on features the rooms are synthetic (--aug-rt60, --aug-drr): leave it out")
     return {'augmenter': Augmenter(augment_settings(args), feature)}
 
 
@@ -329,6 +341,16 @@ def begin_finetuning(net, args, log_dir, history, ddp=None):
     return create_optimizer(args.optimizer, net.parameters(), args.finetune_lr, args.momentum, args.weight_decay)
 
 
+def worker_error(e):
+    """The error a DataLoader worker caught, its message naming the file as with --num-workers 0, of e: torch's
+    'Caught FeatureFileError in DataLoader worker process 0. Original Traceback (...)'; None when e is no such error."""
+    text = str(e)
+    caught = list(re.finditer(rf'^(?:[\w.]+\.)?{type(e).__name__}: ', text, re.M))
+    if not text.startswith(f'Caught {type(e).__name__} in DataLoader worker') or not caught:
+        return None
+    return type(e)(text[caught[-1].end():].strip())
+
+
 def train_step(model, inputs, targets, criterion, optimizer, scaler, setup):
     """One optimizer step on a batch already on the device; returns (loss, logits)."""
     with setup.autocast():
@@ -361,13 +383,16 @@ def train_epoch(model, loader, criterion, optimizer, scaler, setup, epoch, log_i
         inputs = inputs.to(setup.device, memory_format=setup.memory_format)  # (B, 1, n_filters, win_size)
         targets = targets.to(setup.device)                                    # (B,) speaker indices
         loss, logits = train_step(model, inputs, targets, criterion, optimizer, scaler, setup)
-        total_loss += loss.item() * len(targets)
+        value = loss.item()  # on the CPU already for the running mean: checking it costs nothing
+        if not math.isfinite(value):
+            raise ValueError(diverged('training', value, epoch, f', step {batch_idx + 1} of {len(loader)}'))
+        total_loss += value * len(targets)
         n_correct += (logits.argmax(1) == targets).sum().item()
         n_seen += len(targets)
         bar.set_postfix(loss=f'{total_loss / n_seen:.4f}', acc=f'{100 * n_correct / n_seen:.2f}%')
         if batch_idx % log_interval == 0:
             tqdm.write(f'Train Epoch: {epoch:3d} [{n_seen:7d}/{len(loader.sampler):7d}] '
-                       f'Loss {loss.item():.4f} ({total_loss / n_seen:.4f})  Acc {100 * n_correct / n_seen:.2f}%')
+                       f'Loss {value:.4f} ({total_loss / n_seen:.4f})  Acc {100 * n_correct / n_seen:.2f}%')
     return total_loss / n_seen, 100 * n_correct / n_seen
 
 
@@ -525,8 +550,14 @@ def train_and_validate(training, phase, epoch, loaders, optimizer, args, ddp=Non
         valid_loss, valid_acc = validate(training.net, valid_loader, training.valid_criterion, training.setup)
     except KeyboardInterrupt:
         raise SystemExit(interrupted(epoch, training.log_dir)) from None
+    except (OSError, ValueError) as e:  # a bad training file: named in one line, whether a worker read it or not
+        if (caught := worker_error(e)) is None:
+            raise
+        raise caught from e  # DVECTOR_DEBUG=1 shows the worker's traceback too
     if ddp:  # every process trained on its share, and validated with its own batch-norm statistics
         train_loss, train_acc, valid_loss, valid_acc = ddp.mean(train_loss, train_acc, valid_loss, valid_acc)
+    if not math.isfinite(valid_loss):
+        raise ValueError(diverged('validation', valid_loss, epoch))
     lr = optimizer.param_groups[0]['lr']  # the epoch's last
     if phase.lr_at is None:
         training.scheduler.step(valid_loss)

@@ -167,3 +167,11 @@ def interrupted(epoch, log_dir):
         return "\nInterrupted in epoch 1, before any checkpoint was saved"
     return (f"\nInterrupted in epoch {epoch}; epochs 1-{epoch - 1} are saved in {log_dir}. "
             f"Continue with: python train.py --resume --log-dir {log_dir}")
+
+
+def diverged(which, loss, epoch, where=''):
+    """What to say when the `which` loss ('training' or 'validation') becomes NaN or infinite in `epoch` (at `where`
+    in it): the run stops there, and no checkpoint of that epoch is written (the earlier ones are kept)."""
+    kept = "no checkpoint was saved" if epoch == 1 else f"the checkpoints of epochs 1-{epoch - 1} are kept"
+    return (f"the {which} loss became {loss} in epoch {epoch}{where}: training stopped, and {kept}. Lower --lr "
+            "(or check --momentum, --weight-decay, --scale and the training files), and start again")

@@ -29,7 +29,7 @@ import torch
 
 import cli
 import configure as c
-from atomic import check_writable
+from atomic import check_writable, refuse_overwriting
 from cohort import scoring_cohort
 from DB_wav_reader import speaker_test_file
 from dvector import cosine_score, embed_file, normalise_scores
@@ -171,6 +171,7 @@ def verify_trials(args, stage):
                                 "audio:\n  " + "\n  ".join(missing))
     written = outputs(args)
     for path in written.values():  # before the work: an output that cannot be written would lose it
+        refuse_overwriting(path, (args.trials, args.checkpoint))
         check_writable(path)
     note_repeated(args.trials, repeated)
     embedder = TrialEmbedder(model, reading, root, args.enroll_frames, args.test_frames, device)

@@ -81,11 +81,20 @@ def test_the_tutorial_recipe_is_librosa_load_and_fbank_bit_for_bit(tmp_path):
     ('bad.wav', np.r_[voice(), np.nan], 'FLOAT', 'NaN or infinite samples'),
     ('bad.wav', np.r_[voice(), np.inf], 'FLOAT', 'NaN or infinite samples'),
     ('bad.wav', np.zeros(0), 'PCM_16', 'no audio samples'),
-], ids=['zeros', 'peak-95dBFS', 'one-16-bit-step', 'NaN', 'inf', 'empty'])
+    ('bad.wav', np.full(8 * 16000, 0.5), 'PCM_16', 'silent: a DC offset only, every sample of a channel the same'),
+    ('bad.wav', 0.5 + np.random.default_rng(0).uniform(-1, 1, 16000) * 10 ** (-95 / 20), 'FLOAT',
+     r'silent: peak -9[56]\.\d dBFS, below -90 dBFS'),
+], ids=['zeros', 'peak-95dBFS', 'one-16-bit-step', 'NaN', 'inf', 'empty', 'dc-offset', 'dc-offset-and-95dBFS'])
 def test_silent_empty_or_non_finite_audio_is_refused_by_name(tmp_path, name, samples, subtype, message):
     path = write_audio(tmp_path / name, samples, subtype=subtype)
     with pytest.raises(FeatureFileError, match=f'{path}: {message}'):
         read_audio(path, 16000)
+
+
+def test_a_dc_offset_alone_is_silent_with_level_normalisation_too(tmp_path):
+    path = write_audio(tmp_path / 'dc.wav', np.full(8 * 16000, 0.5), subtype='PCM_16')
+    with pytest.raises(FeatureFileError, match=f'{path}: silent: a DC offset only'):  # was: NaN or infinite values
+        log_fbank(path, reading_settings(feature_settings(), vad='energy', level=-44.0))
 
 
 def test_quiet_speech_is_not_silence(tmp_path):

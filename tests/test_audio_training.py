@@ -1,4 +1,6 @@
 """Training from audio: exact features made on the fly, list files, augmentation on the waveform, resume."""
+import os
+
 import numpy as np
 import pytest
 import soundfile
@@ -103,6 +105,34 @@ def test_noise_and_room_folders_are_used_by_musans_layout(voices, tmp_path):
         augment.WaveAugmenter(wave_settings(rir_dir=str(tmp_path / 'musan' / 'nothing')), 16000)
 
 
+def test_a_silent_stretch_of_a_noise_file_is_never_mixed_in(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / 'musan' / 'noise').mkdir(parents=True)
+    long_silence = np.zeros(70 * 16000, np.float32)  # longer than CHECKED_WHOLE_SECONDS: read a stretch at a time
+    long_silence[-16000:] = rng.normal(0, 0.1, 16000)
+    soundfile.write(tmp_path / 'musan' / 'noise' / 'mostly_silent.wav', long_silence, 16000)
+    augmenter = augment.WaveAugmenter(wave_settings(noise_dir=str(tmp_path / 'musan'), noise_prob=1.0), 16000)
+    audio = rng.normal(0, 0.1, 16000).astype(np.float32)
+    torch.manual_seed(0)
+    outputs = [augmenter(audio) for _ in range(20)]
+    assert all(np.isfinite(out).all() for out in outputs)  # was: NaN from a silent stretch scaled to an SNR
+    assert any(out is audio for out in outputs)            # the silent stretches were left out
+
+
+@pytest.mark.parametrize('flag', ['noise_dir', 'rir_dir'])
+def test_silent_or_unreadable_noise_and_room_files_are_refused_when_training_starts(tmp_path, flag):
+    folder = tmp_path / 'files'
+    folder.mkdir()
+    soundfile.write(folder / 'silent.wav', np.zeros(16000, np.float32), 16000)
+    option = '--' + flag.replace('_', '-')
+    with pytest.raises(features.FeatureFileError, match=f"{option}: {folder / 'silent.wav'}: silent: every sample is 0"
+                                                        "; remove it"):
+        augment.WaveAugmenter(wave_settings(**{flag: str(folder)}), 16000)
+    (folder / 'silent.wav').write_bytes(b'RIFF, but not audio')
+    with pytest.raises(features.FeatureFileError, match=f"{option}: {folder / 'silent.wav'}: not a readable audio"):
+        augment.WaveAugmenter(wave_settings(**{flag: str(folder)}), 16000)
+
+
 @pytest.mark.slow
 def test_an_audio_tree_trains_with_augmentation_and_resumes_exactly(voices, tmp_path):
     flags = ('--augment', 'yes', '--speed-perturb', 'yes', '--aug-noise-prob', '0.5', '--aug-reverb-prob', '0.5',
@@ -152,3 +182,33 @@ def test_validation_features_made_from_audio_are_kept_not_made_again_every_epoch
     kept = train.read_data(train.parse_args(['--train-feat-dir', str(voices / 'train'), '--preload', 'no']),
                            feature_settings())
     assert kept.valid_feats is None  # --preload no: nothing kept
+
+
+def test_one_file_named_twice_by_other_paths_is_refused(voices, tmp_path):
+    wav = sorted((voices / 'train').rglob('*.wav'))[0]
+    listing = tmp_path / 'train.lst'  # relative paths in it are from its folder
+    for lines in ([f"{wav.parent}/./{wav.name} alice", f"{wav} alice"],
+                  [f"{os.path.relpath(wav, tmp_path)} alice", f"{wav} bob"]):
+        listing.write_text('\n'.join(lines) + '\n')
+        with pytest.raises(ValueError, match=f"{listing}: .* and .* are the same file; list it once"):
+            read_training_structure(listing)
+    tree = tmp_path / 'tree'
+    (tree / 'alice').mkdir(parents=True)
+    (tree / 'alice' / 'u.wav').write_bytes(wav.read_bytes())
+    (tree / 'bob').symlink_to(tree / 'alice')  # the same recordings under two speakers
+    with pytest.raises(ValueError, match=r"alice/u.wav and .*bob/u.wav are the same file"):
+        read_training_structure(tree)
+
+
+@pytest.mark.parametrize('workers', ['0', '1'])
+def test_a_bad_recording_found_by_a_worker_is_one_line_naming_it(voices, tmp_path, workers):
+    tree = tmp_path / 'train'
+    for wav in sorted((voices / 'train').rglob('*.wav')):
+        (tree / wav.parent.name).mkdir(parents=True, exist_ok=True)
+        (tree / wav.parent.name / wav.name).write_bytes(wav.read_bytes())
+    bad = sorted(tree.rglob('*.wav'))[0]
+    soundfile.write(bad, np.zeros(len(soundfile.read(bad)[0]), np.float32), 16000)  # its header is fine
+    with pytest.raises(features.FeatureFileError) as error:
+        run(tree, tmp_path / 'log', '--epochs', '1', '--num-workers', workers, '--preload', 'no', '--batch-size', '4',
+            '--val-ratio', '50')
+    assert str(error.value) == f"{bad}: silent: every sample is 0"  # was: Caught FeatureFileError ... Traceback

@@ -83,3 +83,12 @@ def test_each_file_needs_its_own_name(tmp_path):
     a = write_rows(tmp_path / 'a.txt', scored([0.9, 0.1, 0.8, 0.2]))
     with pytest.raises(ValueError, match='each score file needs its own name'):
         compare_scores.main([str(a), str(a), '--out', str(tmp_path / 'det.png')])
+
+
+def test_an_output_that_is_one_of_the_inputs_is_refused(tmp_path, monkeypatch):
+    scores = write_rows(tmp_path / 's.txt', scored([0.9, 0.1, 0.8, 0.2]))
+    monkeypatch.chdir(tmp_path)
+    for out in ('s.txt', './s.txt', str(scores)):
+        with pytest.raises(ValueError, match=f"{out} is also an input .s.txt.: writing it would lose it"):
+            compare_scores.main(['s.txt', '--out', out])
+    assert read_scores(scores)[1] == [0.9, 0.1, 0.8, 0.2]

@@ -1,10 +1,13 @@
 """make_pretrained.py: what a published checkpoint holds, and the validation accuracy of its own epoch."""
+import json
+
+import pytest
 import torch
 
 import make_pretrained
 from atomic import atomic_save
 from checkpoint import load_checkpoint
-from records import save_threshold
+from records import save_threshold, threshold_path
 
 
 def test_it_publishes_the_model_and_the_validation_accuracy_of_its_own_epoch(trained, tmp_path):
@@ -51,3 +54,29 @@ def test_it_takes_the_twins_thresholds_calibrated_with_the_recommended_scoring(t
                           '--out', str(tmp_path / 'pub.pth')])
     thresholds = load_checkpoint(tmp_path / 'pub.pth')['thresholds']
     assert set(thresholds) == {'none'} and thresholds['none']['threshold'] == 0.4
+
+
+def test_it_refuses_to_write_over_the_checkpoint_it_reads(trained, tmp_path):
+    ckpt = tmp_path / 'run' / 'checkpoint_2.pth'
+    atomic_save(load_checkpoint(trained / 'checkpoint_2.pth'), ckpt)
+    before = ckpt.read_bytes()
+    with pytest.raises(ValueError, match="is also an input"):
+        make_pretrained.main(['--checkpoint', str(ckpt), '--out', str(tmp_path / 'run' / '..' / 'run' / ckpt.name)])
+    assert ckpt.read_bytes() == before
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'threshold': float('nan')}, 'its threshold: NaN or infinite values'),
+    ({'model_id': 'another/epoch9'}, 'was calibrated for model another/epoch9'),
+])
+def test_it_refuses_a_twins_threshold_that_is_nan_or_of_another_model(trained, tmp_path, change, message):
+    twin = tmp_path / 'twin' / 'checkpoint_best.pth'
+    atomic_save(load_checkpoint(trained / 'checkpoint_best.pth'), twin)
+    save_threshold(twin, load_checkpoint(twin), {'threshold': 0.4, 'trials': 'holdout20.txt'},
+                   {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'none'}, {'vad': 'no', 'level': 'no'})
+    path = threshold_path(twin)
+    path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    with pytest.raises(ValueError, match=message):
+        make_pretrained.main(['--checkpoint', str(trained / 'checkpoint_2.pth'), '--twin', str(twin),
+                              '--out', str(tmp_path / 'pub.pth')])
+    assert not (tmp_path / 'pub.pth').exists()

@@ -15,7 +15,7 @@ import onnx
 import pytest
 import soundfile
 import torch
-from conftest import REPO, model_args, run_ok
+from conftest import REPO, model_args, run_ok, run_script
 
 import enroll
 from atomic import atomic_save
@@ -124,6 +124,26 @@ def test_the_export_cache_is_reused_and_refreshed_when_the_weights_change(traine
     run_ok(tmp_path, 'enroll.py', *flags)
     refreshed = f"checkpoint_best.{weights_hash(ckpt)[:12]}.onnx"
     assert refreshed != cached and onnx_cache(folder) == sorted(others + [refreshed])
+
+
+def test_a_cached_export_of_other_weights_or_cut_off_is_exported_again(trained, feature_tree, tmp_path):
+    folder = tmp_path / 'model'
+    checkpoint = copy_checkpoint(trained, folder)
+    flags = model_args(trained, feature_tree, tmp_path / 'emb') + ['--checkpoint', str(checkpoint), '--backend', 'onnx',
+                                                                    '--replace']
+    run_ok(tmp_path, 'enroll.py', *flags)
+    ckpt = load_checkpoint(checkpoint)
+    theirs = folder / f"checkpoint_best.{weights_hash(ckpt)[:12]}.onnx"  # another model's export ...
+    ckpt['state_dict']['fc0.weight'] += 0.5
+    atomic_save(ckpt, checkpoint)
+    ours = folder / f"checkpoint_best.{weights_hash(ckpt)[:12]}.onnx"
+    for planted in (theirs.read_bytes(), theirs.read_bytes()[:len(theirs.read_bytes()) // 2]):  # ... or cut off
+        ours.write_bytes(planted)
+        result = run_script(tmp_path, 'enroll.py', *flags)
+        assert result.returncode == 0, result.stderr
+        assert f"Note: {ours} is not the export of {checkpoint}'s weights" in result.stderr
+        metadata = {p.key: p.value for p in onnx.load(ours).metadata_props}
+        assert metadata['weights_sha256'] == weights_hash(ckpt)
 
 
 def test_the_cache_key_is_the_weights_not_the_run(trained):

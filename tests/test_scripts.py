@@ -72,5 +72,5 @@ def test_every_setting_is_described_once_in_configure_and_flags_take_that_descri
     action = cli.setting(p, 'NUM_WIN_SIZE', '--win-size', type=cli.positive_int)
     assert (action.option_strings, action.default, action.help) == (['--win-size'], c.NUM_WIN_SIZE,
                                                                     cli.SETTING_HELP['NUM_WIN_SIZE'])
-    assert cli.setting(p, 'LR').type is float and cli.setting(p, 'SEED').type is int  # from the default
+    assert cli.setting(p, 'LR').type is cli.finite_float and cli.setting(p, 'SEED').type is int  # from the default
     assert train.parse_args(['--win-size', '300']).win_size == 300

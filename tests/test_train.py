@@ -1,5 +1,7 @@
 """Training: the split, the loss going down, checkpoints, resuming, and interruption."""
 import argparse
+import errno
+import io
 import itertools
 import os
 import subprocess
@@ -10,6 +12,7 @@ import pytest
 import torch
 from conftest import REPO, write_feature, write_feature_tree
 
+import atomic
 import configure
 import train
 from atomic import atomic_save, atomic_write
@@ -264,6 +267,26 @@ def test_atomic_write_never_leaves_a_half_written_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ['checkpoint.pth']
 
 
+class FillingDisk(io.FileIO):
+    """A file on a disk with `room` bytes left: what fits is written, then every write fails with ENOSPC."""
+    room = 600
+
+    def write(self, data):
+        if self.tell() >= self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(bytes(data)[:self.room - self.tell()])
+
+
+def test_a_full_disk_while_saving_a_checkpoint_says_so_and_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / 'checkpoint_best.pth'
+    atomic_save({'epoch': 1}, path)
+    monkeypatch.setattr(atomic, 'open', lambda name, mode: io.BufferedWriter(FillingDisk(name, mode)), raising=False)
+    with pytest.raises(OSError, match=rf'^cannot write {path}: No space left on device \(the disk is full: free some '
+                                      r'space; the file there before, if any, is kept\)$'):
+        atomic_save({'epoch': 2, 'weights': torch.zeros(10000)}, path)
+    assert torch.load(path, weights_only=True) == {'epoch': 1} and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
 def test_bad_training_data(tmp_path):
     with pytest.raises(FileNotFoundError, match='folder not found'):
         run(tmp_path, tmp_path / 'log', '--epochs', '1')
@@ -473,3 +496,53 @@ def test_a_plateau_run_with_fine_tuning_cannot_resume_below_the_epoch_it_reached
     checkpoint_2 = str(tmp_path / 'log' / 'checkpoint_2.pth')
     with pytest.raises(ValueError, match='--epochs 1: the run is at epoch 2 already'):
         run(feature_tree, tmp_path / 'log', '--epochs', '1', '--resume', checkpoint_2)
+
+
+@pytest.mark.parametrize('flags', [('--lr', 'nan'), ('--lr', 'inf'), ('--momentum', 'nan'), ('--weight-decay', 'nan'),
+                                   ('--scale', 'nan'), ('--min-lr', 'inf'), ('--val-ratio', 'nan'),
+                                   ('--aug-eq-db', 'nan'), ('--aug-noise-snr', 'nan,5'), ('--speeds', '0,0'),
+                                   ('--speeds', '0,1.1'), ('--aug-rt60', '0,0')])
+def test_non_finite_and_dividing_by_zero_settings_are_refused_when_parsed(flags, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(list(flags))
+    assert f"argument {flags[0]}: must be" in capsys.readouterr().err
+
+
+def test_a_run_whose_loss_becomes_nan_stops_and_keeps_its_last_good_checkpoint(feature_tree, tmp_path, monkeypatch):
+    real_train_step, steps = train.train_step, []
+
+    def poisoned_after_epoch_1_step_1(model, *rest):  # 4 steps an epoch: the weights go NaN after step 5
+        steps.append(1)
+        if len(steps) == 6:
+            with torch.no_grad():
+                next(model.parameters()).fill_(float('nan'))
+        return real_train_step(model, *rest)
+
+    monkeypatch.setattr(train, 'train_step', poisoned_after_epoch_1_step_1)
+    with pytest.raises(ValueError, match=r'the training loss became nan in epoch 2, step 2 of 4: training stopped, '
+                                         r'and the checkpoints of epochs 1-1 are kept'):
+        run(feature_tree, tmp_path, '--epochs', '3', '--optimizer', 'adam', '--lr', '0.001')
+    assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['checkpoint_1.pth', 'checkpoint_best.pth']
+    best = load_checkpoint(tmp_path / 'checkpoint_best.pth')
+    assert best['epoch'] == 1 and all(v.isfinite().all() for v in best['state_dict'].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize('flags, message', [
+    (('--noise-dir', 'musan'), '--noise-dir: used by augmentation only, which is off; add --augment yes, or leave it'),
+    (('--noise-dir', 'musan', '--rir-dir', 'rirs'), '--noise-dir and --rir-dir: used by augmentation only'),
+])
+def test_augmentation_folders_without_augmentation_are_refused(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args(list(flags))
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('flags, message', [
+    (('--fbank', 'torch'), r'--fbank torch: .* holds features \(\.p\) made already'),
+    (('--augment', 'yes', '--rir-dir', 'rirs'), '--rir-dir rirs: room impulse responses are used when training '
+                                                'from audio'),
+])
+def test_flags_that_do_nothing_on_features_are_refused(feature_tree, tmp_path, flags, message):
+    with pytest.raises(ValueError, match=message):
+        run(feature_tree, tmp_path, '--epochs', '1', *flags)
+    assert not list(tmp_path.glob('*.pth'))

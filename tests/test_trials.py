@@ -287,6 +287,16 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_scoring(trained, 
         verification.main(trial_args(trained, trial_list, tmp_path, flag, str(make(blocker))))
 
 
+def test_an_output_that_is_the_trial_list_or_the_checkpoint_is_refused_before_any_scoring(trained, trial_list,
+                                                                                         tmp_path, monkeypatch):
+    monkeypatch.setattr(verification, 'score_trials', lambda *args: pytest.fail('scored before the check'))
+    before = trial_list.read_bytes()
+    for out in (trial_list, trial_list.parent / '.' / trial_list.name):
+        with pytest.raises(ValueError, match=f"{out} is also an input"):
+            verification.main(trial_args(trained, trial_list, tmp_path, '--scores', str(out)))
+    assert trial_list.read_bytes() == before
+
+
 def test_a_file_written_atomically_is_named_when_its_folder_cannot_be_written():
     with pytest.raises(OSError, match=r'^cannot write /proc/scores\.txt: ') as error:
         write_scores('/proc/scores.txt', [], [])  # /proc takes no new files, even from root
