@@ -111,17 +111,40 @@ def require_finite(values, what):
     return values
 
 
-# The only globals a feature pickle may name: what numpy 1.x and 2.x write for arrays.
-_SAFE_GLOBALS = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype,
-                 ('_codecs', 'encode'): codecs.encode}  # bytes in protocol-2 pickles
+class _Array:
+    """What a feature pickle's `numpy.ndarray` stands for: only an argument of _empty_array, never called (calling
+    ndarray itself would allocate an array of any shape whose data is not in the file)."""
+
+
+def _empty_array(subtype, shape, dtype):
+    """numpy's _reconstruct as numpy's own pickles use it: an empty array, which the state that follows in the file
+    fills with the file's own bytes. Any other shape would be an array of leftover memory, not the file's."""
+    if subtype is not _Array or shape != (0,):
+        raise pickle.UnpicklingError(f"an array of shape {shape} whose values are not in the file")
+    return _reconstruct(np.ndarray, shape, dtype)
+
+
+def _latin1(text, encoding):
+    """codecs.encode as protocol-2 pickles use it for bytes: latin1, one byte per character of the file. Other
+    codecs could make bytes far larger than the file ('hex', again and again)."""
+    if encoding != 'latin1' or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"bytes encoded as {encoding!r}: not what numpy writes")
+    return codecs.encode(text, encoding)
+
+
+# The only globals a feature pickle may name: what numpy 1.x and 2.x write for arrays. Each array's bytes are bytes
+# of the file, so its frame count is bounded by the file's size.
+_SAFE_GLOBALS = {('numpy', 'ndarray'): _Array, ('numpy', 'dtype'): np.dtype,
+                 ('_codecs', 'encode'): _latin1}  # bytes in protocol-2 pickles
 for _core in ('numpy.core', 'numpy._core'):
-    _SAFE_GLOBALS.update({(f'{_core}.multiarray', '_reconstruct'): _reconstruct,
+    _SAFE_GLOBALS.update({(f'{_core}.multiarray', '_reconstruct'): _empty_array,
                           (f'{_core}.multiarray', 'scalar'): scalar,
                           (f'{_core}.numeric', '_frombuffer'): _frombuffer})
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles plain data (dicts, lists, strings, numbers) and numpy arrays; refuses anything else."""
+    """Unpickles plain data (dicts, lists, strings, numbers) and numpy arrays of the file's own bytes; refuses
+    anything else."""
 
     def find_class(self, module, name):
         try:

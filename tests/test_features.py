@@ -1,4 +1,5 @@
 """Reading feature files: the restricted unpickler, validation, trimming, and the DB listing."""
+import codecs
 import os
 import pickle
 
@@ -8,6 +9,7 @@ import pytest
 from conftest import write_feature
 from DB_wav_reader import read_feats_structure, split_enroll_and_test, speaker_test_file
 from features import FeatureFileError, feature_settings, load_feature_file, read_MFB
+from numpy._core.multiarray import _reconstruct
 from SR_Dataset import load_features
 
 
@@ -44,6 +46,29 @@ def test_hostile_pickle_is_refused_without_running_code(tmp_path):
     with pytest.raises(FeatureFileError, match=r'evil\.p.*forbidden object .*system'):
         load_feature_file(path)
     assert not marker.exists()
+
+
+class Reduces:
+    """An object that unpickles as func(*args): what a hostile file can ask of the globals a feature pickle may name."""
+
+    def __init__(self, func, *args):
+        self.reduced = (func, args)
+
+    def __reduce__(self):
+        return self.reduced
+
+
+@pytest.mark.parametrize('feat, message', [
+    (Reduces(_reconstruct, np.ndarray, (1000, 40), np.dtype('f8')),  # 116 bytes -> 320 kB of leftover memory
+     r'an array of shape \(1000, 40\) whose values are not in the file'),
+    (Reduces(np.ndarray, (1000, 40)), r"'_Array' object is not callable|takes no arguments"),
+    (Reduces(codecs.encode, Reduces(codecs.encode, b'\0' * 8, 'hex'), 'hex'), r"bytes encoded as 'hex'"),
+], ids=['reconstruct', 'ndarray', 'hex'])
+def test_an_array_whose_values_are_not_in_the_file_is_refused(tmp_path, feat, message):
+    path = tmp_path / 'leftover.p'
+    path.write_bytes(pickle.dumps({'feat': feat, 'label': 'x'}, protocol=2))
+    with pytest.raises(FeatureFileError, match=r'^\S*leftover\.p: not a readable feature pickle \(' + message):
+        load_feature_file(path)
 
 
 @pytest.mark.parametrize('content, message', [
