@@ -141,6 +141,14 @@ def cohort_size(text):
     return value
 
 
+def port(text):
+    """argparse type: a TCP port, 0 (any free one) to 65535."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 (any free one) to 65535, not {text}")
+    return value
+
+
 def add_device_arg(p):
     setting(p, 'DEVICE')
 
