@@ -69,6 +69,7 @@ def parse_args(argv=None):
     cli.setting(p, 'APP_MAX_UPLOAD_MB', '--max-upload-mb', type=cli.positive_int)
     cli.setting(p, 'APP_VAD', '--vad', choices=VADS)
     cli.setting(p, 'APP_LEVEL', '--level', type=cli.level, nargs='?', const=c.TRAIN_LEVEL, metavar='DBFS')
+    cli.setting(p, 'MAX_SECONDS', type=cli.positive_int)
     p.add_argument('--threshold', type=cli.finite_float, help='accept above this score (default: the calibrated '
                    'threshold of the checkpoint for its scoring when it has one, else THRESHOLD of configure.py)')
     add_scoring_args(p)
@@ -192,7 +193,7 @@ def upload_names(folder, text):
 
 def reading(rec, args):
     """How the page reads a recording with settings args (--vad, --level): a features.reading_settings()."""
-    return reading_settings(rec.ckpt['feature'], args.vad, args.level)
+    return reading_settings(rec.ckpt['feature'], args.vad, args.level, args.max_seconds)
 
 
 def embed_recording(rec, path, args):

@@ -162,9 +162,11 @@ def level(text):
 
 
 def add_audio_args(p):
-    """Flags of the scripts that read audio: speech detection and level normalisation (features.py)."""
+    """Flags of the scripts that read audio: speech detection, level normalisation and the longest recording
+    (features.py)."""
     setting(p, 'VAD', choices=features.VADS)
     setting(p, 'LEVEL', type=level, nargs='?', const=c.TRAIN_LEVEL, metavar='DBFS')
+    setting(p, 'MAX_SECONDS', type=positive_int)
     return p
 
 

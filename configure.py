@@ -37,6 +37,8 @@ LEVEL = 'no'         # gain before the fbank: 'no' (the tutorial) | a target spe
 TRAIN_LEVEL = -44.0  # dBFS: speech level of the training recordings (ETRI: median of the 20 test wavs, -47 to -40);
                      # the target of --level given without a value
 NUM_WIN_SIZE = 100   # frames (1 s) per random training window
+MAX_SECONDS = 600    # longest recording read, in seconds, wherever audio is read: a longer one is refused, and read
+                     # no further (a few MB of Opus hold hours, whose features would take GBs)
 
 # ---- Recipe --------------------------------------------------------------------------------
 # 'tutorial': the settings below as they stand (the tutorial's values, unless you change them);

@@ -86,6 +86,7 @@ LOUD_PERCENTILE = 95  # the reference of the utterance's loud frames (5 % of the
 # below it, fewest frames between -40 and -30 dB. 30 dB keeps weak consonants and drops the silence.
 VAD_DB = 30.0
 
+LOWEST_RATE = 4000  # Hz: audio recorded below this is refused: no speech band is left (a header's 1 Hz would be hours)
 FULL_SCALE = 0.999  # |sample| at or above this is at full scale (within 0.01 dB): where a recording clips
 CLIPPED_NOTE = 0.01  # a note says a recording is clipped when more than this fraction of its samples is at full scale
 FRAMES_AT_ONCE = 3000  # fbank frames computed together (30 s): a long recording's features take bounded memory
@@ -234,15 +235,16 @@ def check_level(level):
     return level
 
 
-def reading_settings(feature, vad='no', level='no'):
+def reading_settings(feature, vad='no', level='no', max_seconds=c.MAX_SECONDS):
     """How an utterance is read: a model's feature settings (feature_settings() or a checkpoint's 'feature') with
-    the front end's vad and level.
+    the front end's vad and level, and the longest recording read (max_seconds).
 
-    The settings every function below takes; 'vad' and 'level' default to 'no' (the tutorial) when absent.
+    The settings every function below takes; 'vad' and 'level' default to 'no' (the tutorial) when absent,
+    'max_seconds' to MAX_SECONDS.
     """
     if vad not in VADS:
         raise ValueError(f"unknown vad {vad!r} (VAD of configure.py or --vad); choose one of {', '.join(VADS)}")
-    return {**feature, 'vad': vad, 'level': check_level(level)}
+    return {**feature, 'vad': vad, 'level': check_level(level), 'max_seconds': max_seconds}
 
 
 def front_end(settings):
@@ -316,15 +318,32 @@ def audio_notes(path, audio, native_rate, sample_rate):
     return notes
 
 
-def read_audio(path, sample_rate):
+def check_length(path, rate, n_samples, max_seconds):
+    """Refuse audio of `n_samples` samples at `rate` Hz that is recorded below LOWEST_RATE or lasts over max_seconds:
+    read, it would take far more memory and time than any recording of speech."""
+    if rate < LOWEST_RATE:
+        raise FeatureFileError(f"{path}: recorded at {rate} Hz, below {LOWEST_RATE} Hz: it holds no speech band (or "
+                               "its header is wrong); record it again, or resample it to 16000 Hz")
+    if n_samples > max_seconds * rate:
+        raise FeatureFileError(f"{path}: longer than {max_seconds:g} s ({n_samples / rate:.0f} s or more), the most a "
+                               "recording may be (MAX_SECONDS, --max-seconds): cut it into shorter recordings, or "
+                               "raise --max-seconds")
+
+
+def read_audio(path, sample_rate, max_seconds=c.MAX_SECONDS):
     """Samples (n_samples,) float32 of an audio file, mono at sample_rate, checked by check_samples.
 
     Exactly librosa.load(path, sr=sample_rate, mono=True), read with soundfile only (no slow,
     deprecated audioread fallback), with the samples checked before librosa sees them and after
     (silence, as the model hears it). Truncated, clipped or low-rate audio gives an AudioNote.
+    A rate below LOWEST_RATE, or a length over max_seconds, is refused from the header, before
+    anything is decoded (soundfile decodes no more than the header's length).
     """
     try:
-        audio, native_rate = soundfile.read(path, dtype='float32', always_2d=False)
+        with soundfile.SoundFile(path) as f:
+            native_rate = f.samplerate
+            check_length(path, native_rate, f.frames, max_seconds)
+            audio = f.read(dtype='float32', always_2d=False)
     except (RuntimeError, soundfile.SoundFileError) as e:  # LibsndfileError: unknown format, truncated header
         raise FeatureFileError(f"{path}: not a readable audio file ({e})") from e
     audio = audio.T  # (channels, n_samples), as librosa reads it
@@ -344,6 +363,7 @@ def check_audio_header(path, settings):
         info = soundfile.info(str(path))
     except (RuntimeError, soundfile.SoundFileError) as e:
         raise FeatureFileError(f"{path}: not a readable audio file ({e})") from e
+    check_length(path, info.samplerate, info.frames, settings.get('max_seconds', c.MAX_SECONDS))
     n_frames = frame_count(round(info.duration * settings['sample_rate']), *frame_geometry(settings))
     trim_edges(np.empty((n_frames, 0)), path, edge_frames(settings), settings['min_frames'])
 
@@ -574,7 +594,7 @@ def audio_features(path, settings, device=None, prepare=None):
     """log_fbank_frames of an audio file (its fbank on `device`, as log_fbank_frames says), of its waveform as
     prepare(waveform) makes it when given (training's speed and augmentation); an error names the file."""
     try:
-        audio = read_audio(path, settings['sample_rate'])
+        audio = read_audio(path, settings['sample_rate'], settings.get('max_seconds', c.MAX_SECONDS))
         return log_fbank_frames(prepare(audio) if prepare else audio, settings, device)
     except FeatureFileError as e:
         if str(path) in str(e):

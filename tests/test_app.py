@@ -370,3 +370,12 @@ def test_a_port_in_use_is_one_error_line(tmp_path):
         port = taken.getsockname()[1]
         with pytest.raises(OSError, match=f'cannot serve on --host 127.0.0.1 --port {port}: Address already in use'):
             app.check_address('127.0.0.1', port)
+
+
+def test_a_recording_longer_than_max_seconds_is_refused_on_the_page(page):
+    client, rec = page
+    short = app.make_app(with_settings(rec, max_seconds=3)).test_client()
+    status, answer = post(short, '/api/enroll', {'long.wav': voice(1, seconds=4.0)}, name='alice')
+    assert status == 400 and answer['error'].startswith('long.wav: longer than 3 s (4 s or more), the most a '
+                                                        'recording may be (MAX_SECONDS, --max-seconds)')
+    assert app.parse_args([]).max_seconds == 600
