@@ -150,6 +150,26 @@ def test_symlinked_speaker_folders_count_and_hidden_folders_do_not(tmp_path):
     assert list(read_feats_structure(tmp_path / 'train')['speaker_id']) == ['a', 'b']
 
 
+def test_links_that_loop_are_not_followed_and_no_file_is_listed_twice(tmp_path):
+    write_feature(tmp_path / 'test' / 'spk' / 'enroll.p', np.zeros((200, 40)), 'spk')
+    (tmp_path / 'test' / 'spk' / 'loop').symlink_to(tmp_path / 'test', target_is_directory=True)
+    (tmp_path / 'test' / 'spk' / 'enroll_again.p').symlink_to('enroll.p')  # the same file by another name
+    enroll_DB, _ = split_enroll_and_test(tmp_path / 'test')
+    assert list(enroll_DB['filename']) == [str(tmp_path / 'test' / 'spk' / 'enroll.p')]
+
+
+@pytest.mark.parametrize('link, target', [('other/enroll.p', 'spk/enroll.p'), ('other', 'spk')],
+                         ids=['file', 'speaker folder'])
+def test_a_recording_linked_under_two_speaker_folders_is_refused(tmp_path, link, target):
+    write_feature(tmp_path / 'test' / 'spk' / 'enroll.p', np.zeros((200, 40)), 'spk')
+    (tmp_path / 'test' / link).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / 'test' / link).symlink_to(tmp_path / 'test' / target)
+    first, second = ((tmp_path / 'test' / p) for p in sorted((link, target)))
+    with pytest.raises(ValueError, match=rf'^{first} and {second} are one \(a link to it\): a recording under two '
+                                         r'speaker folders; remove the link, or copy it$'):
+        split_enroll_and_test(tmp_path / 'test')
+
+
 def test_missing_and_empty_folders_are_clear_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match='folder not found: .*nowhere'):
         read_feats_structure(tmp_path / 'nowhere')
