@@ -133,6 +133,17 @@ def read_list_file(path):
     return pd.DataFrame({'filename': files, 'speaker_id': [s for _, s in pairs], 'dataset_id': path.stem})
 
 
+def utf8_text(path, what):
+    """The text of a file of lines, UTF-8; else an error naming the file and the line of its first byte that is not.
+    what: what to say then (what the file must be, what to do)."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b'\n') + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 text (byte {data[e.start]:#04x}): {what}") from None
+
+
 def read_pairs(path):
     """{first: second} of a file of `<first> <second>` lines, split at the last run of spaces (Kaldi's files split
     at the first; for wav.scp the id has no spaces and the path takes the rest)."""
@@ -140,7 +151,8 @@ def read_pairs(path):
         raise FileNotFoundError(f"file not found: {path}")
     pairs = {}
     kaldi_style = path.name in ('wav.scp', 'utt2spk')
-    for number, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
+    text = utf8_text(path, f"save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > {path.name}.utf8")
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith('#'):
             continue
         fields = line.split(maxsplit=1) if kaldi_style else line.rsplit(maxsplit=1)

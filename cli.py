@@ -141,6 +141,15 @@ def cohort_size(text):
     return value
 
 
+def decibel_range(text):
+    """argparse type: a value_range of decibels (a gain, a level, an SNR), from -100 to 100: beyond, a signal is below
+    the features' floor (-100 dB) or past float32's range, and training would fail on whichever file it met first."""
+    low, high = value_range(text)
+    if not -100 <= low <= high <= 100:
+        raise argparse.ArgumentTypeError(f"must be decibels from -100 to 100, not {text}")
+    return low, high
+
+
 def port(text):
     """argparse type: a TCP port, 0 (any free one) to 65535."""
     value = int(text)

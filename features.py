@@ -318,6 +318,15 @@ def audio_notes(path, audio, native_rate, sample_rate):
     return notes
 
 
+def unreadable_audio(path, e):
+    """The error of an audio file that soundfile could not open (error e): a file that is not there (libsndfile says
+    only 'System error.'), or one that is not readable audio."""
+    if not os.path.exists(path):
+        return FeatureFileError(f"{path}: no such file; correct its path where it is given (a list file's relative "
+                                "paths are from the list's folder)")
+    return FeatureFileError(f"{path}: not a readable audio file ({e})")
+
+
 def check_length(path, rate, n_samples, max_seconds):
     """Refuse audio of `n_samples` samples at `rate` Hz that is recorded below LOWEST_RATE or lasts over max_seconds:
     read, it would take far more memory and time than any recording of speech."""
@@ -345,7 +354,7 @@ def read_audio(path, sample_rate, max_seconds=c.MAX_SECONDS):
             check_length(path, native_rate, f.frames, max_seconds)
             audio = f.read(dtype='float32', always_2d=False)
     except (RuntimeError, soundfile.SoundFileError) as e:  # LibsndfileError: unknown format, truncated header
-        raise FeatureFileError(f"{path}: not a readable audio file ({e})") from e
+        raise unreadable_audio(path, e) from e
     audio = audio.T  # (channels, n_samples), as librosa reads it
     check_samples(audio, path)
     for kind, found in audio_notes(path, audio, native_rate, sample_rate):
@@ -362,7 +371,7 @@ def check_audio_header(path, settings):
     try:
         info = soundfile.info(str(path))
     except (RuntimeError, soundfile.SoundFileError) as e:
-        raise FeatureFileError(f"{path}: not a readable audio file ({e})") from e
+        raise unreadable_audio(path, e) from e
     check_length(path, info.samplerate, info.frames, settings.get('max_seconds', c.MAX_SECONDS))
     n_frames = frame_count(round(info.duration * settings['sample_rate']), *frame_geometry(settings))
     trim_edges(np.empty((n_frames, 0)), path, edge_frames(settings), settings['min_frames'])

@@ -51,6 +51,13 @@ AUGMENT_SETTINGS = ('AUG_NOISE_PROB', 'AUG_NOISE_SNR', 'AUG_MUSIC_SNR', 'AUG_BAB
                     'AUG_PAUSE_DBFS')
 
 
+def augment_type(name, kind):
+    """The argparse type of the flag of AUGMENT_SETTINGS' `name`, whose default is of type `kind`."""
+    if kind is tuple:
+        return cli.decibel_range if name.endswith(('_SNR', '_DRR', '_DB', '_DBFS')) else cli.value_range
+    return cli.probability if name.endswith('_PROB') else kind
+
+
 def parse_args(argv=None):
     p = cli.parser(__doc__)
     setting = partial(cli.setting, p)  # flag, default and help of a configure.py setting
@@ -85,8 +92,7 @@ def parse_args(argv=None):
     setting('AUGMENT', choices=['yes', 'no'])
     for name in AUGMENT_SETTINGS:
         kind = type(getattr(c, name))
-        setting(name, type=cli.value_range if kind is tuple else cli.probability if name.endswith('_PROB') else kind,
-                metavar='LOW,HIGH' if kind is tuple else None)
+        setting(name, type=augment_type(name, kind), metavar='LOW,HIGH' if kind is tuple else None)
     setting('NOISE_DIR')
     setting('RIR_DIR')
     setting('SPEED_PERTURB', choices=['yes', 'no'])
