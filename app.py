@@ -149,11 +149,11 @@ def staging():
 def is_running(pid):
     """Whether a process `pid` runs (as any user)."""
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: nothing sent, only whether it could be
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # another user's
+        pass
     return True
 
 
