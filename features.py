@@ -35,7 +35,8 @@ maximum, so that a click does not set the reference):
   trimmed are speech then. A piece `file@start-end` of a trial list is cut on the recording's own
   timeline, and holds the kept frames between start and end.
 
-Every audio file is checked as it is read: unreadable, empty, NaN or infinite samples, or silent
+Every audio file is checked as it is read: from its header, a sample rate below LOWEST_RATE or a length
+over MAX_SECONDS (refused before it is decoded); unreadable, empty, NaN or infinite samples, or silent
 (every sample 0, or a peak below SILENCE_DBFS) as the model hears it, after down-mixing and
 resampling (stereo channels that cancel are silent), raise FeatureFileError naming the file; and
 features that are not finite are never returned. Audio that is used but may score wrong gives an
