@@ -247,6 +247,7 @@ def enroll(rec, name, uploads):
     notes = []
     with enrollment_lock(rec.args.embedding_dir), received(uploads, notes) as paths:  # the lock first: refused early
         require_distinct_name(name, rec.args.embedding_dir)
+        enrolled_records(rec)  # a folder the page cannot read (another model's d-vectors) is refused before writing
         earlier = earlier_recordings(root / name)
         vector = enroll_speaker(rec.model, reading(rec, rec.args), paths, settings['enroll_frames'], rec.device)
         kept = keep_recordings(root / name, paths)

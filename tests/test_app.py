@@ -215,6 +215,9 @@ def test_d_vectors_of_another_model_are_refused_on_the_page(page, tmp_path):
     assert state['speakers'] == [] and 'holds d-vectors of another model' in state['error']
     status, answer = post(client, '/api/identify', {'a.wav': voice(1)})
     assert status == 400 and answer['error'] == state['error']
+    status, answer = post(client, '/api/enroll', {'a.wav': voice(1)}, name='alice')  # refused before writing
+    assert status == 400 and answer['error'] == state['error']
+    assert sorted(p.name for p in Path(rec.args.embedding_dir).iterdir()) == ['dave.pth']
 
 
 @pytest.mark.parametrize('headers', [{'Origin': 'http://evil.example'}, {'Sec-Fetch-Site': 'cross-site'},
