@@ -5,7 +5,6 @@ under the root, so <speaker>/<session>/<file> trees work too) and dataset_id (th
 An utterance is a file name without its suffix: where it has both a .p and an audio file, the .p
 (its features, already made) is the one listed; two audio files of one utterance are refused.
 """
-import glob
 import os
 from pathlib import Path
 
@@ -28,13 +27,51 @@ def one_per_utterance(files):
     return sorted(chosen)
 
 
+def first_met(first, path, root):
+    """Whether `path` (a folder or file under root) is met for the first time, by what it is (a link is its target),
+    recording it in `first`, {(device, inode): the path it was first met at}. A folder met again inside itself is a
+    link that loops; one met again under another speaker folder (the first folder under root) is refused: its
+    recordings would have two speakers."""
+    found = path.stat()
+    earlier = first.setdefault((found.st_dev, found.st_ino), path)
+    if earlier == path:
+        return True
+    if not path.is_relative_to(earlier) and speaker_of(earlier, root) != speaker_of(path, root):
+        raise ValueError(f"{earlier} and {path} are one (a link to it): a recording under two speaker folders; "
+                         "remove the link, or copy it")
+    return False
+
+
+def speaker_of(path, root):
+    """The speaker folder of a path under root: its first folder there (None for root itself)."""
+    parts = path.relative_to(root).parts
+    return parts[0] if parts else None
+
+
+def walk_files(folder):
+    """Every file under folder, each once: links to folders are followed (symlinked speaker folders), but never into a
+    folder met before (a loop, or a second link to it), and a file reached by two paths is listed at the first.
+    Hidden files and folders (.ipynb_checkpoints) are skipped."""
+    folder, first, files = Path(folder), {}, []
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        if not first_met(first, Path(top), folder):
+            dirs[:] = []
+            continue
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+        for name in sorted(names):
+            path = Path(top) / name
+            if not name.startswith('.') and path.is_file() and first_met(first, path, folder):
+                files.append(path)
+    return files
+
+
 def utterance_files(folder, suffixes):
-    """Every file under folder (recursively) whose suffix, in any case, is one of suffixes: one per utterance.
+    """Every file under folder (recursively, walk_files) whose suffix, in any case, is one of suffixes: one per
+    utterance.
 
     When audio is looked for, audio files of a format libsndfile cannot read are refused, not skipped.
     """
-    # glob, unlike Path.rglob, follows symlinked speaker folders and skips hidden ones (.ipynb_checkpoints)
-    files = [Path(f) for f in glob.glob(str(Path(folder) / '**' / '*'), recursive=True) if Path(f).is_file()]
+    files = walk_files(folder)
     if set(suffixes) & set(AUDIO_SUFFIXES):
         refuse_unreadable_audio(files)
     return one_per_utterance(f for f in files if f.suffix.lower() in suffixes)
@@ -96,6 +133,17 @@ def read_list_file(path):
     return pd.DataFrame({'filename': files, 'speaker_id': [s for _, s in pairs], 'dataset_id': path.stem})
 
 
+def utf8_text(path, what):
+    """The text of a file of lines, UTF-8; else an error naming the file and the line of its first byte that is not.
+    what: what to say then (what the file must be, what to do)."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b'\n') + 1
+        raise ValueError(f"{path}, line {line}: not UTF-8 text (byte {data[e.start]:#04x}): {what}") from None
+
+
 def read_pairs(path):
     """{first: second} of a file of `<first> <second>` lines, split at the last run of spaces (Kaldi's files split
     at the first; for wav.scp the id has no spaces and the path takes the rest)."""
@@ -103,7 +151,8 @@ def read_pairs(path):
         raise FileNotFoundError(f"file not found: {path}")
     pairs = {}
     kaldi_style = path.name in ('wav.scp', 'utt2spk')
-    for number, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
+    text = utf8_text(path, f"save it as UTF-8, e.g. iconv -f latin1 -t utf-8 {path.name} > {path.name}.utf8")
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith('#'):
             continue
         fields = line.split(maxsplit=1) if kaldi_style else line.rsplit(maxsplit=1)

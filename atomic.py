@@ -1,4 +1,5 @@
 """Files written whole or not at all: what every stage's outputs go through."""
+import contextlib
 import errno
 import io
 import os
@@ -25,11 +26,18 @@ def atomic_write(path, write):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:  # name the file asked for, not the hidden temporary one
-        tmp.unlink(missing_ok=True)
+        remove(tmp)
         raise cannot_write(path, e) from e
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        remove(tmp)
         raise
+
+
+def remove(tmp):
+    """Remove a temporary file, if it is there and can be: a failure to (its name too long to make, as to remove)
+    must not hide the error that ended the write."""
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_save(obj, path):

@@ -149,6 +149,23 @@ def cohort_size(text):
     return value
 
 
+def decibel_range(text):
+    """argparse type: a value_range of decibels (a gain, a level, an SNR), from -100 to 100: beyond, a signal is below
+    the features' floor (-100 dB) or past float32's range, and training would fail on whichever file it met first."""
+    low, high = value_range(text)
+    if not -100 <= low <= high <= 100:
+        raise argparse.ArgumentTypeError(f"must be decibels from -100 to 100, not {text}")
+    return low, high
+
+
+def port(text):
+    """argparse type: a TCP port, 0 (any free one) to 65535."""
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 (any free one) to 65535, not {text}")
+    return value
+
+
 def add_device_arg(p):
     setting(p, 'DEVICE')
 
@@ -162,9 +179,11 @@ def level(text):
 
 
 def add_audio_args(p):
-    """Flags of the scripts that read audio: speech detection and level normalisation (features.py)."""
+    """Flags of the scripts that read audio: speech detection, level normalisation and the longest recording
+    (features.py)."""
     setting(p, 'VAD', choices=features.VADS)
     setting(p, 'LEVEL', type=level, nargs='?', const=c.TRAIN_LEVEL, metavar='DBFS')
+    setting(p, 'MAX_SECONDS', type=positive_int)
     return p
 
 

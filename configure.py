@@ -41,6 +41,8 @@ TRAIN_LEVEL = -44.0  # dBFS: speech level of the training recordings (ETRI: medi
                      # the target of --level given without a value
 AUTO_LEVEL_DB = 15.0  # dB: how far below TRAIN_LEVEL speech may lie before LEVEL 'auto' lifts it
 NUM_WIN_SIZE = 100   # frames (1 s) per random training window
+MAX_SECONDS = 600    # longest recording read, in seconds, wherever audio is read: a longer one is refused, and read
+                     # no further (a few MB of Opus hold hours, whose features would take GBs)
 
 # ---- Recipe --------------------------------------------------------------------------------
 # 'tutorial': the settings below as they stand (the tutorial's values, unless you change them);

@@ -277,4 +277,5 @@ def open_stage(args, claimed=None, random_weights_seed=None):
         enrolled = load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint)
         enrollment = {**require_enrolled(enrolled, claimed), 'speaker': claimed}
     settle_scoring(args, ckpt, enrollment)
-    return Stage(model, ckpt, device, reading_settings(ckpt['feature'], args.vad, args.level), enrollment)
+    reading = reading_settings(ckpt['feature'], args.vad, args.level, args.max_seconds)
+    return Stage(model, ckpt, device, reading, enrollment)

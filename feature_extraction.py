@@ -86,7 +86,7 @@ def main(argv=None):
     args = parse_args(argv)
     pairs = [(args.wav_dir, args.feat_dir)] if args.wav_dir else [(c.TRAIN_WAV_DIR, c.TRAIN_FEAT_DIR),
                                                                  (c.TEST_WAV_DIR, c.TEST_FEAT_DIR)]
-    settings = reading_settings(feature_settings(), args.vad, args.level)
+    settings = reading_settings(feature_settings(), args.vad, args.level, args.max_seconds)
     failures = {}
     for wav_dir, feat_dir in pairs:
         try:

@@ -35,7 +35,8 @@ maximum, so that a click does not set the reference):
   trimmed are speech then. A piece `file@start-end` of a trial list is cut on the recording's own
   timeline, and holds the kept frames between start and end.
 
-Every audio file is checked as it is read: unreadable, empty, NaN or infinite samples, or silent
+Every audio file is checked as it is read: from its header, a sample rate below LOWEST_RATE or a length
+over MAX_SECONDS (refused before it is decoded); unreadable, empty, NaN or infinite samples, or silent
 (every sample 0, or a peak below SILENCE_DBFS) as the model hears it, after down-mixing and
 resampling (stereo channels that cancel are silent), raise FeatureFileError naming the file; and
 features that are not finite are never returned. Audio that is used but may score wrong gives an
@@ -86,6 +87,7 @@ LOUD_PERCENTILE = 95  # the reference of the utterance's loud frames (5 % of the
 # below it, fewest frames between -40 and -30 dB. 30 dB keeps weak consonants and drops the silence.
 VAD_DB = 30.0
 
+LOWEST_RATE = 4000  # Hz: audio recorded below this is refused: no speech band is left (a header's 1 Hz would be hours)
 FULL_SCALE = 0.999  # |sample| at or above this is at full scale (within 0.01 dB): where a recording clips
 CLIPPED_NOTE = 0.01  # a note says a recording is clipped when more than this fraction of its samples is at full scale
 FRAMES_AT_ONCE = 3000  # fbank frames computed together (30 s): a long recording's features take bounded memory
@@ -111,17 +113,40 @@ def require_finite(values, what):
     return values
 
 
-# The only globals a feature pickle may name: what numpy 1.x and 2.x write for arrays.
-_SAFE_GLOBALS = {('numpy', 'ndarray'): np.ndarray, ('numpy', 'dtype'): np.dtype,
-                 ('_codecs', 'encode'): codecs.encode}  # bytes in protocol-2 pickles
+class _Array:
+    """What a feature pickle's `numpy.ndarray` stands for: only an argument of _empty_array, never called (calling
+    ndarray itself would allocate an array of any shape whose data is not in the file)."""
+
+
+def _empty_array(subtype, shape, dtype):
+    """numpy's _reconstruct as numpy's own pickles use it: an empty array, which the state that follows in the file
+    fills with the file's own bytes. Any other shape would be an array of leftover memory, not the file's."""
+    if subtype is not _Array or shape != (0,):
+        raise pickle.UnpicklingError(f"an array of shape {shape} whose values are not in the file")
+    return _reconstruct(np.ndarray, shape, dtype)
+
+
+def _latin1(text, encoding):
+    """codecs.encode as protocol-2 pickles use it for bytes: latin1, one byte per character of the file. Other
+    codecs could make bytes far larger than the file ('hex', again and again)."""
+    if encoding != 'latin1' or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"bytes encoded as {encoding!r}: not what numpy writes")
+    return codecs.encode(text, encoding)
+
+
+# The only globals a feature pickle may name: what numpy 1.x and 2.x write for arrays. Each array's bytes are bytes
+# of the file, so its frame count is bounded by the file's size.
+_SAFE_GLOBALS = {('numpy', 'ndarray'): _Array, ('numpy', 'dtype'): np.dtype,
+                 ('_codecs', 'encode'): _latin1}  # bytes in protocol-2 pickles
 for _core in ('numpy.core', 'numpy._core'):
-    _SAFE_GLOBALS.update({(f'{_core}.multiarray', '_reconstruct'): _reconstruct,
+    _SAFE_GLOBALS.update({(f'{_core}.multiarray', '_reconstruct'): _empty_array,
                           (f'{_core}.multiarray', 'scalar'): scalar,
                           (f'{_core}.numeric', '_frombuffer'): _frombuffer})
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles plain data (dicts, lists, strings, numbers) and numpy arrays; refuses anything else."""
+    """Unpickles plain data (dicts, lists, strings, numbers) and numpy arrays of the file's own bytes; refuses
+    anything else."""
 
     def find_class(self, module, name):
         try:
@@ -211,15 +236,16 @@ def check_level(level):
     return level
 
 
-def reading_settings(feature, vad='no', level='no'):
+def reading_settings(feature, vad='no', level='no', max_seconds=c.MAX_SECONDS):
     """How an utterance is read: a model's feature settings (feature_settings() or a checkpoint's 'feature') with
-    the front end's vad and level.
+    the front end's vad and level, and the longest recording read (max_seconds).
 
-    The settings every function below takes; 'vad' and 'level' default to 'no' (the tutorial) when absent.
+    The settings every function below takes; 'vad' and 'level' default to 'no' (the tutorial) when absent,
+    'max_seconds' to MAX_SECONDS.
     """
     if vad not in VADS:
         raise ValueError(f"unknown vad {vad!r} (VAD of configure.py or --vad); choose one of {', '.join(VADS)}")
-    return {**feature, 'vad': vad, 'level': check_level(level)}
+    return {**feature, 'vad': vad, 'level': check_level(level), 'max_seconds': max_seconds}
 
 
 def front_end(settings):
@@ -312,17 +338,43 @@ def audio_notes(path, audio, native_rate, sample_rate):
     return notes
 
 
-def read_audio(path, sample_rate):
+def unreadable_audio(path, e):
+    """The error of an audio file that soundfile could not open (error e): a file that is not there (libsndfile says
+    only 'System error.'), or one that is not readable audio."""
+    if not os.path.exists(path):
+        return FeatureFileError(f"{path}: no such file; correct its path where it is given (a list file's relative "
+                                "paths are from the list's folder)")
+    return FeatureFileError(f"{path}: not a readable audio file ({e})")
+
+
+def check_length(path, rate, n_samples, max_seconds):
+    """Refuse audio of `n_samples` samples at `rate` Hz that is recorded below LOWEST_RATE or lasts over max_seconds:
+    read, it would take far more memory and time than any recording of speech."""
+    if rate < LOWEST_RATE:
+        raise FeatureFileError(f"{path}: recorded at {rate} Hz, below {LOWEST_RATE} Hz: it holds no speech band (or "
+                               "its header is wrong); record it again, or resample it to 16000 Hz")
+    if n_samples > max_seconds * rate:
+        raise FeatureFileError(f"{path}: longer than {max_seconds:g} s ({n_samples / rate:.0f} s or more), the most a "
+                               "recording may be (MAX_SECONDS, --max-seconds): cut it into shorter recordings, or "
+                               "raise --max-seconds")
+
+
+def read_audio(path, sample_rate, max_seconds=c.MAX_SECONDS):
     """Samples (n_samples,) float32 of an audio file, mono at sample_rate, checked by check_samples.
 
     Exactly librosa.load(path, sr=sample_rate, mono=True), read with soundfile only (no slow,
     deprecated audioread fallback), with the samples checked before librosa sees them and after
     (silence, as the model hears it). Truncated, clipped or low-rate audio gives an AudioNote.
+    A rate below LOWEST_RATE, or a length over max_seconds, is refused from the header, before
+    anything is decoded (soundfile decodes no more than the header's length).
     """
     try:
-        audio, native_rate = soundfile.read(path, dtype='float32', always_2d=False)
+        with soundfile.SoundFile(path) as f:
+            native_rate = f.samplerate
+            check_length(path, native_rate, f.frames, max_seconds)
+            audio = f.read(dtype='float32', always_2d=False)
     except (RuntimeError, soundfile.SoundFileError) as e:  # LibsndfileError: unknown format, truncated header
-        raise FeatureFileError(f"{path}: not a readable audio file ({e})") from e
+        raise unreadable_audio(path, e) from e
     audio = audio.T  # (channels, n_samples), as librosa reads it
     check_samples(audio, path)
     for kind, found in audio_notes(path, audio, native_rate, sample_rate):
@@ -339,7 +391,8 @@ def check_audio_header(path, settings):
     try:
         info = soundfile.info(str(path))
     except (RuntimeError, soundfile.SoundFileError) as e:
-        raise FeatureFileError(f"{path}: not a readable audio file ({e})") from e
+        raise unreadable_audio(path, e) from e
+    check_length(path, info.samplerate, info.frames, settings.get('max_seconds', c.MAX_SECONDS))
     n_frames = frame_count(round(info.duration * settings['sample_rate']), *frame_geometry(settings))
     trim_edges(np.empty((n_frames, 0)), path, edge_frames(settings), settings['min_frames'])
 
@@ -604,7 +657,7 @@ def audio_features(path, settings, device=None, prepare=None):
     """log_fbank_frames of an audio file (its fbank on `device`, as log_fbank_frames says), of its waveform as
     prepare(waveform) makes it when given (training's speed and augmentation); an error names the file."""
     try:
-        audio = read_audio(path, settings['sample_rate'])
+        audio = read_audio(path, settings['sample_rate'], settings.get('max_seconds', c.MAX_SECONDS))
         return log_fbank_frames(prepare(audio) if prepare else audio, settings, device, source=path)
     except FeatureFileError as e:
         if str(path) in str(e):

@@ -52,6 +52,15 @@ AUGMENT_SETTINGS = ('AUG_NOISE_PROB', 'AUG_NOISE_SNR', 'AUG_MUSIC_SNR', 'AUG_BAB
                     'AUG_PAUSE_DBFS')
 
 
+def augment_type(name, kind):
+    """The argparse type of the flag of AUGMENT_SETTINGS' `name`, whose default is of type `kind`."""
+    if kind is tuple:
+        if name.endswith(('_SNR', '_DRR', '_DB', '_DBFS')):
+            return cli.decibel_range
+        return cli.positive_range if name == 'AUG_RT60' else cli.value_range  # a reverberation time divides
+    return cli.probability if name.endswith('_PROB') else cli.finite_float if kind is float else kind
+
+
 def parse_args(argv=None):
     p = cli.parser(__doc__)
     setting = partial(cli.setting, p)  # flag, default and help of a configure.py setting
@@ -85,10 +94,8 @@ def parse_args(argv=None):
     setting('TIME_MASK', type=cli.non_negative_int)
     setting('AUGMENT', choices=['yes', 'no'])
     for name in AUGMENT_SETTINGS:
-        ranged = isinstance(getattr(c, name), tuple)
-        range_type = cli.positive_range if name == 'AUG_RT60' else cli.value_range  # a reverberation time divides
-        setting(name, type=range_type if ranged else cli.probability if name.endswith('_PROB') else cli.finite_float,
-                metavar='LOW,HIGH' if ranged else None)
+        kind = type(getattr(c, name))
+        setting(name, type=augment_type(name, kind), metavar='LOW,HIGH' if kind is tuple else None)
     setting('NOISE_DIR')
     setting('RIR_DIR')
     setting('SPEED_PERTURB', choices=['yes', 'no'])

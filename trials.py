@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from atomic import atomic_write
-from DB_wav_reader import is_enroll_file, utterance_files
+from DB_wav_reader import is_enroll_file, utf8_text, utterance_files
 from dvector import embed_all, mean_dvector, normalise_scores
 from features import (FeatureFileError, SUFFIXES, edge_frames, file_features, is_utterance_file, require_finite,
                       trim_edges)
@@ -63,13 +63,7 @@ def split_fields(line, where):
 
 def text_lines(path):
     """(line number, line, fields) of each line that holds any of a trial or score file (UTF-8 text)."""
-    data = Path(path).read_bytes()
-    try:
-        text = data.decode('utf-8')
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b'\n') + 1
-        raise ValueError(f"{path}, line {line}: not UTF-8 text (byte {data[e.start]:#04x}): trial and score files are "
-                         "text, one trial a line") from None
+    text = utf8_text(path, "trial and score files are text, one trial a line")
     for number, line in enumerate(text.split('\n'), 1):
         fields = split_fields(line, f"{path}, line {number}")
         if fields:

@@ -2,7 +2,10 @@
 them both ways, and refuses bad input with one clear message, losing nothing."""
 import dataclasses
 import io
+import os
 import re
+import subprocess
+import sys
 from argparse import Namespace
 from pathlib import Path
 
@@ -15,9 +18,12 @@ import app
 import enroll
 import identification
 import verification
+from atomic import atomic_write
 from checkpoint import model_id
 from demo_corpus import random_voice, synthesize_utterance
 from records import enrollment_lock, load_enrollment, save_enrollment
+
+REPO = Path(__file__).resolve().parent.parent
 
 RATE = 16000
 
@@ -56,10 +62,10 @@ def wav_bytes(audio, rate=RATE):
     return buffer.getvalue()
 
 
-def post(client, path, recordings, **fields):
-    """POST fields and recordings {file name: bytes} to the page's API: (status, JSON answer)."""
+def post(client, path, recordings, headers=None, **fields):
+    """POST fields and recordings {file name: bytes} to the page's API, with headers: (status, JSON answer)."""
     data = {**fields, 'recording': [(io.BytesIO(content), name) for name, content in recordings.items()]}
-    response = client.post(path, data=data, content_type='multipart/form-data')
+    response = client.post(path, data=data, content_type='multipart/form-data', headers=headers)
     return response.status_code, response.get_json()
 
 
@@ -209,6 +215,34 @@ def test_d_vectors_of_another_model_are_refused_on_the_page(page, tmp_path):
     assert state['speakers'] == [] and 'holds d-vectors of another model' in state['error']
     status, answer = post(client, '/api/identify', {'a.wav': voice(1)})
     assert status == 400 and answer['error'] == state['error']
+    status, answer = post(client, '/api/enroll', {'a.wav': voice(1)}, name='alice')  # refused before writing
+    assert status == 400 and answer['error'] == state['error']
+    assert sorted(p.name for p in Path(rec.args.embedding_dir).iterdir()) == ['dave.pth']
+
+
+@pytest.mark.parametrize('headers', [{'Origin': 'http://evil.example'}, {'Sec-Fetch-Site': 'cross-site'},
+                                     {'Origin': 'null'}, {'Origin': 'http://localhost:9999'}])
+def test_a_request_from_another_site_is_refused_and_changes_nothing(page, headers):
+    client, rec = page
+    post(client, '/api/enroll', {'a.wav': voice(1)}, name='alice')
+    before = enrolled_files(rec)
+    status, answer = post(client, '/api/enroll', {'b.wav': voice(2, speaker=2)}, headers, name='alice')
+    assert status == 403 and answer['error'].startswith('a request from another site (')
+    assert enrolled_files(rec) == before  # the impostor did not replace alice
+    own = {'Origin': 'http://localhost', 'Sec-Fetch-Site': 'same-origin'}  # what the page itself sends
+    assert post(client, '/api/verify', {'b.wav': voice(2)}, own, name='alice')[0] == 200
+
+
+@pytest.mark.parametrize('host', ['evil.example', 'evil.example:8000', 'rebound.localhost.example'])
+def test_a_host_other_than_the_pages_is_refused_so_dns_rebinding_reads_nothing(page, host):
+    client, _ = page
+    post(client, '/api/enroll', {'a.wav': voice(1)}, name='alice')
+    for path in ('/', '/api/state', '/static/app.js'):
+        response = client.get(path, headers={'Host': host})
+        assert response.status_code == 403 and 'alice' not in response.get_data(as_text=True)
+        assert response.get_json()['error'].startswith(f"the page is served as 127.0.0.1, not {host!r}")
+    for host in ('127.0.0.1:8000', 'localhost:8000', '[::1]:8000'):  # its own addresses
+        assert client.get('/api/state', headers={'Host': host}).get_json()['speakers'] == ['alice']
 
 
 def test_the_page_is_served_on_this_machine_only_unless_asked_with_a_warning():
@@ -242,3 +276,109 @@ def test_identify_says_when_the_speakers_were_enrolled_with_another_front_end(pa
     assert status == 200 and answer['ranking'][0]['name'] == 'erin'
     assert answer['note'].startswith('the speakers were enrolled with --vad no --level auto, the test side is read '
                                      f'with --vad {rec.args.vad} --level {rec.args.level}')
+
+
+def test_the_notes_on_a_recording_are_shown_beside_the_result(page):
+    client, _ = page
+    clipped = np.clip(speech(1) * 40, -1, 1)  # 40x louder: about a tenth of the samples at full scale
+    status, answer = post(client, '/api/enroll', {'loud.wav': wav_bytes(clipped)}, name='alice')
+    assert status == 200 and len(answer['notes']) == 1 and answer['notes'][0].startswith('loud.wav: clipped: ')
+    low = wav_bytes(speech(2)[::2], rate=8000)
+    for path, fields in (('/api/verify', {'name': 'alice'}), ('/api/identify', {})):
+        status, answer = post(client, path, {'phone.wav': low}, **fields)
+        assert status == 200 and answer['notes'] == ['phone.wav: recorded at 8000 Hz: it holds nothing above 4000 '
+                                                     'Hz, and the model was trained on 16000 Hz audio']
+
+
+def test_an_enrollment_that_cannot_replace_the_earlier_one_writes_nothing(page, tmp_path):
+    client, rec = page
+    post(client, '/api/enroll', {'a.wav': voice(1)}, name='alice')
+    before = enrolled_files(rec)
+    folder = tmp_path / 'enrolled' / 'recordings' / 'alice'
+    (folder / 'mine').mkdir()  # a user's folder among the kept recordings
+    status, answer = post(client, '/api/enroll', {'b.wav': voice(2)}, name='alice')
+    assert status == 400 and answer['error'] == (f"{folder / 'mine'}: a folder among the recordings of alice, which "
+                                                 f"enrolling the name again replaces: move it out of {folder}")
+    assert enrolled_files(rec) == before and sorted(p.name for p in folder.iterdir()) == sorted(
+        [Path(before['alice'][0]).name, 'mine'])  # the d-vector and the recordings as they were
+
+
+def test_a_look_alike_name_is_the_name_it_looks_like_and_never_a_second_speaker(page, tmp_path):
+    client, rec = page
+    post(client, '/api/enroll', {'a.wav': voice(1)}, name='alice')
+    status, answer = post(client, '/api/enroll', {'b.wav': voice(2)}, name='ａｌｉｃｅ')  # full-width
+    assert status == 200 and answer['enrolled'] == 'alice' and answer['speakers'] == ['alice']
+    status, answer = post(client, '/api/enroll', {'b.wav': voice(2)}, name='Alice')
+    assert status == 400 and answer['error'] == ("'Alice' looks like the enrolled 'alice': enroll as 'alice' to "
+                                                 "replace its enrollment, or choose another name")
+    (tmp_path / 'voices' / 'ｂｏｂ').mkdir(parents=True)  # enroll.py takes a folder's name as it is
+    (tmp_path / 'voices' / 'ｂｏｂ' / 'enroll.wav').write_bytes(voice(3, speaker=2))
+    enroll.main(['--checkpoint', rec.args.checkpoint, '--embedding-dir', rec.args.embedding_dir, '--device', 'cpu',
+                 '--test-feat-dir', str(tmp_path / 'voices'), '--vad', 'silero', '--level'])
+    status, answer = post(client, '/api/enroll', {'c.wav': voice(4, speaker=2)}, name='bob')
+    assert status == 400 and answer['error'].startswith("'bob' looks like the enrolled 'ｂｏｂ'")
+    assert sorted(enrolled_files(rec)) == ['alice', 'ｂｏｂ']
+
+
+def test_a_name_too_long_in_bytes_is_refused_before_anything_is_written(page, tmp_path):
+    name = '\U00020000' * 64  # 64 letters (CJK), 256 bytes: longer than a file name may be
+    status, answer = post(page[0], '/api/enroll', {'a.wav': voice(1)}, name=name)
+    assert status == 400 and answer['error'] == (f"{name!r} cannot be a speaker's name: it is 256 bytes in UTF-8, "
+                                                 "and a name may have 200 (it names the speaker's file): choose a "
+                                                 "shorter one")
+    assert not (tmp_path / 'enrolled').exists()
+    assert post(page[0], '/api/enroll', {'a.wav': voice(1)}, name='\U00020000' * 50)[0] == 200  # 200 bytes
+
+
+def test_a_file_name_too_long_is_an_error_naming_it_not_its_temporary_file(tmp_path):
+    path = tmp_path / ('x' * 250 + '.pth')
+    with pytest.raises(OSError) as refused:
+        atomic_write(path, lambda f: f.write(b'x'))
+    assert str(refused.value) == f"cannot write {path}: File name too long"
+
+
+def test_staging_folders_of_a_killed_server_are_removed_at_the_next_start(tmp_path, monkeypatch):
+    monkeypatch.setattr(app.tempfile, 'tempdir', str(tmp_path))
+    killed = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'], capture_output=True, text=True)
+    stale, running = (tmp_path / f'{app.STAGING}{pid}-x1' for pid in (killed.stdout.strip(), os.getpid()))
+    for folder in (stale, running):
+        (folder / '0').mkdir(parents=True)
+        (folder / '0' / 'voice.wav').write_bytes(voice(1))
+    app.remove_stale_staging()
+    assert not stale.exists() and running.exists()
+
+
+def test_a_form_of_too_many_parts_or_too_large_a_field_says_so(page):
+    client, rec = page
+    status, answer = post(client, '/api/enroll', {f'{i}.wav': b'RIFF' for i in range(1001)}, name='alice')
+    message = ("the form has more than 1000 parts, or a field other than a recording of more than 500 KB (the page "
+               "sends a name and the ticked recordings): send fewer recordings, or a shorter name")
+    assert (status, answer['error']) == (413, message)
+    status, answer = post(client, '/api/enroll', {'a.wav': voice(1)}, name='x' * 2 ** 20)
+    assert (status, answer['error']) == (413, message)
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--port', '70000'], 'argument --port: must be a port from 0 (any free one) to 65535, not 70000'),
+    (['--host', 'nonexistent.invalid'], 'error: --host nonexistent.invalid: no such address ('),
+], ids=['port', 'host'])
+def test_an_address_the_page_cannot_be_served_on_is_one_error_line(flags, message):
+    done = subprocess.run([sys.executable, 'app.py', *flags], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode in (1, 2) and message in done.stderr and 'Traceback' not in done.stderr
+    assert 'The page:' not in done.stdout
+
+
+def test_a_port_in_use_is_one_error_line(tmp_path):
+    with app.socket.create_server(('127.0.0.1', 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f'cannot serve on --host 127.0.0.1 --port {port}: Address already in use'):
+            app.check_address('127.0.0.1', port)
+
+
+def test_a_recording_longer_than_max_seconds_is_refused_on_the_page(page):
+    client, rec = page
+    short = app.make_app(with_settings(rec, max_seconds=3)).test_client()
+    status, answer = post(short, '/api/enroll', {'long.wav': voice(1, seconds=4.0)}, name='alice')
+    assert status == 400 and answer['error'].startswith('long.wav: longer than 3 s (4 s or more), the most a '
+                                                        'recording may be (MAX_SECONDS, --max-seconds)')
+    assert app.parse_args([]).max_seconds == 600

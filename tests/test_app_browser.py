@@ -4,7 +4,9 @@ then identifies an uploaded file, and shows a refusal without losing the recordi
 
 APP_SCREENSHOT=docs/app.png in the environment saves the page at the end there (README.md shows it).
 """
+import base64
 import io
+import json
 import os
 import re
 import shutil
@@ -12,6 +14,8 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from urllib.parse import urlsplit
+from urllib.request import urlopen
 
 import pytest
 from conftest import ETRI, REPO, needs_etri
@@ -20,6 +24,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
+from test_app import voice
 
 CHROMIUM, CHROMEDRIVER = shutil.which('chromium'), shutil.which('chromedriver')
 needs_chromium = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=(
@@ -30,6 +35,15 @@ SPEAKERS = ('230M4087', '240M3063')  # two men of the official ETRI test set, en
 TESTED = '230M4087'                   # whose test.wav is then recorded, verified and identified
 RECORD_SECONDS = 8                    # each recording, in real time: the fake microphone plays as a voice would
 WAIT = 60                             # seconds for the page to start or answer, at most
+REBOUND = 'rebound.example'           # a name of another site that Chromium resolves to this machine (DNS rebinding)
+# A POST of a recording to enroll, as any page may send one to any address (mode no-cors: sent, answer unread)
+POST_ENROLLMENT = """
+const [url, wav, name, done] = arguments;
+const form = new FormData();
+form.append('name', name);
+form.append('recording', new Blob([Uint8Array.from(atob(wav), (c) => c.charCodeAt(0))]), 'voice.wav');
+fetch(url, {method: 'POST', body: form, mode: 'no-cors'}).then(() => done('sent'), (e) => done(String(e)));
+"""
 
 
 @pytest.fixture
@@ -51,13 +65,15 @@ def page_url(tmp_path):
 
 
 @contextmanager
-def chromium(microphone):
-    """Headless Chromium whose microphone plays the wav `microphone`, looped, with the permission given."""
+def chromium(microphone=None):
+    """Headless Chromium whose microphone plays the wav `microphone`, looped, with the permission given; REBOUND
+    resolves to this machine."""
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ('--headless=new', '--no-sandbox', '--disable-dev-shm-usage', '--window-size=1000,1650',
                  '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
-                 f'--use-file-for-fake-audio-capture={microphone}'):
+                 f'--host-resolver-rules=MAP {REBOUND} 127.0.0.1') + (
+                     (f'--use-file-for-fake-audio-capture={microphone}',) if microphone else ()):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
@@ -137,3 +153,27 @@ def test_the_page_enrolls_verifies_and_identifies_recordings_from_the_microphone
     assert {claimed: decision for claimed, (decision, _, _) in verdicts.items()} == {
         claimed: 'Accept' if claimed == TESTED else 'Reject' for claimed in SPEAKERS}, verdicts
     assert ranking[0].startswith(f'{TESTED}: ') and len(ranking) == len(SPEAKERS), ranking
+
+
+def enrolled_speakers(url):
+    """The speakers the page at url has enrolled, asked as the page asks."""
+    with urlopen(url + 'api/state', timeout=WAIT) as response:
+        return json.load(response)['speakers']
+
+
+@needs_chromium
+@pytest.mark.slow
+def test_another_site_can_neither_enroll_nor_read_the_page(page_url):
+    port = urlsplit(page_url).port
+    wav = base64.b64encode(voice(1, seconds=4.0)).decode()
+    with chromium() as driver:
+        driver.set_script_timeout(WAIT)
+        driver.get(f'http://{REBOUND}:{port}/api/state')  # DNS rebinding: another site's name, this machine's address
+        assert f"the page is served as 127.0.0.1, not '{REBOUND}:{port}'" in driver.find_element(By.TAG_NAME,
+                                                                                             'body').text
+        driver.get(f'http://localhost:{port}/')  # a page of another site (localhost is not 127.0.0.1) posts to it
+        assert driver.execute_async_script(POST_ENROLLMENT, f'{page_url}api/enroll', wav, 'mallory') == 'sent'
+        assert enrolled_speakers(page_url) == []
+        driver.get(page_url)  # the same request from the page itself enrolls
+        assert driver.execute_async_script(POST_ENROLLMENT, f'{page_url}api/enroll', wav, 'mallory') == 'sent'
+        assert enrolled_speakers(page_url) == ['mallory']

@@ -361,3 +361,27 @@ def test_a_long_recording_is_made_into_features_a_chunk_at_a_time(monkeypatch):
     assert max(sizes) == 69 * 160 + 400 and len(sizes) == 5  # 299 frames, 70 at a time
     np.testing.assert_array_equal(chunked[1], whole[1])  # the same frames kept: frame levels are exact
     np.testing.assert_allclose(chunked[0], whole[0], rtol=0, atol=1e-12)  # the fbank to float precision
+
+
+@pytest.mark.parametrize('rate', [1, 3000])
+def test_a_sample_rate_too_low_for_speech_is_refused_before_resampling(tmp_path, rate):
+    path = write_audio(tmp_path / 'odd.wav', voice(seconds=1.0)[:max(rate, 100)], rate)  # 1 Hz: 100 s of 16 kHz audio
+    message = rf'odd\.wav: recorded at {rate} Hz, below 4000 Hz: it holds no speech band \(or its header is wrong\)'
+    with pytest.raises(FeatureFileError, match=message):
+        read_audio(path, 16000)
+    with pytest.raises(FeatureFileError, match=message):  # training checks every file's header before it starts
+        features.check_audio_header(path, TUTORIAL)
+
+
+def test_a_recording_longer_than_max_seconds_is_refused_without_reading_it_all(tmp_path, monkeypatch):
+    path = write_audio(tmp_path / 'long.wav', voice(seconds=3.0))
+    settings = reading_settings(feature_settings(), max_seconds=2)
+    message = (r'long\.wav: longer than 2 s \(3 s or more\), the most a recording may be \(MAX_SECONDS, '
+               r'--max-seconds\): cut it into shorter recordings, or raise --max-seconds')
+    for read in (lambda: file_features(path, settings), lambda: features.check_audio_header(path, settings)):
+        with pytest.raises(FeatureFileError, match=message):
+            read()
+    assert log_fbank(path, reading_settings(feature_settings(), max_seconds=3)).shape == (299, 40)
+    monkeypatch.setattr(sf.SoundFile, 'read', lambda *_, **__: pytest.fail('decoded'))  # refused from the header
+    with pytest.raises(FeatureFileError, match=message):
+        read_audio(path, 16000, max_seconds=2)

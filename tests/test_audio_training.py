@@ -66,6 +66,19 @@ def test_list_files_name_paths_with_spaces_and_kaldi_folders(voices, tmp_path):
         read_list_file(listing)
 
 
+def test_a_list_that_is_not_utf8_or_names_a_missing_file_says_where(tmp_path):
+    listing = tmp_path / 'train.lst'
+    listing.write_bytes('a.wav alice\nb.wav Jos\xe9\n'.encode('latin-1'))
+    with pytest.raises(ValueError, match=rf'^{listing}, line 2: not UTF-8 text \(byte 0xe9\): save it as UTF-8, e\.g\. '
+                                         r'iconv -f latin1 -t utf-8 train\.lst > train\.lst\.utf8$'):
+        read_list_file(listing)
+    listing.write_text('gone.wav alice\n')
+    missing = read_list_file(listing)['filename'][0]
+    with pytest.raises(features.FeatureFileError, match=rf"{missing}: no such file; correct its path where it is "
+                                                        r"given \(a list file's relative paths are from the list's"):
+        load_features([missing], feature_settings(), keep=False)
+
+
 def wave_settings(**changes):
     settings = augment.augment_settings()
     settings.update({k: 0.0 for k in settings if k.endswith('_prob')})

@@ -35,6 +35,14 @@ def settings(**changes):
     return augment.augment_settings(argparse.Namespace(**{**off, **changes}))
 
 
+@pytest.mark.parametrize('flag', ['--aug-gain-db', '--aug-noise-snr', '--aug-pause-dbfs'])
+def test_decibels_that_would_overflow_are_refused_when_parsed(flag, capsys):
+    with pytest.raises(SystemExit):
+        train.parse_args([flag, '1000,1000'])
+    assert f'argument {flag}: must be decibels from -100 to 100, not 1000,1000' in capsys.readouterr().err
+    assert train.parse_args([f'{flag}=-80,10']) is not None
+
+
 def test_the_floor_gives_back_each_bands_absolute_level():
     energies = quiet_energies(np.random.default_rng(0))
     recovered = augment.to_energies(recipe_features(energies))

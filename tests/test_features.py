@@ -1,4 +1,5 @@
 """Reading feature files: the restricted unpickler, validation, trimming, and the DB listing."""
+import codecs
 import os
 import pickle
 
@@ -8,6 +9,7 @@ import pytest
 from conftest import write_feature
 from DB_wav_reader import read_feats_structure, split_enroll_and_test, speaker_test_file
 from features import FeatureFileError, feature_settings, load_feature_file, read_MFB
+from numpy._core.multiarray import _reconstruct
 from SR_Dataset import load_features
 
 
@@ -44,6 +46,29 @@ def test_hostile_pickle_is_refused_without_running_code(tmp_path):
     with pytest.raises(FeatureFileError, match=r'evil\.p.*forbidden object .*system'):
         load_feature_file(path)
     assert not marker.exists()
+
+
+class Reduces:
+    """An object that unpickles as func(*args): what a hostile file can ask of the globals a feature pickle may name."""
+
+    def __init__(self, func, *args):
+        self.reduced = (func, args)
+
+    def __reduce__(self):
+        return self.reduced
+
+
+@pytest.mark.parametrize('feat, message', [
+    (Reduces(_reconstruct, np.ndarray, (1000, 40), np.dtype('f8')),  # 116 bytes -> 320 kB of leftover memory
+     r'an array of shape \(1000, 40\) whose values are not in the file'),
+    (Reduces(np.ndarray, (1000, 40)), r"'_Array' object is not callable|takes no arguments"),
+    (Reduces(codecs.encode, Reduces(codecs.encode, b'\0' * 8, 'hex'), 'hex'), r"bytes encoded as 'hex'"),
+], ids=['reconstruct', 'ndarray', 'hex'])
+def test_an_array_whose_values_are_not_in_the_file_is_refused(tmp_path, feat, message):
+    path = tmp_path / 'leftover.p'
+    path.write_bytes(pickle.dumps({'feat': feat, 'label': 'x'}, protocol=2))
+    with pytest.raises(FeatureFileError, match=r'^\S*leftover\.p: not a readable feature pickle \(' + message):
+        load_feature_file(path)
 
 
 @pytest.mark.parametrize('content, message', [
@@ -123,6 +148,26 @@ def test_symlinked_speaker_folders_count_and_hidden_folders_do_not(tmp_path):
     write_feature(tmp_path / 'train' / '.ipynb_checkpoints' / 'u.p', np.zeros((200, 40)), 'x')
     (tmp_path / 'train' / 'b').symlink_to(tmp_path / 'elsewhere', target_is_directory=True)
     assert list(read_feats_structure(tmp_path / 'train')['speaker_id']) == ['a', 'b']
+
+
+def test_links_that_loop_are_not_followed_and_no_file_is_listed_twice(tmp_path):
+    write_feature(tmp_path / 'test' / 'spk' / 'enroll.p', np.zeros((200, 40)), 'spk')
+    (tmp_path / 'test' / 'spk' / 'loop').symlink_to(tmp_path / 'test', target_is_directory=True)
+    (tmp_path / 'test' / 'spk' / 'enroll_again.p').symlink_to('enroll.p')  # the same file by another name
+    enroll_DB, _ = split_enroll_and_test(tmp_path / 'test')
+    assert list(enroll_DB['filename']) == [str(tmp_path / 'test' / 'spk' / 'enroll.p')]
+
+
+@pytest.mark.parametrize('link, target', [('other/enroll.p', 'spk/enroll.p'), ('other', 'spk')],
+                         ids=['file', 'speaker folder'])
+def test_a_recording_linked_under_two_speaker_folders_is_refused(tmp_path, link, target):
+    write_feature(tmp_path / 'test' / 'spk' / 'enroll.p', np.zeros((200, 40)), 'spk')
+    (tmp_path / 'test' / link).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / 'test' / link).symlink_to(tmp_path / 'test' / target)
+    first, second = ((tmp_path / 'test' / p) for p in sorted((link, target)))
+    with pytest.raises(ValueError, match=rf'^{first} and {second} are one \(a link to it\): a recording under two '
+                                         r'speaker folders; remove the link, or copy it$'):
+        split_enroll_and_test(tmp_path / 'test')
 
 
 def test_missing_and_empty_folders_are_clear_errors(tmp_path):

@@ -17,6 +17,12 @@ function say(text, isError = false) {
   $('message').className = isError ? 'error' : '';
 }
 
+// The server's notes on the recordings just used (clipped, truncated, a low sample rate): beside the result.
+function showNotes(notes) {
+  $('notes').replaceChildren(...notes.map((note) => element('li', {textContent: `Note: ${note}`})));
+  $('notes').hidden = !notes.length;
+}
+
 async function api(path, form) {
   let response;
   try {
@@ -35,6 +41,7 @@ async function act(busy, work) {
   const buttons = document.querySelectorAll('button:not(#record)');
   buttons.forEach((b) => { b.disabled = true; });
   say(busy);
+  showNotes([]);
   try {
     say(await work());
   } catch (e) {
@@ -225,6 +232,7 @@ $('enroll').onclick = () => act('Enrolling...', async () => {
   showSpeakers(result.speakers);
   $('claimed').value = result.enrolled;
   showMap(result);
+  showNotes(result.notes);
   return `Enrolled ${result.enrolled} from ${result.recordings} recording(s).`;
 });
 
@@ -232,6 +240,7 @@ $('verify').onclick = () => act('Verifying...', async () => {
   const recording = tickedName();
   const result = await api('/api/verify', ticked({name: $('claimed').value}));
   showVerdict(result, recording);
+  showNotes(result.notes);
   return `Verified ${recording} against ${result.claimed}: ${result.decision}.`;
 });
 
@@ -239,6 +248,7 @@ $('identify').onclick = () => act('Identifying...', async () => {
   const recording = tickedName();
   const result = await api('/api/identify', ticked({}));
   showRanking(result, recording);
+  showNotes(result.notes);
   return `Identified ${recording}: ${result.ranking[0].name} scores highest.`;
 });
 
