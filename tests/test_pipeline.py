@@ -174,7 +174,7 @@ def test_a_single_trial_is_scored_and_thresholded_as_its_speaker_was_enrolled(tr
     args = model_args(trained, feature_tree, tmp_path / 'emb') + ['--checkpoint', str(checkpoint)]
     enroll.main(args + ['--enroll-frames', '100'])
     record = torch.load(tmp_path / 'emb' / 'tst0.pth', weights_only=True)
-    assert {k: record[k] for k in ENROLLMENT_SETTINGS} == {'enroll_frames': 100, 'vad': 'no', 'level': 'no'}
+    assert {k: record[k] for k in ENROLLMENT_SETTINGS} == {'enroll_frames': 100, 'vad': 'no', 'level': 'auto'}
     ckpt = load_checkpoint(checkpoint)
     scoring = {'enroll_frames': 100, 'test_frames': 100, 'score_norm': 'none'}
     save_threshold(checkpoint, ckpt, {'threshold': 0.25}, scoring, {'vad': 'no', 'level': 'no'})
@@ -183,10 +183,10 @@ def test_a_single_trial_is_scored_and_thresholded_as_its_speaker_was_enrolled(tr
     score, _ = verification.main(trial)  # ENROLL_FRAMES is 200: the enrollment's 100 finds the threshold
     out = capsys.readouterr()
     assert 'Threshold: 0.2500 (calibrated' in out.out and 'Note' not in out.err
-    assert '(enrolled with --enroll-frames 100 --vad no --level no)' in out.out
+    assert '(enrolled with --enroll-frames 100 --vad no --level auto)' in out.out
     assert verification.main(trial + ['--enroll-frames', '100'])[0] == score  # the enrollment's own value
     with pytest.raises(ValueError, match='--enroll-frames 200: tst0 was enrolled with --enroll-frames 100 --vad no '
-                                         '--level no, and a single trial is scored as its enrollment was made; '
+                                         '--level auto, and a single trial is scored as its enrollment was made; '
                                          'enroll again'):
         verification.main(trial + ['--enroll-frames', '200'])  # it could not change the stored d-vector
 
@@ -198,7 +198,7 @@ def test_a_single_trial_is_scored_and_thresholded_as_its_speaker_was_enrolled(tr
     verification.main(trial)  # another front end: a note, not a refusal (the pretrained threshold is clean speech)
     err = capsys.readouterr().err
     assert 'Note: the threshold (calibrated, ' in err
-    assert ') was calibrated with --vad energy --level -44.0, this trial is scored with --vad no --level no' in err
+    assert ') was calibrated with --vad energy --level -44.0, this trial is scored with --vad no --level auto' in err
     path = threshold_path(checkpoint)
     path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != 'front_end'}))
     with pytest.raises(ValueError, match='does not record the --vad and --level it was calibrated with .*calibrate '
