@@ -23,7 +23,8 @@ Each path runs in a fresh process, so that its peak memory (resident set) is its
 sample (a NUM_WIN_SIZE-frame training window, a TEST_FRAMES-frame segment) are counted by torch;
 GFLOP/s is what was achieved.
 """
-import resource
+import math
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -66,8 +67,16 @@ def parse_args(argv=None):
 
 
 def peak_memory_mb():
-    """The peak resident memory of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The peak resident memory of this process so far, in MiB; NaN on Windows, which has no getrusage.
+
+    The resource module is imported here, not at the top, so that bench.py imports on Windows too.
+    """
+    try:
+        import resource
+    except ImportError:
+        return math.nan
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 1024 ** (2 if sys.platform == 'darwin' else 1)
 
 
 def training_settings(path, device, model):
@@ -208,6 +217,8 @@ def main(argv=None):
     print(f"Device {device} ({torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}); {args.backbone}; {len(DB)} utterances of "
           f"{DB['speaker_id'].nunique()} speakers from {args.train_feat_dir}")
+    if math.isnan(peak_memory_mb()):
+        print("No peak memory on this OS (it has no getrusage): the peak MiB columns say nan")
     print(f"Fast path settings here: training precision {amp_dtype or 'float32'}, channels-last {channels_last}, "
           f"embedding precision {embedding_description(c.EMBED_PRECISION, device, args.backend)}")
     train_flops = gflops_per_sample(args.backbone, c.NUM_WIN_SIZE, train_step=True)
