@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 POSIX_ONLY = ('fcntl', 'resource')  # what Windows lacks among the modules the code uses
 
@@ -35,6 +37,7 @@ print(json.dumps(failed))
 '''
 
 
+@pytest.mark.slow  # a child that imports every module
 def test_every_module_imports_and_every_script_gives_its_help_without_posix_only_modules():
     modules = sorted([p.stem for p in ROOT.glob('*.py')] + [f'model.{p.stem}' for p in (ROOT / 'model').glob('*.py')])
     scripts = sorted(p.name for p in ROOT.glob('*.py') if 'cli.parser(' in p.read_text())
