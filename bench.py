@@ -21,9 +21,11 @@ Embedding: utterances/s of whole utterances cut into TEST_FRAMES-frame segments 
              ONNX, float32, on the CPU; the same d-vectors to float precision)
 Each path runs in a fresh process, so that its peak memory (resident set) is its own. FLOPs per
 sample (a NUM_WIN_SIZE-frame training window, a TEST_FRAMES-frame segment) are counted by torch;
-GFLOP/s is what was achieved.
+GFLOP/s is what was achieved, and % peak its share of a large matrix product's GFLOP/s in the path's dtype
+(float32, or bfloat16: emulated, and slow, on a CPU without bfloat16 units).
 """
-import resource
+import math
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -37,7 +39,8 @@ import configure as c
 from augment import Augmenter, augment_settings
 from DB_wav_reader import read_feats_structure
 from dvector import d_vector, embed_all, split_segments
-from embedder import add_backend_arg, embedding_description, embedding_dtype, for_inference, select_device
+from embedder import (add_backend_arg, bfloat16_units, embedding_description, embedding_dtype, for_inference,
+                      select_device)
 from features import feature_settings, read_MFB
 from model.model import BackgroundResNet
 from model.resnet import BACKBONES
@@ -50,6 +53,7 @@ WARMUP_BATCHES = 3
 PATHS = ('tutorial', 'fast fp32', 'fast')
 TRAIN_PATHS = PATHS + ('fast + aug',)
 CPU_EMBED_PATHS = ('onnx fp32',)  # embedding paths that run on the CPU only
+PEAK_DTYPES = {'cpu': (torch.float32, torch.bfloat16), 'cuda': (torch.float32, torch.bfloat16, torch.float16)}
 
 
 def parse_args(argv=None):
@@ -66,8 +70,16 @@ def parse_args(argv=None):
 
 
 def peak_memory_mb():
-    """The peak resident memory of this process so far, in MiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """The peak resident memory of this process so far, in MiB; NaN on Windows, which has no getrusage.
+
+    The resource module is imported here, not at the top, so that bench.py imports on Windows too.
+    """
+    try:
+        import resource
+    except ImportError:
+        return math.nan
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 1024 ** (2 if sys.platform == 'darwin' else 1)
 
 
 def training_settings(path, device, model):
@@ -179,15 +191,17 @@ def gflops_per_sample(backbone, frames, train_step):
     return counter.get_total_flops() / 8 / 1e9
 
 
-def matmul_gflops(device, dtype, n=2048, repeats=10):
-    """GFLOP/s of a large square matrix product: about the most this device does in practice."""
+def matmul_gflops(device, dtype, n=1024, seconds=1.0):
+    """GFLOP/s of large square matrix products, repeated for about `seconds`: about the most this device does in
+    that dtype in practice (bfloat16 on a CPU without bfloat16 units: oneDNN's emulation, which is slow)."""
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     a @ b
     synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
+    repeats, start = 0, time.perf_counter()
+    while repeats == 0 or time.perf_counter() - start < seconds:
         a @ b
-    synchronize(device)
+        synchronize(device)
+        repeats += 1
     return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
@@ -204,25 +218,33 @@ def main(argv=None):
     DB = DB.sample(n=min(args.utts, len(DB)), random_state=0).reset_index(drop=True)
     if len(DB) < args.batch_size:
         raise ValueError(f"{len(DB)} utterances, fewer than one batch of {args.batch_size}: raise --utts")
-    amp_dtype, channels_last = training_settings('fast', device, BackgroundResNet(c.EMBEDDING_SIZE, 1, args.backbone))
+    model = BackgroundResNet(c.EMBEDDING_SIZE, 1, args.backbone)  # for the paths' settings
+    amp_dtype, channels_last = training_settings('fast', device, model)
     print(f"Device {device} ({torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}); {args.backbone}; {len(DB)} utterances of "
           f"{DB['speaker_id'].nunique()} speakers from {args.train_feat_dir}")
+    if math.isnan(peak_memory_mb()):
+        print("No peak memory on this OS (it has no getrusage): the peak MiB columns say nan")
     print(f"Fast path settings here: training precision {amp_dtype or 'float32'}, channels-last {channels_last}, "
           f"embedding precision {embedding_description(c.EMBED_PRECISION, device, args.backend)}")
     train_flops = gflops_per_sample(args.backbone, c.NUM_WIN_SIZE, train_step=True)
     embed_flops = gflops_per_sample(args.backbone, c.TEST_FRAMES, train_step=False)
     print(f"Model FLOPs: {embed_flops:.2f} GFLOP forward per {c.TEST_FRAMES}-frame sample, {train_flops:.2f} "
           f"GFLOP per training sample (forward + backward)")
-    print(f"The device's practical limit, a 2048 x 2048 matrix product: {matmul_gflops(device, torch.float32):.0f} "
-          f"GFLOP/s in float32, {matmul_gflops(device, torch.bfloat16):.0f} in bfloat16\n")
+    peaks = {dtype: matmul_gflops(device, dtype) for dtype in PEAK_DTYPES[device.type]}
+    print("The device's practical limit (the % peak columns), a 1024 x 1024 matrix product: "
+          + ', '.join(f"{gflops:.1f} GFLOP/s in {str(dtype)[6:]}" for dtype, gflops in peaks.items())
+          + f" ({bfloat16_units(device).why})\n")
 
     trained = {path: in_fresh_process(training_throughput, DB, path, args) for path in TRAIN_PATHS}
     print(f"Training: {args.batches} batches of {args.batch_size} after {WARMUP_BATCHES} of warm-up")
-    print(f"  {'path':10} {'samples/s':>10} {'speed-up':>9} {'GFLOP/s':>8} {'peak MiB':>9} {'preload s':>10}")
+    print(f"  {'path':10} {'samples/s':>10} {'speed-up':>9} {'GFLOP/s':>8} {'% peak':>7} {'peak MiB':>9} "
+          f"{'preload s':>10}")
     for path, r in trained.items():
+        gflops = r['samples_per_s'] * train_flops
+        dtype = training_settings(path, device, model)[0] or torch.float32
         print(f"  {path:10} {r['samples_per_s']:10.1f} {speed_up(trained, path, 'samples_per_s'):8.2f}x "
-              f"{r['samples_per_s'] * train_flops:8.1f} {r['peak_mb']:9.0f} {r['load_s']:10.1f}")
+              f"{gflops:8.1f} {100 * gflops / peaks[dtype]:7.1f} {r['peak_mb']:9.0f} {r['load_s']:10.1f}")
     print(f"  A training step with augmentation takes "
           f"{trained['fast']['samples_per_s'] / trained['fast + aug']['samples_per_s']:.2f}x as long as without (fast)")
 
@@ -231,10 +253,12 @@ def main(argv=None):
     embedded = {path: in_fresh_process(embedding_throughput, files, path, args) for path in embed_paths}
     print(f"\nEmbedding: {len(files)} utterances, {embedded['fast']['segments']} segments of up to "
           f"{c.TEST_FRAMES} frames")
-    print(f"  {'path':10} {'utts/s':>10} {'speed-up':>9} {'GFLOP/s':>8} {'peak MiB':>9}")
+    print(f"  {'path':10} {'utts/s':>10} {'speed-up':>9} {'GFLOP/s':>8} {'% peak':>7} {'peak MiB':>9}")
     for path, r in embedded.items():
+        gflops = r['frames_per_s'] / c.TEST_FRAMES * embed_flops
+        dtype = embedding_settings(path, args.backend, device)[1]
         print(f"  {path:10} {r['utts_per_s']:10.1f} {speed_up(embedded, path, 'utts_per_s'):8.2f}x "
-              f"{r['frames_per_s'] / c.TEST_FRAMES * embed_flops:8.1f} {r['peak_mb']:9.0f}")
+              f"{gflops:8.1f} {100 * gflops / peaks[dtype]:7.1f} {r['peak_mb']:9.0f}")
     if 'onnx fp32' in embedded:  # the two exact (float32) paths, the one comparison their speed-up columns hide
         print(f"  ONNX Runtime float32 embeds {speed_up(embedded, 'onnx fp32', 'utts_per_s', 'fast fp32'):.2f}x as "
               "fast as PyTorch float32 (fast fp32)")

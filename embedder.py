@@ -10,6 +10,7 @@ to embed with, and the scoring settings resolved once, by one rule (resolve_scor
     4. what the checkpoint's recipe recommends (configure.SCORINGS)
     5. configure.py
 """
+import os
 import sys
 from typing import NamedTuple
 
@@ -52,20 +53,46 @@ def select_device(name):
     return device
 
 
-def bfloat16_is_fast(device):
-    """Whether the device has bfloat16 units: a CPU with AVX512-BF16 or AMX, a GPU with native bfloat16.
+# oneDNN's limits on the instructions it uses (ONEDNN_MAX_CPU_ISA, or the older DNNL_MAX_CPU_ISA) that keep it off
+# bfloat16 units: the CPU then runs as one without them (docs/speed.md measures the slow path this way)
+ISAS_WITHOUT_BF16 = ('SSE41', 'AVX', 'AVX2', 'AVX2_VNNI', 'AVX2_VNNI_2', 'AVX512_CORE', 'AVX512_CORE_VNNI')
+ISAS_WITH_BF16 = ('AVX512_CORE_BF16', 'AVX10_1_512', 'AVX512_CORE_FP16', 'AVX10_1_512_AMX', 'AVX512_CORE_AMX',
+                  'AVX10_1_512_AMX_FP16', 'AVX512_CORE_AMX_FP16', 'AVX10_2_512', 'AVX10_2_512_AMX_2', 'ALL', 'DEFAULT')
 
-    Emulated bfloat16 would be slower than float32.
+
+class Bfloat16Units(NamedTuple):
+    """Whether a device computes in bfloat16 in hardware, and why, as the precision lines say it."""
+    native: bool
+    why: str
+
+
+def bfloat16_units(device):
+    """The Bfloat16Units of a device: the one decision behind PRECISION and EMBED_PRECISION 'auto'.
+
+    bfloat16 is faster than float32 only where the hardware has it: a CPU with AVX512-BF16 or AMX (and oneDNN
+    allowed to use them), a CUDA GPU with native bfloat16. Elsewhere oneDNN emulates it, slower than float32
+    (torch.ops.mkldnn._is_mkldnn_bf16_supported() says True there, so it is not the question to ask).
     """
     if device.type == 'cuda':
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return Bfloat16Units(True, 'this GPU has bfloat16 units')
+        return Bfloat16Units(False, 'this GPU has no bfloat16 units')
+    if not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+        return Bfloat16Units(False, 'this CPU has no bfloat16 units')
+    name = next((n for n in ('ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA') if os.environ.get(n)), None)  # oneDNN's order
+    limit = os.environ.get(name, '').upper() if name else 'DEFAULT'
+    if limit in ISAS_WITHOUT_BF16:
+        return Bfloat16Units(False, f"{name}={limit} keeps oneDNN off this CPU's bfloat16 units")
+    if limit not in ISAS_WITH_BF16:
+        raise ValueError(f"{name}={limit!r} is not an instruction set oneDNN knows; use one of "
+                         f"{', '.join(ISAS_WITHOUT_BF16 + ISAS_WITH_BF16)}, or unset it")
+    return Bfloat16Units(True, 'this CPU has bfloat16 units')
 
 
 def embedding_dtype(precision, device, backend='torch'):
     """The dtype the backbone embeds in for an EMBED_PRECISION and EMBED_BACKEND.
 
-    'auto' is bfloat16 where it is fast, else float32. The 'onnx' backend (ONNX Runtime's CPU build)
+    'auto' is bfloat16 where the device has bfloat16 units (bfloat16_units), else float32. The 'onnx' backend (ONNX Runtime's CPU build)
     embeds on the CPU in float32 only, so it resolves 'auto' to float32 and refuses 'bf16' or a GPU
     rather than ignore them.
     """
@@ -85,14 +112,17 @@ def embedding_dtype(precision, device, backend='torch'):
                              "--backend onnx, or use --backend torch")
         return torch.float32
     if precision == 'auto':
-        precision = 'bf16' if bfloat16_is_fast(device) else 'fp32'
+        precision = 'bf16' if bfloat16_units(device).native else 'fp32'
     return {'fp32': torch.float32, 'bf16': torch.bfloat16}[precision]
 
 
 def embedding_description(precision, device, backend):
-    """What the backbone embeds in, as reports say it: 'bfloat16', 'float32', or 'float32 (onnx)'."""
+    """What the backbone embeds in, as reports say it: 'bfloat16', 'float32', or 'float32 (onnx)'; with 'auto'
+    on the torch backend, why (e.g. 'float32 (this CPU has no bfloat16 units)')."""
     dtype = str(embedding_dtype(precision, device, backend)).removeprefix('torch.')
-    return dtype if backend == 'torch' else f"{dtype} ({backend})"
+    if backend != 'torch':
+        return f"{dtype} ({backend})"
+    return f"{dtype} ({bfloat16_units(device).why})" if precision == 'auto' else dtype
 
 
 # ---- The model --------------------------------------------------------------------------------------

@@ -3,10 +3,9 @@
 An enrollment folder is written all or nothing under a lock (save_enrollment), and read only with the
 model that made it (load_enrollment); a threshold is stored per scoring setting and refused for others.
 """
-import fcntl
 import json
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import torch
@@ -20,26 +19,57 @@ from features import front_end, require_finite, same_front_end
 # is scored with them
 ENROLLMENT_SETTINGS = ('enroll_frames', 'vad', 'level')
 SWITCH_JOURNAL = '.enroll-switch.json'  # the renames and removals that switch a folder to a run's enrollments
+WINDOWS_LOCK = '.enroll.lock'  # Windows, which cannot lock a folder: the file in it whose lock is the folder's
+
+
+def lock_folder(folder):
+    """A function that lets go of the folder's lock, now held by this process; None when another process holds it.
+
+    The operating system lets go of it when the process ends, however it ends. POSIX: fcntl.flock on the folder
+    itself, nothing written in it. Windows has neither fcntl nor locks on folders: msvcrt.locking on WINDOWS_LOCK in
+    the folder. Each is imported here, on its own OS, so that this module imports on every OS.
+    """
+    if os.name == 'nt':
+        import msvcrt
+        fd = os.open(folder / WINDOWS_LOCK, os.O_RDWR | os.O_CREAT)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:  # held: locking says so by an error, of no one subclass
+            os.close(fd)
+            return None
+
+        def release():
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+            os.close(fd)
+            with suppress(OSError):  # another process has it open: it is left to that one
+                (folder / WINDOWS_LOCK).unlink()
+        return release
+    import fcntl
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return lambda: os.close(fd)
 
 
 @contextmanager
 def enrollment_lock(embedding_dir):
-    """Hold the enrollment folder's lock (fcntl.flock on the folder itself, let go when the process ends, however it
-    ends); refuse when another enroll.py holds it: two writers would mix their speakers. Holding it, a switch that a
-    killed run left midway is completed (finish_switch) and the temporary files of killed runs are removed."""
+    """Hold the enrollment folder's lock (lock_folder: let go when the process ends, however it ends); refuse when
+    another enroll.py holds it: two writers would mix their speakers. Holding it, a switch that a killed run left
+    midway is completed (finish_switch) and the temporary files of killed runs are removed."""
     folder = Path(embedding_dir)
     made = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise cannot_write(folder, e) from e
-    lock = os.open(folder, os.O_RDONLY)
+    release = lock_folder(folder)
+    if release is None:
+        raise ValueError(f"{folder}: another enroll.py is enrolling into it now (it holds the folder's lock); "
+                         "wait until it ends, or enroll into another --embedding-dir")
     try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"{folder}: another enroll.py is enrolling into it now (it holds the folder's lock); "
-                             "wait until it ends, or enroll into another --embedding-dir") from None
         try:
             finish_switch(folder)
             for stale in folder.glob(f'.*{TMP_SUFFIX}'):
@@ -48,7 +78,7 @@ def enrollment_lock(embedding_dir):
             raise cannot_write(folder, e) from e
         yield
     finally:
-        os.close(lock)
+        release()
         if made and not any(folder.iterdir()):  # a run that enrolled nobody leaves no folder behind
             folder.rmdir()
 

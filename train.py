@@ -32,7 +32,7 @@ from atomic import atomic_save
 from augment import Augmenter, WaveAugmenter, augment_settings
 from checkpoint import load_checkpoint
 from DB_wav_reader import holds_audio, read_training_structure
-from embedder import bfloat16_is_fast, select_device
+from embedder import bfloat16_units, select_device
 from features import feature_settings
 from losses import LOSSES, build_criterion, margin_at
 from model.model import BackgroundResNet, POOLINGS
@@ -224,7 +224,7 @@ def autocast_dtype(precision, device):
         raise ValueError(f"unknown precision {precision!r} (PRECISION of configure.py or --precision); "
                          f"choose one of {', '.join(PRECISIONS)}")
     if precision == 'auto':
-        precision = 'bf16' if bfloat16_is_fast(device) else 'fp16' if device.type == 'cuda' else 'fp32'
+        precision = 'bf16' if bfloat16_units(device).native else 'fp16' if device.type == 'cuda' else 'fp32'
     if precision == 'fp16' and device.type != 'cuda':
         raise ValueError("precision 'fp16' needs a CUDA GPU; on the CPU use 'bf16' or 'fp32'")
     return {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
@@ -259,6 +259,7 @@ def build_model(args, num_classes, feature, device, auto_choices=None):
     channels_last = use_channels_last(asked['channels_last'], device, net)
     chosen = {'precision': {None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[amp_dtype],
               'channels_last': 'yes' if channels_last else 'no'}
+    why = f" ({bfloat16_units(device).why})" if asked['precision'] == 'auto' else ''
     setup = DeviceSetup(device, amp_dtype, torch.channels_last if channels_last else torch.contiguous_format)
     print(f"Recipe {args.recipe}: {args.backbone} x{args.base_channels}, pooling {args.pooling}, loss {args.loss}"
           f"{f' (margin {args.margin}, scale {args.scale})' if args.loss != 'softmax' else ''}, "
@@ -266,7 +267,7 @@ def build_model(args, num_classes, feature, device, auto_choices=None):
           f"{f', speeds {args.speeds}' if args.speed_perturb == 'yes' else ''}; lr {args.lr} {args.schedule}"
           f"{f' (warm-up {args.warmup_epochs} epochs)' if args.schedule != 'plateau' else ''}"
           f"{f', weights from {args.init_from}' if args.init_from else ''}; device {device}, precision "
-          f"{chosen['precision']}, channels-last {chosen['channels_last']}")
+          f"{chosen['precision']}{why}, channels-last {chosen['channels_last']}")
     return net.to(device, memory_format=setup.memory_format), model_args, setup, chosen
 
 

@@ -21,6 +21,7 @@ def test_the_benchmark_reports_every_path(feature_tree, capsys):
     assert results['train_gflop'] == pytest.approx(0.83, abs=0.01)  # resnet18 on 40 x 100: forward + backward
     out = capsys.readouterr().out
     assert out.count('speed-up') == 2 and 'GFLOP per training sample' in out
+    assert out.count('% peak') == 3 and re.search(r'[\d.]+ GFLOP/s in float32, [\d.]+ GFLOP/s in bfloat16', out)
     for path in results['training']:  # every path's row, its speed-up against the tutorial's
         assert re.search(rf'^  {re.escape(path)} +[\d.]+ +[\d.]+x', out, re.MULTILINE)
 

@@ -1,9 +1,16 @@
-"""The scoring settings a stage uses, resolved by one rule (embedder.resolve_scoring), and the flags it reads."""
+"""The scoring settings a stage uses, resolved by one rule (embedder.resolve_scoring), the flags it reads, and the
+precision 'auto' runs in (embedder.bfloat16_units)."""
 import pytest
+import torch
 
+import bench
 import cli
+import configure
+import embedder
+import train
 import verification
 from embedder import resolve_scoring
+from model.model import BackgroundResNet
 
 ASKED = {'enroll_frames': 200, 'test_frames': 200, 'score_norm': 'asnorm', 'cohort': 'speakers', 'cohort_utts': 20,
          'vad': 'no', 'level': 'no'}  # the flags' values: configure.py's where none is given
@@ -62,3 +69,46 @@ def test_a_parser_without_defaults_in_the_given_parse_keeps_its_defaults():
     args = p.parse_args([])
     assert args.enroll_frames == 7 and args.given == set()
     assert p.parse_args([]).enroll_frames == 7  # the defaults are put back after each parse
+
+
+# (AVX512-BF16, AMX, environment) -> whether 'auto' runs in bfloat16, and the reason it prints
+CPU_BFLOAT16 = [
+    (True, False, {}, True, 'this CPU has bfloat16 units'),
+    (False, True, {}, True, 'this CPU has bfloat16 units'),
+    (False, False, {}, False, 'this CPU has no bfloat16 units'),  # even where oneDNN would emulate it
+    (True, False, {'ONEDNN_MAX_CPU_ISA': 'AVX512_CORE_VNNI'}, False,
+     "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI keeps oneDNN off this CPU's bfloat16 units"),
+    (True, True, {'DNNL_MAX_CPU_ISA': 'avx2'}, False, "DNNL_MAX_CPU_ISA=AVX2 keeps oneDNN off"),
+    (True, False, {'ONEDNN_MAX_CPU_ISA': 'AVX512_CORE_BF16', 'DNNL_MAX_CPU_ISA': 'AVX2'}, True, 'has bfloat16 units'),
+    (False, True, {'ONEDNN_MAX_CPU_ISA': 'AVX512_CORE_AMX'}, True, 'this CPU has bfloat16 units'),
+]
+
+
+@pytest.mark.parametrize('avx512_bf16, amx, environment, native, why', CPU_BFLOAT16)
+def test_auto_precision_is_bfloat16_only_on_bfloat16_units_for_training_embedding_and_bench(
+        avx512_bf16, amx, environment, native, why, monkeypatch):
+    monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: amx)
+    monkeypatch.setattr(torch.ops.mkldnn, '_is_mkldnn_bf16_supported', lambda: True)  # oneDNN emulates it anywhere
+    for name in ('ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA'):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    cpu = torch.device('cpu')
+    units = embedder.bfloat16_units(cpu)
+    assert units.native == native and why in units.why
+    dtype = torch.bfloat16 if native else torch.float32
+    assert embedder.embedding_dtype('auto', cpu) == dtype
+    assert embedder.embedding_description('auto', cpu, 'torch') == f"{str(dtype)[6:]} ({units.why})"
+    assert train.autocast_dtype('auto', cpu) == (torch.bfloat16 if native else None)
+    model = BackgroundResNet(8, 2, 'resnet18', base_channels=16)
+    assert bench.training_settings('fast', cpu, model)[0] == train.autocast_dtype(configure.PRECISION, cpu)
+    assert bench.embedding_settings('fast', 'torch', cpu) == ('torch', embedder.embedding_dtype(
+        configure.EMBED_PRECISION, cpu))
+
+
+def test_an_unknown_onednn_limit_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: True)
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX512_BF16')
+    with pytest.raises(ValueError, match="ONEDNN_MAX_CPU_ISA='AVX512_BF16' is not an instruction set oneDNN knows"):
+        embedder.bfloat16_units(torch.device('cpu'))

@@ -18,7 +18,7 @@ import verification
 from atomic import atomic_save, atomic_write
 from checkpoint import load_checkpoint
 from dvector import d_vector, embed_file, embed_utterance, embed_utterances, split_segments
-from embedder import embedding_dtype, load_model
+from embedder import Bfloat16Units, embedding_dtype, load_model
 from features import FeatureFileError
 from records import (ENROLLMENT_SETTINGS, SWITCH_JOURNAL, enrollment_lock, load_enrollment, save_enrollment,
 save_threshold, threshold_path)
@@ -266,7 +266,7 @@ def test_the_embedding_precision_has_one_flag_and_one_name(script):
 def test_embedding_precision_auto_is_bfloat16_only_where_it_is_fast(monkeypatch):
     cpu = torch.device('cpu')
     for fast, expected in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(embedder, 'bfloat16_is_fast', lambda device, fast=fast: fast)
+        monkeypatch.setattr(embedder, 'bfloat16_units', lambda device, fast=fast: Bfloat16Units(fast, ''))
         assert embedding_dtype('auto', cpu) == expected
     assert embedding_dtype('fp32', cpu) == torch.float32 and embedding_dtype('bf16', cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="unknown embedding precision 'fp16' .EMBED_PRECISION of configure.py"):

@@ -18,6 +18,7 @@ import train
 from atomic import atomic_save, atomic_write
 from checkpoint import CHECKPOINT_KEYS, TRAINING_KEYS, load_checkpoint, model_from_checkpoint
 from DB_wav_reader import read_feats_structure
+from embedder import Bfloat16Units
 from features import FeatureFileError, feature_settings
 from model.model import BackgroundResNet
 from train_run import check_resume
@@ -298,7 +299,7 @@ def test_bad_training_data(tmp_path):
 def test_training_precision_auto_is_the_fastest_safe_one_and_bad_ones_are_refused(monkeypatch):
     cpu = torch.device('cpu')
     for fast, expected in ((True, torch.bfloat16), (False, None)):
-        monkeypatch.setattr(train, 'bfloat16_is_fast', lambda device, fast=fast: fast)
+        monkeypatch.setattr(train, 'bfloat16_units', lambda device, fast=fast: Bfloat16Units(fast, ''))
         assert train.autocast_dtype('auto', cpu) == expected
     with pytest.raises(ValueError, match="'fp16' needs a CUDA GPU"):
         train.autocast_dtype('fp16', cpu)
