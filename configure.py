@@ -39,7 +39,8 @@ LEVEL = 'auto'       # gain before the fbank: 'auto' (speech more than AUTO_LEVE
 MIN_SPEECH = 1.0     # seconds: where 'silero' finds less speech than this, every frame is used (with a note)
 TRAIN_LEVEL = -44.0  # dBFS: speech level of the training recordings (ETRI: median of the 20 test wavs, -47 to -40);
                      # the target of --level given without a value
-AUTO_LEVEL_DB = 15.0  # dB: how far below TRAIN_LEVEL speech may lie before LEVEL 'auto' lifts it
+AUTO_LEVEL_DB = 15.0  # dB below TRAIN_LEVEL where LEVEL 'auto' starts lifting speech (the ETRI recordings span
+                      # -47 to -40 dBFS; telephone pieces read down to -58: robustness.py --dev)
 NUM_WIN_SIZE = 100   # frames (1 s) per random training window
 MAX_SECONDS = 600    # longest recording read, in seconds, wherever audio is read: a longer one is refused, and read
                      # no further (a few MB of Opus hold hours, whose features would take GBs)

@@ -555,7 +555,9 @@ def level_gain(level, speech_dbfs):
 
     'auto' lifts speech to TRAIN_LEVEL only when it lies more than AUTO_LEVEL_DB below it, and leaves the
     recording as it is otherwise: quiet speech does not sink into the floor, and recordings at the training
-    data's level or louder (where the floor takes nothing from the speech) keep the tutorial's features exactly.
+    data's level or louder keep the tutorial's features exactly (a model trained from audio, such as the demo's,
+    was trained at that audio's own level, which checkpoints do not record: turning loud speech down would move
+    it away from them).
     """
     if level != 'auto':
         return level - speech_dbfs
