@@ -92,9 +92,9 @@ def bfloat16_units(device):
 def embedding_dtype(precision, device, backend='torch'):
     """The dtype the backbone embeds in for an EMBED_PRECISION and EMBED_BACKEND.
 
-    'auto' is bfloat16 where the device has bfloat16 units (bfloat16_units), else float32. The 'onnx' backend (ONNX Runtime's CPU build)
-    embeds on the CPU in float32 only, so it resolves 'auto' to float32 and refuses 'bf16' or a GPU
-    rather than ignore them.
+    'auto' is bfloat16 where the device has bfloat16 units (bfloat16_units), else float32. The 'onnx' backend
+    (ONNX Runtime's CPU build) embeds on the CPU in float32 only, so it resolves 'auto' to float32 and refuses
+    'bf16' or a GPU rather than ignore them.
     """
     if precision not in EMBED_PRECISIONS:
         raise ValueError(f"unknown embedding precision {precision!r} (EMBED_PRECISION of configure.py or "
