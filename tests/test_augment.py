@@ -180,4 +180,6 @@ def test_feature_domain_degradations_are_close_to_degraded_audio():
     import augment_check
     errors = augment_check.compare(ETRI / 'test_wavs')
     for name, (approx, nothing) in errors.items():
-        assert approx < 1.0 and approx < 0.7 * nothing, (name, approx, nothing)
+        if name not in augment_check.NOT_MODELLED:
+            assert approx < 1.0 and approx < 0.7 * nothing, (name, approx, nothing)
+    assert set(augment_check.NOT_MODELLED) <= set(errors)
