@@ -79,7 +79,7 @@ def test_the_table_scores_each_condition_with_and_without_vad_and_level(trained,
                                '--device', 'cpu', '--variants', 'defaults', '--vad energy --level'])
     assert len(results) == 16 * 2
     text = (tmp_path / 'out' / 'robustness.md').read_text()
-    assert text.count('\n') == 2 + 11 and '| long silences |' in text and '--vad energy --level: EER / top-1' in text
+    assert text.count("\n") == 2 + 16 and '| long silences |' in text and '--vad energy --level: EER / top-1' in text
     assert '--vad silero' not in text
     assert all(r['trials'] == 9 and r['target_trials'] == 3 for r in results.values())
 
