@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features import AUDIO_SUFFIXES, FEATURE_SUFFIX, SUFFIXES, UNREADABLE_AUDIO, is_audio, refuse_unreadable_audio
+from dvector.features import AUDIO_SUFFIXES, FEATURE_SUFFIX, SUFFIXES, UNREADABLE_AUDIO, is_audio, refuse_unreadable_audio
 
 
 def one_per_utterance(files):

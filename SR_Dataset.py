@@ -10,8 +10,8 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 import configure as c
-from augment import band_centres, resample_speed, warp_speed
-from features import (FeatureFileError, audio_features, check_audio_header, edge_frames, is_audio, read_MFB,
+from dvector.augment import band_centres, resample_speed, warp_speed
+from dvector.features import (FeatureFileError, audio_features, check_audio_header, edge_frames, is_audio, read_MFB,
                       read_audio, reading_settings, trim_edges)
 
 

@@ -34,18 +34,18 @@ from werkzeug.exceptions import Forbidden, RequestEntityTooLarge
 from werkzeug.serving import make_server
 from werkzeug.utils import secure_filename
 
-import cli
+from dvector import cli
 import configure as c
 # ---- The stages' code that the page runs: named here only ----------------------------------------
-from atomic import atomic_write
-from checkpoint import model_id
-from cohort import scoring_cohort
-from dvector import embed_file, enroll_speaker, rank_speakers, require_enrolled
-from embedder import EMBED_PRECISIONS, add_backend_arg, add_scoring_args, open_stage, scoring_settings, settle_scoring
-from features import VADS, collect_notes, front_end, reading_settings, require_utterance_file
+from dvector.atomic import atomic_write
+from dvector.checkpoint import model_id
+from dvector.cohort import scoring_cohort
+from dvector.embedding import embed_file, enroll_speaker, rank_speakers, require_enrolled
+from dvector.stage import EMBED_PRECISIONS, add_backend_arg, add_scoring_args, open_stage, scoring_settings, settle_scoring
+from dvector.features import VADS, collect_notes, front_end, reading_settings, require_utterance_file
 from plot_dvectors import project
-from plots import plot_dvector_map
-from records import ENROLLMENT_SETTINGS, enrolled_otherwise, enrollment_lock, load_enrollment, save_enrollment
+from dvector.plots import plot_dvector_map
+from dvector.records import ENROLLMENT_SETTINGS, enrolled_otherwise, enrollment_lock, load_enrollment, save_enrollment
 from verification import verification_threshold
 
 WEB = Path(__file__).resolve().parent / 'web'  # the page: index.html, app.js, recorder.js, style.css

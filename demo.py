@@ -22,7 +22,7 @@ system at work, not how well it recognises people (README.md has the results on 
 """
 from pathlib import Path
 
-import cli
+from dvector import cli
 import configure as c
 import enroll
 import feature_extraction
@@ -31,8 +31,8 @@ import make_trials
 import plot_dvectors
 import train
 import verification
-from checkpoint import load_checkpoint
-from demo_corpus import write_corpus
+from dvector.checkpoint import load_checkpoint
+from dvector.demo_corpus import write_corpus
 
 
 def parse_args(argv=None):

@@ -23,11 +23,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import cli
+from dvector import cli
 import configure as c
-from atomic import atomic_write
+from dvector.atomic import atomic_write
 from DB_wav_reader import read_DB_structure
-from features import (FEATURE_SUFFIX, FeatureFileError, extraction_settings, feature_settings, load_feature_record,
+from dvector.features import (FEATURE_SUFFIX, FeatureFileError, extraction_settings, feature_settings, load_feature_record,
                       log_fbank, reading_settings)
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import soundfile
 
-import cli
+from dvector import cli
 import configure as c
 from DB_wav_reader import find_files, is_enroll_file
-from features import FEATURE_SUFFIX, SUFFIXES, TRIM_SECONDS, FeatureFileError, is_audio, load_feature_file
-from trials import Trial, write_trials
+from dvector.features import FEATURE_SUFFIX, SUFFIXES, TRIM_SECONDS, FeatureFileError, is_audio, load_feature_file
+from dvector.trials import Trial, write_trials
 
 
 def parse_args(argv=None):

@@ -31,14 +31,14 @@ from sklearn.manifold import TSNE
 from sklearn.metrics import silhouette_score
 from tqdm import tqdm
 
-import cli
+from dvector import cli
 import configure as c
-from checkpoint import model_id
+from dvector.checkpoint import model_id
 from DB_wav_reader import split_enroll_and_test
-from dvector import embed_all, enroll_speaker, split_segments
-from embedder import add_model_args, add_scoring_args, open_stage
-from features import read_utterance
-from plots import plot_dvector_map
+from dvector.embedding import embed_all, enroll_speaker, split_segments
+from dvector.stage import add_model_args, add_scoring_args, open_stage
+from dvector.features import read_utterance
+from dvector.plots import plot_dvector_map
 
 METHODS = ('tsne', 'pca')
 ETRI_ID = re.compile(r'\d+([FM])\d+')  # ETRI speaker ids: <number><F|M><digits>, the letter the speaker's sex

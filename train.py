@@ -25,22 +25,22 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-import cli
+from dvector import cli
 import configure as c
-import distributed
-from atomic import atomic_save
-from augment import Augmenter, WaveAugmenter, augment_settings
-from checkpoint import load_checkpoint
+from dvector import distributed
+from dvector.atomic import atomic_save
+from dvector.augment import Augmenter, WaveAugmenter, augment_settings
+from dvector.checkpoint import load_checkpoint
 from DB_wav_reader import holds_audio, read_training_structure
-from embedder import bfloat16_units, select_device
-from features import feature_settings
-from losses import LOSSES, build_criterion, margin_at
+from dvector.stage import bfloat16_units, select_device
+from dvector.features import feature_settings
+from dvector.losses import LOSSES, build_criterion, margin_at
 from model.model import BackgroundResNet, POOLINGS
 from model.resnet import BACKBONES
-from plots import save_figure
-from speed import preload_fits, use_channels_last
+from dvector.plots import save_figure
+from dvector.speed import preload_fits, use_channels_last
 from SR_Dataset import DvectorDataset, collate_fn_feat_padded, load_features
-from train_run import (check_log_dir, diverged, files_fingerprint, finetuning_begun, interrupted, restore,
+from dvector.training_run import (check_log_dir, diverged, files_fingerprint, finetuning_begun, interrupted, restore,
     resumed_args, training_checkpoint)
 
 SCHEDULES = ('plateau', 'cosine', 'exponential')

@@ -27,18 +27,18 @@ from pathlib import Path
 
 import torch
 
-import cli
+from dvector import cli
 import configure as c
-from atomic import check_writable, refuse_overwriting
-from cohort import scoring_cohort
+from dvector.atomic import check_writable, refuse_overwriting
+from dvector.cohort import scoring_cohort
 from DB_wav_reader import speaker_test_file
-from dvector import cosine_score, embed_file, normalise_scores
-from embedder import add_model_args, add_scoring_args, embedding_description, open_stage, scoring_settings
-from features import collect_notes, front_end, require_finite, require_utterance_file, same_front_end
-from metrics import P_TARGETS, summarize
-from plots import plot_det, plot_score_histogram
-from records import ENROLLMENT_SETTINGS, load_threshold, save_threshold, threshold_path
-from trials import TrialEmbedder, missing_paths, read_trial_list, score_trials, write_scores
+from dvector.embedding import cosine_score, embed_file, normalise_scores
+from dvector.stage import add_model_args, add_scoring_args, embedding_description, open_stage, scoring_settings
+from dvector.features import collect_notes, front_end, require_finite, require_utterance_file, same_front_end
+from dvector.metrics import P_TARGETS, summarize
+from dvector.plots import plot_det, plot_score_histogram
+from dvector.records import ENROLLMENT_SETTINGS, load_threshold, save_threshold, threshold_path
+from dvector.trials import TrialEmbedder, missing_paths, read_trial_list, score_trials, write_scores
 
 
 def parse_args(argv=None):

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny generated feature trees (no ../shared needed) and a model trained on them."""
 import pickle
+import os
 import re
 import subprocess
 import sys
@@ -74,10 +75,20 @@ def copy_checkpoint(trained, tmp_path, **extra):
     return path
 
 
+def script_command(script):
+    """The command that runs a script as the README does: `python train.py` at the root, `python -m tools.holdout`
+    for a tool or a benchmark (the repository put on the path, so that it runs from any folder)."""
+    if '/' not in script:
+        return [sys.executable, str(REPO / script)], None
+    module = script.removesuffix('.py').replace('/', '.')
+    return [sys.executable, '-m', module], {**os.environ, 'PYTHONPATH': str(REPO)}
+
+
 def run_script(cwd, script, *flags):
     """Run an entry script as a user would, from `cwd`; returns the CompletedProcess (output captured)."""
-    return subprocess.run([sys.executable, str(REPO / script), *flags], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, check=False)
+    command, env = script_command(script)
+    return subprocess.run([*command, *flags], cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
 
 
 def run_ok(cwd, script, *flags):

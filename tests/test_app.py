@@ -18,10 +18,10 @@ import app
 import enroll
 import identification
 import verification
-from atomic import atomic_write
-from checkpoint import model_id
-from demo_corpus import random_voice, synthesize_utterance
-from records import enrollment_lock, load_enrollment, save_enrollment
+from dvector.atomic import atomic_write
+from dvector.checkpoint import model_id
+from dvector.demo_corpus import random_voice, synthesize_utterance
+from dvector.records import enrollment_lock, load_enrollment, save_enrollment
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,15 +9,15 @@ import pytest
 import python_speech_features
 import soundfile as sf
 
-import cli
+from dvector import cli
 import configure as c
 import feature_extraction
-import features
+from dvector import features
 from DB_wav_reader import read_DB_structure, read_utterances
-from features import (AUDIO_SUFFIXES, AudioNote, FeatureFileError, _AUDIO_FORMATS, collect_notes, feature_settings,
+from dvector.features import (AUDIO_SUFFIXES, AudioNote, FeatureFileError, _AUDIO_FORMATS, collect_notes, feature_settings,
 file_features, frame_levels, log_fbank, log_fbank_frames, read_audio, reading_settings, require_utterance_file,
 level_gain, speech_level, without_dc)
-from trials import utterance_features
+from dvector.trials import utterance_features
 from conftest import ETRI, needs_etri, write_feature
 from test_feature_extraction import voice
 
@@ -98,7 +98,7 @@ def test_a_dc_offset_alone_is_silent_with_level_normalisation_too(tmp_path):
 
 
 def test_quiet_speech_is_not_silence(tmp_path):
-    from demo_corpus import random_voice, synthesize_utterance
+    from dvector.demo_corpus import random_voice, synthesize_utterance
     rng = np.random.default_rng(0)
     demo = synthesize_utterance(random_voice(rng), 3.0, rng)
     for audio in (voice(), demo):

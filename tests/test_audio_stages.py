@@ -14,9 +14,9 @@ import enroll
 import feature_extraction
 import identification
 import verification
-from dvector import embed_file
-from embedder import load_model
-from features import AUDIO_SUFFIXES, FeatureFileError, reading_settings
+from dvector.embedding import embed_file
+from dvector.stage import load_model
+from dvector.features import AUDIO_SUFFIXES, FeatureFileError, reading_settings
 
 PITCHES = (110, 170, 260)
 # each speaker's enrollment and test in other formats; mp3 where this libsndfile has it

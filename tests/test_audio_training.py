@@ -6,14 +6,14 @@ import pytest
 import soundfile
 import torch
 
-import augment
-import demo_corpus
-import features
+from dvector import augment
+from dvector import demo_corpus
+from dvector import features
 import SR_Dataset
 import train
-from checkpoint import load_checkpoint
+from dvector.checkpoint import load_checkpoint
 from DB_wav_reader import read_list_file, read_training_structure
-from features import feature_settings, read_utterance, reading_settings
+from dvector.features import feature_settings, read_utterance, reading_settings
 from SR_Dataset import DvectorDataset, load_features, random_window
 
 SIZES = {'n_train_speakers': 4, 'n_train_utts': 6, 'n_test_speakers': 2}

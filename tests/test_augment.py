@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import ETRI, needs_etri
 
-import augment
+from dvector import augment
 import configure as c
 import train
-from features import feature_settings
+from dvector.features import feature_settings
 from SR_Dataset import DvectorDataset, random_window
 
 N_FILTERS = 40
@@ -177,7 +177,7 @@ def test_noise_dir_files_join_the_sources_by_musans_folders(tmp_path):
 @needs_etri
 @pytest.mark.slow
 def test_feature_domain_degradations_are_close_to_degraded_audio():
-    import augment_check
+    from tools import augment_check
     errors = augment_check.compare(ETRI / 'test_wavs')
     for name, (approx, nothing) in errors.items():
         if name not in augment_check.NOT_MODELLED:

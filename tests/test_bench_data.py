@@ -6,7 +6,7 @@ import numpy as np
 import soundfile
 import torch
 
-import bench_data
+from bench import data as bench_data
 from DB_wav_reader import read_DB_structure
 
 

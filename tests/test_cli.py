@@ -4,7 +4,7 @@ from conftest import run_script
 from test_audio import write_audio
 from test_feature_extraction import voice
 
-import cli
+from dvector import cli
 
 
 def bad_setting():

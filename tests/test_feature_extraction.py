@@ -5,7 +5,7 @@ import soundfile as sf
 
 import configure as c
 import feature_extraction
-from features import feature_settings, load_feature_file, load_feature_record, log_fbank, reading_settings
+from dvector.features import feature_settings, load_feature_file, load_feature_record, log_fbank, reading_settings
 from conftest import write_feature
 
 

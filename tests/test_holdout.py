@@ -1,7 +1,7 @@
 """holdout.py: speakers taken out of a training tree and laid out for enrollment and testing."""
 import pytest
 
-import holdout
+from tools import holdout
 from conftest import write_feature_tree
 from DB_wav_reader import split_enroll_and_test
 

@@ -4,10 +4,10 @@ import json
 import pytest
 import torch
 
-import make_pretrained
-from atomic import atomic_save
-from checkpoint import load_checkpoint
-from records import save_threshold, threshold_path
+from tools import make_pretrained
+from dvector.atomic import atomic_save
+from dvector.checkpoint import load_checkpoint
+from dvector.records import save_threshold, threshold_path
 
 
 def test_it_publishes_the_model_and_the_validation_accuracy_of_its_own_epoch(trained, tmp_path):

@@ -3,7 +3,7 @@ import pytest
 import torch
 from conftest import run_ok
 
-from embedder import for_inference
+from dvector.stage import for_inference
 from model.model import AttentiveStatsPool, BackgroundResNet, traced_shapes
 from model.resnet import BACKBONES, build_resnet
 

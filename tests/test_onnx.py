@@ -18,12 +18,12 @@ import torch
 from conftest import REPO, model_args, run_ok, run_script
 
 import enroll
-from atomic import atomic_save
-from checkpoint import load_checkpoint
-from embedder import embedding_dtype
-from features import feature_settings
+from dvector.atomic import atomic_save
+from dvector.checkpoint import load_checkpoint
+from dvector.stage import embedding_dtype
+from dvector.features import feature_settings
 from model.model import BackgroundResNet
-from onnx_backend import weights_hash
+from dvector.onnx_backend import weights_hash
 
 pytestmark = pytest.mark.slow  # the fast lane leaves these out (README, Tests)
 
@@ -57,7 +57,7 @@ def onnx_cache(folder):
                          ids=['avg', 'asp', 'resnet50-width8-asp'])
 def test_export_matches_pytorch_for_each_pooling_and_width(settings, tmp_path):
     checkpoint = write_checkpoint(tmp_path / 'ckpt.pth', **settings)
-    out = run_ok(tmp_path, 'export_onnx.py', '--checkpoint', str(checkpoint), '--out', 'model.onnx')
+    out = run_ok(tmp_path, 'tools/export_onnx.py', '--checkpoint', str(checkpoint), '--out', 'model.onnx')
     difference = float(re.search(r'largest d-vector difference ([\d.e+-]+)', out)[1])
     assert difference < 1e-5
     model = onnx.load(tmp_path / 'model.onnx')
@@ -195,7 +195,7 @@ def test_the_example_reproduces_an_enrolled_d_vector(segment_frames, trained, tm
     run_ok(tmp_path, 'feature_extraction.py', '--wav-dir', 'wavs', '--feat-dir', 'feats')
     run_ok(tmp_path, 'enroll.py', '--test-feat-dir', 'feats', '--embedding-dir', 'emb', '--checkpoint', str(checkpoint),
            '--embed-precision', 'fp32', '--enroll-frames', str(segment_frames), '--device', 'cpu')
-    run_ok(tmp_path, 'export_onnx.py', '--checkpoint', str(checkpoint), '--out', 'dvector.onnx')
+    run_ok(tmp_path, 'tools/export_onnx.py', '--checkpoint', str(checkpoint), '--out', 'dvector.onnx')
     out = run_ok(tmp_path, str(example), 'dvector.onnx', *map(str, wavs))
     enrolled = torch.load(tmp_path / 'emb' / 'spk.pth', weights_only=True)['embedding'].numpy()
     assert np.abs(np.array(out.split(), dtype=float) - enrolled).max() < 1e-5

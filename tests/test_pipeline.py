@@ -9,18 +9,18 @@ import torch
 from conftest import copy_checkpoint, model_args, write_feature, write_feature_tree
 
 import configure
-import dvector
-import embedder
+from dvector import embedding
+from dvector import stage
 import enroll
 import identification
-import records
+from dvector import records
 import verification
-from atomic import atomic_save, atomic_write
-from checkpoint import load_checkpoint
-from dvector import d_vector, embed_file, embed_utterance, embed_utterances, split_segments
-from embedder import Bfloat16Units, embedding_dtype, load_model
-from features import FeatureFileError
-from records import (ENROLLMENT_SETTINGS, SWITCH_JOURNAL, enrollment_lock, load_enrollment, save_enrollment,
+from dvector.atomic import atomic_save, atomic_write
+from dvector.checkpoint import load_checkpoint
+from dvector.embedding import d_vector, embed_file, embed_utterance, embed_utterances, split_segments
+from dvector.stage import Bfloat16Units, embedding_dtype, load_model
+from dvector.features import FeatureFileError
+from dvector.records import (ENROLLMENT_SETTINGS, SWITCH_JOURNAL, enrollment_lock, load_enrollment, save_enrollment,
 save_threshold, threshold_path)
 
 
@@ -266,7 +266,7 @@ def test_the_embedding_precision_has_one_flag_and_one_name(script):
 def test_embedding_precision_auto_is_bfloat16_only_where_it_is_fast(monkeypatch):
     cpu = torch.device('cpu')
     for fast, expected in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(embedder, 'bfloat16_units', lambda device, fast=fast: Bfloat16Units(fast, ''))
+        monkeypatch.setattr(stage, 'bfloat16_units', lambda device, fast=fast: Bfloat16Units(fast, ''))
         assert embedding_dtype('auto', cpu) == expected
     assert embedding_dtype('fp32', cpu) == torch.float32 and embedding_dtype('bf16', cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="unknown embedding precision 'fp16' .EMBED_PRECISION of configure.py"):
@@ -364,7 +364,7 @@ def test_d_vectors_that_are_not_finite_are_refused_where_made_written_and_read(t
             return torch.full((len(x), 8), float('nan'))
 
     with pytest.raises(FeatureFileError, match=r'^b\.p: its d-vector: NaN or infinite values$'):
-        dvector.embed_all(NaNModel(), ['b.p'], lambda name: np.zeros((150, 40)), 100, 'cpu')
+        embedding.embed_all(NaNModel(), ['b.p'], lambda name: np.zeros((150, 40)), 100, 'cpu')
     ckpt = load_checkpoint(trained / 'checkpoint_best.pth')
     settings = {k: 'no' for k in ENROLLMENT_SETTINGS}
     with pytest.raises(ValueError, match='the d-vector of tst1: NaN or infinite values'):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import ETRI, REPO, needs_etri, run_ok, run_script
 
-import cli
+from dvector import cli
 import plot_dvectors
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'

@@ -4,7 +4,7 @@ import pytest
 import soundfile as sf
 from test_feature_extraction import voice
 
-import robustness
+from tools import robustness
 
 
 def write_recordings(root, pitches=(110, 170, 260)):

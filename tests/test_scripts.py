@@ -5,7 +5,7 @@ import shutil
 import pytest
 from conftest import run_ok, run_script, write_feature_tree
 
-import cli
+from dvector import cli
 import configure as c
 import train
 

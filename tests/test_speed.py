@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-import speed
-from embedder import for_inference
+from dvector import speed
+from dvector.stage import for_inference
 from model.model import BackgroundResNet
 from conftest import run_script, write_feature_tree
 

@@ -7,7 +7,7 @@ import torch
 
 from conftest import ETRI, needs_etri
 from DB_wav_reader import read_DB_structure
-from features import (feature_settings, fbank, fbank_batch, frame_count, frame_geometry, log_fbank_batch,
+from dvector.features import (feature_settings, fbank, fbank_batch, frame_count, frame_geometry, log_fbank_batch,
                       log_fbank_frames, read_audio, reading_settings, torch_fbank)
 from SR_Dataset import DvectorDataset
 

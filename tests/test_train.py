@@ -12,16 +12,16 @@ import pytest
 import torch
 from conftest import REPO, write_feature, write_feature_tree
 
-import atomic
+from dvector import atomic
 import configure
 import train
-from atomic import atomic_save, atomic_write
-from checkpoint import CHECKPOINT_KEYS, TRAINING_KEYS, load_checkpoint, model_from_checkpoint
+from dvector.atomic import atomic_save, atomic_write
+from dvector.checkpoint import CHECKPOINT_KEYS, TRAINING_KEYS, load_checkpoint, model_from_checkpoint
 from DB_wav_reader import read_feats_structure
-from embedder import Bfloat16Units
-from features import FeatureFileError, feature_settings
+from dvector.stage import Bfloat16Units
+from dvector.features import FeatureFileError, feature_settings
 from model.model import BackgroundResNet
-from train_run import check_resume
+from dvector.training_run import check_resume
 
 
 def run(feature_tree, log_dir, *flags):

@@ -10,11 +10,11 @@ import configure
 import enroll
 import make_trials
 import verification
-from dvector import embed_utterance
-from embedder import load_model
-from features import FeatureFileError, log_fbank
-from records import load_threshold, save_threshold, threshold_path
-from trials import Trial, quote_path, read_scores, read_trials, write_scores
+from dvector.embedding import embed_utterance
+from dvector.stage import load_model
+from dvector.features import FeatureFileError, log_fbank
+from dvector.records import load_threshold, save_threshold, threshold_path
+from dvector.trials import Trial, quote_path, read_scores, read_trials, write_scores
 from conftest import model_args, write_feature, write_feature_tree
 from test_feature_extraction import voice
 

@@ -7,7 +7,7 @@ import pytest
 import soundfile
 from conftest import ETRI, REPO, needs_etri
 
-from features import AudioNote, edge_frames, feature_settings, read_utterance, reading_settings
+from dvector.features import AudioNote, edge_frames, feature_settings, read_utterance, reading_settings
 
 
 @needs_etri

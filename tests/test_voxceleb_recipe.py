@@ -11,7 +11,7 @@ import pytest
 import soundfile
 from conftest import REPO
 
-import demo_corpus
+from dvector import demo_corpus
 
 # What the test adds to each command so that it runs in seconds (a flag given twice: the last wins)
 TINY_TRAINING = ['--epochs', '2', '--warmup-epochs', '1', '--finetune-epochs', '1', '--win-size', '100',

@@ -6,8 +6,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from atomic import atomic_write
-from metrics import compute_eer, error_rates
+from dvector.atomic import atomic_write
+from dvector.metrics import compute_eer, error_rates
 
 DET_TICKS = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8]
 

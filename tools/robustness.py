@@ -26,14 +26,14 @@ import numpy as np
 import scipy.signal
 import soundfile
 
-import cli
+from dvector import cli
 import configure as c
 import make_trials
 import verification
 from DB_wav_reader import find_files, is_enroll_file
-from augment import (TELEPHONE_RATE, at_snr, codec_audio, coloured_noise, music, rms, room_impulse_response,
+from dvector.augment import (TELEPHONE_RATE, at_snr, codec_audio, coloured_noise, music, rms, room_impulse_response,
                      telephone_audio)
-from features import TRIM_SECONDS, FeatureFileError, read_audio
+from dvector.features import TRIM_SECONDS, FeatureFileError, read_audio
 
 PIECE_SECONDS = 3.0
 DEV_ENROLL_SECONDS = 7.0  # --dev: the part of each enrollment recording enrolled with; the rest is cut into pieces

@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 import configure as c
-import features
+from dvector import features
 
 
 def setting_comments(path=Path(c.__file__)):

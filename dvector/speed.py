@@ -200,7 +200,7 @@ def _forward_lines(stream, lines):
     lines.put(None)
 
 
-PROBE_CHILD = 'import json, sys, speed; speed._probe_child(json.loads(sys.argv[1]))'
+PROBE_CHILD = 'import json, sys; from dvector import speed; speed._probe_child(json.loads(sys.argv[1]))'
 
 
 def probe(shapes, dtypes=('fp32', 'bf16'), case_timeout=60, code=PROBE_CHILD):
@@ -215,7 +215,7 @@ def probe(shapes, dtypes=('fp32', 'bf16'), case_timeout=60, code=PROBE_CHILD):
     while len(found) < len(cases):
         todo = json.dumps([(asdict(s), d) for s, d in cases[len(found):]])
         child = subprocess.Popen([sys.executable, '-c', code, todo],
-                                 cwd=Path(__file__).parent, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                  text=True)
         lines = queue.Queue()
         threading.Thread(target=_forward_lines, args=(child.stdout, lines), daemon=True).start()

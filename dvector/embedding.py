@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from features import FeatureFileError, read_utterance, require_finite
+from dvector.features import FeatureFileError, read_utterance, require_finite
 from SR_Dataset import to_input
 
 MAX_BATCH = 16  # segments per forward pass: on a CPU larger batches spill the caches and run slower

@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-import cli
+from dvector import cli
 from DB_wav_reader import read_feats_structure
 
 

@@ -14,12 +14,12 @@ difference in dB between the two (lower is better), and, for scale, between the 
 import numpy as np
 import scipy.signal
 
-import augment
-import cli
-from augment import at_snr, room_impulse_response, telephone_audio
+from dvector import augment
+from dvector import cli
+from dvector.augment import at_snr, room_impulse_response, telephone_audio
 from DB_wav_reader import find_files
-from features import AUDIO_SUFFIXES, feature_settings, log_fbank_frames, read_audio
-from robustness import ROOM_DRR_DB as DRR_DB, ROOM_RT60 as RT60
+from dvector.features import AUDIO_SUFFIXES, feature_settings, log_fbank_frames, read_audio
+from tools.robustness import ROOM_DRR_DB as DRR_DB, ROOM_RT60 as RT60
 
 
 CODEC = 'codec Opus ~6 kbps, as the telephone band'  # no model of its own on the features yet: measured only
@@ -91,7 +91,7 @@ def plot_examples(wav_path, path, seconds=3.0):
     the same degradation of the audio under each."""
     from matplotlib.figure import Figure
 
-    from plots import save_figure
+    from dvector.plots import save_figure
     sample_rate = feature_settings()['sample_rate']
     audio = read_audio(wav_path, sample_rate).astype(np.float64)[:int((seconds + 1) * sample_rate)]
     rng = np.random.default_rng(0)

@@ -34,18 +34,18 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-import cli
+from dvector import cli
 import configure as c
-from augment import Augmenter, augment_settings
+from dvector.augment import Augmenter, augment_settings
 from DB_wav_reader import read_feats_structure
-from dvector import d_vector, embed_all, split_segments
-from embedder import (add_backend_arg, bfloat16_units, embedding_description, embedding_dtype, for_inference,
+from dvector.embedding import d_vector, embed_all, split_segments
+from dvector.stage import (add_backend_arg, bfloat16_units, embedding_description, embedding_dtype, for_inference,
                       select_device)
-from features import feature_settings, read_MFB
+from dvector.features import feature_settings, read_MFB
 from model.model import BackgroundResNet
 from model.resnet import BACKBONES
-from onnx_backend import OnnxEmbedder, export_bytes
-from speed import use_channels_last
+from dvector.onnx_backend import OnnxEmbedder, export_bytes
+from dvector.speed import use_channels_last
 from SR_Dataset import DvectorDataset, load_features
 from train import DeviceSetup, autocast_dtype, train_step
 

@@ -6,12 +6,12 @@ Score the same trial list with each model (verification.py --scores), then:
     python verification.py --trials trials/holdout20.txt --checkpoint runs/b/checkpoint_best.pth --scores results/b.txt
     python compare_scores.py results/a.txt results/b.txt --names tutorial improved --out results/det_compare.png
 """
-import cli
+from dvector import cli
 import configure as c
-from atomic import refuse_overwriting
-from metrics import P_TARGETS, summarize
-from plots import plot_det
-from trials import read_scores
+from dvector.atomic import refuse_overwriting
+from dvector.metrics import P_TARGETS, summarize
+from dvector.plots import plot_det
+from dvector.trials import read_scores
 
 
 def parse_args(argv=None):

@@ -16,14 +16,14 @@ from typing import NamedTuple
 
 import torch
 
-import cli
-from checkpoint import load_checkpoint, model_from_checkpoint
-from dvector import require_enrolled
-from features import reading_settings
+from dvector import cli
+from dvector.checkpoint import load_checkpoint, model_from_checkpoint
+from dvector.embedding import require_enrolled
+from dvector.features import reading_settings
 from model.model import BackgroundResNet
 from model.resnet import fold_batch_norms
-from records import ENROLLMENT_SETTINGS, load_enrollment
-from speed import LowPrecision, use_channels_last
+from dvector.records import ENROLLMENT_SETTINGS, load_enrollment
+from dvector.speed import LowPrecision, use_channels_last
 
 EMBED_PRECISIONS = ('auto', 'fp32', 'bf16')
 EMBED_BACKENDS = ('torch', 'onnx')
@@ -160,7 +160,7 @@ def load_model(path, device, precision='fp32', backend='torch', random_weights_s
         torch.manual_seed(random_weights_seed)
         ckpt = {**ckpt, 'state_dict': BackgroundResNet(**ckpt['model_args']).state_dict()}
     if backend == 'onnx':
-        import onnx_backend  # onnxruntime is imported only when it is used
+        from dvector import onnx_backend  # onnxruntime is imported only when it is used
         return onnx_backend.cached_embedder(path, ckpt), ckpt
     return for_inference(model_from_checkpoint(ckpt, device), device, dtype), ckpt
 

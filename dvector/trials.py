@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atomic import atomic_write
+from dvector.atomic import atomic_write
 from DB_wav_reader import is_enroll_file, utf8_text, utterance_files
-from dvector import embed_all, mean_dvector, normalise_scores
-from features import (FeatureFileError, SUFFIXES, edge_frames, file_features, is_utterance_file, require_finite,
+from dvector.embedding import embed_all, mean_dvector, normalise_scores
+from dvector.features import (FeatureFileError, SUFFIXES, edge_frames, file_features, is_utterance_file, require_finite,
                       trim_edges)
 
 PIECE = re.compile(r'(?P<file>.+)@(?P<start>\d+(?:\.\d+)?)-(?P<end>\d+(?:\.\d+)?)')

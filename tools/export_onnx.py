@@ -12,9 +12,9 @@ input and what to do with the output.
 """
 import json
 
-import cli
-from checkpoint import load_checkpoint
-from onnx_backend import TOLERANCE, export_checkpoint, weights_hash
+from dvector import cli
+from dvector.checkpoint import load_checkpoint
+from dvector.onnx_backend import TOLERANCE, export_checkpoint, weights_hash
 
 
 def parse_args(argv=None):

@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 
 import configure as c
-from atomic import atomic_save
-from checkpoint import load_problem, model_id
+from dvector.atomic import atomic_save
+from dvector.checkpoint import load_problem, model_id
 from DB_wav_reader import read_training_structure
-from dvector import embed_files, enroll_speakers
-from features import reading_settings, require_finite
+from dvector.embedding import embed_files, enroll_speakers
+from dvector.features import reading_settings, require_finite
 
 
 def cohort_path(checkpoint):

@@ -20,16 +20,16 @@ import json
 import torch
 import torch.nn.functional as F
 
-import cli
+from dvector import cli
 import configure as c
-from atomic import atomic_save, refuse_overwriting
-from checkpoint import load_checkpoint, model_from_checkpoint
-from cohort import build_cohort
+from dvector.atomic import atomic_save, refuse_overwriting
+from dvector.checkpoint import load_checkpoint, model_from_checkpoint
+from dvector.cohort import build_cohort
 from DB_wav_reader import read_training_structure
-from dvector import embed_all
-from embedder import COHORT_SETTINGS, SCORE_NORMS, SCORING_SETTINGS, for_inference, resolve_scoring, scoring_settings
-from features import read_utterance, reading_settings
-from records import load_threshold, threshold_path
+from dvector.embedding import embed_all
+from dvector.stage import COHORT_SETTINGS, SCORE_NORMS, SCORING_SETTINGS, for_inference, resolve_scoring, scoring_settings
+from dvector.features import read_utterance, reading_settings
+from dvector.records import load_threshold, threshold_path
 
 MAX_SCORE_CHANGE = 1e-3
 CHECK_UTTERANCES = 200  # training utterances whose d-vectors check the float16 weights

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import load_checkpoint
+from dvector.checkpoint import load_checkpoint
 from DB_wav_reader import read_training_structure
 
 # Flags that --resume takes from the command line; every other setting comes from the checkpoint,
