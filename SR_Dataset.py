@@ -2,7 +2,7 @@
 
 Training reads random windows of NUM_WIN_SIZE frames of each utterance (masked by SpecAugment when
 asked), validation whole utterances, looped to the longest of a batch. The feature files are read
-by features.read_MFB, from disk for every item as the tutorial does, or once into memory (load_features).
+by feature_files.read_MFB, from disk for every item as the tutorial does, or once into memory (load_features).
 """
 import numpy as np
 import torch
@@ -11,14 +11,16 @@ from tqdm import tqdm
 
 import configure as c
 from dvector.augment import band_centres, resample_speed, warp_speed
-from dvector.features import (FeatureFileError, audio_features, check_audio_header, edge_frames, is_audio, read_MFB,
-                      read_audio, reading_settings, trim_edges)
+from dvector.audio import is_audio, read_audio
+from dvector.feature_files import FeatureFileError, read_MFB, trim_edges
+from dvector.frontend import edge_frames, reading_settings
+from dvector.utterance import audio_features, check_audio_header
 
 
 def load_features(files, feature, keep=True, fbank_device=None):
     """Read every feature file once (audio: made into features, with fbank_device as read_training_utterance):
     their trimmed features as float32 arrays (None unless keep). Audio that is not kept is checked from its
-    header alone (features.check_audio_header).
+    header alone (utterance.check_audio_header).
 
     All unusable files are reported together in one error, so that a bad file cannot stop a long
     training run hours in.
@@ -81,9 +83,9 @@ def speed_window(feat, win_size, speed):
 
 def read_training_utterance(filename, feature, wave_augmenter=None, speed=1.0, others=None, fbank_device=None):
     """Trimmed features (n_frames, n_filters) of a training utterance: a feature file's, or an audio file's made
-    by the recipe as it is read (features.read_utterance's numbers), after its waveform is played `speed` times as
+    by the recipe as it is read (utterance.read_utterance's numbers), after its waveform is played `speed` times as
     fast and degraded by wave_augmenter (augment.WaveAugmenter; others: its babble voices) when given.
-    fbank_device: None, the fbank by python_speech_features; a torch device, by torch there (features.torch_fbank)."""
+    fbank_device: None, the fbank by python_speech_features; a torch device, by torch there (torch_fbank.py)."""
     if not is_audio(filename):
         return read_MFB(filename, feature)
     settings = reading_settings(feature)
@@ -108,7 +110,7 @@ class DvectorDataset(Dataset):
     file, read for every item as the tutorial does; audio files are made into features as they are read, and
     then speed perturbation and `wave_augmenter` (augment.WaveAugmenter) act on their waveform instead. Their
     fbank is python_speech_features', or torch's on fbank_device when given ('cpu' in worker processes: the same
-    numbers to 1e-12 dB, faster; features.fbank_batch).
+    numbers to 1e-12 dB, faster; torch_fbank.fbank_batch).
     """
 
     def __init__(self, DB, spk_to_idx, feature, random_windows=True, feats=None, spec_augment=None, augmenter=None,

@@ -42,7 +42,8 @@ from dvector.checkpoint import model_id
 from dvector.cohort import scoring_cohort
 from dvector.embedding import embed_file, enroll_speaker, rank_speakers, require_enrolled
 from dvector.stage import EMBED_PRECISIONS, add_backend_arg, add_scoring_args, open_stage, scoring_settings, settle_scoring
-from dvector.features import VADS, collect_notes, front_end, reading_settings, require_utterance_file
+from dvector.audio import collect_notes, require_utterance_file
+from dvector.frontend import VADS, front_end, reading_settings
 from plot_dvectors import project
 from dvector.plots import plot_dvector_map
 from dvector.records import ENROLLMENT_SETTINGS, enrolled_otherwise, enrollment_lock, load_enrollment, save_enrollment
@@ -194,7 +195,7 @@ def upload_names(folder, text):
 
 
 def reading(rec, args):
-    """How the page reads a recording with settings args (--vad, --level): a features.reading_settings()."""
+    """How the page reads a recording with settings args (--vad, --level): a frontend.reading_settings()."""
     return reading_settings(rec.ckpt['feature'], args.vad, args.level, args.max_seconds)
 
 

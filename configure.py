@@ -5,7 +5,7 @@ Edit them here; every entry script also takes flags that override them for one r
 """
 
 # ---- Data --------------------------------------------------------------------------------
-# Audio trees <dir>/<speaker>/<utterance>.wav (or .flac, .ogg, ...: features.AUDIO_SUFFIXES) are feature_extraction's
+# Audio trees <dir>/<speaker>/<utterance>.wav (or .flac, .ogg, ...: audio.AUDIO_SUFFIXES) are feature_extraction's
 # input; feature trees <dir>/<speaker>/<utterance>.p (pickles of {'feat': (n_frames, FILTER_BANK), 'label': speaker})
 # are its output and the other stages' input
 TRAIN_WAV_DIR = 'wavs/train'                  # training audio: <speaker>/<utterance>.wav

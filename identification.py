@@ -19,7 +19,8 @@ from dvector.cohort import scoring_cohort
 from DB_wav_reader import speaker_test_file, split_enroll_and_test
 from dvector.embedding import embed_file, embed_files, rank_speakers, require_enrolled
 from dvector.stage import add_model_args, add_scoring_args, open_stage
-from dvector.features import front_end, require_utterance_file
+from dvector.audio import require_utterance_file
+from dvector.frontend import front_end
 from dvector.metrics import top_k_accuracy
 from dvector.plots import plot_confusion
 from dvector.records import enrolled_otherwise, load_enrollment
@@ -39,7 +40,7 @@ def parse_args(argv=None):
 def identify_one(model, settings, rank, test_file, speaker, test_frames, device):
     """Identify one test file (of an enrolled speaker, or of speaker None: unknown); print the best-scoring speakers.
 
-    settings: feature settings, a features.reading_settings(); rank(d-vector): [(speaker, score)], best first.
+    settings: feature settings, a frontend.reading_settings(); rank(d-vector): [(speaker, score)], best first.
     """
     ranking = rank(embed_file(model, settings, test_file, test_frames, device))
     predicted = ranking[0][0]

@@ -37,7 +37,7 @@ from dvector.checkpoint import model_id
 from DB_wav_reader import split_enroll_and_test
 from dvector.embedding import embed_all, enroll_speaker, split_segments
 from dvector.stage import add_model_args, add_scoring_args, open_stage
-from dvector.features import read_utterance
+from dvector.utterance import read_utterance
 from dvector.plots import plot_dvector_map
 
 METHODS = ('tsne', 'pca')

@@ -33,7 +33,7 @@ from dvector.augment import Augmenter, WaveAugmenter, augment_settings
 from dvector.checkpoint import load_checkpoint
 from DB_wav_reader import holds_audio, read_training_structure
 from dvector.stage import bfloat16_units, select_device
-from dvector.features import feature_settings
+from dvector.fbank import feature_settings
 from dvector.losses import LOSSES, build_criterion, margin_at
 from model.model import BackgroundResNet, POOLINGS
 from model.resnet import BACKBONES

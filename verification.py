@@ -34,7 +34,9 @@ from dvector.cohort import scoring_cohort
 from DB_wav_reader import speaker_test_file
 from dvector.embedding import cosine_score, embed_file, normalise_scores
 from dvector.stage import add_model_args, add_scoring_args, embedding_description, open_stage, scoring_settings
-from dvector.features import collect_notes, front_end, require_finite, require_utterance_file, same_front_end
+from dvector.audio import collect_notes, require_utterance_file
+from dvector.feature_files import require_finite
+from dvector.frontend import front_end, same_front_end
 from dvector.metrics import P_TARGETS, summarize
 from dvector.plots import plot_det, plot_score_histogram
 from dvector.records import ENROLLMENT_SETTINGS, load_threshold, save_threshold, threshold_path

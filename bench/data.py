@@ -8,7 +8,7 @@ Start-up: train.py's steps before the first batch that grow with the corpus (rea
 train/validation split, the fingerprint a resumed run checks, the dataset), timed on a list file of N
 utterances (`<path> <speaker>` lines, of files that need not exist), in a fresh process, so that its peak
 resident memory is its own. Not timed here: train.py's check of each audio file's header before training
-(features.check_audio_header; docs/results.md gives its rate on real files).
+(utterance.check_audio_header; docs/results.md gives its rate on real files).
 
 Loader: training windows per second that a DataLoader delivers (no model), for the same utterances as
 features preloaded in memory, and as audio made into features per item (the recipe's exact features; and the
@@ -16,7 +16,7 @@ same by torch's fbank on the CPU), with and without augmentation, for 0 to --wor
 needs its training steps' rate of windows from the loader: this says how many workers give it.
 
 Features: utterances per second made into the recipe's features from their waveforms in memory (no reading):
-by python_speech_features one at a time (the recipe's path), and by the same fbank in torch (features.fbank_batch),
+by python_speech_features one at a time (the recipe's path), and by the same fbank in torch (torch_fbank.fbank_batch),
 --batch-size utterances at once, in float64 and float32, on the CPU and on --device when it is a GPU; reading the
 files is timed on its own row.
 """
@@ -34,7 +34,11 @@ import configure as c
 from dvector.augment import Augmenter, WaveAugmenter, augment_settings
 from bench.throughput import in_fresh_process, peak_memory_mb, synchronize
 from DB_wav_reader import read_training_structure
-from dvector.features import feature_settings, log_fbank_batch, log_fbank_frames, read_audio, reading_settings
+from dvector.audio import read_audio
+from dvector.fbank import feature_settings
+from dvector.frontend import reading_settings
+from dvector.torch_fbank import log_fbank_batch
+from dvector.utterance import log_fbank_frames
 from dvector.stage import select_device
 from SR_Dataset import DvectorDataset, load_features
 from train import split_train_valid

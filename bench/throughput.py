@@ -41,7 +41,8 @@ from DB_wav_reader import read_feats_structure
 from dvector.embedding import d_vector, embed_all, split_segments
 from dvector.stage import (add_backend_arg, bfloat16_units, embedding_description, embedding_dtype, for_inference,
                       select_device)
-from dvector.features import feature_settings, read_MFB
+from dvector.fbank import feature_settings
+from dvector.feature_files import read_MFB
 from model.model import BackgroundResNet
 from model.resnet import BACKBONES
 from dvector.onnx_backend import OnnxEmbedder, export_bytes

@@ -32,7 +32,9 @@ import scipy.signal
 import torch
 
 import configure as c
-from dvector.features import AUDIO_SUFFIXES, FLOOR, NFFT, FeatureFileError, read_audio, silence
+from dvector.audio import AUDIO_SUFFIXES, read_audio, silence
+from dvector.fbank import FLOOR, NFFT
+from dvector.feature_files import FeatureFileError
 
 FLOOR_DB = 20 * np.log10(FLOOR)  # -100 dB
 FLOOR_TOLERANCE_DB = 0.05     # values this close to a band's lowest are at the floor (float16 copies: 0.016 dB)

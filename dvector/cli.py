@@ -14,7 +14,8 @@ import warnings
 from pathlib import Path
 
 import configure as c
-from dvector import features
+from dvector.audio import AudioNote
+from dvector.frontend import VADS, check_level
 
 
 def setting_comments(path=Path(c.__file__)):
@@ -173,15 +174,15 @@ def add_device_arg(p):
 def level(text):
     """argparse type: 'no', or a target speech level in dBFS."""
     try:
-        return features.check_level(text)
+        return check_level(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_audio_args(p):
     """Flags of the scripts that read audio: speech detection, level normalisation and the longest recording
-    (features.py)."""
-    setting(p, 'VAD', choices=features.VADS)
+    (frontend.py, audio.py)."""
+    setting(p, 'VAD', choices=VADS)
     setting(p, 'LEVEL', type=level, nargs='?', const=c.TRAIN_LEVEL, metavar='DBFS')
     setting(p, 'MAX_SECONDS', type=positive_int)
     return p
@@ -205,8 +206,8 @@ def flags_text(settings):
 
 
 def format_note(message, category, filename, lineno, line=None, default=warnings.formatwarning):
-    """A features.AudioNote as one line, 'Note: <file>: <what was found>'; other warnings as Python writes them."""
-    if issubclass(category, features.AudioNote):
+    """An AudioNote (audio.py) as one line, 'Note: <file>: <what was found>'; other warnings as Python writes them."""
+    if issubclass(category, AudioNote):
         return f"Note: {message}\n"
     return default(message, category, filename, lineno, line)
 

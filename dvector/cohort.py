@@ -17,7 +17,8 @@ from dvector.atomic import atomic_save
 from dvector.checkpoint import load_problem, model_id
 from DB_wav_reader import read_training_structure
 from dvector.embedding import embed_files, enroll_speakers
-from dvector.features import reading_settings, require_finite
+from dvector.feature_files import require_finite
+from dvector.frontend import reading_settings
 
 
 def cohort_path(checkpoint):

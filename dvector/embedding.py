@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from dvector.features import FeatureFileError, read_utterance, require_finite
+from dvector.feature_files import FeatureFileError, require_finite
+from dvector.utterance import read_utterance
 from SR_Dataset import to_input
 
 MAX_BATCH = 16  # segments per forward pass: on a CPU larger batches spill the caches and run slower
@@ -93,7 +94,7 @@ def embed_utterance(model, feat, segment_frames, device):
 
 def embed_files(model, settings, filenames, segment_frames, device, desc=None):
     """{file: d-vector} of feature or audio files, read with feature settings (a checkpoint's 'feature', or a
-    features.reading_settings()), by embed_all."""
+    frontend.reading_settings()), by embed_all."""
     return embed_all(model, filenames, lambda f: read_utterance(f, settings), segment_frames, device, desc)
 
 

@@ -13,7 +13,8 @@ import torch
 from dvector import cli
 from dvector.atomic import TMP_SUFFIX, atomic_save, atomic_write, cannot_write
 from dvector.checkpoint import load_problem, model_id
-from dvector.features import front_end, require_finite, same_front_end
+from dvector.feature_files import require_finite
+from dvector.frontend import front_end, same_front_end
 
 # How an enrollment's d-vectors were made (enroll.py's flags): each enrollment records them, and a single trial
 # is scored with them

@@ -19,7 +19,7 @@ import torch
 from dvector import cli
 from dvector.checkpoint import load_checkpoint, model_from_checkpoint
 from dvector.embedding import require_enrolled
-from dvector.features import reading_settings
+from dvector.frontend import reading_settings
 from model.model import BackgroundResNet
 from model.resnet import fold_batch_norms
 from dvector.records import ENROLLMENT_SETTINGS, load_enrollment
@@ -286,7 +286,7 @@ def scoring_settings(args):
 
 class Stage(NamedTuple):
     """What a stage works with: the model, its checkpoint, the device, how utterances are read (a
-    features.reading_settings()) and, for a single trial, the claimed speaker's enrollment record."""
+    frontend.reading_settings()) and, for a single trial, the claimed speaker's enrollment record."""
     model: object
     ckpt: dict
     device: torch.device

@@ -27,7 +27,7 @@ def training_checkpoint(*, epoch, history, model, optimizer, scheduler, scaler, 
         'state_dict': model.state_dict(),
         'model_args': model_args,  # BackgroundResNet(**model_args)
         'speakers': speakers,      # the training speakers, in the order of the classifier's outputs
-        'feature': feature,        # the features it was trained on (features.feature_settings) and 'win_size'
+        'feature': feature,        # the features it was trained on (fbank.feature_settings) and 'win_size'
         'run_id': run_id,          # the training run and the epoch name the model: enrollments record them
         'epoch': epoch,
         'scoring': scoring,        # the scoring settings its recipe recommends (configure.SCORINGS)

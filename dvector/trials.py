@@ -5,8 +5,8 @@ otherwise; the two paths are relative to a root folder. Fields are separated by 
 path that holds white space is written in double quotes, `"my speaker/enroll.wav"` (a path that
 begins with a quote cannot be written). A pair listed twice with one label is scored once (the
 repeated lines are counted); with both labels the list is refused. A path names
-  - a feature pickle (.p) or an audio file (.wav, .flac, ...: features.AUDIO_SUFFIXES, turned into
-    features by features.py's recipe with the model's settings and --vad/--level), trimmed at both
+  - a feature pickle (.p) or an audio file (.wav, .flac, ...: audio.AUDIO_SUFFIXES, turned into
+    features by utterance.py's recipe with the model's settings and --vad/--level), trimmed at both
     ends as every utterance;
   - a piece of one, `<file>@<start>-<end>` in seconds from the start of the recording, e.g.
     `103F3021/test.wav@0.5-3.5`: exactly those frames, not trimmed again (with --vad, those of them
@@ -27,8 +27,10 @@ import torch
 from dvector.atomic import atomic_write
 from DB_wav_reader import is_enroll_file, utf8_text, utterance_files
 from dvector.embedding import embed_all, mean_dvector, normalise_scores
-from dvector.features import (FeatureFileError, SUFFIXES, edge_frames, file_features, is_utterance_file, require_finite,
-                      trim_edges)
+from dvector.audio import SUFFIXES, is_utterance_file
+from dvector.feature_files import FeatureFileError, require_finite, trim_edges
+from dvector.frontend import edge_frames
+from dvector.utterance import file_features
 
 PIECE = re.compile(r'(?P<file>.+)@(?P<start>\d+(?:\.\d+)?)-(?P<end>\d+(?:\.\d+)?)')
 
@@ -190,7 +192,7 @@ def utterance_features(frames, path, piece, feature):
 class TrialEmbedder:
     """d-vectors of the enroll and test sides of trials, each distinct one computed once.
 
-    Utterances are read with `reading`, a features.reading_settings() (the checkpoint's feature settings, the
+    Utterances are read with `reading`, a frontend.reading_settings() (the checkpoint's feature settings, the
     front end's vad and level).
     """
 

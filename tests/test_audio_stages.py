@@ -16,7 +16,9 @@ import identification
 import verification
 from dvector.embedding import embed_file
 from dvector.stage import load_model
-from dvector.features import AUDIO_SUFFIXES, FeatureFileError, reading_settings
+from dvector.audio import AUDIO_SUFFIXES
+from dvector.feature_files import FeatureFileError
+from dvector.frontend import reading_settings
 
 PITCHES = (110, 170, 260)
 # each speaker's enrollment and test in other formats; mp3 where this libsndfile has it

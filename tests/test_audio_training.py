@@ -8,12 +8,15 @@ import torch
 
 from dvector import augment
 from dvector import demo_corpus
-from dvector import features
+from dvector import utterance
 import SR_Dataset
 import train
 from dvector.checkpoint import load_checkpoint
 from DB_wav_reader import read_list_file, read_training_structure
-from dvector.features import feature_settings, read_utterance, reading_settings
+from dvector.fbank import feature_settings
+from dvector.feature_files import FeatureFileError
+from dvector.frontend import reading_settings
+from dvector.utterance import read_utterance
 from SR_Dataset import DvectorDataset, load_features, random_window
 
 SIZES = {'n_train_speakers': 4, 'n_train_utts': 6, 'n_test_speakers': 2}
@@ -74,7 +77,7 @@ def test_a_list_that_is_not_utf8_or_names_a_missing_file_says_where(tmp_path):
         read_list_file(listing)
     listing.write_text('gone.wav alice\n')
     missing = read_list_file(listing)['filename'][0]
-    with pytest.raises(features.FeatureFileError, match=rf"{missing}: no such file; correct its path where it is "
+    with pytest.raises(FeatureFileError, match=rf"{missing}: no such file; correct its path where it is "
                                                         r"given \(a list file's relative paths are from the list's"):
         load_features([missing], feature_settings(), keep=False)
 
@@ -138,11 +141,11 @@ def test_silent_or_unreadable_noise_and_room_files_are_refused_when_training_sta
     folder.mkdir()
     soundfile.write(folder / 'silent.wav', np.zeros(16000, np.float32), 16000)
     option = '--' + flag.replace('_', '-')
-    with pytest.raises(features.FeatureFileError, match=f"{option}: {folder / 'silent.wav'}: silent: every sample is 0"
+    with pytest.raises(FeatureFileError, match=f"{option}: {folder / 'silent.wav'}: silent: every sample is 0"
                                                         "; remove it"):
         augment.WaveAugmenter(wave_settings(**{flag: str(folder)}), 16000)
     (folder / 'silent.wav').write_bytes(b'RIFF, but not audio')
-    with pytest.raises(features.FeatureFileError, match=f"{option}: {folder / 'silent.wav'}: not a readable audio"):
+    with pytest.raises(FeatureFileError, match=f"{option}: {folder / 'silent.wav'}: not a readable audio"):
         augment.WaveAugmenter(wave_settings(**{flag: str(folder)}), 16000)
 
 
@@ -165,7 +168,8 @@ def test_the_torch_fbank_trains_as_the_recipes(voices, tmp_path, monkeypatch):
     recipe = run(voices / 'train', tmp_path / 'recipe', '--epochs', '1', '--precision', 'fp32',
                  '--fbank', 'python_speech_features')
     calls = []
-    monkeypatch.setattr(features, 'torch_fbank', lambda *args, real=features.torch_fbank: calls.append(1) or real(*args))
+    real = utterance.torch_fbank
+    monkeypatch.setattr(utterance, 'torch_fbank', lambda *args: calls.append(1) or real(*args))
     torch_fbank = run(voices / 'train', tmp_path / 'torch', '--epochs', '1', '--precision', 'fp32', '--fbank', 'torch')
     assert len(calls) > 8  # the items of a batch and the validation utterances
     for name in ('train_loss', 'valid_loss', 'valid_acc'):
@@ -177,9 +181,9 @@ def test_audio_is_checked_from_its_header_before_a_run_not_decoded(voices, tmp_p
     short, broken = tmp_path / 'short.wav', tmp_path / 'broken.wav'
     soundfile.write(short, np.zeros(8000, np.float32), 16000)  # 0.5 s: all trimmed away
     broken.write_bytes(b'RIFF....WAVEfmt nothing')
-    monkeypatch.setattr(features, 'read_audio', lambda *args: pytest.fail('decoded at start-up'))
+    monkeypatch.setattr(utterance, 'read_audio', lambda *args: pytest.fail('decoded at start-up'))
     assert load_features(wavs, feature_settings(), keep=False) is None
-    with pytest.raises(features.FeatureFileError) as refused:
+    with pytest.raises(FeatureFileError) as refused:
         load_features(wavs + [short, broken], feature_settings(), keep=False)
     assert '2 unusable' in str(refused.value) and f'{short}: too short' in str(refused.value)
     assert f'{broken}: not a readable audio file' in str(refused.value)
@@ -221,7 +225,7 @@ def test_a_bad_recording_found_by_a_worker_is_one_line_naming_it(voices, tmp_pat
         (tree / wav.parent.name / wav.name).write_bytes(wav.read_bytes())
     bad = sorted(tree.rglob('*.wav'))[0]
     soundfile.write(bad, np.zeros(len(soundfile.read(bad)[0]), np.float32), 16000)  # its header is fine
-    with pytest.raises(features.FeatureFileError) as error:
+    with pytest.raises(FeatureFileError) as error:
         run(tree, tmp_path / 'log', '--epochs', '1', '--num-workers', workers, '--preload', 'no', '--batch-size', '4',
             '--val-ratio', '50')
     assert str(error.value) == f"{bad}: silent: every sample is 0"  # was: Caught FeatureFileError ... Traceback

@@ -10,7 +10,7 @@ from conftest import ETRI, needs_etri
 from dvector import augment
 import configure as c
 import train
-from dvector.features import feature_settings
+from dvector.fbank import feature_settings
 from SR_Dataset import DvectorDataset, random_window
 
 N_FILTERS = 40

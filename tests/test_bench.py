@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bench import throughput
-from dvector.features import read_MFB
+from dvector.feature_files import read_MFB
 
 pytestmark = pytest.mark.slow  # the fast lane leaves these out (README, Tests)
 

@@ -4,7 +4,7 @@ import torch
 
 from conftest import write_feature
 from DB_wav_reader import read_feats_structure
-from dvector.features import feature_settings
+from dvector.fbank import feature_settings
 from SR_Dataset import DvectorDataset, collate_fn_feat_padded, random_window, spec_augment, to_input
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import feature_extraction
 from conftest import ETRI, decision_is_right, needs_etri, run_ok
-from dvector.features import load_feature_file
+from dvector.feature_files import load_feature_file
 
 pytestmark = pytest.mark.slow  # the fast lane leaves these out (README, Tests)
 

@@ -5,7 +5,10 @@ import soundfile as sf
 
 import configure as c
 import feature_extraction
-from dvector.features import feature_settings, load_feature_file, load_feature_record, log_fbank, reading_settings
+from dvector.fbank import feature_settings
+from dvector.feature_files import load_feature_file, load_feature_record
+from dvector.frontend import reading_settings
+from dvector.utterance import log_fbank
 from conftest import write_feature
 
 

@@ -21,7 +21,7 @@ import enroll
 from dvector.atomic import atomic_save
 from dvector.checkpoint import load_checkpoint
 from dvector.stage import embedding_dtype
-from dvector.features import feature_settings
+from dvector.fbank import feature_settings
 from model.model import BackgroundResNet
 from dvector.onnx_backend import weights_hash
 

@@ -19,7 +19,7 @@ from dvector.atomic import atomic_save, atomic_write
 from dvector.checkpoint import load_checkpoint
 from dvector.embedding import d_vector, embed_file, embed_utterance, embed_utterances, split_segments
 from dvector.stage import Bfloat16Units, embedding_dtype, load_model
-from dvector.features import FeatureFileError
+from dvector.feature_files import FeatureFileError
 from dvector.records import (ENROLLMENT_SETTINGS, SWITCH_JOURNAL, enrollment_lock, load_enrollment, save_enrollment,
 save_threshold, threshold_path)
 

@@ -19,7 +19,8 @@ from dvector.atomic import atomic_save, atomic_write
 from dvector.checkpoint import CHECKPOINT_KEYS, TRAINING_KEYS, load_checkpoint, model_from_checkpoint
 from DB_wav_reader import read_feats_structure
 from dvector.stage import Bfloat16Units
-from dvector.features import FeatureFileError, feature_settings
+from dvector.fbank import feature_settings
+from dvector.feature_files import FeatureFileError
 from model.model import BackgroundResNet
 from dvector.training_run import check_resume
 

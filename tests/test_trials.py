@@ -12,7 +12,8 @@ import make_trials
 import verification
 from dvector.embedding import embed_utterance
 from dvector.stage import load_model
-from dvector.features import FeatureFileError, log_fbank
+from dvector.feature_files import FeatureFileError
+from dvector.utterance import log_fbank
 from dvector.records import load_threshold, save_threshold, threshold_path
 from dvector.trials import Trial, quote_path, read_scores, read_trials, write_scores
 from conftest import model_args, write_feature, write_feature_tree

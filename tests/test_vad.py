@@ -7,7 +7,10 @@ import pytest
 import soundfile
 from conftest import ETRI, REPO, needs_etri
 
-from dvector.features import AudioNote, edge_frames, feature_settings, read_utterance, reading_settings
+from dvector.audio import AudioNote
+from dvector.fbank import feature_settings
+from dvector.frontend import edge_frames, reading_settings
+from dvector.utterance import read_utterance
 
 
 @needs_etri
@@ -44,8 +47,8 @@ def test_where_silero_finds_too_little_speech_every_frame_is_used_with_a_note(tm
 def test_silero_leaves_torch_on_as_many_cores_as_it_had():
     """Importing silero_vad sets torch's threads to 1 for the whole process: after it, every d-vector would be
     computed on one core. In a fresh process, since an earlier test may have imported it already."""
-    code = ('import torch, features; torch.set_num_threads(3); features.silero_model(); '
-            'features.silero_frames(torch.zeros(16000).numpy(), features.feature_settings(), 98); '
+    code = ('import torch; from dvector import fbank, frontend; torch.set_num_threads(3); frontend.silero_model(); '
+            'frontend.silero_frames(torch.zeros(16000).numpy(), fbank.feature_settings(), 98); '
             'print(torch.get_num_threads())')
     result = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == '3', result.stderr

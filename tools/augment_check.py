@@ -18,7 +18,9 @@ from dvector import augment
 from dvector import cli
 from dvector.augment import at_snr, room_impulse_response, telephone_audio
 from DB_wav_reader import find_files
-from dvector.features import AUDIO_SUFFIXES, feature_settings, log_fbank_frames, read_audio
+from dvector.audio import AUDIO_SUFFIXES, read_audio
+from dvector.fbank import feature_settings
+from dvector.utterance import log_fbank_frames
 from tools.robustness import ROOM_DRR_DB as DRR_DB, ROOM_RT60 as RT60
 
 

@@ -28,7 +28,8 @@ from dvector.cohort import build_cohort
 from DB_wav_reader import read_training_structure
 from dvector.embedding import embed_all
 from dvector.stage import COHORT_SETTINGS, SCORE_NORMS, SCORING_SETTINGS, for_inference, resolve_scoring, scoring_settings
-from dvector.features import read_utterance, reading_settings
+from dvector.frontend import reading_settings
+from dvector.utterance import read_utterance
 from dvector.records import load_threshold, threshold_path
 
 MAX_SCORE_CHANGE = 1e-3

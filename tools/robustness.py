@@ -33,7 +33,8 @@ import verification
 from DB_wav_reader import find_files, is_enroll_file
 from dvector.augment import (TELEPHONE_RATE, at_snr, codec_audio, coloured_noise, music, rms, room_impulse_response,
                      telephone_audio)
-from dvector.features import TRIM_SECONDS, FeatureFileError, read_audio
+from dvector.audio import read_audio
+from dvector.feature_files import TRIM_SECONDS, FeatureFileError
 
 PIECE_SECONDS = 3.0
 DEV_ENROLL_SECONDS = 7.0  # --dev: the part of each enrollment recording enrolled with; the rest is cut into pieces
