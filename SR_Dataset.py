@@ -10,7 +10,8 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 import configure as c
-from dvector.augment import band_centres, resample_speed, warp_speed
+from dvector.augment_audio import resample_speed
+from dvector.augment_features import band_centres, warp_speed
 from dvector.audio import is_audio, read_audio
 from dvector.feature_files import FeatureFileError, read_MFB, trim_edges
 from dvector.frontend import edge_frames, reading_settings
@@ -76,7 +77,7 @@ def to_input(feat):
 
 
 def speed_window(feat, win_size, speed):
-    """A random window of `win_size` frames of feat as if played `speed` times as fast (augment.warp_speed)."""
+    """A random window of `win_size` frames of feat as if played `speed` times as fast (augment_features.warp_speed)."""
     longer = random_window(feat, int(np.ceil(win_size * speed)) + 1)
     return warp_speed(longer, speed, band_centres(feat.shape[1]))[:win_size]
 
@@ -84,7 +85,7 @@ def speed_window(feat, win_size, speed):
 def read_training_utterance(filename, feature, wave_augmenter=None, speed=1.0, others=None, fbank_device=None):
     """Trimmed features (n_frames, n_filters) of a training utterance: a feature file's, or an audio file's made
     by the recipe as it is read (utterance.read_utterance's numbers), after its waveform is played `speed` times as
-    fast and degraded by wave_augmenter (augment.WaveAugmenter; others: its babble voices) when given.
+    fast and degraded by wave_augmenter (augment_audio.WaveAugmenter; others: its babble voices) when given.
     fbank_device: None, the fbank by python_speech_features; a torch device, by torch there (torch_fbank.py)."""
     if not is_audio(filename):
         return read_MFB(filename, feature)
@@ -103,12 +104,12 @@ class DvectorDataset(Dataset):
 
     With random_windows, each item is a random window of feature['win_size'] frames (training): at a random
     one of `speeds` or 1 when speeds are given (speed perturbation; speed k's windows are labelled as
-    speakers of their own, index + k * n_speakers), degraded by `augmenter` (augment.Augmenter) when given,
+    speakers of their own, index + k * n_speakers), degraded by `augmenter` (augment_features.Augmenter) when given,
     then masked by SpecAugment when `spec_augment` = (max_bins, max_frames) is given. Without random_windows,
     the whole trimmed utterance (validation).
     Features come from `feats` when given (the files' features, preloaded in memory), else from the
     file, read for every item as the tutorial does; audio files are made into features as they are read, and
-    then speed perturbation and `wave_augmenter` (augment.WaveAugmenter) act on their waveform instead. Their
+    then speed perturbation and `wave_augmenter` (augment_audio.WaveAugmenter) act on their waveform instead. Their
     fbank is python_speech_features', or torch's on fbank_device when given ('cpu' in worker processes: the same
     numbers to 1e-12 dB, faster; torch_fbank.fbank_batch).
     """

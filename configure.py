@@ -85,7 +85,7 @@ MARGIN_WARMUP = 5        # am/aam: epochs over which the margin grows linearly f
 SPEC_AUGMENT = 'no'      # 'yes': SpecAugment masks on the training windows (one band and one run of frames set to 0)
 FREQ_MASK = 8            # SpecAugment: widest frequency band masked, in filters
 TIME_MASK = 10           # SpecAugment: longest run of frames masked
-# Augmentation on the features (augment.py, docs/augmentation.md): each training window, after it is cut and
+# Augmentation on the features (augment_features.py, docs/augmentation.md): each training window, after it is cut and
 # before SpecAugment, is degraded by each kind below with its probability, as if its audio had been; ranges
 # (low, high) are drawn uniformly, and SNRs are of the waveforms' powers, as the field quotes them
 AUGMENT = 'no'               # 'yes': augment the training windows as below (the tutorial: 'no')

@@ -29,7 +29,9 @@ from dvector import cli
 import configure as c
 from dvector import distributed
 from dvector.atomic import atomic_save
-from dvector.augment import Augmenter, WaveAugmenter, augment_settings
+from dvector.augment_audio import WaveAugmenter
+from dvector.augment_features import Augmenter
+from dvector.augmentation import AUGMENT_SETTINGS, augment_settings
 from dvector.checkpoint import load_checkpoint
 from DB_wav_reader import holds_audio, read_training_structure
 from dvector.stage import bfloat16_units, select_device
@@ -45,11 +47,6 @@ from dvector.training_run import (check_log_dir, diverged, files_fingerprint, fi
 
 SCHEDULES = ('plateau', 'cosine', 'exponential')
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
-# configure.py's probabilities and ranges of each kind of augmentation (augment.py): a flag each
-AUGMENT_SETTINGS = ('AUG_NOISE_PROB', 'AUG_NOISE_SNR', 'AUG_MUSIC_SNR', 'AUG_BABBLE_PROB', 'AUG_BABBLE_SNR',
-                    'AUG_BABBLE_VOICES', 'AUG_REVERB_PROB', 'AUG_RT60', 'AUG_DRR', 'AUG_CHANNEL_PROB',
-                    'AUG_TELEPHONE_SHARE', 'AUG_EQ_DB', 'AUG_GAIN_PROB', 'AUG_GAIN_DB', 'AUG_PAUSE_PROB',
-                    'AUG_PAUSE_DBFS')
 
 
 def augment_type(name, kind):
@@ -96,8 +93,6 @@ def parse_args(argv=None):
     for name in AUGMENT_SETTINGS:
         kind = type(getattr(c, name))
         setting(name, type=augment_type(name, kind), metavar='LOW,HIGH' if kind is tuple else None)
-    setting('NOISE_DIR')
-    setting('RIR_DIR')
     setting('SPEED_PERTURB', choices=['yes', 'no'])
     setting('SPEEDS', type=cli.positive_range, metavar='SLOW,FAST')
     setting('FINETUNE_EPOCHS', type=cli.non_negative_int)

@@ -31,7 +31,9 @@ from torch.utils.data import DataLoader
 
 from dvector import cli
 import configure as c
-from dvector.augment import Augmenter, WaveAugmenter, augment_settings
+from dvector.augment_audio import WaveAugmenter
+from dvector.augment_features import Augmenter
+from dvector.augmentation import augment_settings
 from bench.throughput import in_fresh_process, peak_memory_mb, synchronize
 from DB_wav_reader import read_training_structure
 from dvector.audio import read_audio

@@ -8,7 +8,7 @@ NUM_WIN_SIZE-frame windows, as train.py runs them:
   tutorial   every pickle read for every item, float32, contiguous memory
   fast fp32  features preloaded as float32, train.py's memory format (CHANNELS_LAST), float32
   fast       the same in train.py's automatic precision (PRECISION; bfloat16 autocast on this CPU)
-  fast + aug the same with every window augmented as configure.py's AUG_* settings say (augment.py)
+  fast + aug the same with every window augmented as configure.py's AUG_* settings say (augment_features.py)
 Embedding: utterances/s of whole utterances cut into TEST_FRAMES-frame segments (features already read):
   tutorial   one segment per forward pass, float32, as the tutorial's enroll and verification scripts
              (dvector.d_vector, the definition)
@@ -36,7 +36,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dvector import cli
 import configure as c
-from dvector.augment import Augmenter, augment_settings
+from dvector.augment_features import Augmenter
+from dvector.augmentation import augment_settings
 from DB_wav_reader import read_feats_structure
 from dvector.embedding import d_vector, embed_all, split_segments
 from dvector.stage import (add_backend_arg, bfloat16_units, embedding_description, embedding_dtype, for_inference,

@@ -1,4 +1,5 @@
 """Training from audio: exact features made on the fly, list files, augmentation on the waveform, resume."""
+import dataclasses
 import os
 
 import numpy as np
@@ -6,13 +7,14 @@ import pytest
 import soundfile
 import torch
 
-from dvector import augment
 from dvector import demo_corpus
 from dvector import utterance
 import SR_Dataset
 import train
 from dvector.checkpoint import load_checkpoint
 from DB_wav_reader import read_list_file, read_training_structure
+from dvector.augment_audio import WaveAugmenter
+from dvector.augmentation import augment_settings
 from dvector.fbank import feature_settings
 from dvector.feature_files import FeatureFileError
 from dvector.frontend import reading_settings
@@ -83,17 +85,17 @@ def test_a_list_that_is_not_utf8_or_names_a_missing_file_says_where(tmp_path):
 
 
 def wave_settings(**changes):
-    settings = augment.augment_settings()
-    settings.update({k: 0.0 for k in settings if k.endswith('_prob')})
-    return {**settings, **changes}
+    settings = augment_settings()
+    off = {f.name: 0.0 for f in dataclasses.fields(settings) if f.name.endswith('_prob')}
+    return dataclasses.replace(settings, **{**off, **changes})
 
 
 def test_each_kind_on_the_waveform_changes_it_and_repeats_with_the_seed(voices):
     audio = soundfile.read(sorted((voices / 'train').rglob('*.wav'))[0], dtype='float32')[0]
     others = lambda k: [audio[::-1].copy()] * k  # noqa: E731
-    assert augment.WaveAugmenter(wave_settings(), 16000)(audio) is audio
+    assert WaveAugmenter(wave_settings(), 16000)(audio) is audio
     for kind in ('noise', 'babble', 'reverb', 'channel', 'gain', 'pause'):
-        augmenter = augment.WaveAugmenter(wave_settings(**{f'{kind}_prob': 1.0}), 16000)
+        augmenter = WaveAugmenter(wave_settings(**{f'{kind}_prob': 1.0}), 16000)
         torch.manual_seed(0)
         first = augmenter(audio, others)
         torch.manual_seed(0)
@@ -109,7 +111,7 @@ def test_noise_and_room_folders_are_used_by_musans_layout(voices, tmp_path):
     rir = np.zeros(4000, np.float32)
     rir[100], rir[2000] = 1.0, 0.5  # a direct path after 100 samples of delay and one echo
     soundfile.write(tmp_path / 'rirs' / 'room.wav', rir, 16000)
-    augmenter = augment.WaveAugmenter(wave_settings(noise_dir=str(tmp_path / 'musan'), rir_dir=str(tmp_path / 'rirs'),
+    augmenter = WaveAugmenter(wave_settings(noise_dir=str(tmp_path / 'musan'), rir_dir=str(tmp_path / 'rirs'),
                                                     reverb_prob=1.0), 16000)
     assert len(augmenter.files['music']) == 1 and len(augmenter.rirs) == 1
     impulse = np.zeros(3000, np.float32)
@@ -118,7 +120,7 @@ def test_noise_and_room_folders_are_used_by_musans_layout(voices, tmp_path):
     assert out[0] == pytest.approx(1 / np.sqrt(1.25), rel=1e-4) and out[1900] == pytest.approx(0.5 / np.sqrt(1.25),
                                                                                                rel=1e-4)
     with pytest.raises(FileNotFoundError, match='--rir-dir'):
-        augment.WaveAugmenter(wave_settings(rir_dir=str(tmp_path / 'musan' / 'nothing')), 16000)
+        WaveAugmenter(wave_settings(rir_dir=str(tmp_path / 'musan' / 'nothing')), 16000)
 
 
 def test_a_silent_stretch_of_a_noise_file_is_never_mixed_in(tmp_path):
@@ -127,7 +129,7 @@ def test_a_silent_stretch_of_a_noise_file_is_never_mixed_in(tmp_path):
     long_silence = np.zeros(70 * 16000, np.float32)  # longer than CHECKED_WHOLE_SECONDS: read a stretch at a time
     long_silence[-16000:] = rng.normal(0, 0.1, 16000)
     soundfile.write(tmp_path / 'musan' / 'noise' / 'mostly_silent.wav', long_silence, 16000)
-    augmenter = augment.WaveAugmenter(wave_settings(noise_dir=str(tmp_path / 'musan'), noise_prob=1.0), 16000)
+    augmenter = WaveAugmenter(wave_settings(noise_dir=str(tmp_path / 'musan'), noise_prob=1.0), 16000)
     audio = rng.normal(0, 0.1, 16000).astype(np.float32)
     torch.manual_seed(0)
     outputs = [augmenter(audio) for _ in range(20)]
@@ -143,10 +145,10 @@ def test_silent_or_unreadable_noise_and_room_files_are_refused_when_training_sta
     option = '--' + flag.replace('_', '-')
     with pytest.raises(FeatureFileError, match=f"{option}: {folder / 'silent.wav'}: silent: every sample is 0"
                                                         "; remove it"):
-        augment.WaveAugmenter(wave_settings(**{flag: str(folder)}), 16000)
+        WaveAugmenter(wave_settings(**{flag: str(folder)}), 16000)
     (folder / 'silent.wav').write_bytes(b'RIFF, but not audio')
     with pytest.raises(FeatureFileError, match=f"{option}: {folder / 'silent.wav'}: not a readable audio"):
-        augment.WaveAugmenter(wave_settings(**{flag: str(folder)}), 16000)
+        WaveAugmenter(wave_settings(**{flag: str(folder)}), 16000)
 
 
 @pytest.mark.slow

@@ -31,8 +31,8 @@ import configure as c
 import make_trials
 import verification
 from DB_wav_reader import find_files, is_enroll_file
-from dvector.augment import (TELEPHONE_RATE, at_snr, codec_audio, coloured_noise, music, rms, room_impulse_response,
-                     telephone_audio)
+from dvector.augment_audio import TELEPHONE_RATE, at_snr, codec_audio, rms, room_impulse_response, telephone_audio
+from dvector.augmentation import coloured_noise, music
 from dvector.audio import read_audio
 from dvector.feature_files import TRIM_SECONDS, FeatureFileError
 
