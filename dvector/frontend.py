@@ -63,7 +63,7 @@ def reading_settings(feature, vad='no', level='no', max_seconds=c.MAX_SECONDS):
     """How an utterance is read: a model's feature settings (feature_settings() or a checkpoint's 'feature') with
     the front end's vad and level, and the longest recording read (max_seconds).
 
-    The settings every function below takes; 'vad' and 'level' default to 'no' (the tutorial) when absent,
+    The settings that utterance.py's functions take; 'vad' and 'level' default to 'no' (the tutorial) when absent,
     'max_seconds' to MAX_SECONDS.
     """
     if vad not in VADS:
