@@ -14,31 +14,14 @@ import configure as c
 import feature_extraction
 from dvector import features
 from DB_wav_reader import read_DB_structure, read_utterances
-from dvector.features import (AUDIO_SUFFIXES, AudioNote, FeatureFileError, _AUDIO_FORMATS, collect_notes, feature_settings,
+from dvector.features import (AUDIO_SUFFIXES, AudioNote, FeatureFileError, collect_notes, feature_settings,
 file_features, frame_levels, log_fbank, log_fbank_frames, read_audio, reading_settings, require_utterance_file,
 level_gain, speech_level, without_dc)
 from dvector.trials import utterance_features
-from conftest import ETRI, needs_etri, write_feature
-from test_feature_extraction import voice
+from conftest import ETRI, needs_etri, padded, voice, write_audio, write_feature
 
 TUTORIAL = reading_settings(feature_settings())
 VAD = reading_settings(feature_settings(), vad='energy')
-
-
-def write_audio(path, audio, sample_rate=16000, subtype=None):
-    """Write audio in the format its suffix names (as features.py maps suffixes to libsndfile formats)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = _AUDIO_FORMATS[path.suffix.lower()]
-    sf.write(path, audio, sample_rate, format=fmt, subtype=subtype or ('OPUS' if path.suffix == '.opus' else None))
-    return path
-
-
-def padded(audio, seconds, level_db=None, sample_rate=16000):
-    """audio with `seconds` of silence before and after: zeros, or white noise of RMS level_db dBFS."""
-    n = int(seconds * sample_rate)
-    edges = [np.zeros(n, np.float32) if level_db is None else
-             np.random.default_rng(i).normal(0, 10 ** (level_db / 20), n).astype(np.float32) for i in (1, 2)]
-    return np.concatenate([edges[0], audio, edges[1]])
 
 
 def test_the_formats_soundfile_reads_here_are_accepted():

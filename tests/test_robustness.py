@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import soundfile as sf
-from test_feature_extraction import voice
+from conftest import voice
 
 from tools import robustness
 
