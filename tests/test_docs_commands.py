@@ -165,7 +165,7 @@ def parse_command(script, argv):
     if hasattr(module, 'parse_args'):
         module.parse_args(argv)
         return
-    # A main(argv) that builds its parser inline (make_pretrained.py): stop it as soon as its flags parsed.
+    # A main(argv) that builds its parser inline (tools/make_pretrained.py): stop it as soon as its flags parsed.
     original = argparse.ArgumentParser.parse_args
 
     def parse_then_stop(self, args=None, namespace=None):

@@ -1,4 +1,4 @@
-"""robustness.py: the degraded copies of test recordings, and the table of their scores."""
+"""tools/robustness.py: the degraded copies of test recordings, and the table of their scores."""
 import numpy as np
 import pytest
 import soundfile as sf
