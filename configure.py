@@ -17,7 +17,8 @@ TRAIN_FEAT_DIR = 'feat_logfbank_nfilt40/train'  # training data: features <speak
 TEST_FEAT_DIR = 'feat_logfbank_nfilt40/test'  # enrollment and test features (or audio): files whose name contains
                                               # 'enroll' enroll a speaker, the others test
 # Speakers held out of training to test on
-HOLDOUT_DIR = 'feat_holdout'  # holdout.py writes <HOLDOUT_DIR>/train (the others) and <HOLDOUT_DIR>/test (held out)
+HOLDOUT_DIR = 'feat_holdout'  # tools/holdout.py writes <HOLDOUT_DIR>/train (the others) and <HOLDOUT_DIR>/test
+                              # (held out)
 HOLDOUT_SPEAKERS = 20         # speakers held out, spread evenly over the sorted speaker list
 HOLDOUT_ENROLL_UTTS = 5  # utterances per held-out speaker that enroll it; the others test it
 
@@ -40,7 +41,7 @@ MIN_SPEECH = 1.0     # seconds: where 'silero' finds less speech than this, ever
 TRAIN_LEVEL = -44.0  # dBFS: speech level of the training recordings (ETRI: median of the 20 test wavs, -47 to -40);
                      # the target of --level given without a value
 AUTO_LEVEL_DB = 15.0  # dB below TRAIN_LEVEL where LEVEL 'auto' starts lifting speech (the ETRI recordings span
-                      # -47 to -40 dBFS; telephone pieces read down to -58: robustness.py --dev)
+                      # -47 to -40 dBFS; telephone pieces read down to -58: tools/robustness.py --dev)
 NUM_WIN_SIZE = 100   # frames (1 s) per random training window
 MAX_SECONDS = 600    # longest recording read, in seconds, wherever audio is read: a longer one is refused, and read
                      # no further (a few MB of Opus hold hours, whose features would take GBs)
@@ -94,7 +95,7 @@ AUG_NOISE_PROB = 0.4         # additive noise: generated white, pink and brown n
 AUG_NOISE_SNR = (0, 15)      # dB, noise (Kaldi's range for MUSAN noise)
 AUG_MUSIC_SNR = (5, 15)      # dB, music (Kaldi's)
 AUG_BABBLE_PROB = 0.2        # babble: other training utterances (or NOISE_DIR's speech/) mixed in
-AUG_BABBLE_SNR = (5, 20)     # dB (Kaldi: 13-20; lower here, as robustness.py tests babble at 5 dB)
+AUG_BABBLE_SNR = (5, 20)     # dB (Kaldi: 13-20; lower here, as tools/robustness.py tests babble at 5 dB)
 AUG_BABBLE_VOICES = (3, 7)   # voices in the babble (Kaldi's)
 AUG_REVERB_PROB = 0.2        # reverberation: each band's energy smeared by an exponential room decay
 AUG_RT60 = (0.2, 0.8)        # s, the room's reverberation time (60 dB of decay)

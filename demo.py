@@ -4,7 +4,7 @@
     python demo.py --epochs 5 --train-speakers 20      # smaller and faster
     python demo.py --from-audio yes                    # train on the wavs themselves, as on VoxCeleb (docs/voxceleb.md)
 
-Writes the corpus under demo/wavs (demo_corpus.py; reused when already there), then runs the real
+Writes the corpus under demo/wavs (dvector/demo_corpus.py; reused when already there), then runs the real
 stages on it through their own main(), exactly as on real data, with every output under demo/:
 
     feature_extraction.py    demo/wavs/{train,test} -> demo/feat/{train,test}

@@ -1,7 +1,7 @@
 """The training data path at scale: start-up on a corpus of a million utterances, and the loader's throughput.
 
-    python bench_data.py --startup 1000000 --speakers 6000   # a VoxCeleb2-sized list file: start-up time, peak RSS
-    python bench_data.py --audio-dir demo/wavs/train         # windows/s: preloaded features against audio made
+    python -m bench.data --startup 1000000 --speakers 6000   # a VoxCeleb2-sized list file: start-up time, peak RSS
+    python -m bench.data --audio-dir demo/wavs/train         # windows/s: preloaded features against audio made
                                                              # per item; utterances/s: python_speech_features, torch
 
 Start-up: train.py's steps before the first batch that grow with the corpus (reading the list, the

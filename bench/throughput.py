@@ -1,7 +1,7 @@
 """Throughput benchmark: the tutorial-style path and the fast paths, side by side in one run.
 
-    python bench.py                               # a sample of TRAIN_FEAT_DIR
-    python bench.py --utts 500 --batches 10 --device cuda      # (no ONNX Runtime row: it runs on the CPU)
+    python -m bench.throughput                    # a sample of TRAIN_FEAT_DIR
+    python -m bench.throughput --utts 500 --batches 10 --device cuda  # (no ONNX Runtime row: it runs on the CPU)
 
 Training: samples/s of whole training steps (data, forward, backward, SGD) on batches of random
 NUM_WIN_SIZE-frame windows, as train.py runs them:
@@ -74,7 +74,7 @@ def parse_args(argv=None):
 def peak_memory_mb():
     """The peak resident memory of this process so far, in MiB; NaN on Windows, which has no getrusage.
 
-    The resource module is imported here, not at the top, so that bench.py imports on Windows too.
+    The resource module is imported here, not at the top, so that bench/throughput.py imports on Windows too.
     """
     try:
         import resource

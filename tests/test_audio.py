@@ -15,34 +15,17 @@ import configure as c
 import feature_extraction
 from dvector import fbank, utterance
 from DB_wav_reader import read_DB_structure, read_utterances
-from dvector.audio import (AUDIO_SUFFIXES, _AUDIO_FORMATS, AudioNote, collect_notes, read_audio, require_utterance_file,
+from dvector.audio import (AUDIO_SUFFIXES, AudioNote, collect_notes, read_audio, require_utterance_file,
                            without_dc)
 from dvector.fbank import feature_settings
 from dvector.feature_files import FeatureFileError
 from dvector.frontend import frame_levels, level_gain, reading_settings, speech_level
 from dvector.utterance import file_features, log_fbank, log_fbank_frames
 from dvector.trials import utterance_features
-from conftest import ETRI, needs_etri, write_feature
-from test_feature_extraction import voice
+from conftest import ETRI, needs_etri, padded, voice, write_audio, write_feature
 
 TUTORIAL = reading_settings(feature_settings())
 VAD = reading_settings(feature_settings(), vad='energy')
-
-
-def write_audio(path, audio, sample_rate=16000, subtype=None):
-    """Write audio in the format its suffix names (as audio.py maps suffixes to libsndfile formats)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = _AUDIO_FORMATS[path.suffix.lower()]
-    sf.write(path, audio, sample_rate, format=fmt, subtype=subtype or ('OPUS' if path.suffix == '.opus' else None))
-    return path
-
-
-def padded(audio, seconds, level_db=None, sample_rate=16000):
-    """audio with `seconds` of silence before and after: zeros, or white noise of RMS level_db dBFS."""
-    n = int(seconds * sample_rate)
-    edges = [np.zeros(n, np.float32) if level_db is None else
-             np.random.default_rng(i).normal(0, 10 ** (level_db / 20), n).astype(np.float32) for i in (1, 2)]
-    return np.concatenate([edges[0], audio, edges[1]])
 
 
 def test_the_formats_soundfile_reads_here_are_accepted():
@@ -273,10 +256,11 @@ def test_stereo_channels_that_cancel_are_silent_as_the_model_hears_them(tmp_path
 
 def test_level_on_cancelling_channels_is_refused_without_an_overflow_warning(tmp_path):
     path = cancelling_stereo(tmp_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')  # numpy's 'overflow encountered in cast' was one, then NaN features
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
         with pytest.raises(FeatureFileError, match='silent as the model hears it'):
             log_fbank(path, reading_settings(feature_settings(), vad='energy', level=-44.0))
+    assert [str(w.message) for w in caught] == []  # numpy's 'overflow encountered in cast' was one, then NaN features
 
 
 def test_feature_extraction_writes_no_feature_file_of_cancelling_channels(tmp_path):
@@ -340,9 +324,10 @@ def test_damaged_or_narrowband_audio_is_used_with_a_note_naming_the_file(tmp_pat
 
 def test_clean_audio_gives_no_note(tmp_path):
     path = write_audio(tmp_path / 'clean.wav', voice(seconds=3.0), subtype='PCM_16')
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
         log_fbank(path)
+    assert [str(w.message) for w in caught] == []
 
 
 def test_notes_are_collected_once_each_by_kind(tmp_path):

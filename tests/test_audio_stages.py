@@ -5,9 +5,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import decision_is_right, model_args, run_ok
-from test_audio import padded, write_audio
-from test_feature_extraction import voice
+from conftest import decision_is_right, model_args, padded, run_ok, voice, write_audio
 
 import configure as c
 import enroll

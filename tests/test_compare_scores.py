@@ -1,4 +1,4 @@
-"""compare_scores.py: figures of several score files of one trial list, and their DET curves in one plot."""
+"""tools/compare_scores.py: figures of several score files of one trial list, and their DET curves in one plot."""
 import pytest
 
 from tools import compare_scores

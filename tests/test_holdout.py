@@ -1,4 +1,4 @@
-"""holdout.py: speakers taken out of a training tree and laid out for enrollment and testing."""
+"""tools/holdout.py: speakers taken out of a training tree and laid out for enrollment and testing."""
 import pytest
 
 from tools import holdout

@@ -1,4 +1,4 @@
-"""make_pretrained.py: what a published checkpoint holds, and the validation accuracy of its own epoch."""
+"""tools/make_pretrained.py: what a published checkpoint holds, and the validation accuracy of its own epoch."""
 import json
 
 import pytest

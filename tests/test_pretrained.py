@@ -2,8 +2,7 @@
 import pytest
 import soundfile as sf
 import torch
-from conftest import REPO, decision_is_right, run_ok
-from test_feature_extraction import voice
+from conftest import REPO, decision_is_right, run_ok, voice
 
 import configure
 from dvector import embedding

@@ -1,8 +1,8 @@
-"""robustness.py: the degraded copies of test recordings, and the table of their scores."""
+"""tools/robustness.py: the degraded copies of test recordings, and the table of their scores."""
 import numpy as np
 import pytest
 import soundfile as sf
-from test_feature_extraction import voice
+from conftest import voice
 
 from tools import robustness
 

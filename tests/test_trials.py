@@ -16,8 +16,7 @@ from dvector.feature_files import FeatureFileError
 from dvector.utterance import log_fbank
 from dvector.records import load_threshold, save_threshold, threshold_path
 from dvector.trials import Trial, quote_path, read_scores, read_trials, write_scores
-from conftest import model_args, write_feature, write_feature_tree
-from test_feature_extraction import voice
+from conftest import model_args, voice, write_feature, write_feature_tree
 
 
 def trial_args(trained, trials, tmp_path, *extra):

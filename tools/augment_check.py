@@ -1,9 +1,9 @@
 """How close is augmentation on features to degrading the audio? A check on real recordings.
 
-    python augment_check.py                          # the official ETRI test wavs
-    python augment_check.py --wav-dir my_wavs        # any <speaker>/<utterance>.wav tree (two speakers or more)
-    python augment_check.py --band-mean              # augment_features.py's reference levels (ETRI_BAND_MEAN, ...)
-    python augment_check.py --plot docs/augmentation_examples.png   # and a picture of one recording, both ways
+    python -m tools.augment_check                    # the official ETRI test wavs
+    python -m tools.augment_check --wav-dir my_wavs  # any <speaker>/<utterance>.wav tree (two speakers or more)
+    python -m tools.augment_check --band-mean        # augment_features.py's reference levels (ETRI_BAND_MEAN, ...)
+    python -m tools.augment_check --plot docs/augmentation_examples.png  # and a picture of one recording, both ways
 
 For each recording and condition, the features of the degraded *audio* (the truth) are compared with the
 same degradation applied by augment_features.py to the clean *features*. Printed per condition: the mean absolute

@@ -4,7 +4,7 @@ Score the same trial list with each model (verification.py --scores), then:
 
     python verification.py --trials trials/holdout20.txt --checkpoint runs/a/checkpoint_best.pth --scores results/a.txt
     python verification.py --trials trials/holdout20.txt --checkpoint runs/b/checkpoint_best.pth --scores results/b.txt
-    python compare_scores.py results/a.txt results/b.txt --names tutorial improved --out results/det_compare.png
+    python -m tools.compare_scores results/a.txt results/b.txt --names tutorial improved --out results/det_compare.png
 """
 from dvector import cli
 import configure as c

@@ -1,6 +1,6 @@
 """Write a published checkpoint (pretrained/): what the stages need, in float16, and how it was made.
 
-    python make_pretrained.py --checkpoint runs/all200/checkpoint_best.pth \\
+    python -m tools.make_pretrained --checkpoint runs/all200/checkpoint_best.pth \\
         --twin runs/holdout180/checkpoint_best.pth --out pretrained/dvector_etri200_improved.pth
 
 Keeps the weights (stored in float16, checked to move no score by more than 1e-3), the model and

@@ -1,7 +1,7 @@
 """What to expect on real recordings: a model scored on degraded copies of test recordings.
 
-    python robustness.py --checkpoint pretrained/dvector_etri200_improved.pth
-    python robustness.py --wav-dir my_wavs --out robustness_mine      # <speaker>/enroll*.wav, <speaker>/test*.wav
+    python -m tools.robustness --checkpoint pretrained/dvector_etri200_improved.pth
+    python -m tools.robustness --wav-dir my_wavs --out robustness_mine  # <speaker>/enroll*.wav, <speaker>/test*.wav
 
 Each speaker's test recording is cut into 3-s pieces (as make_trials.py --piece-seconds 3 does);
 every piece is degraded in each condition below and written as a wav with 0.5 s more at each end,
