@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 import configure as c
 from dvector.augment import band_centres, resample_speed, warp_speed
+from dvector.embedding import to_input
 from dvector.features import (FeatureFileError, audio_features, check_audio_header, edge_frames, is_audio, read_MFB,
                       read_audio, reading_settings, trim_edges)
 
@@ -66,11 +67,6 @@ def spec_augment(feat, max_bins, max_frames):
         start = int(torch.randint(feat.shape[axis] - width + 1, ()))
         feat[(slice(None),) * axis + (slice(start, start + width),)] = 0
     return feat
-
-
-def to_input(feat):
-    """Network input (1, n_filters, n_frames) float32 of a feature array (n_frames, n_filters)."""
-    return torch.from_numpy(np.ascontiguousarray(feat.T)).float().unsqueeze(0)
 
 
 def speed_window(feat, win_size, speed):

@@ -3,14 +3,19 @@
 d_vector is the definition, the tutorial's loop over an utterance's segments; embed_all computes the
 same d-vectors, faster, and the stages use it.
 """
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from dvector.features import FeatureFileError, read_utterance, require_finite
-from SR_Dataset import to_input
 
 MAX_BATCH = 16  # segments per forward pass: on a CPU larger batches spill the caches and run slower
+
+
+def to_input(feat):
+    """Network input (1, n_filters, n_frames) float32 of a feature array (n_frames, n_filters)."""
+    return torch.from_numpy(np.ascontiguousarray(feat.T)).float().unsqueeze(0)
 
 
 def split_segments(feat, segment_frames):
