@@ -25,19 +25,18 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from dvector import cli
 import configure as c
 from dvector.atomic import check_writable, refuse_overwriting
 from dvector.cohort import scoring_cohort
 from DB_wav_reader import speaker_test_file
-from dvector.embedding import cosine_score, embed_file, normalise_scores
+from dvector.embedding import embed_file
 from dvector.stage import add_model_args, add_scoring_args, embedding_description, open_stage, scoring_settings
 from dvector.features import collect_notes, front_end, require_finite, require_utterance_file, same_front_end
 from dvector.metrics import P_TARGETS, summarize
 from dvector.plots import plot_det, plot_score_histogram
 from dvector.records import ENROLLMENT_SETTINGS, load_threshold, save_threshold, threshold_path
+from dvector.scoring import ONE_PAIR, score
 from dvector.trials import TrialEmbedder, missing_paths, read_trial_list, score_trials, write_scores
 
 
@@ -97,20 +96,17 @@ def verify_one(args, stage):
         test_file = speaker_test_file(args.test_feat_dir, args.test_speaker)
         described = f"{test_file} (speaker {args.test_speaker})"
     claimed, tested = enrollment['embedding'], embed_file(model, settings, test_file, args.test_frames, device)
-    if args.score_norm == 'none':
-        score = cosine_score(claimed, tested).item()
-    else:
-        cohort = scoring_cohort(args, ckpt, model, device)
-        score = normalise_scores(claimed[None], tested[None], torch.tensor([[0, 0]]), cohort, args.cohort_top).item()
-    require_finite(score, f"the score of {described} against {args.enroll_speaker}")
-    result = 'Accept' if score > threshold else 'Reject'
+    cohort = scoring_cohort(args, ckpt, model, device)
+    trial_score = score(claimed[None], tested[None], ONE_PAIR, cohort, args.cohort_top).item()
+    require_finite(trial_score, f"the score of {described} against {args.enroll_speaker}")
+    result = 'Accept' if trial_score > threshold else 'Reject'
     print("\n=== Speaker verification ===")
     enrolled_with = cli.flags_text({k: enrollment[k] for k in ENROLLMENT_SETTINGS})
     print(f"Claimed speaker (enrolled): {args.enroll_speaker} (enrolled with {enrolled_with})")
     print(f"Test utterance:             {described}")
-    print(f"Score: {score:.4f}   Threshold: {threshold:.4f} ({source})")
+    print(f"Score: {trial_score:.4f}   Threshold: {threshold:.4f} ({source})")
     print(f"Result: {result}\n")
-    return score, result
+    return trial_score, result
 
 
 def segments(frames):
