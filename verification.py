@@ -26,16 +26,16 @@ import sys
 from pathlib import Path
 
 from dvector import cli
-import configure as c
 from dvector.atomic import check_writable, refuse_overwriting
 from dvector.cohort import scoring_cohort
 from DB_wav_reader import speaker_test_file
 from dvector.embedding import embed_file
-from dvector.stage import add_model_args, add_scoring_args, embedding_description, open_stage, scoring_settings
-from dvector.features import collect_notes, front_end, require_finite, require_utterance_file, same_front_end
+from dvector.stage import (add_model_args, add_scoring_args, embedding_description, open_stage, scoring_settings,
+                           verification_threshold)
+from dvector.features import collect_notes, front_end, require_finite, require_utterance_file
 from dvector.metrics import P_TARGETS, summarize
 from dvector.plots import plot_det, plot_score_histogram
-from dvector.records import ENROLLMENT_SETTINGS, load_threshold, save_threshold, threshold_path
+from dvector.records import ENROLLMENT_SETTINGS, save_threshold, threshold_path
 from dvector.scoring import ONE_PAIR, score
 from dvector.trials import TrialEmbedder, missing_paths, read_trial_list, score_trials, write_scores
 
@@ -61,29 +61,6 @@ def parse_args(argv=None):
     if list_only and not args.trials:
         p.error(f"{', '.join(list_only)}: for a trial list only; add --trials LIST, or leave them out")
     return args
-
-
-def note_other_front_end(record, used):
-    """Say so when a threshold was calibrated on features made with another --vad/--level than `used`."""
-    if not same_front_end(record['front_end'], used):
-        print(f"Note: the threshold ({record['source']}) was calibrated with {cli.flags_text(record['front_end'])}, "
-              f"this trial is scored with {cli.flags_text(used)}: its scores may lie elsewhere. Calibrate with these "
-              "flags (--trials LIST --calibrate), or pass --threshold", file=sys.stderr)
-
-
-def verification_threshold(args, ckpt):
-    """(threshold, where it comes from) for the single-trial mode."""
-    if args.threshold is not None:
-        return args.threshold, '--threshold'
-    record = load_threshold(args.checkpoint, ckpt, scoring_settings(args))
-    if record is not None:
-        note_other_front_end(record, front_end(vars(args)))
-        return float(record['threshold']), record['source']
-    if args.score_norm != 'none':
-        raise ValueError(f"no calibrated threshold of {args.checkpoint} for --score-norm {args.score_norm} "
-                         "(THRESHOLD of configure.py is a cosine score): calibrate one with --trials LIST "
-                         "--calibrate, or pass --threshold")
-    return c.THRESHOLD, 'THRESHOLD of configure.py'
 
 
 def verify_one(args, stage):

@@ -101,6 +101,21 @@ def speaker_colours(n):
     return [tab20[i] for i in list(range(0, 20, 2)) + list(range(1, 20, 2))][:n]
 
 
+def project(vectors, method, perplexity, seed):
+    """2-D coordinates (n, 2) of d-vectors (n, embedding_size), and the axes' labels (none for t-SNE)."""
+    from sklearn.decomposition import PCA  # scikit-learn is imported when a map is drawn: the stages that plot
+    from sklearn.manifold import TSNE      # only curves do not load it
+    x = vectors.numpy().astype(np.float64)
+    if method == 'pca':
+        pca = PCA(n_components=2).fit(x)
+        share = 100 * pca.explained_variance_ratio_
+        return pca.transform(x), (f'PC 1 ({share[0]:.0f} % of the variance)', f'PC 2 ({share[1]:.0f} %)')
+    # t-SNE wants more than 3 x perplexity points; with fewer it is lowered, as the perplexity flag's help says
+    perplexity = min(perplexity, max((len(x) - 1) / 3, 1))
+    tsne = TSNE(n_components=2, perplexity=perplexity, init='pca', random_state=seed)
+    return tsne.fit_transform(x), ('', '')
+
+
 def plot_dvector_map(points, centres, sexes, path, title, axis_labels=('', '')):
     """A 2-D map of d-vectors: one colour per speaker, the marker its sex, a large star for its enrollment.
 
