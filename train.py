@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import torch
-from matplotlib.figure import Figure
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -37,7 +36,7 @@ from dvector.features import feature_settings
 from dvector.losses import LOSSES, build_criterion, margin_at
 from model.model import BackgroundResNet, POOLINGS
 from model.resnet import BACKBONES
-from dvector.plots import save_figure
+from dvector.plots import plot_history
 from dvector.speed import preload_fits, use_channels_last
 from SR_Dataset import DvectorDataset, collate_fn_feat_padded, load_features
 from dvector.training_run import (check_log_dir, diverged, files_fingerprint, finetuning_begun, interrupted, restore,
@@ -427,27 +426,6 @@ def best_epoch(history):
     return min((h for h in history if h.get('finetune', False) == phase), key=lambda h: h['valid_loss'])
 
 
-def plot_history(history, path):
-    """Loss and accuracy curves (training and validation) per epoch, the best epoch marked, as a PNG."""
-    epochs = [h['epoch'] for h in history]
-    best = best_epoch(history)['epoch']
-    fig = Figure(figsize=(11, 4))
-    axes = fig.subplots(1, 2)
-    for ax, metric in zip(axes, ['loss', 'acc']):
-        ax.plot(epochs, [h[f'train_{metric}'] for h in history], 'o-', label='training')
-        ax.plot(epochs, [h[f'valid_{metric}'] for h in history], 'o-', label='validation')
-        ax.axvline(best, color='r', linestyle='--', label=f'lowest validation loss (epoch {best})')
-        finetuned = [h['epoch'] for h in history if h.get('finetune')]
-        if finetuned:
-            ax.axvspan(finetuned[0] - 0.5, finetuned[-1] + 0.5, color='0.9', label='large-margin fine-tuning')
-        ax.set_xlabel('epoch')
-        ax.set_ylabel('loss' if metric == 'loss' else 'accuracy (%)')
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
 def save_epoch(checkpoint, history, log_dir):
     """Write the epoch's checkpoint_<epoch>.pth, checkpoint_best.pth when it is the best so far, and the plot."""
     epoch = history[-1]['epoch']
@@ -455,7 +433,7 @@ def save_epoch(checkpoint, history, log_dir):
     if best_epoch(history)['epoch'] == epoch:
         atomic_save(checkpoint, log_dir / 'checkpoint_best.pth')
     atomic_save(checkpoint, log_dir / f'checkpoint_{epoch}.pth')
-    plot_history(history, log_dir / 'loss_plot.png')
+    plot_history(history, best_epoch(history)['epoch'], log_dir / 'loss_plot.png')
 
 
 class Phase(NamedTuple):

@@ -1,4 +1,5 @@
-"""PNG plots of the results: DET curve, score histogram, confusion matrix, d-vector map. Each is written atomically."""
+"""PNG plots of the results: training curves, DET curve, score histogram, confusion matrix, d-vector map. Each is
+written atomically."""
 from statistics import NormalDist
 
 import numpy as np
@@ -91,6 +92,27 @@ SEX_MARKERS = {'F': 'o', 'M': '^'}  # test points of speakers whose id says thei
 SEX_NAMES = {'F': 'female', 'M': 'male'}
 UNKNOWN_MARKER = 's'
 MAX_LEGEND_SPEAKERS = 40
+
+
+def plot_history(history, best, path):
+    """Loss and accuracy curves (training and validation) of a training run's epoch records (train.py's history), the
+    best epoch (its number) marked, as a PNG."""
+    epochs = [h['epoch'] for h in history]
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
+    for ax, metric in zip(axes, ['loss', 'acc']):
+        ax.plot(epochs, [h[f'train_{metric}'] for h in history], 'o-', label='training')
+        ax.plot(epochs, [h[f'valid_{metric}'] for h in history], 'o-', label='validation')
+        ax.axvline(best, color='r', linestyle='--', label=f'lowest validation loss (epoch {best})')
+        finetuned = [h['epoch'] for h in history if h.get('finetune')]
+        if finetuned:
+            ax.axvspan(finetuned[0] - 0.5, finetuned[-1] + 0.5, color='0.9', label='large-margin fine-tuning')
+        ax.set_xlabel('epoch')
+        ax.set_ylabel('loss' if metric == 'loss' else 'accuracy (%)')
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 def speaker_colours(n):
