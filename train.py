@@ -39,11 +39,11 @@ from model.resnet import BACKBONES
 from dvector.plots import plot_history
 from dvector.speed import preload_fits, use_channels_last
 from SR_Dataset import DvectorDataset, collate_fn_feat_padded, load_features
+from dvector.training import PRECISIONS, DeviceSetup, autocast_dtype, train_step
 from dvector.training_run import (check_log_dir, diverged, files_fingerprint, finetuning_begun, interrupted, restore,
-    resumed_args, training_checkpoint)
+    resumed_args, split_train_valid, training_checkpoint)
 
 SCHEDULES = ('plateau', 'cosine', 'exponential')
-PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 # configure.py's probabilities and ranges of each kind of augmentation (augment.py): a flag each
 AUGMENT_SETTINGS = ('AUG_NOISE_PROB', 'AUG_NOISE_SNR', 'AUG_MUSIC_SNR', 'AUG_BABBLE_PROB', 'AUG_BABBLE_SNR',
                     'AUG_BABBLE_VOICES', 'AUG_REVERB_PROB', 'AUG_RT60', 'AUG_DRR', 'AUG_CHANNEL_PROB',
@@ -132,18 +132,6 @@ def parse_args(argv=None):
     return args
 
 
-def split_train_valid(DB, val_ratio, seed):
-    """(train_DB, valid_DB): a seeded random `val_ratio` percent of the utterances go to validation."""
-    if not 0 < val_ratio < 100:
-        raise ValueError(f"--val-ratio is a percentage between 0 and 100, not {val_ratio}")
-    shuffled = DB.sample(frac=1, random_state=seed).reset_index(drop=True)
-    n_train = len(DB) - int(len(DB) * val_ratio / 100)
-    if n_train == len(DB) or n_train == 0:
-        raise ValueError(f"{len(DB)} utterances and --val-ratio {val_ratio} (%) leave an empty training or validation "
-                         "set")
-    return shuffled.iloc[:n_train].reset_index(drop=True), shuffled.iloc[n_train:].reset_index(drop=True)
-
-
 def create_optimizer(name, params, lr, momentum, weight_decay):
     if name == 'sgd':
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -215,30 +203,6 @@ def fbank_device(args):
 def num_classes(args, speakers):
     """The classifier's classes: the training speakers, and with speed perturbation each at each speed."""
     return len(speakers) * (1 + len(args.speeds) if args.speed_perturb == 'yes' else 1)
-
-
-def autocast_dtype(precision, device):
-    """The autocast dtype of a training PRECISION on a device (None: float32); 'auto' picks the fastest safe one."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r} (PRECISION of configure.py or --precision); "
-                         f"choose one of {', '.join(PRECISIONS)}")
-    if precision == 'auto':
-        precision = 'bf16' if bfloat16_units(device).native else 'fp16' if device.type == 'cuda' else 'fp32'
-    if precision == 'fp16' and device.type != 'cuda':
-        raise ValueError("precision 'fp16' needs a CUDA GPU; on the CPU use 'bf16' or 'fp32'")
-    return {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
-
-
-class DeviceSetup(NamedTuple):
-    """Where and how the batches run through the model: chosen once, in build_model. In float32 and contiguous
-    memory, train_step is the plain forward, loss, backward, optimizer step."""
-    device: torch.device
-    amp_dtype: torch.dtype | None       # autocast to bfloat16 or float16; None: float32 throughout
-    memory_format: torch.memory_format  # torch.channels_last (oneDNN's fast layout) or torch.contiguous_format
-
-    def autocast(self):
-        """The context in which the model and the loss run in amp_dtype (autocast keeps float32 where it must)."""
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
 
 def build_model(args, num_classes, feature, device, auto_choices=None):
@@ -356,22 +320,6 @@ def worker_error(e):
     if not text.startswith(f'Caught {type(e).__name__} in DataLoader worker') or not caught:
         return None
     return type(e)(text[caught[-1].end():].strip())
-
-
-def train_step(model, inputs, targets, criterion, optimizer, scaler, setup):
-    """One optimizer step on a batch already on the device; returns (loss, logits)."""
-    with setup.autocast():
-        _, logits = model(inputs)                                           # (B, num_classes)
-        loss = criterion(logits, targets)
-    optimizer.zero_grad()
-    if scaler is None:
-        loss.backward()
-        optimizer.step()
-    else:  # float16: the loss scaled up, so that small gradients do not underflow to 0
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)  # unscales the gradients; skips the step if they overflowed
-        scaler.update()
-    return loss, logits
 
 
 def train_epoch(model, loader, criterion, optimizer, scaler, setup, epoch, log_interval, lr_at=None):

@@ -32,13 +32,12 @@ from torch.utils.data import DataLoader
 from dvector import cli
 import configure as c
 from dvector.augment import Augmenter, WaveAugmenter, augment_settings
-from bench.throughput import in_fresh_process, peak_memory_mb, synchronize
+from bench.measure import in_fresh_process, peak_memory_mb, synchronize
 from DB_wav_reader import read_training_structure
 from dvector.features import feature_settings, log_fbank_batch, log_fbank_frames, read_audio, reading_settings
 from dvector.stage import select_device
 from SR_Dataset import DvectorDataset, load_features
-from train import split_train_valid
-from dvector.training_run import files_fingerprint
+from dvector.training_run import files_fingerprint, split_train_valid
 
 
 def write_list(path, n_utterances, n_speakers):
