@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import REPO, write_feature, write_feature_tree
 
-from dvector import atomic
+from dvector import atomic, training
 import configure
 import train
 from dvector.atomic import atomic_save, atomic_write
@@ -300,7 +300,7 @@ def test_bad_training_data(tmp_path):
 def test_training_precision_auto_is_the_fastest_safe_one_and_bad_ones_are_refused(monkeypatch):
     cpu = torch.device('cpu')
     for fast, expected in ((True, torch.bfloat16), (False, None)):
-        monkeypatch.setattr(train, 'bfloat16_units', lambda device, fast=fast: Bfloat16Units(fast, ''))
+        monkeypatch.setattr(training, 'bfloat16_units', lambda device, fast=fast: Bfloat16Units(fast, ''))
         assert autocast_dtype('auto', cpu) == expected
     with pytest.raises(ValueError, match="'fp16' needs a CUDA GPU"):
         autocast_dtype('fp16', cpu)
