@@ -24,7 +24,7 @@ DOCS = [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))]
 
 # Scripts without an argparse parser, checked by hand (see parse_command).
 POSITIONAL_ONLY = {'examples/onnx_dvector.py': 2}  # reads sys.argv: the .onnx file, then one or more audio files
-NO_ARGUMENTS = {'speed.py', 'model/model.py'}       # main() (or the __main__ block) takes no arguments
+NO_ARGUMENTS = {'tools/probe_layout.py', 'model/model.py'}  # main() (or the __main__ block) takes no arguments
 
 FENCE = re.compile(r'^\s*(```|~~~)\s*([\w+-]*)')
 INLINE_CODE = re.compile(r'(?<!`)`([^`\n]+)`(?!`)')

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from dvector import speed
+from tools import probe_layout
 from dvector.stage import for_inference
 from model.model import BackgroundResNet
 from conftest import run_script, write_feature_tree
@@ -40,15 +41,15 @@ def test_embedding_models_follow_the_policy():
 
 def test_the_probe_reports_a_crash_as_a_finding():
     # a child that dies on its first case: that case is a crash, the next one runs in a new child
-    shapes = [speed.ConvShape(4, 8, 1, 2, 40, 200), speed.ConvShape(16, 32, 3, 1, 10, 25)]
-    found = speed.probe(shapes, dtypes=('fp32',), code='import os; os.abort()')
+    shapes = [probe_layout.ConvShape(4, 8, 1, 2, 40, 200), probe_layout.ConvShape(16, 32, 3, 1, 10, 25)]
+    found = probe_layout.probe(shapes, dtypes=('fp32',), code='import os; os.abort()')
     assert [(s, result) for s, _, result, _ in found] == [(shapes[0], 'crash'), (shapes[1], 'crash')]
 
 
 def test_the_probe_compares_layouts_of_the_same_convolution():
-    shape = speed.ConvShape(16, 32, 3, 2, 20, 50)
-    assert speed.compare_layouts(shape, 'fp32') < 1e-5
-    [(_, _, result, error)] = speed.probe([shape], dtypes=('fp32',))
+    shape = probe_layout.ConvShape(16, 32, 3, 2, 20, 50)
+    assert probe_layout.compare_layouts(shape, 'fp32') < 1e-5
+    [(_, _, result, error)] = probe_layout.probe([shape], dtypes=('fp32',))
     assert result == 'ok' and error < 1e-5
 
 
@@ -56,16 +57,16 @@ def test_the_probe_compares_layouts_of_the_same_convolution():
 def test_no_shape_the_probe_finds_bad_runs_channels_last():
     """The automatic policy against what this machine does: every shape that crashes or computes other
     gradients in channels-last must belong only to models that the policy keeps contiguous."""
-    shapes = speed.probe_shapes()
-    findings = speed.probe(shapes)
+    shapes = probe_layout.probe_shapes()
+    findings = probe_layout.probe(shapes)
     assert {shape for shape, *_ in findings} == set(shapes)  # every shape probed, on every machine
     assert all(result in ('ok', 'mismatch', 'crash') and (error is None) == (result == 'crash')
                for _, _, result, error in findings)
     bad = {shape for shape, _, result, _ in findings if result != 'ok'}
     print('\n'.join(f"{s}: {d} {r}" for s, d, r, _ in findings if r != 'ok'))
-    for width in speed.PROBE_WIDTHS:
-        for frames in speed.PROBE_FRAMES:
-            if bad & set(speed.conv_shapes('resnet18', width, frames)):
+    for width in probe_layout.PROBE_WIDTHS:
+        for frames in probe_layout.PROBE_FRAMES:
+            if bad & set(probe_layout.conv_shapes('resnet18', width, frames)):
                 assert not speed.use_channels_last('auto', CPU, model(width)), (width, frames)
 
 

@@ -19,7 +19,7 @@ from dvector import cli
 from dvector.augment import at_snr, room_impulse_response, telephone_audio
 from DB_wav_reader import find_files
 from dvector.features import AUDIO_SUFFIXES, feature_settings, log_fbank_frames, read_audio
-from tools.robustness import ROOM_DRR_DB as DRR_DB, ROOM_RT60 as RT60
+from tools.rooms import ROOM_DRR_DB as DRR_DB, ROOM_RT60 as RT60
 
 
 CODEC = 'codec Opus ~6 kbps, as the telephone band'  # no model of its own on the features yet: measured only
