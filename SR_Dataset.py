@@ -13,6 +13,7 @@ import configure as c
 from dvector.augment_audio import resample_speed
 from dvector.augment_features import band_centres, warp_speed
 from dvector.audio import is_audio, read_audio
+from dvector.embedding import to_input
 from dvector.feature_files import FeatureFileError, read_MFB, trim_edges
 from dvector.frontend import edge_frames, reading_settings
 from dvector.utterance import audio_features, check_audio_header
@@ -69,11 +70,6 @@ def spec_augment(feat, max_bins, max_frames):
         start = int(torch.randint(feat.shape[axis] - width + 1, ()))
         feat[(slice(None),) * axis + (slice(start, start + width),)] = 0
     return feat
-
-
-def to_input(feat):
-    """Network input (1, n_filters, n_frames) float32 of a feature array (n_frames, n_filters)."""
-    return torch.from_numpy(np.ascontiguousarray(feat.T)).float().unsqueeze(0)
 
 
 def speed_window(feat, win_size, speed):

@@ -40,14 +40,14 @@ import configure as c
 from dvector.atomic import atomic_write
 from dvector.checkpoint import model_id
 from dvector.cohort import scoring_cohort
-from dvector.embedding import embed_file, enroll_speaker, rank_speakers, require_enrolled
-from dvector.stage import EMBED_PRECISIONS, add_backend_arg, add_scoring_args, open_stage, scoring_settings, settle_scoring
 from dvector.audio import collect_notes, require_utterance_file
+from dvector.embedding import embed_file, enroll_speaker, require_enrolled
 from dvector.frontend import VADS, front_end, reading_settings
-from plot_dvectors import project
-from dvector.plots import plot_dvector_map
+from dvector.plots import plot_dvector_map, project
+from dvector.stage import (EMBED_PRECISIONS, add_backend_arg, add_scoring_args, open_stage, scoring_settings,
+                           settle_scoring, verification_threshold)
 from dvector.records import ENROLLMENT_SETTINGS, enrolled_otherwise, enrollment_lock, load_enrollment, save_enrollment
-from verification import verification_threshold
+from dvector.scoring import rank_speakers
 
 WEB = Path(__file__).resolve().parent / 'web'  # the page: index.html, app.js, recorder.js, style.css
 RECORDINGS = 'recordings'  # <embedding dir>/recordings/<name>/: the recordings that enrolled <name>

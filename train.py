@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import torch
-from matplotlib.figure import Figure
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -39,14 +38,14 @@ from dvector.fbank import feature_settings
 from dvector.losses import LOSSES, build_criterion, margin_at
 from model.model import BackgroundResNet, POOLINGS
 from model.resnet import BACKBONES
-from dvector.plots import save_figure
+from dvector.plots import plot_history
 from dvector.speed import preload_fits, use_channels_last
 from SR_Dataset import DvectorDataset, collate_fn_feat_padded, load_features
+from dvector.training import PRECISIONS, DeviceSetup, autocast_dtype, train_step
 from dvector.training_run import (check_log_dir, diverged, files_fingerprint, finetuning_begun, interrupted, restore,
-    resumed_args, training_checkpoint)
+    resumed_args, split_train_valid, training_checkpoint)
 
 SCHEDULES = ('plateau', 'cosine', 'exponential')
-PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 
 
 def augment_type(name, kind):
@@ -128,18 +127,6 @@ def parse_args(argv=None):
     return args
 
 
-def split_train_valid(DB, val_ratio, seed):
-    """(train_DB, valid_DB): a seeded random `val_ratio` percent of the utterances go to validation."""
-    if not 0 < val_ratio < 100:
-        raise ValueError(f"--val-ratio is a percentage between 0 and 100, not {val_ratio}")
-    shuffled = DB.sample(frac=1, random_state=seed).reset_index(drop=True)
-    n_train = len(DB) - int(len(DB) * val_ratio / 100)
-    if n_train == len(DB) or n_train == 0:
-        raise ValueError(f"{len(DB)} utterances and --val-ratio {val_ratio} (%) leave an empty training or validation "
-                         "set")
-    return shuffled.iloc[:n_train].reset_index(drop=True), shuffled.iloc[n_train:].reset_index(drop=True)
-
-
 def create_optimizer(name, params, lr, momentum, weight_decay):
     if name == 'sgd':
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -211,30 +198,6 @@ def fbank_device(args):
 def num_classes(args, speakers):
     """The classifier's classes: the training speakers, and with speed perturbation each at each speed."""
     return len(speakers) * (1 + len(args.speeds) if args.speed_perturb == 'yes' else 1)
-
-
-def autocast_dtype(precision, device):
-    """The autocast dtype of a training PRECISION on a device (None: float32); 'auto' picks the fastest safe one."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r} (PRECISION of configure.py or --precision); "
-                         f"choose one of {', '.join(PRECISIONS)}")
-    if precision == 'auto':
-        precision = 'bf16' if bfloat16_units(device).native else 'fp16' if device.type == 'cuda' else 'fp32'
-    if precision == 'fp16' and device.type != 'cuda':
-        raise ValueError("precision 'fp16' needs a CUDA GPU; on the CPU use 'bf16' or 'fp32'")
-    return {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
-
-
-class DeviceSetup(NamedTuple):
-    """Where and how the batches run through the model: chosen once, in build_model. In float32 and contiguous
-    memory, train_step is the plain forward, loss, backward, optimizer step."""
-    device: torch.device
-    amp_dtype: torch.dtype | None       # autocast to bfloat16 or float16; None: float32 throughout
-    memory_format: torch.memory_format  # torch.channels_last (oneDNN's fast layout) or torch.contiguous_format
-
-    def autocast(self):
-        """The context in which the model and the loss run in amp_dtype (autocast keeps float32 where it must)."""
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
 
 def build_model(args, num_classes, feature, device, auto_choices=None):
@@ -354,22 +317,6 @@ def worker_error(e):
     return type(e)(text[caught[-1].end():].strip())
 
 
-def train_step(model, inputs, targets, criterion, optimizer, scaler, setup):
-    """One optimizer step on a batch already on the device; returns (loss, logits)."""
-    with setup.autocast():
-        _, logits = model(inputs)                                           # (B, num_classes)
-        loss = criterion(logits, targets)
-    optimizer.zero_grad()
-    if scaler is None:
-        loss.backward()
-        optimizer.step()
-    else:  # float16: the loss scaled up, so that small gradients do not underflow to 0
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)  # unscales the gradients; skips the step if they overflowed
-        scaler.update()
-    return loss, logits
-
-
 def train_epoch(model, loader, criterion, optimizer, scaler, setup, epoch, log_interval, lr_at=None):
     """One pass over the training windows; returns (mean loss, accuracy %) (of this process's share).
 
@@ -422,27 +369,6 @@ def best_epoch(history):
     return min((h for h in history if h.get('finetune', False) == phase), key=lambda h: h['valid_loss'])
 
 
-def plot_history(history, path):
-    """Loss and accuracy curves (training and validation) per epoch, the best epoch marked, as a PNG."""
-    epochs = [h['epoch'] for h in history]
-    best = best_epoch(history)['epoch']
-    fig = Figure(figsize=(11, 4))
-    axes = fig.subplots(1, 2)
-    for ax, metric in zip(axes, ['loss', 'acc']):
-        ax.plot(epochs, [h[f'train_{metric}'] for h in history], 'o-', label='training')
-        ax.plot(epochs, [h[f'valid_{metric}'] for h in history], 'o-', label='validation')
-        ax.axvline(best, color='r', linestyle='--', label=f'lowest validation loss (epoch {best})')
-        finetuned = [h['epoch'] for h in history if h.get('finetune')]
-        if finetuned:
-            ax.axvspan(finetuned[0] - 0.5, finetuned[-1] + 0.5, color='0.9', label='large-margin fine-tuning')
-        ax.set_xlabel('epoch')
-        ax.set_ylabel('loss' if metric == 'loss' else 'accuracy (%)')
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
 def save_epoch(checkpoint, history, log_dir):
     """Write the epoch's checkpoint_<epoch>.pth, checkpoint_best.pth when it is the best so far, and the plot."""
     epoch = history[-1]['epoch']
@@ -450,7 +376,7 @@ def save_epoch(checkpoint, history, log_dir):
     if best_epoch(history)['epoch'] == epoch:
         atomic_save(checkpoint, log_dir / 'checkpoint_best.pth')
     atomic_save(checkpoint, log_dir / f'checkpoint_{epoch}.pth')
-    plot_history(history, log_dir / 'loss_plot.png')
+    plot_history(history, best_epoch(history)['epoch'], log_dir / 'loss_plot.png')
 
 
 class Phase(NamedTuple):

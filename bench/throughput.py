@@ -25,10 +25,7 @@ GFLOP/s is what was achieved, and % peak its share of a large matrix product's G
 (float32, or bfloat16: emulated, and slow, on a CPU without bfloat16 units).
 """
 import math
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 
 import torch
 from torch.utils.data import DataLoader
@@ -49,7 +46,8 @@ from model.resnet import BACKBONES
 from dvector.onnx_backend import OnnxEmbedder, export_bytes
 from dvector.speed import use_channels_last
 from SR_Dataset import DvectorDataset, load_features
-from train import DeviceSetup, autocast_dtype, train_step
+from bench.measure import in_fresh_process, peak_memory_mb, synchronize
+from dvector.training import DeviceSetup, autocast_dtype, train_step
 
 WARMUP_BATCHES = 3
 PATHS = ('tutorial', 'fast fp32', 'fast')
@@ -69,19 +67,6 @@ def parse_args(argv=None):
     add_backend_arg(p)  # the backend of the 'fast' embedding path
     cli.add_device_arg(p)
     return p.parse_args(argv)
-
-
-def peak_memory_mb():
-    """The peak resident memory of this process so far, in MiB; NaN on Windows, which has no getrusage.
-
-    The resource module is imported here, not at the top, so that bench/throughput.py imports on Windows too.
-    """
-    try:
-        import resource
-    except ImportError:
-        return math.nan
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak / 1024 ** (2 if sys.platform == 'darwin' else 1)
 
 
 def training_settings(path, device, model):
@@ -175,11 +160,6 @@ def speed_up(results, path, rate, baseline='tutorial'):
     return results[path][rate] / results[baseline][rate]
 
 
-def synchronize(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def gflops_per_sample(backbone, frames, train_step):
     """GFLOP of one sample of `frames` frames: forward only, or forward + backward (a training step)."""
     model = BackgroundResNet(c.EMBEDDING_SIZE, 200, backbone)
@@ -205,12 +185,6 @@ def matmul_gflops(device, dtype, n=1024, seconds=1.0):
         synchronize(device)
         repeats += 1
     return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
-
-
-def in_fresh_process(function, *arguments):
-    """function(*arguments) run in a new process (its own peak memory); returns its result."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context('spawn')) as pool:
-        return pool.submit(function, *arguments).result()
 
 
 def main(argv=None):

@@ -1,5 +1,5 @@
-"""Flags: each setting's flag from configure.py, the flag types and the flags several scripts share, and the
-clean error exit of every entry script.
+"""Flags: each setting's flag from configure.py, the flag types and the flags several scripts share, the clean
+error exit of every entry script, and running a script's command from another (the demo, the tools).
 
 (The flags of the stages that use a model, and how they are resolved, are in embedder.py.)
 """
@@ -8,6 +8,8 @@ import io
 import math
 import os
 import re
+import runpy
+import shlex
 import sys
 import tokenize
 import warnings
@@ -16,6 +18,8 @@ from pathlib import Path
 import configure as c
 from dvector.audio import AudioNote
 from dvector.frontend import VADS, check_level
+
+REPO = Path(__file__).resolve().parent.parent  # the repository root, where the scripts are
 
 
 def setting_comments(path=Path(c.__file__)):
@@ -231,3 +235,14 @@ def run(main):
             raise
         print("interrupted (Ctrl-C)", file=sys.stderr)
         sys.exit(130)
+
+
+def run_command(script, argv):
+    """What main(argv) of a script returns, run in this process as `python <script> <argv>` runs it; the command
+    is printed first. script: its path from the repository root.
+
+    The script's file is run (runpy), not imported: one script uses another's command line, never its code.
+    """
+    argv = [str(a) for a in argv]
+    print(f"$ python {shlex.join([script, *argv])}")
+    return runpy.run_path(str(REPO / script))['main'](argv)

@@ -4,8 +4,7 @@ Nothing here changes what is computed beyond float rounding (bfloat16 trades a l
   - preload_fits: whether the training features fit in memory (PRELOAD 'auto')
   - use_channels_last: whether convolutions may run channels-last on this model (CHANNELS_LAST 'auto')
   - LowPrecision: a backbone run in bfloat16, with float32 where bfloat16 fails
-  - the probe of every convolution shape (python speed.py), which a test checks the policy against
-The device and the embedding precision are chosen in embedder.py, training's precision in train.py.
+The device and the embedding precision are chosen in stage.py, training's precision in training.py.
 
 Channels-last (NHWC) is oneDNN's fast layout on the CPU, but oneDNN has a bug: the weight gradient
 of a 1x1 convolution with stride > 1 and fewer input channels than its channel block (16 here)
@@ -14,41 +13,22 @@ in float32, every strided 1x1 convolution with 2-15 input channels crashed the p
 backward (for some input sizes), while 16 or more never did, nor did any 3x3 or 7x7 convolution,
 nor bfloat16 autocast. Other machines are reported to give wrong gradients instead of crashing.
 So a model with such a convolution (the ResNet's shortcut when BASE_CHANNELS < 16) stays
-contiguous, for training and for embedding.
-
-    python speed.py                  # probe every convolution shape of the ResNet widths 4-32 on this machine
+contiguous, for training and for embedding. The probe of every convolution shape on this machine
+(python -m tools.probe_layout) shows where the bug is, and a test checks this policy against it.
 
 bfloat16 has a bug of its own here: a 3x3 convolution with stride 2 whose input is 1 or 2 frames
 wide returns garbage (inf, or values ~1e18) in bfloat16, in either layout, while float32 is exact.
 The ResNet's strided convolutions see T, T/2 and T/4 frames of a T-frame input, so segments of
 fewer than MIN_BF16_FRAMES frames (the short last segment of an utterance) are embedded in
 float32 (LowPrecision).
-
-The probe runs each shape forward and backward in channels-last and contiguous memory (same
-weights, batch and dtype) in a child process, and reports crash / mismatch / ok, so that a torch
-upgrade that fixes the bug shows up here, and a test checks the policy against it.
 """
 import copy
-import json
 import os
-import queue
-import subprocess
-import sys
-import threading
-from dataclasses import asdict, astuple, dataclass
-from pathlib import Path
 
-import torch
 from torch import nn
-
-from model.resnet import build_resnet
 
 MIN_BF16_FRAMES = 9     # the last strided convolution sees ceil(T / 4) frames of a T-frame input: at least 3
 MIN_SAFE_CHANNELS = 16  # oneDNN's channel block on AVX512: strided 1x1 convolutions with fewer input channels fail
-PROBE_WIDTHS = (4, 8, 12, 16, 32)
-PROBE_BACKBONES = ('resnet18',)
-PROBE_FRAMES = (100, 200)  # the tutorial's and the improved recipe's training windows
-TOLERANCE = {'fp32': 1e-4, 'bf16': 2e-2}  # relative error of outputs and gradients that counts as a mismatch
 
 
 # ---- Memory --------------------------------------------------------------------------------------
@@ -125,126 +105,3 @@ def use_channels_last(setting, device, model):
         print(f"Channels-last off: {len(risky)} strided 1x1 convolution(s) of this model have fewer than "
               f"{MIN_SAFE_CHANNELS} input channels, which oneDNN runs wrongly in channels-last")
     return wanted and not risky
-
-
-@dataclass(frozen=True)
-class ConvShape:
-    """One convolution as the ResNet runs it: channels, kernel, stride and the input's (frequency, time) size."""
-    in_channels: int
-    out_channels: int
-    kernel: int
-    stride: int
-    height: int
-    width: int
-
-
-def conv_shapes(backbone, base_channels, frames, n_filters=40):
-    """The distinct ConvShapes of a backbone for a batch of (n_filters, frames) inputs."""
-    net = build_resnet(backbone, base_channels=base_channels)
-    shapes = []
-
-    def record(conv, inputs, _):
-        x = inputs[0]
-        shapes.append(ConvShape(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0],
-                                x.shape[2], x.shape[3]))
-    hooks = [m.register_forward_hook(record) for m in net.modules() if isinstance(m, nn.Conv2d)]
-    with torch.no_grad():
-        net(torch.zeros(1, 1, n_filters, frames))
-    for h in hooks:
-        h.remove()
-    return list(dict.fromkeys(shapes))
-
-
-def probe_shapes():
-    """Every ConvShape of PROBE_BACKBONES at PROBE_WIDTHS and PROBE_FRAMES, sorted."""
-    shapes = {s for b in PROBE_BACKBONES for w in PROBE_WIDTHS for f in PROBE_FRAMES for s in conv_shapes(b, w, f)}
-    return sorted(shapes, key=astuple)
-
-
-def _relative_error(a, b):
-    return ((a.float() - b.float()).norm() / b.float().norm().clamp(min=1e-12)).item()
-
-
-def compare_layouts(shape, dtype, batch=8, seed=0):
-    """Largest relative difference of output, weight and input gradients between channels-last and contiguous.
-
-    One forward and backward step of the same convolution and batch in each layout; dtype 'bf16' runs
-    under bfloat16 autocast, as training does.
-    """
-    torch.manual_seed(seed)
-    conv = nn.Conv2d(shape.in_channels, shape.out_channels, shape.kernel, shape.stride, shape.kernel // 2, bias=False)
-    x = torch.randn(batch, shape.in_channels, shape.height, shape.width)
-    results = []
-    for memory_format in (torch.contiguous_format, torch.channels_last):
-        c = nn.Conv2d(shape.in_channels, shape.out_channels, shape.kernel, shape.stride, shape.kernel // 2, bias=False)
-        c.load_state_dict(conv.state_dict())
-        c = c.to(memory_format=memory_format)
-        xi = x.clone().to(memory_format=memory_format).requires_grad_()
-        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=dtype == 'bf16'):
-            y = c(xi)
-        y.float().square().mean().backward()
-        results.append((y.detach(), c.weight.grad, xi.grad))
-    return max(_relative_error(cl, ref) for cl, ref in zip(results[1], results[0]))
-
-
-def _probe_child(cases):
-    """In the child process: compare_layouts of each (shape dict, dtype), one JSON line each, as soon as known."""
-    for shape, dtype in cases:
-        print(json.dumps({'error': compare_layouts(ConvShape(**shape), dtype)}), flush=True)
-
-
-def _forward_lines(stream, lines):
-    """Put each line of stream into the queue `lines`, then None at its end."""
-    for line in stream:
-        lines.put(line)
-    lines.put(None)
-
-
-PROBE_CHILD = 'import json, sys; from dvector import speed; speed._probe_child(json.loads(sys.argv[1]))'
-
-
-def probe(shapes, dtypes=('fp32', 'bf16'), case_timeout=60, code=PROBE_CHILD):
-    """[(shape, dtype, 'ok' | 'mismatch' | 'crash', relative error or None)] of each shape in each dtype.
-
-    The cases run in a child process; when it dies or hangs (oneDNN's bug kills the process or
-    corrupts its memory), the case it was on is a crash and a new child takes the rest: a crash
-    is a finding, never the caller's death. code: what the child runs, given the cases as JSON in argv[1].
-    """
-    cases = [(s, d) for s in shapes for d in dtypes]
-    found = []
-    while len(found) < len(cases):
-        todo = json.dumps([(asdict(s), d) for s, d in cases[len(found):]])
-        child = subprocess.Popen([sys.executable, '-c', code, todo],
-                                 cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                 text=True)
-        lines = queue.Queue()
-        threading.Thread(target=_forward_lines, args=(child.stdout, lines), daemon=True).start()
-        while len(found) < len(cases):
-            shape, dtype = cases[len(found)]
-            try:
-                line = lines.get(timeout=case_timeout)
-            except queue.Empty:  # hung
-                line = None
-            if line is None:
-                found.append((shape, dtype, 'crash', None))
-                break
-            error = json.loads(line)['error']
-            found.append((shape, dtype, 'ok' if error <= TOLERANCE[dtype] else 'mismatch', error))
-        child.kill()
-        child.wait()
-    return found
-
-
-def main():
-    shapes = probe_shapes()
-    print(f"torch {torch.__version__}, {torch.backends.cpu.get_cpu_capability()}: {len(shapes)} convolution shapes "
-          f"of {', '.join(PROBE_BACKBONES)} at widths {PROBE_WIDTHS}, windows of {PROBE_FRAMES} frames")
-    print(f"{'in':>4} {'out':>4} {'kernel':>6} {'stride':>6} {'input':>9} {'dtype':>5}  result")
-    for shape, dtype, result, error in probe(shapes):
-        detail = '' if error is None else f" (max relative difference {error:.1e})"
-        print(f"{shape.in_channels:4d} {shape.out_channels:4d} {shape.kernel:6d} {shape.stride:6d} "
-              f"{f'{shape.height}x{shape.width}':>9} {dtype:>5}  {result}{detail}")
-
-
-if __name__ == '__main__':
-    main()

@@ -16,13 +16,14 @@ from typing import NamedTuple
 
 import torch
 
+import configure as c
 from dvector import cli
 from dvector.checkpoint import load_checkpoint, model_from_checkpoint
 from dvector.embedding import require_enrolled
-from dvector.frontend import reading_settings
+from dvector.frontend import front_end, reading_settings, same_front_end
 from model.model import BackgroundResNet
 from model.resnet import fold_batch_norms
-from dvector.records import ENROLLMENT_SETTINGS, load_enrollment
+from dvector.records import ENROLLMENT_SETTINGS, load_enrollment, load_threshold
 from dvector.speed import LowPrecision, use_channels_last
 
 EMBED_PRECISIONS = ('auto', 'fp32', 'bf16')
@@ -280,6 +281,29 @@ def scoring_settings(args):
     cohort's under AS-norm alone)."""
     names = SCORING_SETTINGS + (COHORT_SETTINGS if getattr(args, 'score_norm', 'none') == 'asnorm' else ())
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+def note_other_front_end(record, used):
+    """Say so when a threshold was calibrated on features made with another --vad/--level than `used`."""
+    if not same_front_end(record['front_end'], used):
+        print(f"Note: the threshold ({record['source']}) was calibrated with {cli.flags_text(record['front_end'])}, "
+              f"this trial is scored with {cli.flags_text(used)}: its scores may lie elsewhere. Calibrate with these "
+              "flags (--trials LIST --calibrate), or pass --threshold", file=sys.stderr)
+
+
+def verification_threshold(args, ckpt):
+    """(threshold, where it comes from) for a single trial (verification.py, the app)."""
+    if args.threshold is not None:
+        return args.threshold, '--threshold'
+    record = load_threshold(args.checkpoint, ckpt, scoring_settings(args))
+    if record is not None:
+        note_other_front_end(record, front_end(vars(args)))
+        return float(record['threshold']), record['source']
+    if args.score_norm != 'none':
+        raise ValueError(f"no calibrated threshold of {args.checkpoint} for --score-norm {args.score_norm} "
+                         "(THRESHOLD of configure.py is a cosine score): calibrate one with --trials LIST "
+                         "--calibrate, or pass --threshold")
+    return c.THRESHOLD, 'THRESHOLD of configure.py'
 
 
 # ---- The start of every stage ---------------------------------------------------------------------

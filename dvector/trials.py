@@ -26,10 +26,11 @@ import torch
 
 from dvector.atomic import atomic_write
 from DB_wav_reader import is_enroll_file, utf8_text, utterance_files
-from dvector.embedding import embed_all, mean_dvector, normalise_scores
 from dvector.audio import SUFFIXES, is_utterance_file
+from dvector.embedding import embed_all, mean_dvector
 from dvector.feature_files import FeatureFileError, require_finite, trim_edges
 from dvector.frontend import edge_frames
+from dvector.scoring import score
 from dvector.utterance import file_features
 
 PIECE = re.compile(r'(?P<file>.+)@(?P<start>\d+(?:\.\d+)?)-(?P<end>\d+(?:\.\d+)?)')
@@ -97,11 +98,6 @@ def read_trial_list(path):
     if not trials:
         raise ValueError(f"{path}: no trials")
     return trials, repeated
-
-
-def read_trials(path):
-    """The distinct trials of a trial list file, checked line by line (read_trial_list)."""
-    return read_trial_list(path)[0]
 
 
 def write_trials(path, trials):
@@ -229,7 +225,7 @@ class TrialEmbedder:
 def score_trials(embedder, trials, cohort=None, cohort_top=None):
     """Scores (n_trials,) of the trials, in their order; each distinct side is embedded once.
 
-    Cosine scores, or with a cohort (n_speakers, embedding_size) their AS-norm over its cohort_top best.
+    Cosine scores, or with a cohort (n_speakers, embedding_size) their AS-norm over its cohort_top best (scoring.score).
     """
     enroll_names, test_names = sorted({t.enroll for t in trials}), sorted({t.test for t in trials})
     enrolled, tested = embedder.enrollments(enroll_names), embedder.tests(test_names)
@@ -237,8 +233,5 @@ def score_trials(embedder, trials, cohort=None, cohort_top=None):
     E = torch.stack([enrolled[n] for n in enroll_names])  # (n_enroll, embedding_size)
     T = torch.stack([tested[n] for n in test_names])      # (n_test, embedding_size)
     pairs = torch.tensor([(enroll_index[t.enroll], test_index[t.test]) for t in trials])
-    if cohort is None:
-        scores = (E[pairs[:, 0]] * T[pairs[:, 1]]).sum(1)
-    else:
-        scores = normalise_scores(E, T, pairs, cohort.to(E.device), cohort_top)
+    scores = score(E, T, pairs, cohort, cohort_top)
     return require_finite(scores.double().cpu().numpy(), 'the trial scores')

@@ -129,6 +129,14 @@ def copy_checkpoint(trained, tmp_path, **extra):
     return path
 
 
+def embed_arrays(model, feats, segment_frames):
+    """d-vectors (n, embedding_size) of trimmed features in memory [(n_frames, n_filters)], on the CPU, by the stages'
+    embedding.embed_all."""
+    from dvector.embedding import embed_all
+    vectors = embed_all(model, range(len(feats)), feats.__getitem__, segment_frames, 'cpu')
+    return torch.stack([vectors[i] for i in range(len(feats))])
+
+
 def script_command(script):
     """The command that runs a script as the README does: `python train.py` (a root script, or another file:
     model/model.py, an example), `python -m tools.holdout` for 'tools/holdout.py', a tool or a benchmark (the

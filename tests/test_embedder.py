@@ -7,9 +7,9 @@ from bench import throughput
 from dvector import cli
 import configure
 from dvector import stage
-import train
 import verification
 from dvector.stage import resolve_scoring
+from dvector.training import autocast_dtype
 from model.model import BackgroundResNet
 
 ASKED = {'enroll_frames': 200, 'test_frames': 200, 'score_norm': 'asnorm', 'cohort': 'speakers', 'cohort_utts': 20,
@@ -100,9 +100,9 @@ def test_auto_precision_is_bfloat16_only_on_bfloat16_units_for_training_embeddin
     dtype = torch.bfloat16 if native else torch.float32
     assert stage.embedding_dtype('auto', cpu) == dtype
     assert stage.embedding_description('auto', cpu, 'torch') == f"{str(dtype)[6:]} ({units.why})"
-    assert train.autocast_dtype('auto', cpu) == (torch.bfloat16 if native else None)
+    assert autocast_dtype('auto', cpu) == (torch.bfloat16 if native else None)
     model = BackgroundResNet(8, 2, 'resnet18', base_channels=16)
-    assert throughput.training_settings('fast', cpu, model)[0] == train.autocast_dtype(configure.PRECISION, cpu)
+    assert throughput.training_settings('fast', cpu, model)[0] == autocast_dtype(configure.PRECISION, cpu)
     assert throughput.embedding_settings('fast', 'torch', cpu) == ('torch', stage.embedding_dtype(
         configure.EMBED_PRECISION, cpu))
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import copy_checkpoint, model_args, write_feature, write_feature_tree
+from conftest import copy_checkpoint, embed_arrays, model_args, write_feature, write_feature_tree
 
 import configure
 from dvector import embedding
@@ -17,7 +17,7 @@ from dvector import records
 import verification
 from dvector.atomic import atomic_save, atomic_write
 from dvector.checkpoint import load_checkpoint
-from dvector.embedding import d_vector, embed_file, embed_utterance, embed_utterances, split_segments
+from dvector.embedding import d_vector, embed_file, split_segments
 from dvector.stage import Bfloat16Units, embedding_dtype, load_model
 from dvector.feature_files import FeatureFileError
 from dvector.records import (ENROLLMENT_SETTINGS, SWITCH_JOURNAL, enrollment_lock, load_enrollment, save_enrollment,
@@ -233,18 +233,18 @@ def test_batched_embedding_gives_the_d_vectors_of_the_definition(trained, monkey
     rng = np.random.default_rng(0)
     feats = [rng.normal(size=(n, 40)) for n in (437, 100, 250, 99, 437)]
     expected = torch.stack([d_vector(model, f, 100, 'cpu') for f in feats])  # the tutorial's loop
-    torch.testing.assert_close(embed_utterance(model, feats[0], 100, 'cpu'), expected[0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(embed_utterances(model, feats, 100, 'cpu'), expected, atol=1e-5, rtol=1e-5)
-    monkeypatch.setattr(dvector, 'MAX_BATCH', 3)  # many forward passes, split inside one utterance's segments
-    torch.testing.assert_close(embed_utterances(model, feats, 100, 'cpu'), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(embed_arrays(model, feats[:1], 100), expected[:1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(embed_arrays(model, feats, 100), expected, atol=1e-5, rtol=1e-5)
+    monkeypatch.setattr(embedding, 'MAX_BATCH', 3)  # many forward passes, split inside one utterance's segments
+    torch.testing.assert_close(embed_arrays(model, feats, 100), expected, atol=1e-5, rtol=1e-5)
     assert [len(s) for s in split_segments(feats[0], 100)] == [100, 100, 100, 100, 37]
 
 
 def test_bfloat16_embedding_is_close_to_float32_and_fp32_is_one_flag_away(trained, feature_tree, tmp_path,
                                                                           monkeypatch):
     feats = [np.random.default_rng(1).normal(size=(n, 40)) for n in (437, 250)]
-    exact = embed_utterances(load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')[0], feats, 100, 'cpu')
-    bf16 = embed_utterances(load_model(trained / 'checkpoint_best.pth', 'cpu', 'bf16')[0], feats, 100, 'cpu')
+    exact = embed_arrays(load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')[0], feats, 100)
+    bf16 = embed_arrays(load_model(trained / 'checkpoint_best.pth', 'cpu', 'bf16')[0], feats, 100)
     assert not torch.equal(bf16, exact) and (bf16 * exact).sum(1).min() > 0.999  # cosines of unit vectors
     monkeypatch.setattr(configure, 'EMBED_PRECISION', 'bf16')  # the flag must win over the setting
     enroll.main(model_args(trained, feature_tree, tmp_path / 'emb') + ['--embed-precision', 'fp32'])

@@ -2,10 +2,9 @@
 import pytest
 import soundfile as sf
 import torch
-from conftest import REPO, decision_is_right, run_ok, voice
+from conftest import REPO, decision_is_right, embed_arrays, run_ok, voice
 
 import configure
-from dvector import embedding
 from dvector.checkpoint import load_checkpoint
 from dvector.stage import load_model
 
@@ -34,9 +33,8 @@ def test_it_embeds_and_tells_two_made_up_voices_apart():
     model, _ = load_model(PRETRAINED, 'cpu', 'fp32')
     torch.manual_seed(0)
     a, b = torch.randn(2, 1, 40, 1).repeat(1, 1, 1, 300) + 0.3 * torch.randn(2, 1, 40, 300)
-    va = embedding.embed_utterance(model, a[0].T.numpy(), 0, 'cpu')
-    vb = embedding.embed_utterance(model, b[0].T.numpy(), 0, 'cpu')
-    va2 = embedding.embed_utterance(model, (a[0] + 0.1 * torch.randn_like(a[0])).T.numpy(), 0, 'cpu')
+    va, vb, va2 = embed_arrays(model, [a[0].T.numpy(), b[0].T.numpy(),
+                                       (a[0] + 0.1 * torch.randn_like(a[0])).T.numpy()], 0)
     assert va.shape == (128,) and torch.isfinite(va).all()
     assert float(va @ va2) > float(va @ vb)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from dvector import speed
-from dvector import speed as probe_layout  # the layout probe; `from tools import probe_layout` once it moves there
+from tools import probe_layout
 from dvector.stage import for_inference
 from model.model import BackgroundResNet
 from conftest import run_script, write_feature_tree

@@ -23,7 +23,7 @@ from DB_wav_reader import find_files
 from dvector.audio import AUDIO_SUFFIXES, read_audio
 from dvector.fbank import FLOOR, feature_settings
 from dvector.utterance import log_fbank_frames
-from tools.robustness import ROOM_DRR_DB as DRR_DB, ROOM_RT60 as RT60
+from tools.rooms import ROOM_DRR_DB as DRR_DB, ROOM_RT60 as RT60
 
 
 CODEC = 'codec Opus ~6 kbps, as the telephone band'  # no model of its own on the features yet: measured only
