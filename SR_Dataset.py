@@ -10,9 +10,9 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 import configure as c
+from dvector.audio import is_audio, read_audio
 from dvector.augment_audio import resample_speed
 from dvector.augment_features import band_centres, warp_speed
-from dvector.audio import is_audio, read_audio
 from dvector.embedding import to_input
 from dvector.feature_files import FeatureFileError, read_MFB, trim_edges
 from dvector.frontend import edge_frames, reading_settings

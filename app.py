@@ -34,20 +34,28 @@ from werkzeug.exceptions import Forbidden, RequestEntityTooLarge
 from werkzeug.serving import make_server
 from werkzeug.utils import secure_filename
 
-from dvector import cli
 import configure as c
+from dvector import cli
+
 # ---- The stages' code that the page runs: named here only ----------------------------------------
 from dvector.atomic import atomic_write
+from dvector.audio import collect_notes, require_utterance_file
 from dvector.checkpoint import model_id
 from dvector.cohort import scoring_cohort
-from dvector.audio import collect_notes, require_utterance_file
 from dvector.embedding import embed_file, enroll_speaker, require_enrolled
 from dvector.frontend import VADS, front_end, reading_settings
 from dvector.plots import plot_dvector_map, project
-from dvector.stage import (EMBED_PRECISIONS, add_backend_arg, add_scoring_args, open_stage, scoring_settings,
-                           settle_scoring, verification_threshold)
 from dvector.records import ENROLLMENT_SETTINGS, enrolled_otherwise, enrollment_lock, load_enrollment, save_enrollment
 from dvector.scoring import rank_speakers
+from dvector.stage import (
+    EMBED_PRECISIONS,
+    add_backend_arg,
+    add_scoring_args,
+    open_stage,
+    scoring_settings,
+    settle_scoring,
+    verification_threshold,
+)
 
 WEB = Path(__file__).resolve().parent / 'web'  # the page: index.html, app.js, recorder.js, style.css
 RECORDINGS = 'recordings'  # <embedding dir>/recordings/<name>/: the recordings that enrolled <name>

@@ -74,7 +74,8 @@ MOMENTUM = 0.9           # sgd only
 WEIGHT_DECAY = 1e-4      # L2 penalty on the weights, in the optimizer
 SCHEDULE = 'plateau'     # learning rate: 'plateau' (the tutorial: ReduceLROnPlateau on the validation loss) |
                          # 'cosine' (linear warm-up, then a cosine down to MIN_LR at the last epoch) | 'exponential'
-LR_PATIENCE = 2          # plateau: the lr is cut by 10x when the validation loss has not improved for more epochs than this
+LR_PATIENCE = 2          # plateau: the lr is cut by 10x when the validation loss has not improved for more epochs
+                         # than this
 MIN_LR = 1e-4            # the lowest lr: plateau's floor, and where cosine and exponential end
 WARMUP_EPOCHS = 2        # cosine/exponential: epochs over which the lr rises linearly from ~0 to LR
 LOG_INTERVAL = 84        # batches between training log lines
@@ -149,11 +150,12 @@ COHORT_TOP = 100     # asnorm: each side is normalised by its this many highest 
 # the front end (vad, level) too, as measured on degraded recordings (docs/results.md, Robustness)
 SCORINGS = {
     'tutorial': {},
-    'improved': {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'asnorm', 'cohort': 'utterances', 'cohort_utts': 50,
-                 'cohort_top': 500, 'vad': 'no', 'level': 'auto'},
+    'improved': {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'asnorm', 'cohort': 'utterances',
+                 'cohort_utts': 50, 'cohort_top': 500, 'vad': 'no', 'level': 'auto'},
 }
 EMBED_PRECISION = 'auto'  # the backbone's precision when embedding: 'auto' (bfloat16 where the device has bfloat16
-                          # units; scores move by ~0.002, see docs/speed.md) | 'fp32' (the tutorial's d-vectors) | 'bf16'
+                          # units; scores move by ~0.002, see docs/speed.md) | 'fp32' (the tutorial's d-vectors)
+                          # | 'bf16'
 EMBED_BACKEND = 'torch'   # what runs the embedding network: 'torch' | 'onnx' (ONNX Runtime on the CPU, float32 only:
                           # the tutorial's d-vectors, faster than PyTorch's float32; exported once to
                           # <checkpoint stem>.<hash>.onnx beside the checkpoint)

@@ -23,8 +23,8 @@ system at work, not how well it recognises people (README.md has the results on 
 """
 from pathlib import Path
 
-from dvector import cli
 import configure as c
+from dvector import cli
 from dvector.checkpoint import load_checkpoint
 from dvector.cli import run_command
 from dvector.demo_corpus import write_corpus
@@ -109,7 +109,8 @@ def main(argv=None):
     print(f"                 {speakers[0]} claims {speakers[0]}'s test: score {same[0]:.3f} -> {same[1]}")
     print(f"                 {speakers[0]} claims {speakers[1]}'s test: score {other[0]:.3f} -> {other[1]}")
     print(f"Plots:           {log_dir / 'loss_plot.png'}, {root / 'results'}/")
-    separation = '' if dvectors['silhouette'] is None else f" (silhouette {dvectors['silhouette']:.2f}; 1: apart, 0: mixed)"
+    silhouette = dvectors['silhouette']
+    separation = '' if silhouette is None else f" (silhouette {silhouette:.2f}; 1: apart, 0: mixed)"
     print(f"d-vector map:    {dvector_map}: the test voices' {c.DEMO_MAP_SEGMENTS * c.WIN_STEP:g}-s pieces, one colour "
           f"per voice, a star per enrollment{separation}")
     return {'history': history, 'identification': accuracy, 'verification': scores, 'examples': (same, other)}

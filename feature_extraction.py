@@ -23,10 +23,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from dvector import cli
 import configure as c
-from dvector.atomic import atomic_write
 from DB_wav_reader import read_DB_structure
+from dvector import cli
+from dvector.atomic import atomic_write
 from dvector.fbank import feature_settings
 from dvector.feature_files import FEATURE_SUFFIX, FeatureFileError, load_feature_record
 from dvector.frontend import extraction_settings, reading_settings

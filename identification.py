@@ -13,18 +13,18 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from DB_wav_reader import speaker_test_file, split_enroll_and_test
 from dvector import cli
 from dvector.atomic import check_writable
-from dvector.cohort import scoring_cohort
-from DB_wav_reader import speaker_test_file, split_enroll_and_test
-from dvector.embedding import embed_file, embed_files, require_enrolled
-from dvector.stage import add_model_args, add_scoring_args, open_stage
 from dvector.audio import require_utterance_file
+from dvector.cohort import scoring_cohort
+from dvector.embedding import embed_file, embed_files, require_enrolled
 from dvector.frontend import front_end
 from dvector.metrics import top_k_accuracy
 from dvector.plots import plot_confusion
 from dvector.records import enrolled_otherwise, load_enrollment
 from dvector.scoring import rank_speakers
+from dvector.stage import add_model_args, add_scoring_args, open_stage
 
 
 def parse_args(argv=None):

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import soundfile
 
-from dvector import cli
 import configure as c
 from DB_wav_reader import find_files, is_enroll_file
+from dvector import cli
 from dvector.audio import SUFFIXES, is_audio
 from dvector.feature_files import FEATURE_SUFFIX, TRIM_SECONDS, FeatureFileError, load_feature_file
 from dvector.trials import Trial, write_trials

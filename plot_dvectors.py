@@ -29,13 +29,13 @@ import torch
 from sklearn.metrics import silhouette_score
 from tqdm import tqdm
 
-from dvector import cli
 import configure as c
-from dvector.checkpoint import model_id
 from DB_wav_reader import split_enroll_and_test
+from dvector import cli
+from dvector.checkpoint import model_id
 from dvector.embedding import embed_all, enroll_speaker, split_segments
-from dvector.stage import add_model_args, add_scoring_args, open_stage
 from dvector.plots import plot_dvector_map, project
+from dvector.stage import add_model_args, add_scoring_args, open_stage
 from dvector.utterance import read_utterance
 
 METHODS = ('tsne', 'pca')

@@ -24,26 +24,34 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from dvector import cli
 import configure as c
-from dvector import distributed
+from DB_wav_reader import holds_audio, read_training_structure
+from dvector import cli, distributed
 from dvector.atomic import atomic_save
 from dvector.augment_audio import WaveAugmenter
 from dvector.augment_features import Augmenter
 from dvector.augmentation import AUGMENT_SETTINGS, augment_settings
 from dvector.checkpoint import load_checkpoint
-from DB_wav_reader import holds_audio, read_training_structure
-from dvector.stage import bfloat16_units, select_device
 from dvector.fbank import feature_settings
 from dvector.losses import LOSSES, build_criterion, margin_at
-from model.model import BackgroundResNet, POOLINGS
-from model.resnet import BACKBONES
 from dvector.plots import plot_history
 from dvector.speed import preload_fits, use_channels_last
-from SR_Dataset import DvectorDataset, collate_fn_feat_padded, load_features
+from dvector.stage import bfloat16_units, select_device
 from dvector.training import PRECISIONS, DeviceSetup, autocast_dtype, train_step
-from dvector.training_run import (check_log_dir, diverged, files_fingerprint, finetuning_begun, interrupted, restore,
-    resumed_args, split_train_valid, training_checkpoint)
+from dvector.training_run import (
+    check_log_dir,
+    diverged,
+    files_fingerprint,
+    finetuning_begun,
+    interrupted,
+    restore,
+    resumed_args,
+    split_train_valid,
+    training_checkpoint,
+)
+from model.model import POOLINGS, BackgroundResNet
+from model.resnet import BACKBONES
+from SR_Dataset import DvectorDataset, collate_fn_feat_padded, load_features
 
 SCHEDULES = ('plateau', 'cosine', 'exponential')
 

@@ -25,20 +25,26 @@ import json
 import sys
 from pathlib import Path
 
+from DB_wav_reader import speaker_test_file
 from dvector import cli
 from dvector.atomic import check_writable, refuse_overwriting
-from dvector.cohort import scoring_cohort
-from DB_wav_reader import speaker_test_file
 from dvector.audio import collect_notes, require_utterance_file
+from dvector.cohort import scoring_cohort
 from dvector.embedding import embed_file
 from dvector.feature_files import require_finite
 from dvector.frontend import front_end
-from dvector.stage import (add_model_args, add_scoring_args, embedding_description, open_stage, scoring_settings,
-                           verification_threshold)
 from dvector.metrics import P_TARGETS, summarize
 from dvector.plots import plot_det, plot_score_histogram
 from dvector.records import ENROLLMENT_SETTINGS, save_threshold, threshold_path
 from dvector.scoring import ONE_PAIR, score
+from dvector.stage import (
+    add_model_args,
+    add_scoring_args,
+    embedding_description,
+    open_stage,
+    scoring_settings,
+    verification_threshold,
+)
 from dvector.trials import TrialEmbedder, missing_paths, read_trial_list, score_trials, write_scores
 
 

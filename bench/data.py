@@ -29,21 +29,21 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader
 
-from dvector import cli
 import configure as c
 from bench.measure import in_fresh_process, peak_memory_mb, synchronize
+from DB_wav_reader import read_training_structure
+from dvector import cli
+from dvector.audio import read_audio
 from dvector.augment_audio import WaveAugmenter
 from dvector.augment_features import Augmenter
 from dvector.augmentation import augment_settings
-from DB_wav_reader import read_training_structure
-from dvector.audio import read_audio
 from dvector.fbank import feature_settings
 from dvector.frontend import reading_settings
-from dvector.torch_fbank import log_fbank_batch
-from dvector.utterance import log_fbank_frames
 from dvector.stage import select_device
-from SR_Dataset import DvectorDataset, load_features
+from dvector.torch_fbank import log_fbank_batch
 from dvector.training_run import files_fingerprint, split_train_valid
+from dvector.utterance import log_fbank_frames
+from SR_Dataset import DvectorDataset, load_features
 
 
 def write_list(path, n_utterances, n_speakers):

@@ -31,23 +31,29 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from dvector import cli
 import configure as c
+from bench.measure import in_fresh_process, peak_memory_mb, synchronize
+from DB_wav_reader import read_feats_structure
+from dvector import cli
 from dvector.augment_features import Augmenter
 from dvector.augmentation import augment_settings
-from DB_wav_reader import read_feats_structure
 from dvector.embedding import d_vector, embed_all, split_segments
-from dvector.stage import (add_backend_arg, bfloat16_units, embedding_description, embedding_dtype, for_inference,
-                      select_device)
 from dvector.fbank import feature_settings
 from dvector.feature_files import read_MFB
-from model.model import BackgroundResNet
-from model.resnet import BACKBONES
 from dvector.onnx_backend import OnnxEmbedder, export_bytes
 from dvector.speed import use_channels_last
-from SR_Dataset import DvectorDataset, load_features
-from bench.measure import in_fresh_process, peak_memory_mb, synchronize
+from dvector.stage import (
+    add_backend_arg,
+    bfloat16_units,
+    embedding_description,
+    embedding_dtype,
+    for_inference,
+    select_device,
+)
 from dvector.training import DeviceSetup, autocast_dtype, train_step
+from model.model import BackgroundResNet
+from model.resnet import BACKBONES
+from SR_Dataset import DvectorDataset, load_features
 
 WARMUP_BATCHES = 3
 PATHS = ('tutorial', 'fast fp32', 'fast')

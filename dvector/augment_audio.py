@@ -13,8 +13,16 @@ import soundfile
 import torch
 
 from dvector.audio import read_audio, silence
-from dvector.augmentation import (NOISE_SECONDS, TELEPHONE_BAND, audio_files, coloured_noise, degrade, hum, music,
-                                  noise_kind)
+from dvector.augmentation import (
+    NOISE_SECONDS,
+    TELEPHONE_BAND,
+    audio_files,
+    coloured_noise,
+    degrade,
+    hum,
+    music,
+    noise_kind,
+)
 from dvector.feature_files import FeatureFileError
 
 TELEPHONE_RATE = 8000

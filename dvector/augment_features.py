@@ -31,8 +31,17 @@ import torch
 
 import configure as c
 from dvector.audio import read_audio
-from dvector.augmentation import (NOISE_SECONDS, TELEPHONE_BAND, audio_files, coloured_noise, degrade, hum, music,
-                                  noise_kind, uniform)
+from dvector.augmentation import (
+    NOISE_SECONDS,
+    TELEPHONE_BAND,
+    audio_files,
+    coloured_noise,
+    degrade,
+    hum,
+    music,
+    noise_kind,
+    uniform,
+)
 from dvector.fbank import FLOOR, NFFT
 
 FLOOR_DB = 20 * np.log10(FLOOR)  # -100 dB

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 import configure as c
+from DB_wav_reader import read_training_structure
 from dvector.atomic import atomic_save
 from dvector.checkpoint import load_problem, model_id
-from DB_wav_reader import read_training_structure
 from dvector.embedding import embed_files, enroll_speakers
 from dvector.feature_files import require_finite
 from dvector.frontend import reading_settings
@@ -115,7 +115,8 @@ def load_cohort(checkpoint, ckpt, model, device, train_feat_dir=None, utts_per_s
         return cohort
     if not Path(train_feat_dir).exists():  # a folder, or a list file (DB_wav_reader.read_training_structure)
         raise FileNotFoundError(f"AS-norm needs a cohort of training speakers: {checkpoint} holds none, and its "
-                                f"training folder {train_feat_dir} is not here (pass --cohort-dir, or --score-norm none)")
+                                f"training folder {train_feat_dir} is not here "
+                                "(pass --cohort-dir, or --score-norm none)")
     print(f"Building the AS-norm cohort of {checkpoint} from {described(source)}; stored in {path}",
           file=sys.stderr)  # stderr: stdout may be --json
     cohort = require_finite(build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, device, kind),

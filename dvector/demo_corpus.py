@@ -27,8 +27,8 @@ from scipy import signal
 from scipy.ndimage import uniform_filter1d
 from tqdm import tqdm
 
-from dvector import cli
 import configure as c
+from dvector import cli
 from dvector.atomic import atomic_write
 
 MARKER = 'corpus.json'      # written last: a folder holding it holds a complete corpus

@@ -116,7 +116,8 @@ def plot_history(history, best, path):
 
 
 def speaker_colours(n):
-    """n distinct colours: tab20's ten strong hues, then its ten light ones (neighbours differ most); beyond 20, turbo."""
+    """n distinct colours: tab20's ten strong hues, then its ten light ones (neighbours differ most); beyond 20,
+    turbo."""
     if n > 20:
         return list(colormaps['turbo'](np.linspace(0.05, 0.95, n)))
     tab20 = colormaps['tab20'].colors
@@ -126,7 +127,7 @@ def speaker_colours(n):
 def project(vectors, method, perplexity, seed):
     """2-D coordinates (n, 2) of d-vectors (n, embedding_size), and the axes' labels (none for t-SNE)."""
     from sklearn.decomposition import PCA  # scikit-learn is imported when a map is drawn: the stages that plot
-    from sklearn.manifold import TSNE      # only curves do not load it
+    from sklearn.manifold import TSNE  # only curves do not load it
     x = vectors.numpy().astype(np.float64)
     if method == 'pca':
         pca = PCA(n_components=2).fit(x)

@@ -21,10 +21,10 @@ from dvector import cli
 from dvector.checkpoint import load_checkpoint, model_from_checkpoint
 from dvector.embedding import require_enrolled
 from dvector.frontend import front_end, reading_settings, same_front_end
-from model.model import BackgroundResNet
-from model.resnet import fold_batch_norms
 from dvector.records import ENROLLMENT_SETTINGS, load_enrollment, load_threshold
 from dvector.speed import LowPrecision, use_channels_last
+from model.model import BackgroundResNet
+from model.resnet import fold_batch_norms
 
 EMBED_PRECISIONS = ('auto', 'fp32', 'bf16')
 EMBED_BACKENDS = ('torch', 'onnx')

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from dvector.checkpoint import load_checkpoint
 from DB_wav_reader import read_training_structure
+from dvector.checkpoint import load_checkpoint
 
 # Flags that --resume takes from the command line; every other setting comes from the checkpoint,
 # so that the run continues exactly (num_workers too: each worker draws its own random windows).

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dvector.atomic import atomic_write
 from DB_wav_reader import is_enroll_file, utf8_text, utterance_files
+from dvector.atomic import atomic_write
 from dvector.audio import SUFFIXES, is_utterance_file
 from dvector.embedding import embed_all, mean_dvector
 from dvector.feature_files import FeatureFileError, require_finite, trim_edges

@@ -14,8 +14,17 @@ import configure as c
 from dvector.audio import AudioNote, check_length, is_audio, read_audio, unreadable_audio, without_dc
 from dvector.fbank import FLOOR, fbank, feature_settings, frame_count, frame_geometry
 from dvector.feature_files import FeatureFileError, load_feature_record, require_finite, trim_edges
-from dvector.frontend import (edge_frames, frame_levels, front_end, level_gain, loud_frames, min_speech_frames,
-                              same_front_end, silero_frames, speech_level)
+from dvector.frontend import (
+    edge_frames,
+    frame_levels,
+    front_end,
+    level_gain,
+    loud_frames,
+    min_speech_frames,
+    same_front_end,
+    silero_frames,
+    speech_level,
+)
 from dvector.torch_fbank import torch_fbank
 
 

@@ -1,8 +1,8 @@
 """Shared fixtures and helpers: tiny generated feature trees and sounds (no ../shared needed), a model trained on
 them, and running the scripts as a user does."""
 import io
-import pickle
 import os
+import pickle
 import re
 import subprocess
 import sys

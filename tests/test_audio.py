@@ -9,20 +9,18 @@ import numpy as np
 import pytest
 import python_speech_features
 import soundfile as sf
+from conftest import ETRI, needs_etri, padded, voice, write_audio, write_feature
 
-from dvector import cli
 import configure as c
 import feature_extraction
-from dvector import fbank, utterance
 from DB_wav_reader import read_DB_structure, read_utterances
-from dvector.audio import (AUDIO_SUFFIXES, AudioNote, collect_notes, read_audio, require_utterance_file,
-                           without_dc)
+from dvector import cli, fbank, utterance
+from dvector.audio import AUDIO_SUFFIXES, AudioNote, collect_notes, read_audio, require_utterance_file, without_dc
 from dvector.fbank import feature_settings
 from dvector.feature_files import FeatureFileError
 from dvector.frontend import frame_levels, level_gain, reading_settings, speech_level
-from dvector.utterance import file_features, log_fbank, log_fbank_frames
 from dvector.trials import utterance_features
-from conftest import ETRI, needs_etri, padded, voice, write_audio, write_feature
+from dvector.utterance import file_features, log_fbank, log_fbank_frames
 
 TUTORIAL = reading_settings(feature_settings())
 VAD = reading_settings(feature_settings(), vad='energy')

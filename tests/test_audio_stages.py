@@ -12,11 +12,11 @@ import enroll
 import feature_extraction
 import identification
 import verification
-from dvector.embedding import embed_file
-from dvector.stage import load_model
 from dvector.audio import AUDIO_SUFFIXES
+from dvector.embedding import embed_file
 from dvector.feature_files import FeatureFileError
 from dvector.frontend import reading_settings
+from dvector.stage import load_model
 
 PITCHES = (110, 170, 260)
 # each speaker's enrollment and test in other formats; mp3 where this libsndfile has it

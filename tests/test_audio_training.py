@@ -7,14 +7,13 @@ import pytest
 import soundfile
 import torch
 
-from dvector import demo_corpus
-from dvector import utterance
 import SR_Dataset
 import train
-from dvector.checkpoint import load_checkpoint
 from DB_wav_reader import read_list_file, read_training_structure
+from dvector import demo_corpus, utterance
 from dvector.augment_audio import WaveAugmenter
 from dvector.augmentation import augment_settings
+from dvector.checkpoint import load_checkpoint
 from dvector.fbank import feature_settings
 from dvector.feature_files import FeatureFileError
 from dvector.frontend import reading_settings

@@ -10,9 +10,22 @@ from conftest import ETRI, needs_etri
 
 import configure as c
 import train
-from dvector.augment_features import (ETRI_BAND_MEAN, FLOOR_TOLERANCE_DB, SPEECH_FBANK_PER_POWER, Augmenter, add_at_snr,
-                                      band_centres, band_offsets, filter_gains, folder_noises, reverberate,
-                                      telephone, to_energies, to_features, warp_speed)
+from dvector.augment_features import (
+    ETRI_BAND_MEAN,
+    FLOOR_TOLERANCE_DB,
+    SPEECH_FBANK_PER_POWER,
+    Augmenter,
+    add_at_snr,
+    band_centres,
+    band_offsets,
+    filter_gains,
+    folder_noises,
+    reverberate,
+    telephone,
+    to_energies,
+    to_features,
+    warp_speed,
+)
 from dvector.augmentation import AUGMENT_SETTINGS, KINDS, TELEPHONE_BAND, augment_settings
 from dvector.fbank import FLOOR, feature_settings
 from SR_Dataset import DvectorDataset, random_window

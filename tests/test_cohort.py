@@ -4,16 +4,15 @@ import torch
 import torch.nn.functional as F
 from conftest import copy_checkpoint, embed_arrays, write_feature_tree
 
-from dvector import cohort
-from dvector import embedding, scoring
 import enroll
 import identification
 import make_trials
 import verification
+from dvector import cohort, embedding, scoring
 from dvector.atomic import atomic_save
 from dvector.checkpoint import load_checkpoint
-from dvector.stage import load_model, settle_scoring
 from dvector.records import load_threshold, threshold_path
+from dvector.stage import load_model, settle_scoring
 
 
 def unit(*rows):
@@ -144,7 +143,8 @@ def test_a_stored_cohort_that_cannot_be_read_is_built_again(trained, feature_tre
             vectors = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', feature_tree / 'train', 3)
             assert 'Cannot read the stored cohort' in capsys.readouterr().err
             assert vectors.shape == (4, 128)
-            assert torch.equal(cohort.load_cohort(checkpoint, ckpt, model, 'cpu', utts_per_speaker=3), vectors)  # repaired
+            repaired = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', utts_per_speaker=3)
+            assert torch.equal(repaired, vectors)
             assert 'Building' not in capsys.readouterr().err
     finally:
         path.unlink(missing_ok=True)
@@ -175,8 +175,8 @@ def test_asnorm_scores_a_trial_list_and_keeps_its_own_threshold(trained, feature
     assert threshold_path(checkpoint).is_file() and threshold_path(checkpoint, 'asnorm').is_file()
     assert raw['calibrated'] != normed['calibrated']
     stored = load_threshold(checkpoint, load_checkpoint(checkpoint),
-                                    {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'asnorm', 'cohort': 'speakers',
-                                     'cohort_utts': 20, 'cohort_top': 2})
+                            {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'asnorm', 'cohort': 'speakers',
+                             'cohort_utts': 20, 'cohort_top': 2})
     assert stored['threshold'] == normed['eer_threshold']
     with pytest.raises(ValueError, match='was calibrated for scoring'):  # the same norm, another cohort size
         load_threshold(checkpoint, load_checkpoint(checkpoint),

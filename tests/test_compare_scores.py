@@ -1,8 +1,8 @@
 """tools/compare_scores.py: figures of several score files of one trial list, and their DET curves in one plot."""
 import pytest
 
-from tools import compare_scores
 from dvector.trials import Trial, read_scores, write_scores
+from tools import compare_scores
 
 
 def write_rows(path, rows):

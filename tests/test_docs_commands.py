@@ -319,9 +319,9 @@ def test_images_are_committed_files():
 
 # ---- The test command --------------------------------------------------------------------------------------
 
-def test_ci_runs_the_readme_test_command():
-    """README.md's test command, in a shell block, is what .ci/run runs."""
-    command = 'python -m pytest -q tests'
+@pytest.mark.parametrize('command', ['ruff check .', 'python -m pytest -q tests'])
+def test_ci_runs_the_readme_test_commands(command):
+    """README.md's test commands (the linter, then the tests), in a shell block, are what .ci/run runs."""
     readme_lines = [text for _, text, fenced in logical_lines(REPO / 'README.md') if fenced]
     assert command in readme_lines, f"README.md has no line `{command}` in a code block"
     ci_lines = [line.strip() for line in (REPO / '.ci' / 'run').read_text().splitlines()]

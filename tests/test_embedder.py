@@ -3,11 +3,10 @@ precision 'auto' runs in (stage.bfloat16_units)."""
 import pytest
 import torch
 
-from bench import throughput
-from dvector import cli
 import configure
-from dvector import stage
 import verification
+from bench import throughput
+from dvector import cli, stage
 from dvector.stage import resolve_scoring
 from dvector.training import autocast_dtype
 from model.model import BackgroundResNet

@@ -5,9 +5,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import ETRI, decision_is_right, needs_etri, run_ok
 
 import feature_extraction
-from conftest import ETRI, decision_is_right, needs_etri, run_ok
 from dvector.feature_files import load_feature_file
 
 pytestmark = pytest.mark.slow  # the fast lane leaves these out (README, Tests)

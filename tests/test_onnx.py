@@ -20,10 +20,10 @@ from conftest import REPO, model_args, run_ok, run_script
 import enroll
 from dvector.atomic import atomic_save
 from dvector.checkpoint import load_checkpoint
-from dvector.stage import embedding_dtype
 from dvector.fbank import feature_settings
-from model.model import BackgroundResNet
 from dvector.onnx_backend import weights_hash
+from dvector.stage import embedding_dtype
+from model.model import BackgroundResNet
 
 pytestmark = pytest.mark.slow  # the fast lane leaves these out (README, Tests)
 
@@ -86,7 +86,8 @@ def test_the_onnx_backend_scores_as_pytorch_float32(trained, feature_tree, tmp_p
     run_ok(tmp_path, 'make_trials.py', '--test-dir', str(feature_tree / 'test'), '--out', 'trials.txt')
     summaries, scores, enrolled = {}, {}, {}
     for backend, precision in (('torch', 'fp32'), ('onnx', 'auto')):
-        flags = ['--checkpoint', str(checkpoint), '--backend', backend, '--embed-precision', precision, '--device', 'cpu']
+        flags = ['--checkpoint', str(checkpoint), '--backend', backend, '--embed-precision', precision,
+                 '--device', 'cpu']
         out = run_ok(tmp_path, 'verification.py', '--trials', 'trials.txt', '--json', '--scores', f'{backend}.txt',
                      *flags)
         summaries[backend] = json.loads(out)
@@ -157,7 +158,8 @@ def test_the_onnx_backend_is_float32_on_the_cpu_only(trained, feature_tree, tmp_
     cpu = torch.device('cpu')
     assert embedding_dtype('auto', cpu, 'onnx') == embedding_dtype('fp32', cpu, 'onnx') == torch.float32
     with pytest.raises(ValueError, match="precision 'bf16' cannot run on the 'onnx' backend, which embeds in float32"):
-        enroll.main(model_args(trained, feature_tree, tmp_path / 'emb') + ['--backend', 'onnx', '--embed-precision', 'bf16'])
+        enroll.main(model_args(trained, feature_tree, tmp_path / 'emb')
+                    + ['--backend', 'onnx', '--embed-precision', 'bf16'])
     with pytest.raises(ValueError, match="the 'onnx' backend runs on the CPU, not on cuda: pass --device cpu"):
         embedding_dtype('fp32', torch.device('cuda'), 'onnx')
     with pytest.raises(ValueError, match="unknown embedding backend 'tf'"):

@@ -9,19 +9,24 @@ import torch
 from conftest import copy_checkpoint, embed_arrays, model_args, write_feature, write_feature_tree
 
 import configure
-from dvector import embedding
-from dvector import stage
 import enroll
 import identification
-from dvector import records
 import verification
+from dvector import embedding, records, stage
 from dvector.atomic import atomic_save, atomic_write
 from dvector.checkpoint import load_checkpoint
 from dvector.embedding import d_vector, embed_file, split_segments
-from dvector.stage import Bfloat16Units, embedding_dtype, load_model
 from dvector.feature_files import FeatureFileError
-from dvector.records import (ENROLLMENT_SETTINGS, SWITCH_JOURNAL, enrollment_lock, load_enrollment, save_enrollment,
-save_threshold, threshold_path)
+from dvector.records import (
+    ENROLLMENT_SETTINGS,
+    SWITCH_JOURNAL,
+    enrollment_lock,
+    load_enrollment,
+    save_enrollment,
+    save_threshold,
+    threshold_path,
+)
+from dvector.stage import Bfloat16Units, embedding_dtype, load_model
 
 
 @pytest.fixture
@@ -211,8 +216,9 @@ def test_an_enrollment_of_an_older_enroll_py_is_refused_with_how_to_enroll_again
     record = torch.load(path, weights_only=True)
     atomic_save({k: v for k, v in record.items() if k not in ENROLLMENT_SETTINGS}, path)
     for script, flags in ((verification, ['--enroll-speaker', 'tst1']), (identification, [])):
-        with pytest.raises(ValueError, match=r"an older enroll.py enrolled tst0, without recording how \(--enroll-frames, "
-                                             r"--vad, --level\); re-run enroll.py: python enroll.py --checkpoint .* "
+        with pytest.raises(ValueError, match=r"an older enroll.py enrolled tst0, without recording how "
+                                             r"\(--enroll-frames, --vad, --level\); re-run enroll.py: "
+                                             r"python enroll.py --checkpoint .* "
                                              f"--test-feat-dir {feature_tree / 'test'}"):
             script.main(enrolled + flags)
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from conftest import ETRI, REPO, needs_etri, run_ok, run_script
 
-from dvector import cli
 import plot_dvectors
+from dvector import cli
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 PRETRAINED = REPO / 'pretrained' / 'dvector_etri200_improved.pth'

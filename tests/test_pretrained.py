@@ -50,5 +50,6 @@ def test_enroll_from_audio_and_verify_a_file_with_it(tmp_path):
     flags = ['--checkpoint', str(PRETRAINED), '--embedding-dir', str(tmp_path / 'emb'), '--device', 'cpu']
     assert 'Enrolled 1 speakers from 2 files' in run_ok(tmp_path, 'enroll.py', *flags, '--test-feat-dir',
                                                            str(tmp_path / 'my_voice'))
-    out = run_ok(tmp_path, 'verification.py', *flags, '--enroll-speaker', 'me', '--test-file', str(tmp_path / 'clip.wav'))
+    out = run_ok(tmp_path, 'verification.py', *flags, '--enroll-speaker', 'me',
+                 '--test-file', str(tmp_path / 'clip.wav'))
     assert f'(of the checkpoint, {PRETRAINED})' in out and decision_is_right(out)

@@ -61,8 +61,9 @@ def test_an_enrollment_shorter_than_a_piece_is_refused(tmp_path):
         robustness.write_conditions(wavs, tmp_path / 'out')
 
 
-@pytest.mark.parametrize('enroll_files, found', [(['enroll.wav', 'enroll_2.wav'], r'found 2 \(enroll.wav, enroll_2.wav\)'),
-                                                 ([], 'found none')])
+@pytest.mark.parametrize('enroll_files, found', [
+    (['enroll.wav', 'enroll_2.wav'], r'found 2 \(enroll.wav, enroll_2.wav\)'),
+    ([], 'found none')])
 def test_one_enrollment_recording_a_speaker(tmp_path, enroll_files, found):
     wavs = write_recordings(tmp_path / 'wavs')
     (wavs / 'spk2' / 'enroll.wav').unlink()

@@ -5,9 +5,9 @@ import shutil
 import pytest
 from conftest import decision_is_right, run_ok, run_script, write_feature_tree
 
-from dvector import cli
 import configure as c
 import train
+from dvector import cli
 
 
 @pytest.fixture(scope='module')

@@ -2,12 +2,12 @@
 machine (the second half of this file)."""
 import pytest
 import torch
+from conftest import run_script, write_feature_tree
 
 from dvector import speed
-from tools import probe_layout
 from dvector.stage import for_inference
 from model.model import BackgroundResNet
-from conftest import run_script, write_feature_tree
+from tools import probe_layout
 
 CPU = torch.device('cpu')
 

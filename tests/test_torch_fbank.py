@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-
 from conftest import ETRI, needs_etri
+
 from DB_wav_reader import read_DB_structure
 from dvector.audio import read_audio
 from dvector.fbank import fbank, feature_settings, frame_count, frame_geometry

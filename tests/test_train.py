@@ -12,18 +12,18 @@ import pytest
 import torch
 from conftest import REPO, write_feature, write_feature_tree
 
-from dvector import atomic, training
 import configure
 import train
+from DB_wav_reader import read_feats_structure
+from dvector import atomic, training
 from dvector.atomic import atomic_save, atomic_write
 from dvector.checkpoint import CHECKPOINT_KEYS, TRAINING_KEYS, load_checkpoint, model_from_checkpoint
-from DB_wav_reader import read_feats_structure
-from dvector.stage import Bfloat16Units
 from dvector.fbank import feature_settings
 from dvector.feature_files import FeatureFileError
-from model.model import BackgroundResNet
+from dvector.stage import Bfloat16Units
 from dvector.training import DeviceSetup, autocast_dtype
 from dvector.training_run import check_resume, split_train_valid
+from model.model import BackgroundResNet
 
 
 def run(feature_tree, log_dir, *flags):
@@ -327,7 +327,8 @@ def test_the_improved_recipe_sets_its_settings_and_flags_still_win():
 
 def test_an_improved_recipe_run_records_its_model_and_windows(feature_tree, tmp_path):
     history = run(feature_tree, tmp_path / 'log', '--epochs', '2', '--recipe', 'improved', '--win-size', '120',
-                  '--base-channels', '8', '--warmup-epochs', '1', '--finetune-epochs', '1', '--finetune-win-size', '150')
+                  '--base-channels', '8', '--warmup-epochs', '1', '--finetune-epochs', '1',
+                  '--finetune-win-size', '150')
     assert len(history) == 3 and all(np.isfinite(h['valid_loss']) for h in history)
     assert [h['finetune'] for h in history] == [False, False, True]
     ckpt = load_checkpoint(tmp_path / 'log' / 'checkpoint_best.pth')
@@ -351,7 +352,8 @@ def test_fixed_schedules_warm_up_then_fall_to_the_floor():
     assert lr[0] == 0 and lr[10] == pytest.approx(0.1)       # linear warm-up over the first 10 %
     assert all(a < b for a, b in itertools.pairwise(lr[:11]))
     assert all(a >= b for a, b in itertools.pairwise(lr[10:]))  # then never rising
-    assert lr[100] == pytest.approx(1e-4) and lr[55] == pytest.approx((0.1 + 1e-4) / 2)  # cosine: half-way at the middle
+    # cosine: half-way at the middle
+    assert lr[100] == pytest.approx(1e-4) and lr[55] == pytest.approx((0.1 + 1e-4) / 2)
     exp = [train.scheduled_lr(p / 10, 'exponential', 0.1, 1e-4, 0.0) for p in range(11)]
     assert exp[0] == pytest.approx(0.1) and exp[10] == pytest.approx(1e-4)
     assert exp[5] == pytest.approx(0.1 * 1e-3 ** 0.5)           # geometric: the same factor every step
@@ -400,7 +402,8 @@ def test_the_resume_check_refuses_another_epoch_count_for_a_fixed_schedule_only(
     files = list(read_feats_structure(ckpt['train_args']['train_feat_dir'])['filename'])
     cosine = {**ckpt, 'train_args': {**ckpt['train_args'], 'schedule': 'cosine'}}
     with pytest.raises(ValueError, match=r"--epochs 40: the run's cosine schedule is set by its epoch count, 2 .*"
-                                         r"resume without --epochs, or start a new run from its weights \(--init-from\)"):
+                                         r"resume without --epochs, "
+                                         r"or start a new run from its weights \(--init-from\)"):
         check_resume(cosine, {'epochs': 40}, files)
     check_resume(cosine, {'epochs': 2}, files)  # (plateau: --epochs is not among the settings checked)
 

@@ -5,17 +5,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import embed_arrays, model_args, voice, write_feature, write_feature_tree
 
 import configure
 import enroll
 import make_trials
 import verification
-from dvector.stage import load_model
 from dvector.feature_files import FeatureFileError
-from dvector.utterance import log_fbank
 from dvector.records import load_threshold, save_threshold, threshold_path
+from dvector.stage import load_model
 from dvector.trials import Trial, quote_path, read_scores, read_trial_list, write_scores
-from conftest import embed_arrays, model_args, voice, write_feature, write_feature_tree
+from dvector.utterance import log_fbank
 
 
 def trial_args(trained, trials, tmp_path, *extra):

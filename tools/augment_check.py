@@ -14,17 +14,24 @@ difference in dB between the two (lower is better), and, for scale, between the 
 import numpy as np
 import scipy.signal
 
-from dvector import cli
-from dvector.augment_audio import at_snr, codec_audio, room_impulse_response, telephone_audio
-from dvector.augment_features import (add_at_snr, fbank_energies, noise_clip, reverberate, telephone, to_energies,
-                                      to_features)
-from dvector.augmentation import coloured_noise, music
 from DB_wav_reader import find_files
+from dvector import cli
 from dvector.audio import AUDIO_SUFFIXES, read_audio
+from dvector.augment_audio import at_snr, codec_audio, room_impulse_response, telephone_audio
+from dvector.augment_features import (
+    add_at_snr,
+    fbank_energies,
+    noise_clip,
+    reverberate,
+    telephone,
+    to_energies,
+    to_features,
+)
+from dvector.augmentation import coloured_noise, music
 from dvector.fbank import FLOOR, feature_settings
 from dvector.utterance import log_fbank_frames
-from tools.rooms import ROOM_DRR_DB as DRR_DB, ROOM_RT60 as RT60
-
+from tools.rooms import ROOM_DRR_DB as DRR_DB
+from tools.rooms import ROOM_RT60 as RT60
 
 CODEC = 'codec Opus ~6 kbps, as the telephone band'  # no model of its own on the features yet: measured only
 NOT_MODELLED = (CODEC,)
@@ -49,8 +56,9 @@ def conditions(audio, other, sample_rate, rng):
         'telephone band': (scipy.signal.resample_poly(band, sample_rate, 8000)[:n], telephone),
         CODEC: (codec_audio(audio, sample_rate), telephone),
         'low gain x0.05': (0.05 * audio, lambda e: e * 0.05 ** 2),
-        f'reverberation {RT60} s': (scipy.signal.fftconvolve(audio, room_impulse_response(rng, sample_rate, RT60, DRR_DB))[:n],
-                                    lambda e: reverberate(e, RT60, DRR_DB)),
+        f'reverberation {RT60} s': (
+            scipy.signal.fftconvolve(audio, room_impulse_response(rng, sample_rate, RT60, DRR_DB))[:n],
+            lambda e: reverberate(e, RT60, DRR_DB)),
     }
 
 

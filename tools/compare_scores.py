@@ -6,8 +6,8 @@ Score the same trial list with each model (verification.py --scores), then:
     python verification.py --trials trials/holdout20.txt --checkpoint runs/b/checkpoint_best.pth --scores results/b.txt
     python -m tools.compare_scores results/a.txt results/b.txt --names tutorial improved --out results/det_compare.png
 """
-from dvector import cli
 import configure as c
+from dvector import cli
 from dvector.atomic import refuse_overwriting
 from dvector.metrics import P_TARGETS, summarize
 from dvector.plots import plot_det

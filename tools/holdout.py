@@ -13,8 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
-from dvector import cli
 from DB_wav_reader import read_feats_structure
+from dvector import cli
 
 
 def parse_args(argv=None):

@@ -20,17 +20,24 @@ import json
 import torch
 import torch.nn.functional as F
 
-from dvector import cli
 import configure as c
+from DB_wav_reader import read_training_structure
+from dvector import cli
 from dvector.atomic import atomic_save, refuse_overwriting
 from dvector.checkpoint import load_checkpoint, model_from_checkpoint
 from dvector.cohort import build_cohort
-from DB_wav_reader import read_training_structure
 from dvector.embedding import embed_all
-from dvector.stage import COHORT_SETTINGS, SCORE_NORMS, SCORING_SETTINGS, for_inference, resolve_scoring, scoring_settings
 from dvector.frontend import reading_settings
-from dvector.utterance import read_utterance
 from dvector.records import load_threshold, threshold_path
+from dvector.stage import (
+    COHORT_SETTINGS,
+    SCORE_NORMS,
+    SCORING_SETTINGS,
+    for_inference,
+    resolve_scoring,
+    scoring_settings,
+)
+from dvector.utterance import read_utterance
 
 MAX_SCORE_CHANGE = 1e-3
 CHECK_UTTERANCES = 200  # training utterances whose d-vectors check the float16 weights
