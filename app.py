@@ -214,7 +214,7 @@ def embed_recording(rec, path, args):
 
 def claim_settings(rec, name, record):
     """(settings, threshold, its source) of a single trial against the enrolled `name`: the page's settings as
-    verification.py settles them for that trial (embedder.settle_scoring: the enrollment's own --enroll-frames,
+    verification.py settles them for that trial (stage.settle_scoring: the enrollment's own --enroll-frames,
     --vad and --level; the page's --vad and --level are for new enrollments, not a contradiction), and the
     threshold calibrated for them."""
     args = argparse.Namespace(**{**vars(rec.args), 'given': rec.args.given - set(ENROLLMENT_SETTINGS)})

@@ -1,7 +1,7 @@
 """Flags: each setting's flag from configure.py, the flag types and the flags several scripts share, the clean
 error exit of every entry script, and running a script's command from another (the demo, the tools).
 
-(The flags of the stages that use a model, and how they are resolved, are in embedder.py.)
+(The flags of the stages that use a model, and how they are resolved, are in dvector/stage.py.)
 """
 import argparse
 import io
@@ -72,7 +72,7 @@ class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose result says which settings the command line gave: `args.given`, a set of names.
 
     A setting given on the command line wins over what a checkpoint recommends, even when its value is
-    configure.py's (embedder.resolve_scoring); a resumed run refuses settings given that it cannot take.
+    configure.py's (stage.resolve_scoring); a resumed run refuses settings given that it cannot take.
     """
 
     def parse_known_args(self, args=None, namespace=None):

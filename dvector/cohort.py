@@ -99,7 +99,7 @@ def load_cohort(checkpoint, ckpt, model, device, train_feat_dir=None, utts_per_s
 
     A cohort is built from the run's training folder (train_feat_dir, default the one it was trained on); a stored
     one is built again when it came from another folder, utts_per_speaker or kind, or cannot be read. A published
-    checkpoint's own cohort is always used (embedder.resolve_scoring sets the scoring settings to it, and says
+    checkpoint's own cohort is always used (stage.resolve_scoring sets the scoring settings to it, and says
     when that overrules a flag).
     """
     if 'cohort' in ckpt:  # a published checkpoint's, stored in float16

@@ -240,7 +240,7 @@ def threshold_path(checkpoint, score_norm='none'):
 
 def save_threshold(checkpoint, ckpt, record, scoring, front_end):
     """Store a calibrated threshold of the model in `checkpoint` for the scoring settings `scoring`
-    (embedder.scoring_settings), calibrated on features made with `front_end` ({'vad', 'level'}); record holds
+    (stage.scoring_settings), calibrated on features made with `front_end` ({'vad', 'level'}); record holds
     'threshold' and how it was found."""
     path = threshold_path(checkpoint, scoring['score_norm'])
     require_finite(record['threshold'], f"the threshold to store in {path}")

@@ -210,7 +210,7 @@ def published_cohort(ckpt):
         return None
     if 'cohort_source' not in ckpt:
         raise ValueError("the checkpoint carries an AS-norm cohort without saying what it was built from (an older "
-                         "make_pretrained.py wrote it): write it again with make_pretrained.py")
+                         "tools/make_pretrained.py wrote it): write it again with python -m tools.make_pretrained")
     return {'cohort': ckpt['cohort_source']['kind'], 'cohort_utts': ckpt['cohort_source']['utts_per_speaker']}
 
 

@@ -241,7 +241,7 @@ def test_a_published_checkpoint_scores_with_the_cohort_it_carries_whatever_the_f
     settle_scoring(cosine, ckpt)  # no AS-norm: nothing to say
     assert cosine.cohort == 'speakers' and capsys.readouterr().err == ''
     unsaid = {k: v for k, v in ckpt.items() if k != 'cohort_source'}  # a cohort that does not say what it is
-    with pytest.raises(ValueError, match='without saying what it was built from.*make_pretrained.py'):
+    with pytest.raises(ValueError, match='without saying what it was built from.*python -m tools.make_pretrained'):
         settle_scoring(identification.parse_args(argv), unsaid)
 
 
