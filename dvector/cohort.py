@@ -1,4 +1,4 @@
-"""The AS-norm cohort of a checkpoint: d-vectors of its training speakers (dvector.py normalises scores with it).
+"""The AS-norm cohort of a checkpoint: d-vectors of its training speakers (scoring.py normalises scores with it).
 
 The cohort is made of the d-vectors of each training speaker's first COHORT_UTTS training utterances:
 their normalised mean, one per speaker (COHORT = 'speakers'), or all of them ('utterances'). It is computed

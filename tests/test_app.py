@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import RATE, demo_speech, demo_wav, wav_bytes
 
 import app
 import enroll
@@ -21,6 +20,8 @@ import verification
 from dvector.atomic import atomic_write
 from dvector.checkpoint import model_id
 from dvector.records import enrollment_lock, load_enrollment, save_enrollment
+
+from conftest import RATE, demo_speech, demo_wav, wav_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -18,12 +18,13 @@ from urllib.parse import urlsplit
 from urllib.request import urlopen
 
 import pytest
-from conftest import ETRI, REPO, demo_wav, needs_etri
 from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from conftest import ETRI, REPO, demo_wav, needs_etri
 
 CHROMIUM, CHROMEDRIVER = shutil.which('chromium'), shutil.which('chromedriver')
 needs_chromium = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=(

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import python_speech_features
 import soundfile as sf
-from conftest import ETRI, needs_etri, padded, voice, write_audio, write_feature
 
 import configure as c
 import feature_extraction
@@ -21,6 +20,8 @@ from dvector.feature_files import FeatureFileError
 from dvector.frontend import frame_levels, level_gain, reading_settings, speech_level
 from dvector.trials import utterance_features
 from dvector.utterance import file_features, log_fbank, log_fbank_frames
+
+from conftest import ETRI, needs_etri, padded, voice, write_audio, write_feature
 
 TUTORIAL = reading_settings(feature_settings())
 VAD = reading_settings(feature_settings(), vad='energy')

@@ -5,7 +5,6 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import decision_is_right, model_args, padded, run_ok, voice, write_audio
 
 import configure as c
 import enroll
@@ -17,6 +16,8 @@ from dvector.embedding import embed_file
 from dvector.feature_files import FeatureFileError
 from dvector.frontend import reading_settings
 from dvector.stage import load_model
+
+from conftest import decision_is_right, model_args, padded, run_ok, voice, write_audio
 
 PITCHES = (110, 170, 260)
 # each speaker's enrollment and test in other formats; mp3 where this libsndfile has it

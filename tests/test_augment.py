@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ETRI, needs_etri
 
 import configure as c
 import train
@@ -29,6 +28,8 @@ from dvector.augment_features import (
 from dvector.augmentation import AUGMENT_SETTINGS, KINDS, TELEPHONE_BAND, augment_settings
 from dvector.fbank import FLOOR, feature_settings
 from SR_Dataset import DvectorDataset, random_window
+
+from conftest import ETRI, needs_etri
 
 N_FILTERS = 40
 

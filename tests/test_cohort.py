@@ -2,7 +2,6 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import copy_checkpoint, embed_arrays, write_feature_tree
 
 import enroll
 import identification
@@ -13,6 +12,8 @@ from dvector.atomic import atomic_save
 from dvector.checkpoint import load_checkpoint
 from dvector.records import load_threshold, threshold_path
 from dvector.stage import load_model, settle_scoring
+
+from conftest import copy_checkpoint, embed_arrays, write_feature_tree
 
 
 def unit(*rows):

@@ -1,7 +1,6 @@
 """demo.py end to end, and the demo voices: a briefly trained model tells unseen ones apart, an untrained one cannot."""
 import pytest
 import torch
-from conftest import run_ok
 
 import demo
 import feature_extraction
@@ -12,6 +11,8 @@ from dvector.atomic import atomic_save
 from dvector.checkpoint import load_checkpoint
 from dvector.demo_corpus import write_corpus
 from model.model import BackgroundResNet
+
+from conftest import run_ok
 
 pytestmark = pytest.mark.slow  # the fast lane leaves these out (README, Tests)
 

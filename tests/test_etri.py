@@ -5,10 +5,11 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ETRI, decision_is_right, needs_etri, run_ok
 
 import feature_extraction
 from dvector.feature_files import load_feature_file
+
+from conftest import ETRI, decision_is_right, needs_etri, run_ok
 
 pytestmark = pytest.mark.slow  # the fast lane leaves these out (README, Tests)
 

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import voice, write_feature
 
 import configure as c
 import feature_extraction
@@ -10,6 +9,8 @@ from dvector.fbank import feature_settings
 from dvector.feature_files import load_feature_file, load_feature_record
 from dvector.frontend import reading_settings
 from dvector.utterance import log_fbank
+
+from conftest import voice, write_feature
 
 
 def write_wav_tree(root):

@@ -15,7 +15,6 @@ import onnx
 import pytest
 import soundfile
 import torch
-from conftest import REPO, model_args, run_ok, run_script
 
 import enroll
 from dvector.atomic import atomic_save
@@ -24,6 +23,8 @@ from dvector.fbank import feature_settings
 from dvector.onnx_backend import weights_hash
 from dvector.stage import embedding_dtype
 from model.model import BackgroundResNet
+
+from conftest import REPO, model_args, run_ok, run_script
 
 pytestmark = pytest.mark.slow  # the fast lane leaves these out (README, Tests)
 

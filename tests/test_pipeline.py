@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import copy_checkpoint, embed_arrays, model_args, write_feature, write_feature_tree
 
 import configure
 import enroll
@@ -27,6 +26,8 @@ from dvector.records import (
     threshold_path,
 )
 from dvector.stage import Bfloat16Units, embedding_dtype, load_model
+
+from conftest import copy_checkpoint, embed_arrays, model_args, write_feature, write_feature_tree
 
 
 @pytest.fixture

@@ -2,11 +2,12 @@
 import pytest
 import soundfile as sf
 import torch
-from conftest import REPO, decision_is_right, embed_arrays, run_ok, voice
 
 import configure
 from dvector.checkpoint import load_checkpoint
 from dvector.stage import load_model
+
+from conftest import REPO, decision_is_right, embed_arrays, run_ok, voice
 
 PRETRAINED = REPO / 'pretrained' / 'dvector_etri200_improved.pth'
 

@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import voice
 
 from tools import robustness
+
+from conftest import voice
 
 
 def write_recordings(root, pitches=(110, 170, 260)):

@@ -3,11 +3,12 @@ import re
 import shutil
 
 import pytest
-from conftest import decision_is_right, run_ok, run_script, write_feature_tree
 
 import configure as c
 import train
 from dvector import cli
+
+from conftest import decision_is_right, run_ok, run_script, write_feature_tree
 
 
 @pytest.fixture(scope='module')

@@ -2,12 +2,13 @@
 machine (the second half of this file)."""
 import pytest
 import torch
-from conftest import run_script, write_feature_tree
 
 from dvector import speed
 from dvector.stage import for_inference
 from model.model import BackgroundResNet
 from tools import probe_layout
+
+from conftest import run_script, write_feature_tree
 
 CPU = torch.device('cpu')
 

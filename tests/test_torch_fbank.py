@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from conftest import ETRI, needs_etri
 
 from DB_wav_reader import read_DB_structure
 from dvector.audio import read_audio
@@ -13,6 +12,8 @@ from dvector.frontend import reading_settings
 from dvector.torch_fbank import fbank_batch, log_fbank_batch, torch_fbank
 from dvector.utterance import log_fbank_frames
 from SR_Dataset import DvectorDataset
+
+from conftest import ETRI, needs_etri
 
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 FLOAT64_DB, FLOAT32_DB = 1e-9, 1e-3  # dB: measured 6e-13 and 3e-4 at worst here

@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, write_feature, write_feature_tree
 
 import configure
 import train
@@ -24,6 +23,8 @@ from dvector.stage import Bfloat16Units
 from dvector.training import DeviceSetup, autocast_dtype
 from dvector.training_run import check_resume, split_train_valid
 from model.model import BackgroundResNet
+
+from conftest import REPO, write_feature, write_feature_tree
 
 
 def run(feature_tree, log_dir, *flags):

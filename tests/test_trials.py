@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import embed_arrays, model_args, voice, write_feature, write_feature_tree
 
 import configure
 import enroll
@@ -16,6 +15,8 @@ from dvector.records import load_threshold, save_threshold, threshold_path
 from dvector.stage import load_model
 from dvector.trials import Trial, quote_path, read_scores, read_trial_list, write_scores
 from dvector.utterance import log_fbank
+
+from conftest import embed_arrays, model_args, voice, write_feature, write_feature_tree
 
 
 def trial_args(trained, trials, tmp_path, *extra):

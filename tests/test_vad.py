@@ -5,12 +5,13 @@ import sys
 import numpy as np
 import pytest
 import soundfile
-from conftest import ETRI, REPO, needs_etri
 
 from dvector.audio import AudioNote
 from dvector.fbank import feature_settings
 from dvector.frontend import edge_frames, reading_settings
 from dvector.utterance import read_utterance
+
+from conftest import ETRI, REPO, needs_etri
 
 
 @needs_etri
