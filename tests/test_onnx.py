@@ -73,7 +73,8 @@ def test_export_matches_pytorch_for_each_pooling_and_width(settings, tmp_path):
 
 def test_an_export_that_differs_from_pytorch_is_not_written(tmp_path):
     checkpoint = write_checkpoint(tmp_path / 'ckpt.pth')
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import cli, export_onnx, onnx_backend; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from dvector import cli, onnx_backend; "
+            "from tools import export_onnx; "
             "onnx_backend.TOLERANCE = -1; cli.run(lambda: export_onnx.main(sys.argv[2:]))")  # every graph fails
     result = subprocess.run([sys.executable, '-c', code, str(REPO), '--checkpoint', str(checkpoint), '--out', 'x.onnx'],
                             check=False, cwd=tmp_path, capture_output=True, text=True, timeout=600)
