@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from features import AUDIO_SUFFIXES, FEATURE_SUFFIX, SUFFIXES, UNREADABLE_AUDIO, is_audio, refuse_unreadable_audio
+from dvector.audio import AUDIO_SUFFIXES, SUFFIXES, UNREADABLE_AUDIO, is_audio, refuse_unreadable_audio
+from dvector.feature_files import FEATURE_SUFFIX
 
 
 def one_per_utterance(files):
@@ -96,7 +97,7 @@ def find_files(directory, suffixes):
 
 
 def read_DB_structure(directory):
-    """The audio files under `directory` (every format of features.AUDIO_SUFFIXES)."""
+    """The audio files under `directory` (every format of audio.AUDIO_SUFFIXES)."""
     return find_files(directory, AUDIO_SUFFIXES)
 
 

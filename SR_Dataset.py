@@ -2,7 +2,7 @@
 
 Training reads random windows of NUM_WIN_SIZE frames of each utterance (masked by SpecAugment when
 asked), validation whole utterances, looped to the longest of a batch. The feature files are read
-by features.read_MFB, from disk for every item as the tutorial does, or once into memory (load_features).
+by feature_files.read_MFB, from disk for every item as the tutorial does, or once into memory (load_features).
 """
 import numpy as np
 import torch
@@ -10,15 +10,19 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 import configure as c
-from augment import band_centres, resample_speed, warp_speed
-from features import (FeatureFileError, audio_features, check_audio_header, edge_frames, is_audio, read_MFB,
-                      read_audio, reading_settings, trim_edges)
+from dvector.audio import is_audio, read_audio
+from dvector.augment_audio import resample_speed
+from dvector.augment_features import band_centres, warp_speed
+from dvector.embedding import to_input
+from dvector.feature_files import FeatureFileError, read_MFB, trim_edges
+from dvector.frontend import edge_frames, reading_settings
+from dvector.utterance import audio_features, check_audio_header
 
 
 def load_features(files, feature, keep=True, fbank_device=None):
     """Read every feature file once (audio: made into features, with fbank_device as read_training_utterance):
     their trimmed features as float32 arrays (None unless keep). Audio that is not kept is checked from its
-    header alone (features.check_audio_header).
+    header alone (utterance.check_audio_header).
 
     All unusable files are reported together in one error, so that a bad file cannot stop a long
     training run hours in.
@@ -68,22 +72,17 @@ def spec_augment(feat, max_bins, max_frames):
     return feat
 
 
-def to_input(feat):
-    """Network input (1, n_filters, n_frames) float32 of a feature array (n_frames, n_filters)."""
-    return torch.from_numpy(np.ascontiguousarray(feat.T)).float().unsqueeze(0)
-
-
 def speed_window(feat, win_size, speed):
-    """A random window of `win_size` frames of feat as if played `speed` times as fast (augment.warp_speed)."""
+    """A random window of `win_size` frames of feat as if played `speed` times as fast (augment_features.warp_speed)."""
     longer = random_window(feat, int(np.ceil(win_size * speed)) + 1)
     return warp_speed(longer, speed, band_centres(feat.shape[1]))[:win_size]
 
 
 def read_training_utterance(filename, feature, wave_augmenter=None, speed=1.0, others=None, fbank_device=None):
     """Trimmed features (n_frames, n_filters) of a training utterance: a feature file's, or an audio file's made
-    by the recipe as it is read (features.read_utterance's numbers), after its waveform is played `speed` times as
-    fast and degraded by wave_augmenter (augment.WaveAugmenter; others: its babble voices) when given.
-    fbank_device: None, the fbank by python_speech_features; a torch device, by torch there (features.torch_fbank)."""
+    by the recipe as it is read (utterance.read_utterance's numbers), after its waveform is played `speed` times as
+    fast and degraded by wave_augmenter (augment_audio.WaveAugmenter; others: its babble voices) when given.
+    fbank_device: None, the fbank by python_speech_features; a torch device, by torch there (torch_fbank.py)."""
     if not is_audio(filename):
         return read_MFB(filename, feature)
     settings = reading_settings(feature)
@@ -101,14 +100,14 @@ class DvectorDataset(Dataset):
 
     With random_windows, each item is a random window of feature['win_size'] frames (training): at a random
     one of `speeds` or 1 when speeds are given (speed perturbation; speed k's windows are labelled as
-    speakers of their own, index + k * n_speakers), degraded by `augmenter` (augment.Augmenter) when given,
+    speakers of their own, index + k * n_speakers), degraded by `augmenter` (augment_features.Augmenter) when given,
     then masked by SpecAugment when `spec_augment` = (max_bins, max_frames) is given. Without random_windows,
     the whole trimmed utterance (validation).
     Features come from `feats` when given (the files' features, preloaded in memory), else from the
     file, read for every item as the tutorial does; audio files are made into features as they are read, and
-    then speed perturbation and `wave_augmenter` (augment.WaveAugmenter) act on their waveform instead. Their
+    then speed perturbation and `wave_augmenter` (augment_audio.WaveAugmenter) act on their waveform instead. Their
     fbank is python_speech_features', or torch's on fbank_device when given ('cpu' in worker processes: the same
-    numbers to 1e-12 dB, faster; features.fbank_batch).
+    numbers to 1e-12 dB, faster; torch_fbank.fbank_batch).
     """
 
     def __init__(self, DB, spk_to_idx, feature, random_windows=True, feats=None, spec_augment=None, augmenter=None,

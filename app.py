@@ -34,19 +34,28 @@ from werkzeug.exceptions import Forbidden, RequestEntityTooLarge
 from werkzeug.serving import make_server
 from werkzeug.utils import secure_filename
 
-import cli
 import configure as c
+from dvector import cli
+
 # ---- The stages' code that the page runs: named here only ----------------------------------------
-from atomic import atomic_write
-from checkpoint import model_id
-from cohort import scoring_cohort
-from dvector import embed_file, enroll_speaker, rank_speakers, require_enrolled
-from embedder import EMBED_PRECISIONS, add_backend_arg, add_scoring_args, open_stage, scoring_settings, settle_scoring
-from features import VADS, collect_notes, front_end, reading_settings, require_utterance_file
-from plot_dvectors import project
-from plots import plot_dvector_map
-from records import ENROLLMENT_SETTINGS, enrolled_otherwise, enrollment_lock, load_enrollment, save_enrollment
-from verification import verification_threshold
+from dvector.atomic import atomic_write
+from dvector.audio import collect_notes, require_utterance_file
+from dvector.checkpoint import model_id
+from dvector.cohort import scoring_cohort
+from dvector.embedding import embed_file, enroll_speaker, require_enrolled
+from dvector.frontend import VADS, front_end, reading_settings
+from dvector.plots import plot_dvector_map, project
+from dvector.records import ENROLLMENT_SETTINGS, enrolled_otherwise, enrollment_lock, load_enrollment, save_enrollment
+from dvector.scoring import rank_speakers
+from dvector.stage import (
+    EMBED_PRECISIONS,
+    add_backend_arg,
+    add_scoring_args,
+    open_stage,
+    scoring_settings,
+    settle_scoring,
+    verification_threshold,
+)
 
 WEB = Path(__file__).resolve().parent / 'web'  # the page: index.html, app.js, recorder.js, style.css
 RECORDINGS = 'recordings'  # <embedding dir>/recordings/<name>/: the recordings that enrolled <name>
@@ -194,7 +203,7 @@ def upload_names(folder, text):
 
 
 def reading(rec, args):
-    """How the page reads a recording with settings args (--vad, --level): a features.reading_settings()."""
+    """How the page reads a recording with settings args (--vad, --level): a frontend.reading_settings()."""
     return reading_settings(rec.ckpt['feature'], args.vad, args.level, args.max_seconds)
 
 
@@ -205,7 +214,7 @@ def embed_recording(rec, path, args):
 
 def claim_settings(rec, name, record):
     """(settings, threshold, its source) of a single trial against the enrolled `name`: the page's settings as
-    verification.py settles them for that trial (embedder.settle_scoring: the enrollment's own --enroll-frames,
+    verification.py settles them for that trial (stage.settle_scoring: the enrollment's own --enroll-frames,
     --vad and --level; the page's --vad and --level are for new enrollments, not a contradiction), and the
     threshold calibrated for them."""
     args = argparse.Namespace(**{**vars(rec.args), 'given': rec.args.given - set(ENROLLMENT_SETTINGS)})

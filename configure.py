@@ -5,7 +5,7 @@ Edit them here; every entry script also takes flags that override them for one r
 """
 
 # ---- Data --------------------------------------------------------------------------------
-# Audio trees <dir>/<speaker>/<utterance>.wav (or .flac, .ogg, ...: features.AUDIO_SUFFIXES) are feature_extraction's
+# Audio trees <dir>/<speaker>/<utterance>.wav (or .flac, .ogg, ...: audio.AUDIO_SUFFIXES) are feature_extraction's
 # input; feature trees <dir>/<speaker>/<utterance>.p (pickles of {'feat': (n_frames, FILTER_BANK), 'label': speaker})
 # are its output and the other stages' input
 TRAIN_WAV_DIR = 'wavs/train'                  # training audio: <speaker>/<utterance>.wav
@@ -17,7 +17,8 @@ TRAIN_FEAT_DIR = 'feat_logfbank_nfilt40/train'  # training data: features <speak
 TEST_FEAT_DIR = 'feat_logfbank_nfilt40/test'  # enrollment and test features (or audio): files whose name contains
                                               # 'enroll' enroll a speaker, the others test
 # Speakers held out of training to test on
-HOLDOUT_DIR = 'feat_holdout'  # holdout.py writes <HOLDOUT_DIR>/train (the others) and <HOLDOUT_DIR>/test (held out)
+HOLDOUT_DIR = 'feat_holdout'  # tools/holdout.py writes <HOLDOUT_DIR>/train (the others) and <HOLDOUT_DIR>/test
+                              # (held out)
 HOLDOUT_SPEAKERS = 20         # speakers held out, spread evenly over the sorted speaker list
 HOLDOUT_ENROLL_UTTS = 5  # utterances per held-out speaker that enroll it; the others test it
 
@@ -40,7 +41,7 @@ MIN_SPEECH = 1.0     # seconds: where 'silero' finds less speech than this, ever
 TRAIN_LEVEL = -44.0  # dBFS: speech level of the training recordings (ETRI: median of the 20 test wavs, -47 to -40);
                      # the target of --level given without a value
 AUTO_LEVEL_DB = 15.0  # dB below TRAIN_LEVEL where LEVEL 'auto' starts lifting speech (the ETRI recordings span
-                      # -47 to -40 dBFS; telephone pieces read down to -58: robustness.py --dev)
+                      # -47 to -40 dBFS; telephone pieces read down to -58: tools/robustness.py --dev)
 NUM_WIN_SIZE = 100   # frames (1 s) per random training window
 MAX_SECONDS = 600    # longest recording read, in seconds, wherever audio is read: a longer one is refused, and read
                      # no further (a few MB of Opus hold hours, whose features would take GBs)
@@ -73,7 +74,8 @@ MOMENTUM = 0.9           # sgd only
 WEIGHT_DECAY = 1e-4      # L2 penalty on the weights, in the optimizer
 SCHEDULE = 'plateau'     # learning rate: 'plateau' (the tutorial: ReduceLROnPlateau on the validation loss) |
                          # 'cosine' (linear warm-up, then a cosine down to MIN_LR at the last epoch) | 'exponential'
-LR_PATIENCE = 2          # plateau: the lr is cut by 10x when the validation loss has not improved for more epochs than this
+LR_PATIENCE = 2          # plateau: the lr is cut by 10x when the validation loss has not improved for more epochs
+                         # than this
 MIN_LR = 1e-4            # the lowest lr: plateau's floor, and where cosine and exponential end
 WARMUP_EPOCHS = 2        # cosine/exponential: epochs over which the lr rises linearly from ~0 to LR
 LOG_INTERVAL = 84        # batches between training log lines
@@ -85,7 +87,7 @@ MARGIN_WARMUP = 5        # am/aam: epochs over which the margin grows linearly f
 SPEC_AUGMENT = 'no'      # 'yes': SpecAugment masks on the training windows (one band and one run of frames set to 0)
 FREQ_MASK = 8            # SpecAugment: widest frequency band masked, in filters
 TIME_MASK = 10           # SpecAugment: longest run of frames masked
-# Augmentation on the features (augment.py, docs/augmentation.md): each training window, after it is cut and
+# Augmentation on the features (augment_features.py, docs/augmentation.md): each training window, after it is cut and
 # before SpecAugment, is degraded by each kind below with its probability, as if its audio had been; ranges
 # (low, high) are drawn uniformly, and SNRs are of the waveforms' powers, as the field quotes them
 AUGMENT = 'no'               # 'yes': augment the training windows as below (the tutorial: 'no')
@@ -94,7 +96,7 @@ AUG_NOISE_PROB = 0.4         # additive noise: generated white, pink and brown n
 AUG_NOISE_SNR = (0, 15)      # dB, noise (Kaldi's range for MUSAN noise)
 AUG_MUSIC_SNR = (5, 15)      # dB, music (Kaldi's)
 AUG_BABBLE_PROB = 0.2        # babble: other training utterances (or NOISE_DIR's speech/) mixed in
-AUG_BABBLE_SNR = (5, 20)     # dB (Kaldi: 13-20; lower here, as robustness.py tests babble at 5 dB)
+AUG_BABBLE_SNR = (5, 20)     # dB (Kaldi: 13-20; lower here, as tools/robustness.py tests babble at 5 dB)
 AUG_BABBLE_VOICES = (3, 7)   # voices in the babble (Kaldi's)
 AUG_REVERB_PROB = 0.2        # reverberation: each band's energy smeared by an exponential room decay
 AUG_RT60 = (0.2, 0.8)        # s, the room's reverberation time (60 dB of decay)
@@ -148,11 +150,12 @@ COHORT_TOP = 100     # asnorm: each side is normalised by its this many highest 
 # the front end (vad, level) too, as measured on degraded recordings (docs/results.md, Robustness)
 SCORINGS = {
     'tutorial': {},
-    'improved': {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'asnorm', 'cohort': 'utterances', 'cohort_utts': 50,
-                 'cohort_top': 500, 'vad': 'no', 'level': 'auto'},
+    'improved': {'enroll_frames': 0, 'test_frames': 0, 'score_norm': 'asnorm', 'cohort': 'utterances',
+                 'cohort_utts': 50, 'cohort_top': 500, 'vad': 'no', 'level': 'auto'},
 }
 EMBED_PRECISION = 'auto'  # the backbone's precision when embedding: 'auto' (bfloat16 where the device has bfloat16
-                          # units; scores move by ~0.002, see docs/speed.md) | 'fp32' (the tutorial's d-vectors) | 'bf16'
+                          # units; scores move by ~0.002, see docs/speed.md) | 'fp32' (the tutorial's d-vectors)
+                          # | 'bf16'
 EMBED_BACKEND = 'torch'   # what runs the embedding network: 'torch' | 'onnx' (ONNX Runtime on the CPU, float32 only:
                           # the tutorial's d-vectors, faster than PyTorch's float32; exported once to
                           # <checkpoint stem>.<hash>.onnx beside the checkpoint)

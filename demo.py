@@ -4,8 +4,9 @@
     python demo.py --epochs 5 --train-speakers 20      # smaller and faster
     python demo.py --from-audio yes                    # train on the wavs themselves, as on VoxCeleb (docs/voxceleb.md)
 
-Writes the corpus under demo/wavs (demo_corpus.py; reused when already there), then runs the real
-stages on it through their own main(), exactly as on real data, with every output under demo/:
+Writes the corpus under demo/wavs (dvector/demo_corpus.py; reused when already there), then runs the real
+stages on it, each command printed as you would type it and run in this process (cli.run_command),
+exactly as on real data, with every output under demo/:
 
     feature_extraction.py    demo/wavs/{train,test} -> demo/feat/{train,test}
     train.py                 demo/feat/train -> demo/model_saved (a finished run is reused); with --from-audio yes,
@@ -22,17 +23,11 @@ system at work, not how well it recognises people (README.md has the results on 
 """
 from pathlib import Path
 
-import cli
 import configure as c
-import enroll
-import feature_extraction
-import identification
-import make_trials
-import plot_dvectors
-import train
-import verification
-from checkpoint import load_checkpoint
-from demo_corpus import write_corpus
+from dvector import cli
+from dvector.checkpoint import load_checkpoint
+from dvector.cli import run_command
+from dvector.demo_corpus import write_corpus
 
 
 def parse_args(argv=None):
@@ -61,9 +56,9 @@ def train_model(train_dir, log_dir, args):
     flags = ['--train-feat-dir', str(train_dir), '--log-dir', str(log_dir), '--epochs', str(args.epochs),
              '--device', args.device]
     if (log_dir / 'checkpoint_best.pth').is_file():
-        return train.main(flags + ['--resume'])
-    return train.main(flags + ['--batch-size', str(c.DEMO_BATCH_SIZE), '--optimizer', c.DEMO_OPTIMIZER,
-                               '--lr', str(c.DEMO_LR), '--seed', str(args.seed)])
+        return run_command('train.py', flags + ['--resume'])
+    return run_command('train.py', flags + ['--batch-size', str(c.DEMO_BATCH_SIZE), '--optimizer', c.DEMO_OPTIMIZER,
+                                            '--lr', str(c.DEMO_LR), '--seed', str(args.seed)])
 
 
 def main(argv=None):
@@ -82,23 +77,24 @@ def main(argv=None):
     corpus = write_corpus(wavs, args.train_speakers, args.train_utts, args.test_speakers, args.seed)
     stage('0. Features' + (' of the test voices (training reads the wavs)' if from_audio else ''))
     for part in ('test',) if from_audio else ('train', 'test'):
-        feature_extraction.main(['--wav-dir', str(wavs / part), '--feat-dir', str(feat / part)])
+        run_command('feature_extraction.py', ['--wav-dir', str(wavs / part), '--feat-dir', str(feat / part)])
     stage('1. Training')
     history = train_model((wavs if from_audio else feat) / 'train', log_dir, args)
     stage('2. Enrollment')
-    enroll.main(model)
+    run_command('enroll.py', model)
     stage('Evaluation: every enrollment against every test voice')
     trials = root / 'trials.txt'
-    make_trials.main(['--test-dir', str(feat / 'test'), '--out', str(trials)])
-    scores = verification.main(model + results + ['--trials', str(trials), '--calibrate'])
+    run_command('make_trials.py', ['--test-dir', str(feat / 'test'), '--out', str(trials)])
+    scores = run_command('verification.py', model + results + ['--trials', str(trials), '--calibrate'])
     stage('3. Verification')
     speakers = sorted(p.name for p in (feat / 'test').iterdir() if p.is_dir())
-    same = verification.main(model + ['--enroll-speaker', speakers[0], '--test-speaker', speakers[0]])
-    other = verification.main(model + ['--enroll-speaker', speakers[0], '--test-speaker', speakers[1]])
+    same = run_command('verification.py', model + ['--enroll-speaker', speakers[0], '--test-speaker', speakers[0]])
+    other = run_command('verification.py', model + ['--enroll-speaker', speakers[0], '--test-speaker', speakers[1]])
     stage('4. Identification')
-    accuracy = identification.main(model + results + ['--all'])
+    accuracy = run_command('identification.py', model + results + ['--all'])
     stage('5. The d-vector map')
-    dvectors = plot_dvectors.main(checkpoint + ['--segments', str(c.DEMO_MAP_SEGMENTS), '--out', str(dvector_map)])
+    dvectors = run_command('plot_dvectors.py',
+                           checkpoint + ['--segments', str(c.DEMO_MAP_SEGMENTS), '--out', str(dvector_map)])
 
     best = load_checkpoint(log_dir / 'checkpoint_best.pth')['history'][-1]  # the epoch of the model enrolled with
     stage('Summary')
@@ -113,7 +109,8 @@ def main(argv=None):
     print(f"                 {speakers[0]} claims {speakers[0]}'s test: score {same[0]:.3f} -> {same[1]}")
     print(f"                 {speakers[0]} claims {speakers[1]}'s test: score {other[0]:.3f} -> {other[1]}")
     print(f"Plots:           {log_dir / 'loss_plot.png'}, {root / 'results'}/")
-    separation = '' if dvectors['silhouette'] is None else f" (silhouette {dvectors['silhouette']:.2f}; 1: apart, 0: mixed)"
+    silhouette = dvectors['silhouette']
+    separation = '' if silhouette is None else f" (silhouette {silhouette:.2f}; 1: apart, 0: mixed)"
     print(f"d-vector map:    {dvector_map}: the test voices' {c.DEMO_MAP_SEGMENTS * c.WIN_STEP:g}-s pieces, one colour "
           f"per voice, a star per enrollment{separation}")
     return {'history': history, 'identification': accuracy, 'verification': scores, 'examples': (same, other)}

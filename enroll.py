@@ -20,11 +20,11 @@ speakers of --test-feat-dir. One enroll.py at a time writes to a folder: a secon
 """
 from pathlib import Path
 
-import cli
 from DB_wav_reader import split_enroll_and_test
-from dvector import enroll_speakers
-from embedder import add_model_args, add_scoring_args, open_stage
-from records import ENROLLMENT_SETTINGS, enrollment_lock, load_enrollment, save_enrollment
+from dvector import cli
+from dvector.embedding import enroll_speakers
+from dvector.records import ENROLLMENT_SETTINGS, enrollment_lock, load_enrollment, save_enrollment
+from dvector.stage import add_model_args, add_scoring_args, open_stage
 
 
 def parse_args(argv=None):

@@ -1,9 +1,9 @@
 """Stage 0: log Mel-filterbank features of an audio tree, written as the feature tree the other stages read.
 
-<wav-dir>/<speaker>/<name>.wav (or .flac, .ogg, .mp3, ...: features.AUDIO_SUFFIXES) ->
+<wav-dir>/<speaker>/<name>.wav (or .flac, .ogg, .mp3, ...: audio.AUDIO_SUFFIXES) ->
 <feat-dir>/<speaker>/<name>.p, a pickle of {'feat': float64 (n_frames, FILTER_BANK), 'label':
 speaker, 'settings': how it was made}. The tutorial's recipe (settings in configure.py; the
-code in features.py): load at 16 kHz mono (other rates are resampled, stereo is downmixed),
+code in dvector/fbank.py and utterance.py): load at 16 kHz mono (other rates are resampled, stereo is downmixed),
 python_speech_features fbank with 40 filters and 25 ms windows every 10 ms, 20*log10, and the
 utterance's mean subtracted from every frame; with --vad energy the frames far below the
 utterance's loud frames are dropped first, and with --level a gain brings the speech to a level.
@@ -23,16 +23,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import cli
 import configure as c
-from atomic import atomic_write
 from DB_wav_reader import read_DB_structure
-from features import (FEATURE_SUFFIX, FeatureFileError, extraction_settings, feature_settings, load_feature_record,
-                      log_fbank, reading_settings)
+from dvector import cli
+from dvector.atomic import atomic_write
+from dvector.fbank import feature_settings
+from dvector.feature_files import FEATURE_SUFFIX, FeatureFileError, load_feature_record
+from dvector.frontend import extraction_settings, reading_settings
+from dvector.utterance import log_fbank
 
 
 def already_made(path, settings):
-    """Whether the feature file at path is readable and was made with these settings (a features.reading_settings()).
+    """Whether the feature file at path is readable and was made with these settings (a frontend.reading_settings()).
 
     A file that records no settings was made by the tutorial's recipe (before they were recorded).
     """
@@ -47,7 +49,7 @@ def already_made(path, settings):
 def extract_tree(wav_dir, feat_dir, overwrite=False, settings=None):
     """Write the features of every audio file under wav_dir into feat_dir; returns {path: message} of the failures.
 
-    settings: a features.reading_settings(); default configure.py's feature settings, without vad or level.
+    settings: a frontend.reading_settings(); default configure.py's feature settings, without vad or level.
     """
     settings = settings or reading_settings(feature_settings())
     DB = read_DB_structure(wav_dir)

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import soundfile
 
-import cli
 import configure as c
 from DB_wav_reader import find_files, is_enroll_file
-from features import FEATURE_SUFFIX, SUFFIXES, TRIM_SECONDS, FeatureFileError, is_audio, load_feature_file
-from trials import Trial, write_trials
+from dvector import cli
+from dvector.audio import SUFFIXES, is_audio
+from dvector.feature_files import FEATURE_SUFFIX, TRIM_SECONDS, FeatureFileError, load_feature_file
+from dvector.trials import Trial, write_trials
 
 
 def parse_args(argv=None):

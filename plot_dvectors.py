@@ -26,19 +26,17 @@ from functools import partial
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
 from sklearn.metrics import silhouette_score
 from tqdm import tqdm
 
-import cli
 import configure as c
-from checkpoint import model_id
 from DB_wav_reader import split_enroll_and_test
-from dvector import embed_all, enroll_speaker, split_segments
-from embedder import add_model_args, add_scoring_args, open_stage
-from features import read_utterance
-from plots import plot_dvector_map
+from dvector import cli
+from dvector.checkpoint import model_id
+from dvector.embedding import embed_all, enroll_speaker, split_segments
+from dvector.plots import plot_dvector_map, project
+from dvector.stage import add_model_args, add_scoring_args, open_stage
+from dvector.utterance import read_utterance
 
 METHODS = ('tsne', 'pca')
 ETRI_ID = re.compile(r'\d+([FM])\d+')  # ETRI speaker ids: <number><F|M><digits>, the letter the speaker's sex
@@ -99,19 +97,6 @@ def enrollment_vectors(model, settings, enroll_DB, frames, device):
     groups = enroll_DB.groupby('speaker_id')['filename']
     return {speaker: enroll_speaker(model, settings, list(files), frames, device).float().cpu()
             for speaker, files in tqdm(groups, desc='enrolling', disable=None)}
-
-
-def project(vectors, method, perplexity, seed):
-    """2-D coordinates (n, 2) of d-vectors (n, embedding_size), and the axes' labels (none for t-SNE)."""
-    x = vectors.numpy().astype(np.float64)
-    if method == 'pca':
-        pca = PCA(n_components=2).fit(x)
-        share = 100 * pca.explained_variance_ratio_
-        return pca.transform(x), (f'PC 1 ({share[0]:.0f} % of the variance)', f'PC 2 ({share[1]:.0f} %)')
-    # t-SNE wants more than 3 x perplexity points; with fewer it is lowered, as the perplexity flag's help says
-    perplexity = min(perplexity, max((len(x) - 1) / 3, 1))
-    tsne = TSNE(n_components=2, perplexity=perplexity, init='pca', random_state=seed)
-    return tsne.fit_transform(x), ('', '')
 
 
 def silhouette(vectors, speakers):

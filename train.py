@@ -20,36 +20,40 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import torch
-from matplotlib.figure import Figure
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-import cli
 import configure as c
-import distributed
-from atomic import atomic_save
-from augment import Augmenter, WaveAugmenter, augment_settings
-from checkpoint import load_checkpoint
 from DB_wav_reader import holds_audio, read_training_structure
-from embedder import bfloat16_units, select_device
-from features import feature_settings
-from losses import LOSSES, build_criterion, margin_at
-from model.model import BackgroundResNet, POOLINGS
+from dvector import cli, distributed
+from dvector.atomic import atomic_save
+from dvector.augment_audio import WaveAugmenter
+from dvector.augment_features import Augmenter
+from dvector.augmentation import AUGMENT_SETTINGS, augment_settings
+from dvector.checkpoint import load_checkpoint
+from dvector.fbank import feature_settings
+from dvector.losses import LOSSES, build_criterion, margin_at
+from dvector.plots import plot_history
+from dvector.speed import preload_fits, use_channels_last
+from dvector.stage import bfloat16_units, select_device
+from dvector.training import PRECISIONS, DeviceSetup, autocast_dtype, train_step
+from dvector.training_run import (
+    check_log_dir,
+    diverged,
+    files_fingerprint,
+    finetuning_begun,
+    interrupted,
+    restore,
+    resumed_args,
+    split_train_valid,
+    training_checkpoint,
+)
+from model.model import POOLINGS, BackgroundResNet
 from model.resnet import BACKBONES
-from plots import save_figure
-from speed import preload_fits, use_channels_last
 from SR_Dataset import DvectorDataset, collate_fn_feat_padded, load_features
-from train_run import (check_log_dir, diverged, files_fingerprint, finetuning_begun, interrupted, restore,
-    resumed_args, training_checkpoint)
 
 SCHEDULES = ('plateau', 'cosine', 'exponential')
-PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
-# configure.py's probabilities and ranges of each kind of augmentation (augment.py): a flag each
-AUGMENT_SETTINGS = ('AUG_NOISE_PROB', 'AUG_NOISE_SNR', 'AUG_MUSIC_SNR', 'AUG_BABBLE_PROB', 'AUG_BABBLE_SNR',
-                    'AUG_BABBLE_VOICES', 'AUG_REVERB_PROB', 'AUG_RT60', 'AUG_DRR', 'AUG_CHANNEL_PROB',
-                    'AUG_TELEPHONE_SHARE', 'AUG_EQ_DB', 'AUG_GAIN_PROB', 'AUG_GAIN_DB', 'AUG_PAUSE_PROB',
-                    'AUG_PAUSE_DBFS')
 
 
 def augment_type(name, kind):
@@ -96,8 +100,6 @@ def parse_args(argv=None):
     for name in AUGMENT_SETTINGS:
         kind = type(getattr(c, name))
         setting(name, type=augment_type(name, kind), metavar='LOW,HIGH' if kind is tuple else None)
-    setting('NOISE_DIR')
-    setting('RIR_DIR')
     setting('SPEED_PERTURB', choices=['yes', 'no'])
     setting('SPEEDS', type=cli.positive_range, metavar='SLOW,FAST')
     setting('FINETUNE_EPOCHS', type=cli.non_negative_int)
@@ -131,18 +133,6 @@ def parse_args(argv=None):
         p.error(f"{' and '.join(unused)}: used by augmentation only, which is off; add --augment yes, or leave "
                 f"{'them' if len(unused) > 1 else 'it'} out")
     return args
-
-
-def split_train_valid(DB, val_ratio, seed):
-    """(train_DB, valid_DB): a seeded random `val_ratio` percent of the utterances go to validation."""
-    if not 0 < val_ratio < 100:
-        raise ValueError(f"--val-ratio is a percentage between 0 and 100, not {val_ratio}")
-    shuffled = DB.sample(frac=1, random_state=seed).reset_index(drop=True)
-    n_train = len(DB) - int(len(DB) * val_ratio / 100)
-    if n_train == len(DB) or n_train == 0:
-        raise ValueError(f"{len(DB)} utterances and --val-ratio {val_ratio} (%) leave an empty training or validation "
-                         "set")
-    return shuffled.iloc[:n_train].reset_index(drop=True), shuffled.iloc[n_train:].reset_index(drop=True)
 
 
 def create_optimizer(name, params, lr, momentum, weight_decay):
@@ -216,30 +206,6 @@ def fbank_device(args):
 def num_classes(args, speakers):
     """The classifier's classes: the training speakers, and with speed perturbation each at each speed."""
     return len(speakers) * (1 + len(args.speeds) if args.speed_perturb == 'yes' else 1)
-
-
-def autocast_dtype(precision, device):
-    """The autocast dtype of a training PRECISION on a device (None: float32); 'auto' picks the fastest safe one."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r} (PRECISION of configure.py or --precision); "
-                         f"choose one of {', '.join(PRECISIONS)}")
-    if precision == 'auto':
-        precision = 'bf16' if bfloat16_units(device).native else 'fp16' if device.type == 'cuda' else 'fp32'
-    if precision == 'fp16' and device.type != 'cuda':
-        raise ValueError("precision 'fp16' needs a CUDA GPU; on the CPU use 'bf16' or 'fp32'")
-    return {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
-
-
-class DeviceSetup(NamedTuple):
-    """Where and how the batches run through the model: chosen once, in build_model. In float32 and contiguous
-    memory, train_step is the plain forward, loss, backward, optimizer step."""
-    device: torch.device
-    amp_dtype: torch.dtype | None       # autocast to bfloat16 or float16; None: float32 throughout
-    memory_format: torch.memory_format  # torch.channels_last (oneDNN's fast layout) or torch.contiguous_format
-
-    def autocast(self):
-        """The context in which the model and the loss run in amp_dtype (autocast keeps float32 where it must)."""
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
 
 def build_model(args, num_classes, feature, device, auto_choices=None):
@@ -359,22 +325,6 @@ def worker_error(e):
     return type(e)(text[caught[-1].end():].strip())
 
 
-def train_step(model, inputs, targets, criterion, optimizer, scaler, setup):
-    """One optimizer step on a batch already on the device; returns (loss, logits)."""
-    with setup.autocast():
-        _, logits = model(inputs)                                           # (B, num_classes)
-        loss = criterion(logits, targets)
-    optimizer.zero_grad()
-    if scaler is None:
-        loss.backward()
-        optimizer.step()
-    else:  # float16: the loss scaled up, so that small gradients do not underflow to 0
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)  # unscales the gradients; skips the step if they overflowed
-        scaler.update()
-    return loss, logits
-
-
 def train_epoch(model, loader, criterion, optimizer, scaler, setup, epoch, log_interval, lr_at=None):
     """One pass over the training windows; returns (mean loss, accuracy %) (of this process's share).
 
@@ -427,27 +377,6 @@ def best_epoch(history):
     return min((h for h in history if h.get('finetune', False) == phase), key=lambda h: h['valid_loss'])
 
 
-def plot_history(history, path):
-    """Loss and accuracy curves (training and validation) per epoch, the best epoch marked, as a PNG."""
-    epochs = [h['epoch'] for h in history]
-    best = best_epoch(history)['epoch']
-    fig = Figure(figsize=(11, 4))
-    axes = fig.subplots(1, 2)
-    for ax, metric in zip(axes, ['loss', 'acc']):
-        ax.plot(epochs, [h[f'train_{metric}'] for h in history], 'o-', label='training')
-        ax.plot(epochs, [h[f'valid_{metric}'] for h in history], 'o-', label='validation')
-        ax.axvline(best, color='r', linestyle='--', label=f'lowest validation loss (epoch {best})')
-        finetuned = [h['epoch'] for h in history if h.get('finetune')]
-        if finetuned:
-            ax.axvspan(finetuned[0] - 0.5, finetuned[-1] + 0.5, color='0.9', label='large-margin fine-tuning')
-        ax.set_xlabel('epoch')
-        ax.set_ylabel('loss' if metric == 'loss' else 'accuracy (%)')
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
 def save_epoch(checkpoint, history, log_dir):
     """Write the epoch's checkpoint_<epoch>.pth, checkpoint_best.pth when it is the best so far, and the plot."""
     epoch = history[-1]['epoch']
@@ -455,7 +384,7 @@ def save_epoch(checkpoint, history, log_dir):
     if best_epoch(history)['epoch'] == epoch:
         atomic_save(checkpoint, log_dir / 'checkpoint_best.pth')
     atomic_save(checkpoint, log_dir / f'checkpoint_{epoch}.pth')
-    plot_history(history, log_dir / 'loss_plot.png')
+    plot_history(history, best_epoch(history)['epoch'], log_dir / 'loss_plot.png')
 
 
 class Phase(NamedTuple):

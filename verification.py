@@ -25,20 +25,27 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
-import cli
-import configure as c
-from atomic import check_writable, refuse_overwriting
-from cohort import scoring_cohort
 from DB_wav_reader import speaker_test_file
-from dvector import cosine_score, embed_file, normalise_scores
-from embedder import add_model_args, add_scoring_args, embedding_description, open_stage, scoring_settings
-from features import collect_notes, front_end, require_finite, require_utterance_file, same_front_end
-from metrics import P_TARGETS, summarize
-from plots import plot_det, plot_score_histogram
-from records import ENROLLMENT_SETTINGS, load_threshold, save_threshold, threshold_path
-from trials import TrialEmbedder, missing_paths, read_trial_list, score_trials, write_scores
+from dvector import cli
+from dvector.atomic import check_writable, refuse_overwriting
+from dvector.audio import collect_notes, require_utterance_file
+from dvector.cohort import scoring_cohort
+from dvector.embedding import embed_file
+from dvector.feature_files import require_finite
+from dvector.frontend import front_end
+from dvector.metrics import P_TARGETS, summarize
+from dvector.plots import plot_det, plot_score_histogram
+from dvector.records import ENROLLMENT_SETTINGS, save_threshold, threshold_path
+from dvector.scoring import ONE_PAIR, score
+from dvector.stage import (
+    add_model_args,
+    add_scoring_args,
+    embedding_description,
+    open_stage,
+    scoring_settings,
+    verification_threshold,
+)
+from dvector.trials import TrialEmbedder, missing_paths, read_trial_list, score_trials, write_scores
 
 
 def parse_args(argv=None):
@@ -64,29 +71,6 @@ def parse_args(argv=None):
     return args
 
 
-def note_other_front_end(record, used):
-    """Say so when a threshold was calibrated on features made with another --vad/--level than `used`."""
-    if not same_front_end(record['front_end'], used):
-        print(f"Note: the threshold ({record['source']}) was calibrated with {cli.flags_text(record['front_end'])}, "
-              f"this trial is scored with {cli.flags_text(used)}: its scores may lie elsewhere. Calibrate with these "
-              "flags (--trials LIST --calibrate), or pass --threshold", file=sys.stderr)
-
-
-def verification_threshold(args, ckpt):
-    """(threshold, where it comes from) for the single-trial mode."""
-    if args.threshold is not None:
-        return args.threshold, '--threshold'
-    record = load_threshold(args.checkpoint, ckpt, scoring_settings(args))
-    if record is not None:
-        note_other_front_end(record, front_end(vars(args)))
-        return float(record['threshold']), record['source']
-    if args.score_norm != 'none':
-        raise ValueError(f"no calibrated threshold of {args.checkpoint} for --score-norm {args.score_norm} "
-                         "(THRESHOLD of configure.py is a cosine score): calibrate one with --trials LIST "
-                         "--calibrate, or pass --threshold")
-    return c.THRESHOLD, 'THRESHOLD of configure.py'
-
-
 def verify_one(args, stage):
     """The tutorial's single trial: print the score, the threshold and Accept or Reject."""
     model, ckpt, device, settings, enrollment = stage
@@ -97,20 +81,17 @@ def verify_one(args, stage):
         test_file = speaker_test_file(args.test_feat_dir, args.test_speaker)
         described = f"{test_file} (speaker {args.test_speaker})"
     claimed, tested = enrollment['embedding'], embed_file(model, settings, test_file, args.test_frames, device)
-    if args.score_norm == 'none':
-        score = cosine_score(claimed, tested).item()
-    else:
-        cohort = scoring_cohort(args, ckpt, model, device)
-        score = normalise_scores(claimed[None], tested[None], torch.tensor([[0, 0]]), cohort, args.cohort_top).item()
-    require_finite(score, f"the score of {described} against {args.enroll_speaker}")
-    result = 'Accept' if score > threshold else 'Reject'
+    cohort = scoring_cohort(args, ckpt, model, device)
+    trial_score = score(claimed[None], tested[None], ONE_PAIR, cohort, args.cohort_top).item()
+    require_finite(trial_score, f"the score of {described} against {args.enroll_speaker}")
+    result = 'Accept' if trial_score > threshold else 'Reject'
     print("\n=== Speaker verification ===")
     enrolled_with = cli.flags_text({k: enrollment[k] for k in ENROLLMENT_SETTINGS})
     print(f"Claimed speaker (enrolled): {args.enroll_speaker} (enrolled with {enrolled_with})")
     print(f"Test utterance:             {described}")
-    print(f"Score: {score:.4f}   Threshold: {threshold:.4f} ({source})")
+    print(f"Score: {trial_score:.4f}   Threshold: {threshold:.4f} ({source})")
     print(f"Result: {result}\n")
-    return score, result
+    return trial_score, result
 
 
 def segments(frames):

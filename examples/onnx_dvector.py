@@ -1,7 +1,7 @@
 """A speaker's d-vector from wavs, with nothing but the exported .onnx file and numpy, onnxruntime,
 soundfile, librosa and python_speech_features: no PyTorch, no code of this repository.
 
-    python export_onnx.py --checkpoint model_saved/checkpoint_best.pth --out dvector.onnx
+    python -m tools.export_onnx --checkpoint model_saved/checkpoint_best.pth --out dvector.onnx
     python examples/onnx_dvector.py dvector.onnx enroll1.wav [enroll2.wav ...]
 
 prints the d-vector that `enroll.py --embed-precision fp32 --enroll-frames 200` stores in

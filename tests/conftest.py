@@ -1,4 +1,7 @@
-"""Shared fixtures: tiny generated feature trees (no ../shared needed) and a model trained on them."""
+"""Shared fixtures and helpers: tiny generated feature trees and sounds (no ../shared needed), a model trained on
+them, and running the scripts as a user does."""
+import io
+import os
 import pickle
 import re
 import subprocess
@@ -7,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -14,6 +18,55 @@ sys.path.insert(0, str(REPO))
 ETRI = REPO.parent / 'shared' / 'etri'
 
 needs_etri = pytest.mark.skipif(not ETRI.is_dir(), reason=f'{ETRI} (the ETRI data) is not here')
+RATE = 16000
+
+
+# ---- Sounds ----------------------------------------------------------------------------------------------------
+
+def voice(seconds=1.5, sample_rate=RATE, pitch=150, seed=0):
+    """A made-up voiced sound: harmonics of a gliding pitch, a syllable-like loudness, a little noise."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    phase = 2 * np.pi * np.cumsum(pitch * (1 + 0.3 * np.sin(2 * np.pi * 1.5 * t))) / sample_rate
+    wave = sum(np.sin(k * phase) / k for k in range(1, 20)) * (0.2 + np.abs(np.sin(2 * np.pi * 2 * t)))
+    return (0.1 * wave + 0.01 * np.random.default_rng(seed).normal(size=len(t))).astype(np.float32)
+
+
+def padded(audio, seconds, level_db=None, sample_rate=RATE):
+    """audio with `seconds` of silence before and after: zeros, or white noise of RMS level_db dBFS."""
+    n = int(seconds * sample_rate)
+    edges = [np.zeros(n, np.float32) if level_db is None else
+             np.random.default_rng(i).normal(0, 10 ** (level_db / 20), n).astype(np.float32) for i in (1, 2)]
+    return np.concatenate([edges[0], audio, edges[1]])
+
+
+def write_audio(path, audio, sample_rate=RATE, subtype=None):
+    """Write audio in the format its suffix names (as dvector/audio.py maps suffixes to libsndfile formats)."""
+    from dvector.audio import _AUDIO_FORMATS  # here: the repository is on sys.path once this module has run
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = _AUDIO_FORMATS[path.suffix.lower()]
+    sf.write(path, audio, sample_rate, format=fmt, subtype=subtype or ('OPUS' if path.suffix == '.opus' else None))
+    return path
+
+
+def demo_speech(seed, seconds=4.0, speaker=1):
+    """Samples (n,) of a synthetic voice (demo_corpus): the speaker's, saying something new for each seed."""
+    from dvector.demo_corpus import random_voice, synthesize_utterance
+    return synthesize_utterance(random_voice(np.random.default_rng(speaker)), seconds, np.random.default_rng(seed))
+
+
+def wav_bytes(audio, rate=RATE):
+    """audio as the bytes of a 16-bit wav file."""
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, rate, format='WAV', subtype='PCM_16')
+    return buffer.getvalue()
+
+
+def demo_wav(seed, seconds=4.0, speaker=1):
+    """A recording of demo_speech(...) as 16-bit wav bytes."""
+    return wav_bytes(demo_speech(seed, seconds, speaker))
+
+
+# ---- Features and a model trained on them ------------------------------------------------------------------------
 
 
 def write_feature(path, feat, label):
@@ -59,6 +112,8 @@ def trained(feature_tree, tmp_path_factory):
     return log_dir
 
 
+# ---- Running the scripts -----------------------------------------------------------------------------------------
+
 def model_args(trained, feature_tree, embedding_dir):
     """The flags that point enroll/verification/identification at the tiny run."""
     return ['--checkpoint', str(trained / 'checkpoint_best.pth'), '--test-feat-dir', str(feature_tree / 'test'),
@@ -74,10 +129,29 @@ def copy_checkpoint(trained, tmp_path, **extra):
     return path
 
 
+def embed_arrays(model, feats, segment_frames):
+    """d-vectors (n, embedding_size) of trimmed features in memory [(n_frames, n_filters)], on the CPU, by the stages'
+    embedding.embed_all."""
+    from dvector.embedding import embed_all
+    vectors = embed_all(model, range(len(feats)), feats.__getitem__, segment_frames, 'cpu')
+    return torch.stack([vectors[i] for i in range(len(feats))])
+
+
+def script_command(script):
+    """The command that runs a script as the README does: `python train.py` (a root script, or another file:
+    model/model.py, an example), `python -m tools.holdout` for 'tools/holdout.py', a tool or a benchmark (the
+    repository put on the path, so that it runs from any folder)."""
+    if Path(script).parts[0] not in ('tools', 'bench'):
+        return [sys.executable, str(REPO / script)], None
+    module = script.removesuffix('.py').replace('/', '.')
+    return [sys.executable, '-m', module], {**os.environ, 'PYTHONPATH': str(REPO)}
+
+
 def run_script(cwd, script, *flags):
     """Run an entry script as a user would, from `cwd`; returns the CompletedProcess (output captured)."""
-    return subprocess.run([sys.executable, str(REPO / script), *flags], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, check=False)
+    command, env = script_command(script)
+    return subprocess.run([*command, *flags], cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
 
 
 def run_ok(cwd, script, *flags):

@@ -18,13 +18,13 @@ from urllib.parse import urlsplit
 from urllib.request import urlopen
 
 import pytest
-from conftest import ETRI, REPO, needs_etri
 from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
-from test_app import voice
+
+from conftest import ETRI, REPO, demo_wav, needs_etri
 
 CHROMIUM, CHROMEDRIVER = shutil.which('chromium'), shutil.which('chromedriver')
 needs_chromium = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason=(
@@ -165,7 +165,7 @@ def enrolled_speakers(url):
 @pytest.mark.slow
 def test_another_site_can_neither_enroll_nor_read_the_page(page_url):
     port = urlsplit(page_url).port
-    wav = base64.b64encode(voice(1, seconds=4.0)).decode()
+    wav = base64.b64encode(demo_wav(1, seconds=4.0)).decode()
     with chromium() as driver:
         driver.set_script_timeout(WAIT)
         driver.get(f'http://{REBOUND}:{port}/api/state')  # DNS rebinding: another site's name, this machine's address

@@ -5,18 +5,19 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import decision_is_right, model_args, run_ok
-from test_audio import padded, write_audio
-from test_feature_extraction import voice
 
 import configure as c
 import enroll
 import feature_extraction
 import identification
 import verification
-from dvector import embed_file
-from embedder import load_model
-from features import AUDIO_SUFFIXES, FeatureFileError, reading_settings
+from dvector.audio import AUDIO_SUFFIXES
+from dvector.embedding import embed_file
+from dvector.feature_files import FeatureFileError
+from dvector.frontend import reading_settings
+from dvector.stage import load_model
+
+from conftest import decision_is_right, model_args, padded, run_ok, voice, write_audio
 
 PITCHES = (110, 170, 260)
 # each speaker's enrollment and test in other formats; mp3 where this libsndfile has it

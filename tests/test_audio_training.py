@@ -1,4 +1,5 @@
 """Training from audio: exact features made on the fly, list files, augmentation on the waveform, resume."""
+import dataclasses
 import os
 
 import numpy as np
@@ -6,14 +7,17 @@ import pytest
 import soundfile
 import torch
 
-import augment
-import demo_corpus
-import features
 import SR_Dataset
 import train
-from checkpoint import load_checkpoint
 from DB_wav_reader import read_list_file, read_training_structure
-from features import feature_settings, read_utterance, reading_settings
+from dvector import demo_corpus, utterance
+from dvector.augment_audio import WaveAugmenter
+from dvector.augmentation import augment_settings
+from dvector.checkpoint import load_checkpoint
+from dvector.fbank import feature_settings
+from dvector.feature_files import FeatureFileError
+from dvector.frontend import reading_settings
+from dvector.utterance import read_utterance
 from SR_Dataset import DvectorDataset, load_features, random_window
 
 SIZES = {'n_train_speakers': 4, 'n_train_utts': 6, 'n_test_speakers': 2}
@@ -74,23 +78,23 @@ def test_a_list_that_is_not_utf8_or_names_a_missing_file_says_where(tmp_path):
         read_list_file(listing)
     listing.write_text('gone.wav alice\n')
     missing = read_list_file(listing)['filename'][0]
-    with pytest.raises(features.FeatureFileError, match=rf"{missing}: no such file; correct its path where it is "
+    with pytest.raises(FeatureFileError, match=rf"{missing}: no such file; correct its path where it is "
                                                         r"given \(a list file's relative paths are from the list's"):
         load_features([missing], feature_settings(), keep=False)
 
 
 def wave_settings(**changes):
-    settings = augment.augment_settings()
-    settings.update({k: 0.0 for k in settings if k.endswith('_prob')})
-    return {**settings, **changes}
+    settings = augment_settings()
+    off = {f.name: 0.0 for f in dataclasses.fields(settings) if f.name.endswith('_prob')}
+    return dataclasses.replace(settings, **{**off, **changes})
 
 
 def test_each_kind_on_the_waveform_changes_it_and_repeats_with_the_seed(voices):
     audio = soundfile.read(sorted((voices / 'train').rglob('*.wav'))[0], dtype='float32')[0]
     others = lambda k: [audio[::-1].copy()] * k  # noqa: E731
-    assert augment.WaveAugmenter(wave_settings(), 16000)(audio) is audio
+    assert WaveAugmenter(wave_settings(), 16000)(audio) is audio
     for kind in ('noise', 'babble', 'reverb', 'channel', 'gain', 'pause'):
-        augmenter = augment.WaveAugmenter(wave_settings(**{f'{kind}_prob': 1.0}), 16000)
+        augmenter = WaveAugmenter(wave_settings(**{f'{kind}_prob': 1.0}), 16000)
         torch.manual_seed(0)
         first = augmenter(audio, others)
         torch.manual_seed(0)
@@ -106,7 +110,7 @@ def test_noise_and_room_folders_are_used_by_musans_layout(voices, tmp_path):
     rir = np.zeros(4000, np.float32)
     rir[100], rir[2000] = 1.0, 0.5  # a direct path after 100 samples of delay and one echo
     soundfile.write(tmp_path / 'rirs' / 'room.wav', rir, 16000)
-    augmenter = augment.WaveAugmenter(wave_settings(noise_dir=str(tmp_path / 'musan'), rir_dir=str(tmp_path / 'rirs'),
+    augmenter = WaveAugmenter(wave_settings(noise_dir=str(tmp_path / 'musan'), rir_dir=str(tmp_path / 'rirs'),
                                                     reverb_prob=1.0), 16000)
     assert len(augmenter.files['music']) == 1 and len(augmenter.rirs) == 1
     impulse = np.zeros(3000, np.float32)
@@ -115,7 +119,7 @@ def test_noise_and_room_folders_are_used_by_musans_layout(voices, tmp_path):
     assert out[0] == pytest.approx(1 / np.sqrt(1.25), rel=1e-4) and out[1900] == pytest.approx(0.5 / np.sqrt(1.25),
                                                                                                rel=1e-4)
     with pytest.raises(FileNotFoundError, match='--rir-dir'):
-        augment.WaveAugmenter(wave_settings(rir_dir=str(tmp_path / 'musan' / 'nothing')), 16000)
+        WaveAugmenter(wave_settings(rir_dir=str(tmp_path / 'musan' / 'nothing')), 16000)
 
 
 def test_a_silent_stretch_of_a_noise_file_is_never_mixed_in(tmp_path):
@@ -124,7 +128,7 @@ def test_a_silent_stretch_of_a_noise_file_is_never_mixed_in(tmp_path):
     long_silence = np.zeros(70 * 16000, np.float32)  # longer than CHECKED_WHOLE_SECONDS: read a stretch at a time
     long_silence[-16000:] = rng.normal(0, 0.1, 16000)
     soundfile.write(tmp_path / 'musan' / 'noise' / 'mostly_silent.wav', long_silence, 16000)
-    augmenter = augment.WaveAugmenter(wave_settings(noise_dir=str(tmp_path / 'musan'), noise_prob=1.0), 16000)
+    augmenter = WaveAugmenter(wave_settings(noise_dir=str(tmp_path / 'musan'), noise_prob=1.0), 16000)
     audio = rng.normal(0, 0.1, 16000).astype(np.float32)
     torch.manual_seed(0)
     outputs = [augmenter(audio) for _ in range(20)]
@@ -138,12 +142,12 @@ def test_silent_or_unreadable_noise_and_room_files_are_refused_when_training_sta
     folder.mkdir()
     soundfile.write(folder / 'silent.wav', np.zeros(16000, np.float32), 16000)
     option = '--' + flag.replace('_', '-')
-    with pytest.raises(features.FeatureFileError, match=f"{option}: {folder / 'silent.wav'}: silent: every sample is 0"
+    with pytest.raises(FeatureFileError, match=f"{option}: {folder / 'silent.wav'}: silent: every sample is 0"
                                                         "; remove it"):
-        augment.WaveAugmenter(wave_settings(**{flag: str(folder)}), 16000)
+        WaveAugmenter(wave_settings(**{flag: str(folder)}), 16000)
     (folder / 'silent.wav').write_bytes(b'RIFF, but not audio')
-    with pytest.raises(features.FeatureFileError, match=f"{option}: {folder / 'silent.wav'}: not a readable audio"):
-        augment.WaveAugmenter(wave_settings(**{flag: str(folder)}), 16000)
+    with pytest.raises(FeatureFileError, match=f"{option}: {folder / 'silent.wav'}: not a readable audio"):
+        WaveAugmenter(wave_settings(**{flag: str(folder)}), 16000)
 
 
 @pytest.mark.slow
@@ -165,7 +169,8 @@ def test_the_torch_fbank_trains_as_the_recipes(voices, tmp_path, monkeypatch):
     recipe = run(voices / 'train', tmp_path / 'recipe', '--epochs', '1', '--precision', 'fp32',
                  '--fbank', 'python_speech_features')
     calls = []
-    monkeypatch.setattr(features, 'torch_fbank', lambda *args, real=features.torch_fbank: calls.append(1) or real(*args))
+    real = utterance.torch_fbank
+    monkeypatch.setattr(utterance, 'torch_fbank', lambda *args: calls.append(1) or real(*args))
     torch_fbank = run(voices / 'train', tmp_path / 'torch', '--epochs', '1', '--precision', 'fp32', '--fbank', 'torch')
     assert len(calls) > 8  # the items of a batch and the validation utterances
     for name in ('train_loss', 'valid_loss', 'valid_acc'):
@@ -177,9 +182,9 @@ def test_audio_is_checked_from_its_header_before_a_run_not_decoded(voices, tmp_p
     short, broken = tmp_path / 'short.wav', tmp_path / 'broken.wav'
     soundfile.write(short, np.zeros(8000, np.float32), 16000)  # 0.5 s: all trimmed away
     broken.write_bytes(b'RIFF....WAVEfmt nothing')
-    monkeypatch.setattr(features, 'read_audio', lambda *args: pytest.fail('decoded at start-up'))
+    monkeypatch.setattr(utterance, 'read_audio', lambda *args: pytest.fail('decoded at start-up'))
     assert load_features(wavs, feature_settings(), keep=False) is None
-    with pytest.raises(features.FeatureFileError) as refused:
+    with pytest.raises(FeatureFileError) as refused:
         load_features(wavs + [short, broken], feature_settings(), keep=False)
     assert '2 unusable' in str(refused.value) and f'{short}: too short' in str(refused.value)
     assert f'{broken}: not a readable audio file' in str(refused.value)
@@ -221,7 +226,7 @@ def test_a_bad_recording_found_by_a_worker_is_one_line_naming_it(voices, tmp_pat
         (tree / wav.parent.name / wav.name).write_bytes(wav.read_bytes())
     bad = sorted(tree.rglob('*.wav'))[0]
     soundfile.write(bad, np.zeros(len(soundfile.read(bad)[0]), np.float32), 16000)  # its header is fine
-    with pytest.raises(features.FeatureFileError) as error:
+    with pytest.raises(FeatureFileError) as error:
         run(tree, tmp_path / 'log', '--epochs', '1', '--num-workers', workers, '--preload', 'no', '--batch-size', '4',
             '--val-ratio', '50')
     assert str(error.value) == f"{bad}: silent: every sample is 0"  # was: Caught FeatureFileError ... Traceback

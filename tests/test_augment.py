@@ -1,38 +1,56 @@
-"""augment.py: each transform on hand-made energies, the tutorial path untouched, and the check against audio."""
+"""augment_features.py: each transform on hand-made energies, the tutorial path untouched, and the check against
+audio."""
 import argparse
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ETRI, needs_etri
 
-import augment
 import configure as c
 import train
-from features import feature_settings
+from dvector.augment_features import (
+    ETRI_BAND_MEAN,
+    FLOOR_TOLERANCE_DB,
+    SPEECH_FBANK_PER_POWER,
+    Augmenter,
+    add_at_snr,
+    band_centres,
+    band_offsets,
+    filter_gains,
+    folder_noises,
+    reverberate,
+    telephone,
+    to_energies,
+    to_features,
+    warp_speed,
+)
+from dvector.augmentation import AUGMENT_SETTINGS, KINDS, TELEPHONE_BAND, augment_settings
+from dvector.fbank import FLOOR, feature_settings
 from SR_Dataset import DvectorDataset, random_window
+
+from conftest import ETRI, needs_etri
 
 N_FILTERS = 40
 
 
 def recipe_features(energies):
     """What the recipe makes of energies (T, n_filters): floored log, mean-normalised."""
-    feat = 20 * np.log10(np.maximum(energies, augment.FLOOR))
+    feat = 20 * np.log10(np.maximum(energies, FLOOR))
     return feat - feat.mean(axis=0)
 
 
 def quiet_energies(rng, frames=200):
     """Energies like ETRI's: mostly near the floor, some frames of every band below it."""
-    energies = augment.FLOOR * 10 ** rng.uniform(-1, 1.5, (frames, N_FILTERS))
-    energies[::7] = augment.FLOOR / 10  # below the floor in every band
+    energies = FLOOR * 10 ** rng.uniform(-1, 1.5, (frames, N_FILTERS))
+    energies[::7] = FLOOR / 10  # below the floor in every band
     return energies
 
 
 def settings(**changes):
-    off = {name.lower(): getattr(c, name) for name in train.AUGMENT_SETTINGS}
+    off = {name.lower(): getattr(c, name) for name in AUGMENT_SETTINGS}
     off.update({k: 0.0 for k in off if k.endswith('_prob')}, noise_dir='', rir_dir='')
-    return augment.augment_settings(argparse.Namespace(**{**off, **changes}))
+    return augment_settings(argparse.Namespace(**{**off, **changes}))
 
 
 @pytest.mark.parametrize('flag', ['--aug-gain-db', '--aug-noise-snr', '--aug-pause-dbfs'])
@@ -45,54 +63,54 @@ def test_decibels_that_would_overflow_are_refused_when_parsed(flag, capsys):
 
 def test_the_floor_gives_back_each_bands_absolute_level():
     energies = quiet_energies(np.random.default_rng(0))
-    recovered = augment.to_energies(recipe_features(energies))
-    above = energies > augment.FLOOR * 10 ** (augment.FLOOR_TOLERANCE_DB / 20)  # within the tolerance: floor
+    recovered = to_energies(recipe_features(energies))
+    above = energies > FLOOR * 10 ** (FLOOR_TOLERANCE_DB / 20)  # within the tolerance: floor
     np.testing.assert_allclose(recovered[above], energies[above], rtol=1e-9)
     assert (recovered[~above] == 0).all()  # unknown below the floor
 
 
 def test_bands_without_a_floor_take_the_etri_mean():
     feat = np.random.default_rng(0).normal(0, 3, (200, N_FILTERS))
-    offset, floored = augment.band_offsets(feat)
-    np.testing.assert_array_equal(offset, augment.ETRI_BAND_MEAN)
+    offset, floored = band_offsets(feat)
+    np.testing.assert_array_equal(offset, ETRI_BAND_MEAN)
     assert not floored.any()
     with pytest.raises(ValueError, match='absolute level of each band'):
-        augment.band_offsets(feat[:, :20])
+        band_offsets(feat[:, :20])
 
 
 def test_undegraded_energies_give_back_the_window():
     window = recipe_features(quiet_energies(np.random.default_rng(1)))[20:120]  # a window: not of mean 0
-    back = augment.to_features(augment.to_energies(window), window)
-    np.testing.assert_allclose(back, window, atol=augment.FLOOR_TOLERANCE_DB)  # values that close: at the floor
+    back = to_features(to_energies(window), window)
+    np.testing.assert_allclose(back, window, atol=FLOOR_TOLERANCE_DB)  # values that close: at the floor
 
 
 def test_noise_is_added_at_the_asked_snr_of_raw_power():
     rng = np.random.default_rng(2)
     speech, noise = quiet_energies(rng), rng.uniform(0, 1, (200, N_FILTERS))
-    noisy = augment.add_at_snr(speech, noise, 10, noise_per_power=3.0)
+    noisy = add_at_snr(speech, noise, 10, noise_per_power=3.0)
     added = noisy - speech
-    speech_power, noise_power = speech.sum() / augment.SPEECH_FBANK_PER_POWER, added.sum() / 3.0
+    speech_power, noise_power = speech.sum() / SPEECH_FBANK_PER_POWER, added.sum() / 3.0
     assert 10 * np.log10(speech_power / noise_power) == pytest.approx(10)
     np.testing.assert_allclose(added / noise, added[0, 0] / noise[0, 0])  # one gain for the whole clip
 
 
 def test_telephone_keeps_the_voice_band_and_floors_what_is_above_4_khz():
-    centres = augment.band_centres(N_FILTERS)
-    gains = augment.filter_gains(*augment.TELEPHONE_BAND, N_FILTERS)
+    centres = band_centres(N_FILTERS)
+    gains = filter_gains(*TELEPHONE_BAND, N_FILTERS)
     above = centres > 4300  # the whole triangle above 4 kHz
     assert (gains[above] == 0).all()
     assert np.all(np.abs(10 * np.log10(gains[(centres > 600) & (centres < 3000)])) < 0.5)
     assert (gains[centres < 150] < 0.1).all()
     feat = recipe_features(quiet_energies(np.random.default_rng(3)))
-    out = augment.to_features(augment.telephone(augment.to_energies(feat)), feat)
+    out = to_features(telephone(to_energies(feat)), feat)
     assert np.ptp(out[:, above], axis=0).max() == 0  # every frame at the floor: one value a band
 
 
 def test_a_low_gain_sinks_quiet_speech_into_the_floor():
-    energies = augment.FLOOR * 10 ** np.random.default_rng(4).uniform(0.1, 3, (200, N_FILTERS))
+    energies = FLOOR * 10 ** np.random.default_rng(4).uniform(0.1, 3, (200, N_FILTERS))
     energies[::5] = 0  # frames at the floor in every band
     feat = recipe_features(energies)
-    quiet = augment.to_features(augment.to_energies(feat) * 0.05 ** 2, feat)  # x0.05: -26 dB of amplitude
+    quiet = to_features(to_energies(feat) * 0.05 ** 2, feat)  # x0.05: -26 dB of amplitude
     np.testing.assert_allclose(quiet, recipe_features(energies * 0.05 ** 2) + feat.mean(axis=0), atol=1e-9)
     assert (quiet == quiet.min(axis=0)).mean() > 0.3
 
@@ -100,17 +118,17 @@ def test_a_low_gain_sinks_quiet_speech_into_the_floor():
 def test_reverberation_is_an_exponential_tail_of_the_asked_length_and_energy():
     impulse = np.zeros((200, 1))
     impulse[0] = 1
-    response = augment.reverberate(impulse, rt60=0.5, drr_db=3)[:, 0]
+    response = reverberate(impulse, rt60=0.5, drr_db=3)[:, 0]
     assert response[0] == pytest.approx(1)
     assert response[1:].sum() == pytest.approx(10 ** -0.3, rel=1e-6)
     assert 10 * np.log10(response[1] / response[51]) == pytest.approx(60, rel=1e-6)  # 50 frames = 0.5 s
 
 
 def test_speed_moves_the_spectrum_and_the_length():
-    centres = augment.band_centres(N_FILTERS)
+    centres = band_centres(N_FILTERS)
     window = np.zeros((110, N_FILTERS))
     window[:, 20] = 10  # a peak at one band
-    fast = augment.warp_speed(window, 1.1, centres)
+    fast = warp_speed(window, 1.1, centres)
     assert len(fast) == 100
     assert abs(centres[fast[50].argmax()] - 1.1 * centres[20]) < np.diff(centres)[20:22].max()
 
@@ -119,9 +137,8 @@ def test_each_kind_degrades_and_the_same_seed_repeats_it():
     feat = recipe_features(quiet_energies(np.random.default_rng(5)))
     others = lambda k: [feat[::-1]] * k  # noqa: E731
     strong = {'aug_noise_snr': (0, 0), 'aug_music_snr': (0, 0), 'aug_babble_snr': (0, 0), 'aug_gain_db': (-26, -26)}
-    for kind in augment.KINDS:
-        prob = f"aug_{'noise' if kind == 'music' else kind}_prob"
-        augmenter = augment.Augmenter(settings(**{prob: 1.0}, **strong), feature_settings())
+    for kind in KINDS:
+        augmenter = Augmenter(settings(**{f'aug_{kind}_prob': 1.0}, **strong), feature_settings())
         changes = []
         for seed in range(4):  # hum and brown noise hardly reach the (pre-emphasised) filterbank: other draws do
             torch.manual_seed(seed)
@@ -135,7 +152,7 @@ def test_each_kind_degrades_and_the_same_seed_repeats_it():
 
 def test_with_every_probability_0_the_window_is_returned_untouched():
     feat = recipe_features(quiet_energies(np.random.default_rng(6)))
-    assert augment.Augmenter(settings(), feature_settings())(feat) is feat
+    assert Augmenter(settings(), feature_settings())(feat) is feat
 
 
 def test_the_tutorial_path_draws_and_returns_exactly_what_it_did(tmp_path):
@@ -168,16 +185,16 @@ def test_noise_dir_files_join_the_sources_by_musans_folders(tmp_path):
     for sub in ('noise/free-sound', 'music/jamendo', 'speech/librivox'):
         (tmp_path / sub).mkdir(parents=True)
         soundfile.write(tmp_path / sub / 'x.wav', 0.1 * rng.normal(size=16000).astype(np.float32), 16000)
-    sources = augment.folder_noises(tmp_path, feature_settings())
+    sources = folder_noises(tmp_path, feature_settings())
     assert [len(sources[k]) for k in ('noise', 'music', 'babble')] == [1, 1, 1]
     with pytest.raises(FileNotFoundError, match='no audio files'):
-        augment.folder_noises(tmp_path / 'noise' / 'free-sound' / 'x.wav', feature_settings())
+        folder_noises(tmp_path / 'noise' / 'free-sound' / 'x.wav', feature_settings())
 
 
 @needs_etri
 @pytest.mark.slow
 def test_feature_domain_degradations_are_close_to_degraded_audio():
-    import augment_check
+    from tools import augment_check
     errors = augment_check.compare(ETRI / 'test_wavs')
     for name, (approx, nothing) in errors.items():
         if name not in augment_check.NOT_MODELLED:

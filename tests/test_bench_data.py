@@ -1,4 +1,4 @@
-"""bench_data.py's feature rows: every path timed on the same utterances, the GPU's when there is one (no stopwatch
+"""bench/data.py's feature rows: every path timed on the same utterances, the GPU's when there is one (no stopwatch
 is asserted: only that each path ran and what is printed of it)."""
 import re
 
@@ -6,7 +6,7 @@ import numpy as np
 import soundfile
 import torch
 
-import bench_data
+from bench import data as bench_data
 from DB_wav_reader import read_DB_structure
 
 

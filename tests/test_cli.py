@@ -1,10 +1,9 @@
 """cli.run: a bad input ends in one `error:` line, or, with DVECTOR_DEBUG=1, in the whole traceback."""
 import pytest
-from conftest import run_script
-from test_audio import write_audio
-from test_feature_extraction import voice
 
-import cli
+from dvector import cli
+
+from conftest import run_script, voice, write_audio
 
 
 def bad_setting():

@@ -2,18 +2,18 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import copy_checkpoint, write_feature_tree
 
-import cohort
-import dvector
 import enroll
 import identification
 import make_trials
 import verification
-from atomic import atomic_save
-from checkpoint import load_checkpoint
-from embedder import load_model, settle_scoring
-from records import load_threshold, threshold_path
+from dvector import cohort, embedding, scoring
+from dvector.atomic import atomic_save
+from dvector.checkpoint import load_checkpoint
+from dvector.records import load_threshold, threshold_path
+from dvector.stage import load_model, settle_scoring
+
+from conftest import copy_checkpoint, embed_arrays, write_feature_tree
 
 
 def unit(*rows):
@@ -23,20 +23,20 @@ def unit(*rows):
 def test_cohort_stats_take_the_top_scores_of_each_vector():
     cohort = unit([1, 0], [0, 1], [-1, 0])
     vectors = unit([1, 0], [0, 1])
-    mean, std = dvector.cohort_stats(vectors, cohort, top=2)
+    mean, std = scoring.cohort_stats(vectors, cohort, top=2)
     # [1, 0] scores 1, 0, -1 against the cohort: its best two are 1 and 0
     assert mean.tolist() == pytest.approx([0.5, 0.5])
     assert std.tolist() == pytest.approx([2 ** -0.5] * 2)
-    mean_all, _ = dvector.cohort_stats(vectors, cohort, top=10)  # more than the cohort: all of it
+    mean_all, _ = scoring.cohort_stats(vectors, cohort, top=10)  # more than the cohort: all of it
     assert mean_all.tolist() == pytest.approx([0.0, 1 / 3], abs=1e-7)  # 1, 0, -1 and 0, 1, 0
 
 
 def test_as_norm_needs_two_top_scores_for_a_standard_deviation(capsys):
     cohort, vectors = unit([1, 0], [0, 1], [-1, 0]), unit([1, 0])
     with pytest.raises(ValueError, match='needs 2 or more, not the top 1 of a cohort of 3 d-vectors'):
-        dvector.cohort_stats(vectors, cohort, top=1)  # the std of one score: NaN scores
+        scoring.cohort_stats(vectors, cohort, top=1)  # the std of one score: NaN scores
     with pytest.raises(ValueError, match='not the top 100 of a cohort of 1 d-vectors'):
-        dvector.cohort_stats(vectors, cohort[:1], top=100)
+        scoring.cohort_stats(vectors, cohort[:1], top=100)
     for script in (verification, identification):
         with pytest.raises(SystemExit):
             script.parse_args(['--cohort-top', '1'])
@@ -46,7 +46,7 @@ def test_as_norm_needs_two_top_scores_for_a_standard_deviation(capsys):
 
 def test_as_norm_is_the_mean_of_both_sides_z_scores():
     scores = torch.tensor([0.8, 0.2])
-    normed = dvector.as_norm(scores, (torch.tensor(0.5), torch.tensor(0.1)), (torch.tensor(0.2), torch.tensor(0.2)))
+    normed = scoring.as_norm(scores, (torch.tensor(0.5), torch.tensor(0.1)), (torch.tensor(0.2), torch.tensor(0.2)))
     assert normed.tolist() == pytest.approx([((0.8 - 0.5) / 0.1 + (0.8 - 0.2) / 0.2) / 2,
                                              ((0.2 - 0.5) / 0.1 + 0) / 2])
 
@@ -60,17 +60,23 @@ def test_as_norm_lowers_a_voice_that_scores_high_against_everyone():
     tested = torch.cat([typical, distinct])
     raw = (enrolled @ tested.T)[0]
     assert raw[0] == pytest.approx(raw[1])
-    normed = dvector.normalise_scores(enrolled, tested, torch.tensor([[0, 0], [0, 1]]), cohort, top=4)
+    normed = scoring.score(enrolled, tested, torch.tensor([[0, 0], [0, 1]]), cohort, top=4)
     assert normed[0] < normed[1]
 
 
-def test_normalise_scores_scores_each_pair_once():
+def test_cosine_scores_are_the_pairs_dot_products():
+    enrolled, tested = unit([1, 0], [0.6, 0.8]), unit([0, 1], [1, 1])
+    scores = scoring.score(enrolled, tested, torch.tensor([[0, 0], [1, 0], [1, 1]]))
+    assert scores.tolist() == pytest.approx([0, 0.8, 1.4 * 2 ** -0.5])
+
+
+def test_as_norm_scores_each_pair_once():
     torch.manual_seed(0)
     enrolled, tested, cohort = (F.normalize(torch.randn(n, 8), dim=1) for n in (3, 5, 20))
     pairs = torch.tensor([[e, t] for e in range(3) for t in range(5)])
-    normed = dvector.normalise_scores(enrolled, tested, pairs, cohort, top=5)
-    me, se = dvector.cohort_stats(enrolled, cohort, 5)
-    mt, st = dvector.cohort_stats(tested, cohort, 5)
+    normed = scoring.score(enrolled, tested, pairs, cohort, top=5)
+    me, se = scoring.cohort_stats(enrolled, cohort, 5)
+    mt, st = scoring.cohort_stats(tested, cohort, 5)
     for k, (e, t) in enumerate(pairs.tolist()):
         raw = float(enrolled[e] @ tested[t])
         assert normed[k].item() == pytest.approx(((raw - me[e]) / se[e] + (raw - mt[t]) / st[t]).item() / 2, rel=1e-5)
@@ -117,7 +123,7 @@ def test_an_utterance_cohort_holds_each_utterances_d_vector_and_a_speaker_cohort
     means = cohort.build_cohort(model, ckpt, feature_tree / 'train', 3, 'cpu', 'speakers')
     assert each.shape == (12, 128) and means.shape == (4, 128)  # 4 speakers, their first 3 utterances
     for speaker in range(4):
-        assert torch.allclose(means[speaker], dvector.mean_dvector(each[3 * speaker:3 * speaker + 3]), atol=1e-6)
+        assert torch.allclose(means[speaker], embedding.mean_dvector(each[3 * speaker:3 * speaker + 3]), atol=1e-6)
 
 
 def test_a_published_checkpoint_uses_its_own_cohort(trained, tmp_path):
@@ -138,7 +144,8 @@ def test_a_stored_cohort_that_cannot_be_read_is_built_again(trained, feature_tre
             vectors = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', feature_tree / 'train', 3)
             assert 'Cannot read the stored cohort' in capsys.readouterr().err
             assert vectors.shape == (4, 128)
-            assert torch.equal(cohort.load_cohort(checkpoint, ckpt, model, 'cpu', utts_per_speaker=3), vectors)  # repaired
+            repaired = cohort.load_cohort(checkpoint, ckpt, model, 'cpu', utts_per_speaker=3)
+            assert torch.equal(repaired, vectors)
             assert 'Building' not in capsys.readouterr().err
     finally:
         path.unlink(missing_ok=True)
@@ -169,8 +176,8 @@ def test_asnorm_scores_a_trial_list_and_keeps_its_own_threshold(trained, feature
     assert threshold_path(checkpoint).is_file() and threshold_path(checkpoint, 'asnorm').is_file()
     assert raw['calibrated'] != normed['calibrated']
     stored = load_threshold(checkpoint, load_checkpoint(checkpoint),
-                                    {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'asnorm', 'cohort': 'speakers',
-                                     'cohort_utts': 20, 'cohort_top': 2})
+                            {'enroll_frames': 200, 'test_frames': 100, 'score_norm': 'asnorm', 'cohort': 'speakers',
+                             'cohort_utts': 20, 'cohort_top': 2})
     assert stored['threshold'] == normed['eer_threshold']
     with pytest.raises(ValueError, match='was calibrated for scoring'):  # the same norm, another cohort size
         load_threshold(checkpoint, load_checkpoint(checkpoint),
@@ -181,10 +188,10 @@ def test_asnorm_scores_a_trial_list_and_keeps_its_own_threshold(trained, feature
 def test_whole_utterances_are_one_segment_each(trained, feature_tree, tmp_path):
     model, _ = load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')
     feat = torch.randn(330, 40).numpy()
-    whole = dvector.embed_utterance(model, feat, 0, 'cpu')
+    whole = embed_arrays(model, [feat], 0)[0]
     assert torch.allclose(whole, F.normalize(model.embed(torch.from_numpy(feat.T.copy())[None, None])[0], dim=0),
                           atol=1e-5)
-    assert not torch.allclose(whole, dvector.embed_utterance(model, feat, 100, 'cpu'), atol=1e-3)
+    assert not torch.allclose(whole, embed_arrays(model, [feat], 100)[0], atol=1e-3)
     summary = scored(tmp_path, copy_checkpoint(trained, tmp_path), feature_tree, '--test-frames', '0',
                      '--enroll-frames', '0')
     assert (summary['test_frames'], summary['enroll_frames']) == (0, 0) and summary['eer_percent'] == 0
@@ -217,8 +224,8 @@ def test_asnorm_can_change_the_identification_ranking():
     cohort = unit([1, 0, 0.2], [1, 0, -0.2], [1, 0.2, 0])
     enrolled = {'A': unit([1, 0.5, 0])[0], 'B': unit([0, 1, 0.5])[0]}
     test = unit([0.7, 0.8, 0.3])[0]
-    assert dvector.rank_speakers(enrolled, test)[0][0] == 'A'
-    assert dvector.rank_speakers(enrolled, test, cohort, 3)[0][0] == 'B'
+    assert scoring.rank_speakers(enrolled, test)[0][0] == 'A'
+    assert scoring.rank_speakers(enrolled, test, cohort, 3)[0][0] == 'B'
 
 
 def test_a_published_checkpoint_scores_with_the_cohort_it_carries_whatever_the_flags_say(trained, tmp_path, capsys):
@@ -235,7 +242,7 @@ def test_a_published_checkpoint_scores_with_the_cohort_it_carries_whatever_the_f
     settle_scoring(cosine, ckpt)  # no AS-norm: nothing to say
     assert cosine.cohort == 'speakers' and capsys.readouterr().err == ''
     unsaid = {k: v for k, v in ckpt.items() if k != 'cohort_source'}  # a cohort that does not say what it is
-    with pytest.raises(ValueError, match='without saying what it was built from.*make_pretrained.py'):
+    with pytest.raises(ValueError, match='without saying what it was built from.*python -m tools.make_pretrained'):
         settle_scoring(identification.parse_args(argv), unsaid)
 
 
@@ -246,7 +253,7 @@ def test_a_cohort_that_is_not_finite_is_refused_where_built_and_built_again_wher
     train = write_feature_tree(tmp_path / 'feat', n_test_speakers=0) / 'train'
     with monkeypatch.context() as m:
         m.setattr(cohort, 'build_cohort', lambda *args: torch.full((4, 128), float('nan')))
-        with pytest.raises(ValueError, match=rf'the cohort built from .*feat/train \(3 utterances a speaker, '
+        with pytest.raises(ValueError, match=r'the cohort built from .*feat/train \(3 utterances a speaker, '
                                              r'speakers\): NaN or infinite values'):
             cohort.load_cohort(checkpoint, ckpt, model, 'cpu', train, 3)
     assert not cohort.cohort_path(checkpoint).exists()

@@ -1,8 +1,8 @@
-"""compare_scores.py: figures of several score files of one trial list, and their DET curves in one plot."""
+"""tools/compare_scores.py: figures of several score files of one trial list, and their DET curves in one plot."""
 import pytest
 
-import compare_scores
-from trials import Trial, read_scores, write_scores
+from dvector.trials import Trial, read_scores, write_scores
+from tools import compare_scores
 
 
 def write_rows(path, rows):

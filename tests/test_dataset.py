@@ -2,10 +2,11 @@
 import numpy as np
 import torch
 
-from conftest import write_feature
 from DB_wav_reader import read_feats_structure
-from features import feature_settings
+from dvector.fbank import feature_settings
 from SR_Dataset import DvectorDataset, collate_fn_feat_padded, random_window, spec_augment, to_input
+
+from conftest import write_feature
 
 
 def frames(n):

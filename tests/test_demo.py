@@ -7,10 +7,11 @@ import feature_extraction
 import make_trials
 import train
 import verification
-from atomic import atomic_save
-from checkpoint import load_checkpoint
-from demo_corpus import write_corpus
+from dvector.atomic import atomic_save
+from dvector.checkpoint import load_checkpoint
+from dvector.demo_corpus import write_corpus
 from model.model import BackgroundResNet
+
 from conftest import run_ok
 
 pytestmark = pytest.mark.slow  # the fast lane leaves these out (README, Tests)

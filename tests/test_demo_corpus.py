@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import demo_corpus
+from dvector import demo_corpus
 
 SIZES = {'n_train_speakers': 3, 'n_train_utts': 2, 'n_test_speakers': 2}
 

@@ -1,9 +1,11 @@
 """The documentation stays true to the code: every command it quotes parses, every link and image exists.
 
-Commands: each `python <script>.py ...` (and `torchrun ... <script>.py ...`) in a fenced code block of
-README.md or docs/*.md, and in an inline code span, is parsed by the script's own argument parser,
-without running it. A renamed or removed flag, or a missing script, fails the test of that command,
-naming the file, the line and the command.
+Commands: each `python <script>.py ...` (a script of the root: the tutorial's), `python -m tools.<name> ...` and
+`python -m bench.<name> ...` (a tool or a benchmark, run from the repository's root), and `torchrun ... <script>.py
+...`, in a fenced code block of README.md or docs/*.md, and in an inline code span, is parsed by the script's own
+argument parser, without running it. A renamed or removed flag, a missing script or module, or a tool run as a
+file (`python tools/<name>.py`, which cannot import the library), fails the test of that command, naming the file,
+the line and the command.
 """
 import argparse
 import contextlib
@@ -24,7 +26,8 @@ DOCS = [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))]
 
 # Scripts without an argparse parser, checked by hand (see parse_command).
 POSITIONAL_ONLY = {'examples/onnx_dvector.py': 2}  # reads sys.argv: the .onnx file, then one or more audio files
-NO_ARGUMENTS = {'speed.py', 'model/model.py'}       # main() (or the __main__ block) takes no arguments
+NO_ARGUMENTS = {'tools.probe_layout', 'model/model.py'}  # main() (or the __main__ block) takes no arguments
+RUNNABLE_PACKAGES = ('tools', 'bench')  # packages whose modules the docs run with `python -m <package>.<name>`
 
 FENCE = re.compile(r'^\s*(```|~~~)\s*([\w+-]*)')
 INLINE_CODE = re.compile(r'(?<!`)`([^`\n]+)`(?!`)')
@@ -78,13 +81,18 @@ def command_words(text):
 
 
 def script_and_argv(words):
-    """(script path, its arguments) of a `python <script>.py ...` or `torchrun ... <script>.py ...` command; None
-    for anything else (`python -m ...`, `python ../shared/...`, other programs)."""
+    """(script, its arguments) of a `python <script>.py ...`, `python -m tools.<name> ...` (script: the module's
+    name, 'tools.<name>') or `torchrun ... <script>.py ...` command; None for anything else (`python -m pytest`,
+    `python ../shared/...`, other programs)."""
     while words and (re.fullmatch(r'\w+=\S*', words[0]) or words[0] in ('time', 'nice')):  # VAR=1, time, nice
         words = words[3:] if words[:2] == ['nice', '-n'] else words[1:]
     if not words:
         return None
-    if words[0] in ('python', 'python3') and len(words) > 1 and words[1].endswith('.py'):
+    if words[0] in ('python', 'python3') and len(words) > 2 and words[1] == '-m':
+        if words[2].split('.')[0] not in RUNNABLE_PACKAGES:
+            return None
+        script, argv = words[2], words[3:]
+    elif words[0] in ('python', 'python3') and len(words) > 1 and words[1].endswith('.py'):
         script, argv = words[1], words[2:]
     elif words[0] == 'torchrun':
         scripts = [i for i, w in enumerate(words) if w.endswith('.py')]
@@ -108,7 +116,7 @@ def documented_commands():
                 found = script_and_argv(words)
                 if found:
                     script, argv = found
-                    shown = shlex.join([script, *argv])
+                    shown = shlex.join([script, *argv] if script.endswith('.py') else ['-m', script, *argv])
                     params.append(pytest.param(name, number, shown, script, argv, id=f"{name}:{number}: {shown}"[:150]))
     return params
 
@@ -118,9 +126,21 @@ class Parsed(Exception):
 
 
 def load_script(script):
+    """The module of a script path (`train.py`, `examples/x.py`) or of a module name (`tools.holdout`); raises
+    FileNotFoundError when there is none, AssertionError for a tool or a benchmark given as a file."""
+    if not script.endswith('.py'):
+        try:
+            found = importlib.util.find_spec(script)
+        except ModuleNotFoundError:  # its package is missing
+            found = None
+        if found is None:
+            raise FileNotFoundError(script)
+        return importlib.import_module(script)
     path = REPO / script
     if not path.is_file():
         raise FileNotFoundError(script)
+    package = path.parent.relative_to(REPO).as_posix()
+    assert package not in RUNNABLE_PACKAGES, f"{script} imports the library only as python -m {package}.{path.stem}"
     if path.parent == REPO:
         return importlib.import_module(path.stem)
     spec = importlib.util.spec_from_file_location(f"docs_{path.stem}", path)
@@ -145,7 +165,7 @@ def parse_command(script, argv):
     if hasattr(module, 'parse_args'):
         module.parse_args(argv)
         return
-    # A main(argv) that builds its parser inline (make_pretrained.py): stop it as soon as its flags parsed.
+    # A main(argv) that builds its parser inline (tools/make_pretrained.py): stop it as soon as its flags parsed.
     original = argparse.ArgumentParser.parse_args
 
     def parse_then_stop(self, args=None, namespace=None):
@@ -167,7 +187,7 @@ def refusal(script, argv):
             return None
         return stderr.getvalue().strip() or f"exit status {e.code}"
     except FileNotFoundError:
-        return f"no such script: {script}"
+        return f"no such {'script' if script.endswith('.py') else 'module'}: {script}"
     return None
 
 
@@ -183,7 +203,38 @@ def test_documented_command_parses(doc, line, command, script, argv):
 def test_the_documents_quote_commands():
     """The extraction finds the commands (a broken extractor would pass every test above vacuously)."""
     scripts = {p.values[3] for p in documented_commands()}
-    assert {'train.py', 'enroll.py', 'verification.py', 'identification.py', 'feature_extraction.py'} <= scripts
+    assert {'train.py', 'enroll.py', 'verification.py', 'identification.py', 'feature_extraction.py',
+            'tools.robustness', 'tools.holdout', 'bench.throughput'} <= scripts
+
+
+@pytest.mark.parametrize('line, found', [
+    ('python train.py --epochs 2', ('train.py', ['--epochs', '2'])),
+    ('OMP_NUM_THREADS=1 python -m bench.throughput --utts 3  # one thread', ('bench.throughput', ['--utts', '3'])),
+    ('nice -n 5 python -m tools.robustness --dev', ('tools.robustness', ['--dev'])),
+    ('python -m pytest -q tests', None),
+    ('python ../shared/etri/unpack.py', None),
+])
+def test_the_commands_are_read_as_the_shell_runs_them(line, found):
+    [words] = command_words(line)
+    assert script_and_argv(words) == found
+
+
+@pytest.mark.parametrize('script, argv, problem', [
+    ('tools.holdout', ['--speakers', '5'], None),
+    ('tools.holdout', ['--speakerz', '5'], 'unrecognized arguments: --speakerz'),
+    ('tools.no_such_tool', [], 'no such module: tools.no_such_tool'),
+    ('no_such_package.tool', [], 'no such module: no_such_package.tool'),
+    ('no_such_script.py', [], 'no such script: no_such_script.py'),
+])
+def test_a_command_that_would_fail_is_refused(script, argv, problem):
+    found = refusal(script, argv)
+    assert found == problem if problem is None else problem in found
+
+
+def test_a_tool_run_as_a_file_is_refused():
+    """`python tools/holdout.py` puts tools/ first on the path, where the library is not: it runs with -m only."""
+    with pytest.raises(AssertionError, match='only as python -m tools.holdout'):
+        refusal('tools/holdout.py', [])
 
 
 # ---- Links and images ----------------------------------------------------------------------------------------
@@ -268,9 +319,9 @@ def test_images_are_committed_files():
 
 # ---- The test command --------------------------------------------------------------------------------------
 
-def test_ci_runs_the_readme_test_command():
-    """README.md's test command, in a shell block, is what .ci/run runs."""
-    command = 'python -m pytest -q tests'
+@pytest.mark.parametrize('command', ['ruff check .', 'python -m pytest -q tests'])
+def test_ci_runs_the_readme_test_commands(command):
+    """README.md's test commands (the linter, then the tests), in a shell block, are what .ci/run runs."""
     readme_lines = [text for _, text, fenced in logical_lines(REPO / 'README.md') if fenced]
     assert command in readme_lines, f"README.md has no line `{command}` in a code block"
     ci_lines = [line.strip() for line in (REPO / '.ci' / 'run').read_text().splitlines()]

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import feature_extraction
+from dvector.feature_files import load_feature_file
+
 from conftest import ETRI, decision_is_right, needs_etri, run_ok
-from features import load_feature_file
 
 pytestmark = pytest.mark.slow  # the fast lane leaves these out (README, Tests)
 

@@ -5,16 +5,12 @@ import soundfile as sf
 
 import configure as c
 import feature_extraction
-from features import feature_settings, load_feature_file, load_feature_record, log_fbank, reading_settings
-from conftest import write_feature
+from dvector.fbank import feature_settings
+from dvector.feature_files import load_feature_file, load_feature_record
+from dvector.frontend import reading_settings
+from dvector.utterance import log_fbank
 
-
-def voice(seconds=1.5, sample_rate=16000, pitch=150, seed=0):
-    """A made-up voiced sound: harmonics of a gliding pitch, a syllable-like loudness, a little noise."""
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    phase = 2 * np.pi * np.cumsum(pitch * (1 + 0.3 * np.sin(2 * np.pi * 1.5 * t))) / sample_rate
-    wave = sum(np.sin(k * phase) / k for k in range(1, 20)) * (0.2 + np.abs(np.sin(2 * np.pi * 2 * t)))
-    return (0.1 * wave + 0.01 * np.random.default_rng(seed).normal(size=len(t))).astype(np.float32)
+from conftest import voice, write_feature
 
 
 def write_wav_tree(root):

@@ -5,12 +5,14 @@ import pickle
 
 import numpy as np
 import pytest
+from numpy._core.multiarray import _reconstruct
+
+from DB_wav_reader import read_feats_structure, speaker_test_file, split_enroll_and_test
+from dvector.fbank import feature_settings
+from dvector.feature_files import FeatureFileError, load_feature_file, read_MFB
+from SR_Dataset import load_features
 
 from conftest import write_feature
-from DB_wav_reader import read_feats_structure, split_enroll_and_test, speaker_test_file
-from features import FeatureFileError, feature_settings, load_feature_file, read_MFB
-from numpy._core.multiarray import _reconstruct
-from SR_Dataset import load_features
 
 
 class RunsCode:

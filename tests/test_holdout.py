@@ -1,9 +1,10 @@
-"""holdout.py: speakers taken out of a training tree and laid out for enrollment and testing."""
+"""tools/holdout.py: speakers taken out of a training tree and laid out for enrollment and testing."""
 import pytest
 
-import holdout
-from conftest import write_feature_tree
 from DB_wav_reader import split_enroll_and_test
+from tools import holdout
+
+from conftest import write_feature_tree
 
 
 def test_held_out_speakers_leave_training_and_become_test_speakers(tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from losses import MarginSoftmaxLoss, build_criterion, margin_at
+from dvector.losses import MarginSoftmaxLoss, build_criterion, margin_at
 
 COSINE = torch.tensor([[0.5, 0.2, -0.1], [0.3, 0.9, 0.0]])
 TARGETS = torch.tensor([0, 1])

@@ -1,13 +1,13 @@
-"""make_pretrained.py: what a published checkpoint holds, and the validation accuracy of its own epoch."""
+"""tools/make_pretrained.py: what a published checkpoint holds, and the validation accuracy of its own epoch."""
 import json
 
 import pytest
 import torch
 
-import make_pretrained
-from atomic import atomic_save
-from checkpoint import load_checkpoint
-from records import save_threshold, threshold_path
+from dvector.atomic import atomic_save
+from dvector.checkpoint import load_checkpoint
+from dvector.records import save_threshold, threshold_path
+from tools import make_pretrained
 
 
 def test_it_publishes_the_model_and_the_validation_accuracy_of_its_own_epoch(trained, tmp_path):
@@ -19,7 +19,8 @@ def test_it_publishes_the_model_and_the_validation_accuracy_of_its_own_epoch(tra
     make_pretrained.main(['--checkpoint', str(tmp_path / 'checkpoint_2.pth'), '--out', str(tmp_path / 'pub.pth')])
     published = load_checkpoint(tmp_path / 'pub.pth')
     assert set(published) == {'state_dict', 'model_args', 'speakers', 'feature', 'run_id', 'epoch', 'scoring',
-                              'cohort', 'cohort_source', 'thresholds', 'train_args', 'valid_acc', 'float16_score_change'}
+                              'cohort', 'cohort_source', 'thresholds', 'train_args', 'valid_acc',
+                              'float16_score_change'}
     # the tutorial recipe recommends no scoring: configure.py's cohort, a mean d-vector for each of the 4 speakers
     assert published['cohort'].shape == (4, 128) and published['cohort_source'] == {'utts_per_speaker': 20,
                                                                                     'kind': 'speakers'}

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from metrics import compute_eer, compute_min_dcf, error_rates, top_k_accuracy
+from dvector.metrics import compute_eer, compute_min_dcf, error_rates, top_k_accuracy
 
 
 def reference_rates(scores, labels, threshold):

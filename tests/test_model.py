@@ -1,11 +1,12 @@
 """The ResNet backbones and the d-vector model."""
 import pytest
 import torch
-from conftest import run_ok
 
-from embedder import for_inference
+from dvector.stage import for_inference
 from model.model import AttentiveStatsPool, BackgroundResNet, traced_shapes
 from model.resnet import BACKBONES, build_resnet
+
+from conftest import run_ok
 
 
 @pytest.mark.parametrize('backbone', list(BACKBONES))

@@ -15,15 +15,16 @@ import onnx
 import pytest
 import soundfile
 import torch
-from conftest import REPO, model_args, run_ok, run_script
 
 import enroll
-from atomic import atomic_save
-from checkpoint import load_checkpoint
-from embedder import embedding_dtype
-from features import feature_settings
+from dvector.atomic import atomic_save
+from dvector.checkpoint import load_checkpoint
+from dvector.fbank import feature_settings
+from dvector.onnx_backend import weights_hash
+from dvector.stage import embedding_dtype
 from model.model import BackgroundResNet
-from onnx_backend import weights_hash
+
+from conftest import REPO, model_args, run_ok, run_script
 
 pytestmark = pytest.mark.slow  # the fast lane leaves these out (README, Tests)
 
@@ -57,7 +58,7 @@ def onnx_cache(folder):
                          ids=['avg', 'asp', 'resnet50-width8-asp'])
 def test_export_matches_pytorch_for_each_pooling_and_width(settings, tmp_path):
     checkpoint = write_checkpoint(tmp_path / 'ckpt.pth', **settings)
-    out = run_ok(tmp_path, 'export_onnx.py', '--checkpoint', str(checkpoint), '--out', 'model.onnx')
+    out = run_ok(tmp_path, 'tools/export_onnx.py', '--checkpoint', str(checkpoint), '--out', 'model.onnx')
     difference = float(re.search(r'largest d-vector difference ([\d.e+-]+)', out)[1])
     assert difference < 1e-5
     model = onnx.load(tmp_path / 'model.onnx')
@@ -72,7 +73,8 @@ def test_export_matches_pytorch_for_each_pooling_and_width(settings, tmp_path):
 
 def test_an_export_that_differs_from_pytorch_is_not_written(tmp_path):
     checkpoint = write_checkpoint(tmp_path / 'ckpt.pth')
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import cli, export_onnx, onnx_backend; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from dvector import cli, onnx_backend; "
+            "from tools import export_onnx; "
             "onnx_backend.TOLERANCE = -1; cli.run(lambda: export_onnx.main(sys.argv[2:]))")  # every graph fails
     result = subprocess.run([sys.executable, '-c', code, str(REPO), '--checkpoint', str(checkpoint), '--out', 'x.onnx'],
                             check=False, cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -86,7 +88,8 @@ def test_the_onnx_backend_scores_as_pytorch_float32(trained, feature_tree, tmp_p
     run_ok(tmp_path, 'make_trials.py', '--test-dir', str(feature_tree / 'test'), '--out', 'trials.txt')
     summaries, scores, enrolled = {}, {}, {}
     for backend, precision in (('torch', 'fp32'), ('onnx', 'auto')):
-        flags = ['--checkpoint', str(checkpoint), '--backend', backend, '--embed-precision', precision, '--device', 'cpu']
+        flags = ['--checkpoint', str(checkpoint), '--backend', backend, '--embed-precision', precision,
+                 '--device', 'cpu']
         out = run_ok(tmp_path, 'verification.py', '--trials', 'trials.txt', '--json', '--scores', f'{backend}.txt',
                      *flags)
         summaries[backend] = json.loads(out)
@@ -157,7 +160,8 @@ def test_the_onnx_backend_is_float32_on_the_cpu_only(trained, feature_tree, tmp_
     cpu = torch.device('cpu')
     assert embedding_dtype('auto', cpu, 'onnx') == embedding_dtype('fp32', cpu, 'onnx') == torch.float32
     with pytest.raises(ValueError, match="precision 'bf16' cannot run on the 'onnx' backend, which embeds in float32"):
-        enroll.main(model_args(trained, feature_tree, tmp_path / 'emb') + ['--backend', 'onnx', '--embed-precision', 'bf16'])
+        enroll.main(model_args(trained, feature_tree, tmp_path / 'emb')
+                    + ['--backend', 'onnx', '--embed-precision', 'bf16'])
     with pytest.raises(ValueError, match="the 'onnx' backend runs on the CPU, not on cuda: pass --device cpu"):
         embedding_dtype('fp32', torch.device('cuda'), 'onnx')
     with pytest.raises(ValueError, match="unknown embedding backend 'tf'"):
@@ -195,7 +199,7 @@ def test_the_example_reproduces_an_enrolled_d_vector(segment_frames, trained, tm
     run_ok(tmp_path, 'feature_extraction.py', '--wav-dir', 'wavs', '--feat-dir', 'feats')
     run_ok(tmp_path, 'enroll.py', '--test-feat-dir', 'feats', '--embedding-dir', 'emb', '--checkpoint', str(checkpoint),
            '--embed-precision', 'fp32', '--enroll-frames', str(segment_frames), '--device', 'cpu')
-    run_ok(tmp_path, 'export_onnx.py', '--checkpoint', str(checkpoint), '--out', 'dvector.onnx')
+    run_ok(tmp_path, 'tools/export_onnx.py', '--checkpoint', str(checkpoint), '--out', 'dvector.onnx')
     out = run_ok(tmp_path, str(example), 'dvector.onnx', *map(str, wavs))
     enrolled = torch.load(tmp_path / 'emb' / 'spk.pth', weights_only=True)['embedding'].numpy()
     assert np.abs(np.array(out.split(), dtype=float) - enrolled).max() < 1e-5

@@ -6,22 +6,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import copy_checkpoint, model_args, write_feature, write_feature_tree
 
 import configure
-import dvector
-import embedder
 import enroll
 import identification
-import records
 import verification
-from atomic import atomic_save, atomic_write
-from checkpoint import load_checkpoint
-from dvector import d_vector, embed_file, embed_utterance, embed_utterances, split_segments
-from embedder import Bfloat16Units, embedding_dtype, load_model
-from features import FeatureFileError
-from records import (ENROLLMENT_SETTINGS, SWITCH_JOURNAL, enrollment_lock, load_enrollment, save_enrollment,
-save_threshold, threshold_path)
+from dvector import embedding, records, stage
+from dvector.atomic import atomic_save, atomic_write
+from dvector.checkpoint import load_checkpoint
+from dvector.embedding import d_vector, embed_file, split_segments
+from dvector.feature_files import FeatureFileError
+from dvector.records import (
+    ENROLLMENT_SETTINGS,
+    SWITCH_JOURNAL,
+    enrollment_lock,
+    load_enrollment,
+    save_enrollment,
+    save_threshold,
+    threshold_path,
+)
+from dvector.stage import Bfloat16Units, embedding_dtype, load_model
+
+from conftest import copy_checkpoint, embed_arrays, model_args, write_feature, write_feature_tree
 
 
 @pytest.fixture
@@ -211,8 +217,9 @@ def test_an_enrollment_of_an_older_enroll_py_is_refused_with_how_to_enroll_again
     record = torch.load(path, weights_only=True)
     atomic_save({k: v for k, v in record.items() if k not in ENROLLMENT_SETTINGS}, path)
     for script, flags in ((verification, ['--enroll-speaker', 'tst1']), (identification, [])):
-        with pytest.raises(ValueError, match=r"an older enroll.py enrolled tst0, without recording how \(--enroll-frames, "
-                                             r"--vad, --level\); re-run enroll.py: python enroll.py --checkpoint .* "
+        with pytest.raises(ValueError, match=r"an older enroll.py enrolled tst0, without recording how "
+                                             r"\(--enroll-frames, --vad, --level\); re-run enroll.py: "
+                                             r"python enroll.py --checkpoint .* "
                                              f"--test-feat-dir {feature_tree / 'test'}"):
             script.main(enrolled + flags)
 
@@ -233,18 +240,18 @@ def test_batched_embedding_gives_the_d_vectors_of_the_definition(trained, monkey
     rng = np.random.default_rng(0)
     feats = [rng.normal(size=(n, 40)) for n in (437, 100, 250, 99, 437)]
     expected = torch.stack([d_vector(model, f, 100, 'cpu') for f in feats])  # the tutorial's loop
-    torch.testing.assert_close(embed_utterance(model, feats[0], 100, 'cpu'), expected[0], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(embed_utterances(model, feats, 100, 'cpu'), expected, atol=1e-5, rtol=1e-5)
-    monkeypatch.setattr(dvector, 'MAX_BATCH', 3)  # many forward passes, split inside one utterance's segments
-    torch.testing.assert_close(embed_utterances(model, feats, 100, 'cpu'), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(embed_arrays(model, feats[:1], 100), expected[:1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(embed_arrays(model, feats, 100), expected, atol=1e-5, rtol=1e-5)
+    monkeypatch.setattr(embedding, 'MAX_BATCH', 3)  # many forward passes, split inside one utterance's segments
+    torch.testing.assert_close(embed_arrays(model, feats, 100), expected, atol=1e-5, rtol=1e-5)
     assert [len(s) for s in split_segments(feats[0], 100)] == [100, 100, 100, 100, 37]
 
 
 def test_bfloat16_embedding_is_close_to_float32_and_fp32_is_one_flag_away(trained, feature_tree, tmp_path,
                                                                           monkeypatch):
     feats = [np.random.default_rng(1).normal(size=(n, 40)) for n in (437, 250)]
-    exact = embed_utterances(load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')[0], feats, 100, 'cpu')
-    bf16 = embed_utterances(load_model(trained / 'checkpoint_best.pth', 'cpu', 'bf16')[0], feats, 100, 'cpu')
+    exact = embed_arrays(load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')[0], feats, 100)
+    bf16 = embed_arrays(load_model(trained / 'checkpoint_best.pth', 'cpu', 'bf16')[0], feats, 100)
     assert not torch.equal(bf16, exact) and (bf16 * exact).sum(1).min() > 0.999  # cosines of unit vectors
     monkeypatch.setattr(configure, 'EMBED_PRECISION', 'bf16')  # the flag must win over the setting
     enroll.main(model_args(trained, feature_tree, tmp_path / 'emb') + ['--embed-precision', 'fp32'])
@@ -266,7 +273,7 @@ def test_the_embedding_precision_has_one_flag_and_one_name(script):
 def test_embedding_precision_auto_is_bfloat16_only_where_it_is_fast(monkeypatch):
     cpu = torch.device('cpu')
     for fast, expected in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(embedder, 'bfloat16_units', lambda device, fast=fast: Bfloat16Units(fast, ''))
+        monkeypatch.setattr(stage, 'bfloat16_units', lambda device, fast=fast: Bfloat16Units(fast, ''))
         assert embedding_dtype('auto', cpu) == expected
     assert embedding_dtype('fp32', cpu) == torch.float32 and embedding_dtype('bf16', cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="unknown embedding precision 'fp16' .EMBED_PRECISION of configure.py"):
@@ -364,7 +371,7 @@ def test_d_vectors_that_are_not_finite_are_refused_where_made_written_and_read(t
             return torch.full((len(x), 8), float('nan'))
 
     with pytest.raises(FeatureFileError, match=r'^b\.p: its d-vector: NaN or infinite values$'):
-        dvector.embed_all(NaNModel(), ['b.p'], lambda name: np.zeros((150, 40)), 100, 'cpu')
+        embedding.embed_all(NaNModel(), ['b.p'], lambda name: np.zeros((150, 40)), 100, 'cpu')
     ckpt = load_checkpoint(trained / 'checkpoint_best.pth')
     settings = {k: 'no' for k in ENROLLMENT_SETTINGS}
     with pytest.raises(ValueError, match='the d-vector of tst1: NaN or infinite values'):

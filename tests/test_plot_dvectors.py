@@ -3,10 +3,11 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import ETRI, REPO, needs_etri, run_ok, run_script
 
-import cli
 import plot_dvectors
+from dvector import cli
+
+from conftest import ETRI, REPO, needs_etri, run_ok, run_script
 
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 PRETRAINED = REPO / 'pretrained' / 'dvector_etri200_improved.pth'

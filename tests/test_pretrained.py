@@ -2,13 +2,12 @@
 import pytest
 import soundfile as sf
 import torch
-from conftest import REPO, decision_is_right, run_ok
-from test_feature_extraction import voice
 
 import configure
-import dvector
-from checkpoint import load_checkpoint
-from embedder import load_model
+from dvector.checkpoint import load_checkpoint
+from dvector.stage import load_model
+
+from conftest import REPO, decision_is_right, embed_arrays, run_ok, voice
 
 PRETRAINED = REPO / 'pretrained' / 'dvector_etri200_improved.pth'
 
@@ -35,9 +34,8 @@ def test_it_embeds_and_tells_two_made_up_voices_apart():
     model, _ = load_model(PRETRAINED, 'cpu', 'fp32')
     torch.manual_seed(0)
     a, b = torch.randn(2, 1, 40, 1).repeat(1, 1, 1, 300) + 0.3 * torch.randn(2, 1, 40, 300)
-    va = dvector.embed_utterance(model, a[0].T.numpy(), 0, 'cpu')
-    vb = dvector.embed_utterance(model, b[0].T.numpy(), 0, 'cpu')
-    va2 = dvector.embed_utterance(model, (a[0] + 0.1 * torch.randn_like(a[0])).T.numpy(), 0, 'cpu')
+    va, vb, va2 = embed_arrays(model, [a[0].T.numpy(), b[0].T.numpy(),
+                                       (a[0] + 0.1 * torch.randn_like(a[0])).T.numpy()], 0)
     assert va.shape == (128,) and torch.isfinite(va).all()
     assert float(va @ va2) > float(va @ vb)
 
@@ -53,5 +51,6 @@ def test_enroll_from_audio_and_verify_a_file_with_it(tmp_path):
     flags = ['--checkpoint', str(PRETRAINED), '--embedding-dir', str(tmp_path / 'emb'), '--device', 'cpu']
     assert 'Enrolled 1 speakers from 2 files' in run_ok(tmp_path, 'enroll.py', *flags, '--test-feat-dir',
                                                            str(tmp_path / 'my_voice'))
-    out = run_ok(tmp_path, 'verification.py', *flags, '--enroll-speaker', 'me', '--test-file', str(tmp_path / 'clip.wav'))
+    out = run_ok(tmp_path, 'verification.py', *flags, '--enroll-speaker', 'me',
+                 '--test-file', str(tmp_path / 'clip.wav'))
     assert f'(of the checkpoint, {PRETRAINED})' in out and decision_is_right(out)

@@ -1,10 +1,11 @@
-"""robustness.py: the degraded copies of test recordings, and the table of their scores."""
+"""tools/robustness.py: the degraded copies of test recordings, and the table of their scores."""
 import numpy as np
 import pytest
 import soundfile as sf
-from test_feature_extraction import voice
 
-import robustness
+from tools import robustness
+
+from conftest import voice
 
 
 def write_recordings(root, pitches=(110, 170, 260)):
@@ -61,8 +62,9 @@ def test_an_enrollment_shorter_than_a_piece_is_refused(tmp_path):
         robustness.write_conditions(wavs, tmp_path / 'out')
 
 
-@pytest.mark.parametrize('enroll_files, found', [(['enroll.wav', 'enroll_2.wav'], r'found 2 \(enroll.wav, enroll_2.wav\)'),
-                                                 ([], 'found none')])
+@pytest.mark.parametrize('enroll_files, found', [
+    (['enroll.wav', 'enroll_2.wav'], r'found 2 \(enroll.wav, enroll_2.wav\)'),
+    ([], 'found none')])
 def test_one_enrollment_recording_a_speaker(tmp_path, enroll_files, found):
     wavs = write_recordings(tmp_path / 'wavs')
     (wavs / 'spk2' / 'enroll.wav').unlink()

@@ -1,15 +1,19 @@
-"""The recipe's log-fbank in torch (features.fbank_batch) against python_speech_features' numbers, the recipe's:
+"""The recipe's log-fbank in torch (torch_fbank.fbank_batch) against python_speech_features' numbers, the recipe's:
 real ETRI recordings and generated audio of awkward lengths, at both sample rates, on the CPU (and CUDA when here)."""
 import numpy as np
 import pytest
 import soundfile
 import torch
 
-from conftest import ETRI, needs_etri
 from DB_wav_reader import read_DB_structure
-from features import (feature_settings, fbank, fbank_batch, frame_count, frame_geometry, log_fbank_batch,
-                      log_fbank_frames, read_audio, reading_settings, torch_fbank)
+from dvector.audio import read_audio
+from dvector.fbank import fbank, feature_settings, frame_count, frame_geometry
+from dvector.frontend import reading_settings
+from dvector.torch_fbank import fbank_batch, log_fbank_batch, torch_fbank
+from dvector.utterance import log_fbank_frames
 from SR_Dataset import DvectorDataset
+
+from conftest import ETRI, needs_etri
 
 DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
 FLOAT64_DB, FLOAT32_DB = 1e-9, 1e-3  # dB: measured 6e-13 and 3e-4 at worst here

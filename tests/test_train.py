@@ -10,18 +10,21 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, write_feature, write_feature_tree
 
-import atomic
 import configure
 import train
-from atomic import atomic_save, atomic_write
-from checkpoint import CHECKPOINT_KEYS, TRAINING_KEYS, load_checkpoint, model_from_checkpoint
 from DB_wav_reader import read_feats_structure
-from embedder import Bfloat16Units
-from features import FeatureFileError, feature_settings
+from dvector import atomic, training
+from dvector.atomic import atomic_save, atomic_write
+from dvector.checkpoint import CHECKPOINT_KEYS, TRAINING_KEYS, load_checkpoint, model_from_checkpoint
+from dvector.fbank import feature_settings
+from dvector.feature_files import FeatureFileError
+from dvector.stage import Bfloat16Units
+from dvector.training import DeviceSetup, autocast_dtype
+from dvector.training_run import check_resume, split_train_valid
 from model.model import BackgroundResNet
-from train_run import check_resume
+
+from conftest import REPO, write_feature, write_feature_tree
 
 
 def run(feature_tree, log_dir, *flags):
@@ -31,18 +34,18 @@ def run(feature_tree, log_dir, *flags):
 
 def test_split_is_seeded_and_ninety_ten(feature_tree):
     DB = read_feats_structure(feature_tree / 'train')
-    train_DB, valid_DB = train.split_train_valid(DB, 10, seed=0)
+    train_DB, valid_DB = split_train_valid(DB, 10, seed=0)
     assert (len(train_DB), len(valid_DB)) == (36, 4)
     assert set(train_DB['filename']).isdisjoint(valid_DB['filename'])
-    again, _ = train.split_train_valid(DB, 10, seed=0)
-    other, _ = train.split_train_valid(DB, 10, seed=1)
+    again, _ = split_train_valid(DB, 10, seed=0)
+    other, _ = split_train_valid(DB, 10, seed=1)
     assert list(again['filename']) == list(train_DB['filename'])
     assert list(other['filename']) != list(train_DB['filename'])
     with pytest.raises(ValueError, match='empty training or validation set'):
-        train.split_train_valid(DB.iloc[:5], 10, seed=0)
+        split_train_valid(DB.iloc[:5], 10, seed=0)
     for ratio in (0, -5, 100, 150):
         with pytest.raises(ValueError, match=f'--val-ratio is a percentage between 0 and 100, not {ratio}'):
-            train.split_train_valid(DB, ratio, seed=0)
+            split_train_valid(DB, ratio, seed=0)
 
 
 @pytest.mark.parametrize('speed', [('--precision', 'fp32', '--channels-last', 'no'),  # the tutorial's
@@ -80,14 +83,14 @@ def test_the_model_rebuilt_from_a_checkpoint_is_the_trained_one(trained, feature
     ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
     model = model_from_checkpoint(ckpt, 'cpu')
     DB = read_feats_structure(feature_tree / 'train')
-    train_DB, valid_DB = train.split_train_valid(DB, ckpt['train_args']['val_ratio'], ckpt['train_args']['seed'])
+    train_DB, valid_DB = split_train_valid(DB, ckpt['train_args']['val_ratio'], ckpt['train_args']['seed'])
     args = argparse.Namespace(**ckpt['train_args'])
     cpu = torch.device('cpu')
     _, valid_loader = train.make_loaders(train.TrainingData(train_DB, valid_DB, ckpt['speakers'], None, None),
                                          ckpt['feature'], args, cpu)
     resolved = ckpt['auto_choices']  # as trained: the same kernels give the same numbers
     memory_format = torch.channels_last if resolved['channels_last'] == 'yes' else torch.contiguous_format
-    compute = train.DeviceSetup(cpu, train.autocast_dtype(resolved['precision'], cpu), memory_format)
+    compute = DeviceSetup(cpu, autocast_dtype(resolved['precision'], cpu), memory_format)
     model = model.to(memory_format=memory_format)
     loss, accuracy = train.validate(model, valid_loader, torch.nn.CrossEntropyLoss(), compute)
     assert loss == pytest.approx(ckpt['history'][-1]['valid_loss'], rel=1e-5)
@@ -299,12 +302,12 @@ def test_bad_training_data(tmp_path):
 def test_training_precision_auto_is_the_fastest_safe_one_and_bad_ones_are_refused(monkeypatch):
     cpu = torch.device('cpu')
     for fast, expected in ((True, torch.bfloat16), (False, None)):
-        monkeypatch.setattr(train, 'bfloat16_units', lambda device, fast=fast: Bfloat16Units(fast, ''))
-        assert train.autocast_dtype('auto', cpu) == expected
+        monkeypatch.setattr(training, 'bfloat16_units', lambda device, fast=fast: Bfloat16Units(fast, ''))
+        assert autocast_dtype('auto', cpu) == expected
     with pytest.raises(ValueError, match="'fp16' needs a CUDA GPU"):
-        train.autocast_dtype('fp16', cpu)
+        autocast_dtype('fp16', cpu)
     with pytest.raises(ValueError, match="unknown precision 'bf32' .PRECISION of configure.py"):
-        train.autocast_dtype('bf32', cpu)
+        autocast_dtype('bf32', cpu)
 
 
 @pytest.mark.parametrize('flag', ['--epochs', '--batch-size', '--log-interval', '--embedding-size'])
@@ -325,7 +328,8 @@ def test_the_improved_recipe_sets_its_settings_and_flags_still_win():
 
 def test_an_improved_recipe_run_records_its_model_and_windows(feature_tree, tmp_path):
     history = run(feature_tree, tmp_path / 'log', '--epochs', '2', '--recipe', 'improved', '--win-size', '120',
-                  '--base-channels', '8', '--warmup-epochs', '1', '--finetune-epochs', '1', '--finetune-win-size', '150')
+                  '--base-channels', '8', '--warmup-epochs', '1', '--finetune-epochs', '1',
+                  '--finetune-win-size', '150')
     assert len(history) == 3 and all(np.isfinite(h['valid_loss']) for h in history)
     assert [h['finetune'] for h in history] == [False, False, True]
     ckpt = load_checkpoint(tmp_path / 'log' / 'checkpoint_best.pth')
@@ -349,7 +353,8 @@ def test_fixed_schedules_warm_up_then_fall_to_the_floor():
     assert lr[0] == 0 and lr[10] == pytest.approx(0.1)       # linear warm-up over the first 10 %
     assert all(a < b for a, b in itertools.pairwise(lr[:11]))
     assert all(a >= b for a, b in itertools.pairwise(lr[10:]))  # then never rising
-    assert lr[100] == pytest.approx(1e-4) and lr[55] == pytest.approx((0.1 + 1e-4) / 2)  # cosine: half-way at the middle
+    # cosine: half-way at the middle
+    assert lr[100] == pytest.approx(1e-4) and lr[55] == pytest.approx((0.1 + 1e-4) / 2)
     exp = [train.scheduled_lr(p / 10, 'exponential', 0.1, 1e-4, 0.0) for p in range(11)]
     assert exp[0] == pytest.approx(0.1) and exp[10] == pytest.approx(1e-4)
     assert exp[5] == pytest.approx(0.1 * 1e-3 ** 0.5)           # geometric: the same factor every step
@@ -398,7 +403,8 @@ def test_the_resume_check_refuses_another_epoch_count_for_a_fixed_schedule_only(
     files = list(read_feats_structure(ckpt['train_args']['train_feat_dir'])['filename'])
     cosine = {**ckpt, 'train_args': {**ckpt['train_args'], 'schedule': 'cosine'}}
     with pytest.raises(ValueError, match=r"--epochs 40: the run's cosine schedule is set by its epoch count, 2 .*"
-                                         r"resume without --epochs, or start a new run from its weights \(--init-from\)"):
+                                         r"resume without --epochs, "
+                                         r"or start a new run from its weights \(--init-from\)"):
         check_resume(cosine, {'epochs': 40}, files)
     check_resume(cosine, {'epochs': 2}, files)  # (plateau: --epochs is not among the settings checked)
 
@@ -410,7 +416,7 @@ def test_the_float16_gradient_scaler_takes_the_same_step(feature_tree):
     speakers = sorted(DB['speaker_id'].unique())
     args = train.parse_args(['--batch-size', '8', '--device', 'cpu'])
     cpu = torch.device('cpu')
-    compute = train.DeviceSetup(cpu, None, torch.contiguous_format)
+    compute = DeviceSetup(cpu, None, torch.contiguous_format)
     weights = []
     for scaler in (None, torch.amp.GradScaler('cpu', init_scale=2.0 ** 10)):
         torch.manual_seed(0)

@@ -10,13 +10,13 @@ import configure
 import enroll
 import make_trials
 import verification
-from dvector import embed_utterance
-from embedder import load_model
-from features import FeatureFileError, log_fbank
-from records import load_threshold, save_threshold, threshold_path
-from trials import Trial, quote_path, read_scores, read_trials, write_scores
-from conftest import model_args, write_feature, write_feature_tree
-from test_feature_extraction import voice
+from dvector.feature_files import FeatureFileError
+from dvector.records import load_threshold, save_threshold, threshold_path
+from dvector.stage import load_model
+from dvector.trials import Trial, quote_path, read_scores, read_trial_list, write_scores
+from dvector.utterance import log_fbank
+
+from conftest import embed_arrays, model_args, voice, write_feature, write_feature_tree
 
 
 def trial_args(trained, trials, tmp_path, *extra):
@@ -105,11 +105,9 @@ def test_wavs_and_pieces_are_embedded_from_their_features(trained, tmp_path):
 
     model, _ = load_model(trained / 'checkpoint_best.pth', 'cpu', configure.EMBED_PRECISION)  # as the scripts embed
     feat = log_fbank(wav)
-    enrolled = [embed_utterance(model, log_fbank(tmp_path / s / 'enroll.wav')[50:-50], 200, 'cpu') for s in 'ab']
-    expected = [enrolled[0] @ embed_utterance(model, feat[50:-50], 100, 'cpu'),
-                enrolled[1] @ embed_utterance(model, feat[50:-50], 100, 'cpu'),
-                enrolled[0] @ embed_utterance(model, feat[50:200], 100, 'cpu'),
-                enrolled[1] @ embed_utterance(model, feat[100:250], 100, 'cpu')]
+    enrolled = embed_arrays(model, [log_fbank(tmp_path / s / 'enroll.wav')[50:-50] for s in 'ab'], 200)
+    tested = embed_arrays(model, [feat[50:-50], feat[50:-50], feat[50:200], feat[100:250]], 100)
+    expected = [enrolled[0] @ tested[0], enrolled[1] @ tested[1], enrolled[0] @ tested[2], enrolled[1] @ tested[3]]
     np.testing.assert_allclose(scores, [float(e) for e in expected], atol=1e-5)
 
 
@@ -229,7 +227,7 @@ def test_paths_with_spaces_round_trip_through_make_trials_and_verification(train
     (tree / 'test' / 'tst0').rename(tree / 'test' / 'Jane Doe')
     trials = make_trials.make_trials(tree / 'test', '.p', tmp_path / 'trials.txt')
     assert '1 "feat/test/Jane Doe/enroll.p" "feat/test/Jane Doe/test.p"' in (tmp_path / 'trials.txt').read_text()
-    assert read_trials(tmp_path / 'trials.txt') == trials
+    assert read_trial_list(tmp_path / 'trials.txt') == (trials, [])
     summary = verification.main(trial_args(trained, tmp_path / 'trials.txt', tmp_path, '--scores',
                                            str(tmp_path / 'scores.txt')))
     assert summary['trials'] == 4

@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 import soundfile
-from conftest import REPO
 
-import demo_corpus
+from dvector import demo_corpus
+
+from conftest import REPO
 
 # What the test adds to each command so that it runs in seconds (a flag given twice: the last wins)
 TINY_TRAINING = ['--epochs', '2', '--warmup-epochs', '1', '--finetune-epochs', '1', '--win-size', '100',

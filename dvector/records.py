@@ -10,10 +10,11 @@ from pathlib import Path
 
 import torch
 
-import cli
-from atomic import TMP_SUFFIX, atomic_save, atomic_write, cannot_write
-from checkpoint import load_problem, model_id
-from features import front_end, require_finite, same_front_end
+from dvector import cli
+from dvector.atomic import TMP_SUFFIX, atomic_save, atomic_write, cannot_write
+from dvector.checkpoint import load_problem, model_id
+from dvector.feature_files import require_finite
+from dvector.frontend import front_end, same_front_end
 
 # How an enrollment's d-vectors were made (enroll.py's flags): each enrollment records them, and a single trial
 # is scored with them
@@ -239,7 +240,7 @@ def threshold_path(checkpoint, score_norm='none'):
 
 def save_threshold(checkpoint, ckpt, record, scoring, front_end):
     """Store a calibrated threshold of the model in `checkpoint` for the scoring settings `scoring`
-    (embedder.scoring_settings), calibrated on features made with `front_end` ({'vad', 'level'}); record holds
+    (stage.scoring_settings), calibrated on features made with `front_end` ({'vad', 'level'}); record holds
     'threshold' and how it was found."""
     path = threshold_path(checkpoint, scoring['score_norm'])
     require_finite(record['threshold'], f"the threshold to store in {path}")

@@ -27,9 +27,9 @@ from scipy import signal
 from scipy.ndimage import uniform_filter1d
 from tqdm import tqdm
 
-import cli
 import configure as c
-from atomic import atomic_write
+from dvector import cli
+from dvector.atomic import atomic_write
 
 MARKER = 'corpus.json'      # written last: a folder holding it holds a complete corpus
 CORPUS_VERSION = 1          # part of the marker: bump it when the synthesis changes, so old corpora are not reused

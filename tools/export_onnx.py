@@ -1,6 +1,6 @@
 """Export a checkpoint's embedding network to ONNX, for use without PyTorch or this repository.
 
-    python export_onnx.py --checkpoint model_saved/checkpoint_best.pth --out model_saved/dvector.onnx
+    python -m tools.export_onnx --checkpoint model_saved/checkpoint_best.pth --out model_saved/dvector.onnx
 
 The graph maps log-fbank input `fbank` (batch, 1, n_filters, frames) float32 to `dvector`
 (batch, embedding_size) float32, before L2 normalisation; batch and frames are dynamic. Any
@@ -12,9 +12,9 @@ input and what to do with the output.
 """
 import json
 
-import cli
-from checkpoint import load_checkpoint
-from onnx_backend import TOLERANCE, export_checkpoint, weights_hash
+from dvector import cli
+from dvector.checkpoint import load_checkpoint
+from dvector.onnx_backend import TOLERANCE, export_checkpoint, weights_hash
 
 
 def parse_args(argv=None):

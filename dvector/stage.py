@@ -16,14 +16,15 @@ from typing import NamedTuple
 
 import torch
 
-import cli
-from checkpoint import load_checkpoint, model_from_checkpoint
-from dvector import require_enrolled
-from features import reading_settings
+import configure as c
+from dvector import cli
+from dvector.checkpoint import load_checkpoint, model_from_checkpoint
+from dvector.embedding import require_enrolled
+from dvector.frontend import front_end, reading_settings, same_front_end
+from dvector.records import ENROLLMENT_SETTINGS, load_enrollment, load_threshold
+from dvector.speed import LowPrecision, use_channels_last
 from model.model import BackgroundResNet
 from model.resnet import fold_batch_norms
-from records import ENROLLMENT_SETTINGS, load_enrollment
-from speed import LowPrecision, use_channels_last
 
 EMBED_PRECISIONS = ('auto', 'fp32', 'bf16')
 EMBED_BACKENDS = ('torch', 'onnx')
@@ -160,7 +161,7 @@ def load_model(path, device, precision='fp32', backend='torch', random_weights_s
         torch.manual_seed(random_weights_seed)
         ckpt = {**ckpt, 'state_dict': BackgroundResNet(**ckpt['model_args']).state_dict()}
     if backend == 'onnx':
-        import onnx_backend  # onnxruntime is imported only when it is used
+        from dvector import onnx_backend  # onnxruntime is imported only when it is used
         return onnx_backend.cached_embedder(path, ckpt), ckpt
     return for_inference(model_from_checkpoint(ckpt, device), device, dtype), ckpt
 
@@ -209,7 +210,7 @@ def published_cohort(ckpt):
         return None
     if 'cohort_source' not in ckpt:
         raise ValueError("the checkpoint carries an AS-norm cohort without saying what it was built from (an older "
-                         "make_pretrained.py wrote it): write it again with make_pretrained.py")
+                         "tools/make_pretrained.py wrote it): write it again with python -m tools.make_pretrained")
     return {'cohort': ckpt['cohort_source']['kind'], 'cohort_utts': ckpt['cohort_source']['utts_per_speaker']}
 
 
@@ -282,11 +283,34 @@ def scoring_settings(args):
     return {name: getattr(args, name) for name in names if hasattr(args, name)}
 
 
+def note_other_front_end(record, used):
+    """Say so when a threshold was calibrated on features made with another --vad/--level than `used`."""
+    if not same_front_end(record['front_end'], used):
+        print(f"Note: the threshold ({record['source']}) was calibrated with {cli.flags_text(record['front_end'])}, "
+              f"this trial is scored with {cli.flags_text(used)}: its scores may lie elsewhere. Calibrate with these "
+              "flags (--trials LIST --calibrate), or pass --threshold", file=sys.stderr)
+
+
+def verification_threshold(args, ckpt):
+    """(threshold, where it comes from) for a single trial (verification.py, the app)."""
+    if args.threshold is not None:
+        return args.threshold, '--threshold'
+    record = load_threshold(args.checkpoint, ckpt, scoring_settings(args))
+    if record is not None:
+        note_other_front_end(record, front_end(vars(args)))
+        return float(record['threshold']), record['source']
+    if args.score_norm != 'none':
+        raise ValueError(f"no calibrated threshold of {args.checkpoint} for --score-norm {args.score_norm} "
+                         "(THRESHOLD of configure.py is a cosine score): calibrate one with --trials LIST "
+                         "--calibrate, or pass --threshold")
+    return c.THRESHOLD, 'THRESHOLD of configure.py'
+
+
 # ---- The start of every stage ---------------------------------------------------------------------
 
 class Stage(NamedTuple):
     """What a stage works with: the model, its checkpoint, the device, how utterances are read (a
-    features.reading_settings()) and, for a single trial, the claimed speaker's enrollment record."""
+    frontend.reading_settings()) and, for a single trial, the claimed speaker's enrollment record."""
     model: object
     ckpt: dict
     device: torch.device

@@ -1,15 +1,14 @@
-"""The scoring settings a stage uses, resolved by one rule (embedder.resolve_scoring), the flags it reads, and the
-precision 'auto' runs in (embedder.bfloat16_units)."""
+"""The scoring settings a stage uses, resolved by one rule (stage.resolve_scoring), the flags it reads, and the
+precision 'auto' runs in (stage.bfloat16_units)."""
 import pytest
 import torch
 
-import bench
-import cli
 import configure
-import embedder
-import train
 import verification
-from embedder import resolve_scoring
+from bench import throughput
+from dvector import cli, stage
+from dvector.stage import resolve_scoring
+from dvector.training import autocast_dtype
 from model.model import BackgroundResNet
 
 ASKED = {'enroll_frames': 200, 'test_frames': 200, 'score_norm': 'asnorm', 'cohort': 'speakers', 'cohort_utts': 20,
@@ -95,15 +94,15 @@ def test_auto_precision_is_bfloat16_only_on_bfloat16_units_for_training_embeddin
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     cpu = torch.device('cpu')
-    units = embedder.bfloat16_units(cpu)
+    units = stage.bfloat16_units(cpu)
     assert units.native == native and why in units.why
     dtype = torch.bfloat16 if native else torch.float32
-    assert embedder.embedding_dtype('auto', cpu) == dtype
-    assert embedder.embedding_description('auto', cpu, 'torch') == f"{str(dtype)[6:]} ({units.why})"
-    assert train.autocast_dtype('auto', cpu) == (torch.bfloat16 if native else None)
+    assert stage.embedding_dtype('auto', cpu) == dtype
+    assert stage.embedding_description('auto', cpu, 'torch') == f"{str(dtype)[6:]} ({units.why})"
+    assert autocast_dtype('auto', cpu) == (torch.bfloat16 if native else None)
     model = BackgroundResNet(8, 2, 'resnet18', base_channels=16)
-    assert bench.training_settings('fast', cpu, model)[0] == train.autocast_dtype(configure.PRECISION, cpu)
-    assert bench.embedding_settings('fast', 'torch', cpu) == ('torch', embedder.embedding_dtype(
+    assert throughput.training_settings('fast', cpu, model)[0] == autocast_dtype(configure.PRECISION, cpu)
+    assert throughput.embedding_settings('fast', 'torch', cpu) == ('torch', stage.embedding_dtype(
         configure.EMBED_PRECISION, cpu))
 
 
@@ -111,4 +110,4 @@ def test_an_unknown_onednn_limit_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported', lambda: True)
     monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX512_BF16')
     with pytest.raises(ValueError, match="ONEDNN_MAX_CPU_ISA='AVX512_BF16' is not an instruction set oneDNN knows"):
-        embedder.bfloat16_units(torch.device('cpu'))
+        stage.bfloat16_units(torch.device('cpu'))

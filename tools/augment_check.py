@@ -1,12 +1,12 @@
 """How close is augmentation on features to degrading the audio? A check on real recordings.
 
-    python augment_check.py                          # the official ETRI test wavs
-    python augment_check.py --wav-dir my_wavs        # any <speaker>/<utterance>.wav tree (two speakers or more)
-    python augment_check.py --band-mean              # the reference levels augment.py keeps (ETRI_BAND_MEAN, ...)
-    python augment_check.py --plot docs/augmentation_examples.png   # and a picture of one recording, both ways
+    python -m tools.augment_check                    # the official ETRI test wavs
+    python -m tools.augment_check --wav-dir my_wavs  # any <speaker>/<utterance>.wav tree (two speakers or more)
+    python -m tools.augment_check --band-mean        # augment_features.py's reference levels (ETRI_BAND_MEAN, ...)
+    python -m tools.augment_check --plot docs/augmentation_examples.png  # and a picture of one recording, both ways
 
 For each recording and condition, the features of the degraded *audio* (the truth) are compared with the
-same degradation applied by augment.py to the clean *features*. Printed per condition: the mean absolute
+same degradation applied by augment_features.py to the clean *features*. Printed per condition: the mean absolute
 difference in dB between the two (lower is better), and, for scale, between the clean features and the truth
 (what ignoring the degradation would cost). Noise is added in both with the same SNR and the same noise waveform
 (a different draw would differ frame by frame however good the model): the difference is the model's error.
@@ -14,13 +14,24 @@ difference in dB between the two (lower is better), and, for scale, between the 
 import numpy as np
 import scipy.signal
 
-import augment
-import cli
-from augment import at_snr, room_impulse_response, telephone_audio
 from DB_wav_reader import find_files
-from features import AUDIO_SUFFIXES, feature_settings, log_fbank_frames, read_audio
-from robustness import ROOM_DRR_DB as DRR_DB, ROOM_RT60 as RT60
-
+from dvector import cli
+from dvector.audio import AUDIO_SUFFIXES, read_audio
+from dvector.augment_audio import at_snr, codec_audio, room_impulse_response, telephone_audio
+from dvector.augment_features import (
+    add_at_snr,
+    fbank_energies,
+    noise_clip,
+    reverberate,
+    telephone,
+    to_energies,
+    to_features,
+)
+from dvector.augmentation import coloured_noise, music
+from dvector.fbank import FLOOR, feature_settings
+from dvector.utterance import log_fbank_frames
+from tools.rooms import ROOM_DRR_DB as DRR_DB
+from tools.rooms import ROOM_RT60 as RT60
 
 CODEC = 'codec Opus ~6 kbps, as the telephone band'  # no model of its own on the features yet: measured only
 NOT_MODELLED = (CODEC,)
@@ -31,22 +42,23 @@ def conditions(audio, other, sample_rate, rng):
     feature = feature_settings()
 
     def noisy(noise, snr):  # the same noise in both: what differs is the model of its energies, not its draw
-        energies, per_power = augment.noise_clip(noise, feature)
-        return at_snr(audio, noise, snr), lambda e: augment.add_at_snr(e, energies[:len(e)], snr, per_power)
+        energies, per_power = noise_clip(noise, feature)
+        return at_snr(audio, noise, snr), lambda e: add_at_snr(e, energies[:len(e)], snr, per_power)
 
     n = len(audio)
     band = telephone_audio(audio, sample_rate)
     return {
         'white noise 10 dB': noisy(rng.normal(size=n), 10),
         'white noise 5 dB': noisy(rng.normal(size=n), 5),
-        'pink noise 5 dB': noisy(augment.coloured_noise(rng, n, 1), 5),
-        'music 5 dB': noisy(augment.music(rng, n, sample_rate), 5),
+        'pink noise 5 dB': noisy(coloured_noise(rng, n, 1), 5),
+        'music 5 dB': noisy(music(rng, n, sample_rate), 5),
         'speech 5 dB': noisy(np.resize(other, n), 5),
-        'telephone band': (scipy.signal.resample_poly(band, sample_rate, 8000)[:n], augment.telephone),
-        CODEC: (augment.codec_audio(audio, sample_rate), augment.telephone),
+        'telephone band': (scipy.signal.resample_poly(band, sample_rate, 8000)[:n], telephone),
+        CODEC: (codec_audio(audio, sample_rate), telephone),
         'low gain x0.05': (0.05 * audio, lambda e: e * 0.05 ** 2),
-        f'reverberation {RT60} s': (scipy.signal.fftconvolve(audio, room_impulse_response(rng, sample_rate, RT60, DRR_DB))[:n],
-                                    lambda e: augment.reverberate(e, RT60, DRR_DB)),
+        f'reverberation {RT60} s': (
+            scipy.signal.fftconvolve(audio, room_impulse_response(rng, sample_rate, RT60, DRR_DB))[:n],
+            lambda e: reverberate(e, RT60, DRR_DB)),
     }
 
 
@@ -68,21 +80,21 @@ def compare(wav_dir, seed=0):
         clean = features_of(audio)
         for name, (degraded, on_energies) in conditions(audio, other, sample_rate, rng).items():
             truth = features_of(degraded)
-            approx = augment.to_features(on_energies(augment.to_energies(clean)), clean)
+            approx = to_features(on_energies(to_energies(clean)), clean)
             errors.setdefault(name, []).append((np.abs(approx - truth).mean(), np.abs(clean - truth).mean()))
     return {name: tuple(np.mean(pairs, axis=0)) for name, pairs in errors.items()}
 
 
 def reference_levels(wav_dir):
     """(per-band mean of the log energies (n_filters,), median filterbank energy per unit raw power) of the
-    recordings of wav_dir: augment.ETRI_BAND_MEAN and augment.SPEECH_FBANK_PER_POWER for the ETRI test wavs."""
+    recordings of wav_dir: augment_features.ETRI_BAND_MEAN and SPEECH_FBANK_PER_POWER for the ETRI test wavs."""
     feature = feature_settings()
     means, ratios = [], []
     for path in find_files(wav_dir, AUDIO_SUFFIXES)['filename']:
         audio = read_audio(path, feature['sample_rate']).astype(np.float64)
-        energies = augment.fbank_energies(audio, feature)
-        means.append((20 * np.log10(np.maximum(energies, augment.FLOOR))).mean(axis=0))
-        ratios.append(np.where(energies > augment.FLOOR, energies, 0).sum() / (len(energies) * np.mean(audio ** 2)))
+        energies = fbank_energies(audio, feature)
+        means.append((20 * np.log10(np.maximum(energies, FLOOR))).mean(axis=0))
+        ratios.append(np.where(energies > FLOOR, energies, 0).sum() / (len(energies) * np.mean(audio ** 2)))
     return np.mean(means, axis=0), float(np.median(ratios))
 
 
@@ -91,7 +103,7 @@ def plot_examples(wav_path, path, seconds=3.0):
     the same degradation of the audio under each."""
     from matplotlib.figure import Figure
 
-    from plots import save_figure
+    from dvector.plots import save_figure
     sample_rate = feature_settings()['sample_rate']
     audio = read_audio(wav_path, sample_rate).astype(np.float64)[:int((seconds + 1) * sample_rate)]
     rng = np.random.default_rng(0)
@@ -100,7 +112,7 @@ def plot_examples(wav_path, path, seconds=3.0):
     clean = features_of(audio)
     fig = Figure(figsize=(14, 5))
     axes = fig.subplots(2, 1 + len(chosen), sharex=True, sharey=True)
-    rows = [('clean', clean, clean)] + [(name, augment.to_features(on_e(augment.to_energies(clean)), clean),
+    rows = [('clean', clean, clean)] + [(name, to_features(on_e(to_energies(clean)), clean),
                                          features_of(degraded)) for name, (degraded, on_e) in chosen.items()]
     for col, (name, on_features, on_audio) in enumerate(rows):
         for row, (feat, made) in enumerate(((on_features, 'on the features'), (on_audio, 'from the audio'))):

@@ -1,6 +1,6 @@
 """A trained model's checkpoint: reading one safely, and rebuilding its model.
 
-What train.py writes in it is listed in train_run.training_checkpoint; the stages need CHECKPOINT_KEYS.
+What train.py writes in it is listed in training_run.training_checkpoint; the stages need CHECKPOINT_KEYS.
 """
 from pathlib import Path
 
@@ -10,7 +10,7 @@ from model.model import BackgroundResNet
 
 # What every checkpoint holds: all that the stages need to use its model ...
 CHECKPOINT_KEYS = {'state_dict', 'model_args', 'speakers', 'feature', 'run_id', 'epoch'}
-# ... and what train.py's checkpoints hold besides, to continue the run (make_pretrained.py keeps scoring, train_args)
+# ... and what train.py's checkpoints hold besides, to continue the run (make_pretrained keeps scoring, train_args)
 TRAINING_KEYS = {'scoring', 'history', 'optimizer', 'scheduler', 'scaler', 'rng_state', 'train_args', 'auto_choices',
                  'train_files'}
 

@@ -1,14 +1,14 @@
 """Throughput benchmark: the tutorial-style path and the fast paths, side by side in one run.
 
-    python bench.py                               # a sample of TRAIN_FEAT_DIR
-    python bench.py --utts 500 --batches 10 --device cuda      # (no ONNX Runtime row: it runs on the CPU)
+    python -m bench.throughput                    # a sample of TRAIN_FEAT_DIR
+    python -m bench.throughput --utts 500 --batches 10 --device cuda  # (no ONNX Runtime row: it runs on the CPU)
 
 Training: samples/s of whole training steps (data, forward, backward, SGD) on batches of random
 NUM_WIN_SIZE-frame windows, as train.py runs them:
   tutorial   every pickle read for every item, float32, contiguous memory
   fast fp32  features preloaded as float32, train.py's memory format (CHANNELS_LAST), float32
   fast       the same in train.py's automatic precision (PRECISION; bfloat16 autocast on this CPU)
-  fast + aug the same with every window augmented as configure.py's AUG_* settings say (augment.py)
+  fast + aug the same with every window augmented as configure.py's AUG_* settings say (augment_features.py)
 Embedding: utterances/s of whole utterances cut into TEST_FRAMES-frame segments (features already read):
   tutorial   one segment per forward pass, float32, as the tutorial's enroll and verification scripts
              (dvector.d_vector, the definition)
@@ -25,29 +25,35 @@ GFLOP/s is what was achieved, and % peak its share of a large matrix product's G
 (float32, or bfloat16: emulated, and slow, on a CPU without bfloat16 units).
 """
 import math
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 
 import torch
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-import cli
 import configure as c
-from augment import Augmenter, augment_settings
+from bench.measure import in_fresh_process, peak_memory_mb, synchronize
 from DB_wav_reader import read_feats_structure
-from dvector import d_vector, embed_all, split_segments
-from embedder import (add_backend_arg, bfloat16_units, embedding_description, embedding_dtype, for_inference,
-                      select_device)
-from features import feature_settings, read_MFB
+from dvector import cli
+from dvector.augment_features import Augmenter
+from dvector.augmentation import augment_settings
+from dvector.embedding import d_vector, embed_all, split_segments
+from dvector.fbank import feature_settings
+from dvector.feature_files import read_MFB
+from dvector.onnx_backend import OnnxEmbedder, export_bytes
+from dvector.speed import use_channels_last
+from dvector.stage import (
+    add_backend_arg,
+    bfloat16_units,
+    embedding_description,
+    embedding_dtype,
+    for_inference,
+    select_device,
+)
+from dvector.training import DeviceSetup, autocast_dtype, train_step
 from model.model import BackgroundResNet
 from model.resnet import BACKBONES
-from onnx_backend import OnnxEmbedder, export_bytes
-from speed import use_channels_last
 from SR_Dataset import DvectorDataset, load_features
-from train import DeviceSetup, autocast_dtype, train_step
 
 WARMUP_BATCHES = 3
 PATHS = ('tutorial', 'fast fp32', 'fast')
@@ -67,19 +73,6 @@ def parse_args(argv=None):
     add_backend_arg(p)  # the backend of the 'fast' embedding path
     cli.add_device_arg(p)
     return p.parse_args(argv)
-
-
-def peak_memory_mb():
-    """The peak resident memory of this process so far, in MiB; NaN on Windows, which has no getrusage.
-
-    The resource module is imported here, not at the top, so that bench.py imports on Windows too.
-    """
-    try:
-        import resource
-    except ImportError:
-        return math.nan
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak / 1024 ** (2 if sys.platform == 'darwin' else 1)
 
 
 def training_settings(path, device, model):
@@ -173,11 +166,6 @@ def speed_up(results, path, rate, baseline='tutorial'):
     return results[path][rate] / results[baseline][rate]
 
 
-def synchronize(device):
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def gflops_per_sample(backbone, frames, train_step):
     """GFLOP of one sample of `frames` frames: forward only, or forward + backward (a training step)."""
     model = BackgroundResNet(c.EMBEDDING_SIZE, 200, backbone)
@@ -203,12 +191,6 @@ def matmul_gflops(device, dtype, n=1024, seconds=1.0):
         synchronize(device)
         repeats += 1
     return 2 * n ** 3 * repeats / (time.perf_counter() - start) / 1e9
-
-
-def in_fresh_process(function, *arguments):
-    """function(*arguments) run in a new process (its own peak memory); returns its result."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context('spawn')) as pool:
-        return pool.submit(function, *arguments).result()
 
 
 def main(argv=None):

@@ -1,7 +1,7 @@
 """Hold speakers out of a training feature tree, to test the d-vectors on speakers training never saw.
 
-    python holdout.py                       # 20 of the speakers of TRAIN_FEAT_DIR, 5 enrollment utterances each
-    python holdout.py --train-feat-dir my_feats/train --out my_holdout --speakers 50 --enroll-utts 3
+    python -m tools.holdout                 # 20 of the speakers of TRAIN_FEAT_DIR, 5 enrollment utterances each
+    python -m tools.holdout --train-feat-dir my_feats/train --out my_holdout --speakers 50 --enroll-utts 3
 
 Writes <out>/train/<speaker>/ with the speakers kept for training and <out>/test/<speaker>/ with
 the held-out ones, laid out for enroll.py: the first --enroll-utts files of a held-out speaker (by
@@ -13,8 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
-import cli
 from DB_wav_reader import read_feats_structure
+from dvector import cli
 
 
 def parse_args(argv=None):

@@ -1,14 +1,14 @@
 """The training data path at scale: start-up on a corpus of a million utterances, and the loader's throughput.
 
-    python bench_data.py --startup 1000000 --speakers 6000   # a VoxCeleb2-sized list file: start-up time, peak RSS
-    python bench_data.py --audio-dir demo/wavs/train         # windows/s: preloaded features against audio made
+    python -m bench.data --startup 1000000 --speakers 6000   # a VoxCeleb2-sized list file: start-up time, peak RSS
+    python -m bench.data --audio-dir demo/wavs/train         # windows/s: preloaded features against audio made
                                                              # per item; utterances/s: python_speech_features, torch
 
 Start-up: train.py's steps before the first batch that grow with the corpus (reading the list, the
 train/validation split, the fingerprint a resumed run checks, the dataset), timed on a list file of N
 utterances (`<path> <speaker>` lines, of files that need not exist), in a fresh process, so that its peak
 resident memory is its own. Not timed here: train.py's check of each audio file's header before training
-(features.check_audio_header; docs/results.md gives its rate on real files).
+(utterance.check_audio_header; docs/results.md gives its rate on real files).
 
 Loader: training windows per second that a DataLoader delivers (no model), for the same utterances as
 features preloaded in memory, and as audio made into features per item (the recipe's exact features; and the
@@ -16,7 +16,7 @@ same by torch's fbank on the CPU), with and without augmentation, for 0 to --wor
 needs its training steps' rate of windows from the loader: this says how many workers give it.
 
 Features: utterances per second made into the recipe's features from their waveforms in memory (no reading):
-by python_speech_features one at a time (the recipe's path), and by the same fbank in torch (features.fbank_batch),
+by python_speech_features one at a time (the recipe's path), and by the same fbank in torch (torch_fbank.fbank_batch),
 --batch-size utterances at once, in float64 and float32, on the CPU and on --device when it is a GPU; reading the
 files is timed on its own row.
 """
@@ -29,16 +29,21 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch.utils.data import DataLoader
 
-import cli
 import configure as c
-from augment import Augmenter, WaveAugmenter, augment_settings
-from bench import in_fresh_process, peak_memory_mb, synchronize
+from bench.measure import in_fresh_process, peak_memory_mb, synchronize
 from DB_wav_reader import read_training_structure
-from features import feature_settings, log_fbank_batch, log_fbank_frames, read_audio, reading_settings
-from embedder import select_device
+from dvector import cli
+from dvector.audio import read_audio
+from dvector.augment_audio import WaveAugmenter
+from dvector.augment_features import Augmenter
+from dvector.augmentation import augment_settings
+from dvector.fbank import feature_settings
+from dvector.frontend import reading_settings
+from dvector.stage import select_device
+from dvector.torch_fbank import log_fbank_batch
+from dvector.training_run import files_fingerprint, split_train_valid
+from dvector.utterance import log_fbank_frames
 from SR_Dataset import DvectorDataset, load_features
-from train import split_train_valid
-from train_run import files_fingerprint
 
 
 def write_list(path, n_utterances, n_speakers):

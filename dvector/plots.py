@@ -1,4 +1,5 @@
-"""PNG plots of the results: DET curve, score histogram, confusion matrix, d-vector map. Each is written atomically."""
+"""PNG plots of the results: training curves, DET curve, score histogram, confusion matrix, d-vector map. Each is
+written atomically."""
 from statistics import NormalDist
 
 import numpy as np
@@ -6,8 +7,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from atomic import atomic_write
-from metrics import compute_eer, error_rates
+from dvector.atomic import atomic_write
+from dvector.metrics import compute_eer, error_rates
 
 DET_TICKS = [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8]
 
@@ -93,12 +94,49 @@ UNKNOWN_MARKER = 's'
 MAX_LEGEND_SPEAKERS = 40
 
 
+def plot_history(history, best, path):
+    """Loss and accuracy curves (training and validation) of a training run's epoch records (train.py's history), the
+    best epoch (its number) marked, as a PNG."""
+    epochs = [h['epoch'] for h in history]
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
+    for ax, metric in zip(axes, ['loss', 'acc']):
+        ax.plot(epochs, [h[f'train_{metric}'] for h in history], 'o-', label='training')
+        ax.plot(epochs, [h[f'valid_{metric}'] for h in history], 'o-', label='validation')
+        ax.axvline(best, color='r', linestyle='--', label=f'lowest validation loss (epoch {best})')
+        finetuned = [h['epoch'] for h in history if h.get('finetune')]
+        if finetuned:
+            ax.axvspan(finetuned[0] - 0.5, finetuned[-1] + 0.5, color='0.9', label='large-margin fine-tuning')
+        ax.set_xlabel('epoch')
+        ax.set_ylabel('loss' if metric == 'loss' else 'accuracy (%)')
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def speaker_colours(n):
-    """n distinct colours: tab20's ten strong hues, then its ten light ones (neighbours differ most); beyond 20, turbo."""
+    """n distinct colours: tab20's ten strong hues, then its ten light ones (neighbours differ most); beyond 20,
+    turbo."""
     if n > 20:
         return list(colormaps['turbo'](np.linspace(0.05, 0.95, n)))
     tab20 = colormaps['tab20'].colors
     return [tab20[i] for i in list(range(0, 20, 2)) + list(range(1, 20, 2))][:n]
+
+
+def project(vectors, method, perplexity, seed):
+    """2-D coordinates (n, 2) of d-vectors (n, embedding_size), and the axes' labels (none for t-SNE)."""
+    from sklearn.decomposition import PCA  # scikit-learn is imported when a map is drawn: the stages that plot
+    from sklearn.manifold import TSNE  # only curves do not load it
+    x = vectors.numpy().astype(np.float64)
+    if method == 'pca':
+        pca = PCA(n_components=2).fit(x)
+        share = 100 * pca.explained_variance_ratio_
+        return pca.transform(x), (f'PC 1 ({share[0]:.0f} % of the variance)', f'PC 2 ({share[1]:.0f} %)')
+    # t-SNE wants more than 3 x perplexity points; with fewer it is lowered, as the perplexity flag's help says
+    perplexity = min(perplexity, max((len(x) - 1) / 3, 1))
+    tsne = TSNE(n_components=2, perplexity=perplexity, init='pca', random_state=seed)
+    return tsne.fit_transform(x), ('', '')
 
 
 def plot_dvector_map(points, centres, sexes, path, title, axis_labels=('', '')):

@@ -25,8 +25,8 @@ import torch
 from google.protobuf.message import DecodeError
 from torch import nn
 
-from atomic import atomic_write
-from checkpoint import model_from_checkpoint, model_id
+from dvector.atomic import atomic_write
+from dvector.checkpoint import model_from_checkpoint, model_id
 
 INPUT, OUTPUT = 'fbank', 'dvector'
 CHECK_SHAPES = ((2, 100), (3, 237))  # (batch, frames) of the random inputs an export is checked on: two lengths,

@@ -1,7 +1,7 @@
 """What to expect on real recordings: a model scored on degraded copies of test recordings.
 
-    python robustness.py --checkpoint pretrained/dvector_etri200_improved.pth
-    python robustness.py --wav-dir my_wavs --out robustness_mine      # <speaker>/enroll*.wav, <speaker>/test*.wav
+    python -m tools.robustness --checkpoint pretrained/dvector_etri200_improved.pth
+    python -m tools.robustness --wav-dir my_wavs --out robustness_mine  # <speaker>/enroll*.wav, <speaker>/test*.wav
 
 Each speaker's test recording is cut into 3-s pieces (as make_trials.py --piece-seconds 3 does);
 every piece is degraded in each condition below and written as a wav with 0.5 s more at each end,
@@ -26,14 +26,15 @@ import numpy as np
 import scipy.signal
 import soundfile
 
-import cli
 import configure as c
-import make_trials
-import verification
 from DB_wav_reader import find_files, is_enroll_file
-from augment import (TELEPHONE_RATE, at_snr, codec_audio, coloured_noise, music, rms, room_impulse_response,
-                     telephone_audio)
-from features import TRIM_SECONDS, FeatureFileError, read_audio
+from dvector import cli
+from dvector.audio import read_audio
+from dvector.augment_audio import TELEPHONE_RATE, at_snr, codec_audio, rms, room_impulse_response, telephone_audio
+from dvector.augmentation import coloured_noise, music
+from dvector.cli import run_command
+from dvector.feature_files import TRIM_SECONDS, FeatureFileError
+from tools.rooms import FAR_DRR_DB, FAR_RT60, FAR_SNR_DB, ROOM_DRR_DB, ROOM_RT60
 
 PIECE_SECONDS = 3.0
 DEV_ENROLL_SECONDS = 7.0  # --dev: the part of each enrollment recording enrolled with; the rest is cut into pieces
@@ -43,9 +44,6 @@ VARIANTS = {'defaults': [], '--level no': ['--level', 'no'],
             '--vad energy --level': ['--vad', 'energy', '--level', str(c.TRAIN_LEVEL)],
             '--vad silero --level': ['--vad', 'silero', '--level', str(c.TRAIN_LEVEL)]}
 DEFAULT_VARIANTS = ['defaults', '--vad energy', '--level', '--vad energy --level']  # silero: on request (slower)
-ROOM_RT60, ROOM_DRR_DB = 0.5, 3.0  # the reverberant room's
-FAR_RT60, FAR_DRR_DB, FAR_SNR_DB = 0.6, -3.0, 15  # far field: a talker across a room, its reverberation
-                                                 # louder than the direct sound, and pink noise
 
 
 def babble(others, n_samples, rng, voices=4):
@@ -168,14 +166,14 @@ def score_conditions(names, out, checkpoint, device, variants):
     for condition in names:
         folder = Path(out) / folder_name(condition)
         trials = folder / 'trials.txt'
-        make_trials.main(['--test-dir', str(folder), '--suffix', '.wav', '--out', str(trials)])
+        run_command('make_trials.py', ['--test-dir', folder, '--suffix', '.wav', '--out', trials])
         for variant in variants:
             flags = VARIANTS[variant]
             print(f"--- {condition}, {variant}")
             try:
-                results[condition, variant] = verification.main(
-                    ['--trials', str(trials), '--checkpoint', str(checkpoint), '--device', device, '--json',
-                     '--results-dir', str(folder / 'results'), *flags])
+                results[condition, variant] = run_command(
+                    'verification.py', ['--trials', trials, '--checkpoint', checkpoint, '--device', device, '--json',
+                                        '--results-dir', folder / 'results', *flags])
             except FeatureFileError as e:  # e.g. a speech detector that finds too little speech in a piece
                 print(f"Not scored: {e}")
                 results[condition, variant] = {'error': str(e)}

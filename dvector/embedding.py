@@ -1,16 +1,22 @@
-"""d-vectors of utterances and their cosine scores: what enroll, verification and identification share.
+"""d-vectors of utterances: what enroll, verification and identification share (scoring.py scores them).
 
 d_vector is the definition, the tutorial's loop over an utterance's segments; embed_all computes the
 same d-vectors, faster, and the stages use it.
 """
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from features import FeatureFileError, read_utterance, require_finite
-from SR_Dataset import to_input
+from dvector.feature_files import FeatureFileError, require_finite
+from dvector.utterance import read_utterance
 
 MAX_BATCH = 16  # segments per forward pass: on a CPU larger batches spill the caches and run slower
+
+
+def to_input(feat):
+    """Network input (1, n_filters, n_frames) float32 of a feature array (n_frames, n_filters)."""
+    return torch.from_numpy(np.ascontiguousarray(feat.T)).float().unsqueeze(0)
 
 
 def split_segments(feat, segment_frames):
@@ -80,20 +86,9 @@ def unusable_files(failures):
     return FeatureFileError(f"{len(failures)} files cannot be used:\n  " + "\n  ".join(failures.values()))
 
 
-def embed_utterances(model, feats, segment_frames, device):
-    """d-vectors (n_utterances, embedding_size) of utterances' trimmed features (n_frames, n_filters)."""
-    vectors = embed_all(model, range(len(feats)), feats.__getitem__, segment_frames, device)
-    return torch.stack([vectors[i] for i in range(len(feats))])
-
-
-def embed_utterance(model, feat, segment_frames, device):
-    """d-vector (embedding_size,) of one utterance's trimmed features (n_frames, n_filters)."""
-    return embed_utterances(model, [feat], segment_frames, device)[0]
-
-
 def embed_files(model, settings, filenames, segment_frames, device, desc=None):
     """{file: d-vector} of feature or audio files, read with feature settings (a checkpoint's 'feature', or a
-    features.reading_settings()), by embed_all."""
+    frontend.reading_settings()), by embed_all."""
     return embed_all(model, filenames, lambda f: read_utterance(f, settings), segment_frames, device, desc)
 
 
@@ -120,68 +115,9 @@ def enroll_speaker(model, settings, files, segment_frames, device):
     return enroll_speakers(model, settings, {None: list(files)}, segment_frames, device)[None]
 
 
-def cosine_score(enrolled, test):
-    """Cosine similarity of d-vectors: enrolled (..., embedding_size) against test (embedding_size,)."""
-    return F.cosine_similarity(enrolled, test, dim=-1)
-
-
 def require_enrolled(enrolled, speaker):
     """What `enrolled` holds for a speaker (its d-vector, or its enrollment record), or an error listing who is
     enrolled."""
     if speaker not in enrolled:
         raise ValueError(f"speaker {speaker!r} is not enrolled; enrolled speakers: {', '.join(sorted(enrolled))}")
     return enrolled[speaker]
-
-
-def rank_speakers(enrolled, embedding, cohort=None, cohort_top=None):
-    """[(speaker, score)] of every enrolled speaker against one d-vector, best first.
-
-    Cosine scores, or with a cohort (n_speakers, embedding_size) their AS-norm, which can change the
-    ranking: each enrolled speaker's scores are normalised by its own cohort statistics.
-    """
-    speakers = sorted(enrolled)
-    vectors = torch.stack([enrolled[s] for s in speakers])  # (n_enrolled, embedding_size)
-    if cohort is None:
-        scores = cosine_score(vectors, embedding)
-    else:
-        pairs = torch.tensor([(i, 0) for i in range(len(speakers))])
-        scores = normalise_scores(vectors, embedding[None], pairs, cohort, cohort_top)
-    require_finite(scores, 'the scores against the enrolled speakers')
-    return sorted(zip(speakers, scores.tolist()), key=lambda pair: -pair[1])
-
-
-# ---- Score normalisation ----------------------------------------------------------------------
-# A raw cosine score depends on how "typical" each side is: some voices score high against everyone.
-# AS-norm (adaptive symmetric normalisation, Matejka et al., Interspeech 2017) measures that on a
-# cohort of other speakers (cohort.py: d-vectors of the training speakers): for each side, the mean
-# and standard deviation of its `top` highest cohort scores, and normalises with both:
-#     s' = ((s - mean_e) / std_e + (s - mean_t) / std_t) / 2
-
-def cohort_stats(vectors, cohort, top):
-    """(mean, std) (n,) of each d-vector's `top` highest cosine scores against the cohort.
-
-    vectors (n, embedding_size) and cohort (n_cohort, embedding_size), both L2-normalised.
-    """
-    n_best = min(top, cohort.shape[0])
-    if n_best < 2:
-        raise ValueError(f"AS-norm divides by the standard deviation of the top cohort scores: it needs 2 or more, "
-                         f"not the top {top} of a cohort of {cohort.shape[0]} d-vectors (--cohort-top)")
-    scores = vectors @ cohort.T  # (n, n_cohort)
-    best = scores.topk(n_best, dim=1).values
-    return best.mean(1), best.std(1).clamp(min=1e-6)
-
-
-def as_norm(scores, enroll_stats, test_stats):
-    """AS-norm of raw scores (...) given the (mean, std) of their enrollment and test sides (broadcastable)."""
-    (mean_e, std_e), (mean_t, std_t) = enroll_stats, test_stats
-    return 0.5 * ((scores - mean_e) / std_e + (scores - mean_t) / std_t)
-
-
-def normalise_scores(enrolled, tested, pairs, cohort, top):
-    """AS-normed scores (n_pairs,) of (enroll index, test index) pairs of d-vectors enrolled (E, d), tested (T, d)."""
-    enroll_stats = cohort_stats(enrolled, cohort, top)
-    test_stats = cohort_stats(tested, cohort, top)
-    e, t = pairs[:, 0], pairs[:, 1]
-    raw = (enrolled[e] * tested[t]).sum(1)
-    return as_norm(raw, (enroll_stats[0][e], enroll_stats[1][e]), (test_stats[0][t], test_stats[1][t]))
-

@@ -1,4 +1,4 @@
-"""The AS-norm cohort of a checkpoint: d-vectors of its training speakers (dvector.py normalises scores with it).
+"""The AS-norm cohort of a checkpoint: d-vectors of its training speakers (scoring.py normalises scores with it).
 
 The cohort is made of the d-vectors of each training speaker's first COHORT_UTTS training utterances:
 their normalised mean, one per speaker (COHORT = 'speakers'), or all of them ('utterances'). It is computed
@@ -13,11 +13,12 @@ from pathlib import Path
 import torch
 
 import configure as c
-from atomic import atomic_save
-from checkpoint import load_problem, model_id
 from DB_wav_reader import read_training_structure
-from dvector import embed_files, enroll_speakers
-from features import reading_settings, require_finite
+from dvector.atomic import atomic_save
+from dvector.checkpoint import load_problem, model_id
+from dvector.embedding import embed_files, enroll_speakers
+from dvector.feature_files import require_finite
+from dvector.frontend import reading_settings
 
 
 def cohort_path(checkpoint):
@@ -98,7 +99,7 @@ def load_cohort(checkpoint, ckpt, model, device, train_feat_dir=None, utts_per_s
 
     A cohort is built from the run's training folder (train_feat_dir, default the one it was trained on); a stored
     one is built again when it came from another folder, utts_per_speaker or kind, or cannot be read. A published
-    checkpoint's own cohort is always used (embedder.resolve_scoring sets the scoring settings to it, and says
+    checkpoint's own cohort is always used (stage.resolve_scoring sets the scoring settings to it, and says
     when that overrules a flag).
     """
     if 'cohort' in ckpt:  # a published checkpoint's, stored in float16
@@ -114,7 +115,8 @@ def load_cohort(checkpoint, ckpt, model, device, train_feat_dir=None, utts_per_s
         return cohort
     if not Path(train_feat_dir).exists():  # a folder, or a list file (DB_wav_reader.read_training_structure)
         raise FileNotFoundError(f"AS-norm needs a cohort of training speakers: {checkpoint} holds none, and its "
-                                f"training folder {train_feat_dir} is not here (pass --cohort-dir, or --score-norm none)")
+                                f"training folder {train_feat_dir} is not here "
+                                "(pass --cohort-dir, or --score-norm none)")
     print(f"Building the AS-norm cohort of {checkpoint} from {described(source)}; stored in {path}",
           file=sys.stderr)  # stderr: stdout may be --json
     cohort = require_finite(build_cohort(model, ckpt, train_feat_dir, utts_per_speaker, device, kind),

@@ -1,20 +1,25 @@
-"""Flags: each setting's flag from configure.py, the flag types and the flags several scripts share, and the
-clean error exit of every entry script.
+"""Flags: each setting's flag from configure.py, the flag types and the flags several scripts share, the clean
+error exit of every entry script, and running a script's command from another (the demo, the tools).
 
-(The flags of the stages that use a model, and how they are resolved, are in embedder.py.)
+(The flags of the stages that use a model, and how they are resolved, are in dvector/stage.py.)
 """
 import argparse
 import io
 import math
 import os
 import re
+import runpy
+import shlex
 import sys
 import tokenize
 import warnings
 from pathlib import Path
 
 import configure as c
-import features
+from dvector.audio import AudioNote
+from dvector.frontend import VADS, check_level
+
+REPO = Path(__file__).resolve().parent.parent  # the repository root, where the scripts are
 
 
 def setting_comments(path=Path(c.__file__)):
@@ -67,7 +72,7 @@ class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose result says which settings the command line gave: `args.given`, a set of names.
 
     A setting given on the command line wins over what a checkpoint recommends, even when its value is
-    configure.py's (embedder.resolve_scoring); a resumed run refuses settings given that it cannot take.
+    configure.py's (stage.resolve_scoring); a resumed run refuses settings given that it cannot take.
     """
 
     def parse_known_args(self, args=None, namespace=None):
@@ -173,15 +178,15 @@ def add_device_arg(p):
 def level(text):
     """argparse type: 'no', or a target speech level in dBFS."""
     try:
-        return features.check_level(text)
+        return check_level(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_audio_args(p):
     """Flags of the scripts that read audio: speech detection, level normalisation and the longest recording
-    (features.py)."""
-    setting(p, 'VAD', choices=features.VADS)
+    (frontend.py, audio.py)."""
+    setting(p, 'VAD', choices=VADS)
     setting(p, 'LEVEL', type=level, nargs='?', const=c.TRAIN_LEVEL, metavar='DBFS')
     setting(p, 'MAX_SECONDS', type=positive_int)
     return p
@@ -205,8 +210,8 @@ def flags_text(settings):
 
 
 def format_note(message, category, filename, lineno, line=None, default=warnings.formatwarning):
-    """A features.AudioNote as one line, 'Note: <file>: <what was found>'; other warnings as Python writes them."""
-    if issubclass(category, features.AudioNote):
+    """An AudioNote (audio.py) as one line, 'Note: <file>: <what was found>'; other warnings as Python writes them."""
+    if issubclass(category, AudioNote):
         return f"Note: {message}\n"
     return default(message, category, filename, lineno, line)
 
@@ -230,3 +235,14 @@ def run(main):
             raise
         print("interrupted (Ctrl-C)", file=sys.stderr)
         sys.exit(130)
+
+
+def run_command(script, argv):
+    """What main(argv) of a script returns, run in this process as `python <script> <argv>` runs it; the command
+    is printed first. script: its path from the repository root.
+
+    The script's file is run (runpy), not imported: one script uses another's command line, never its code.
+    """
+    argv = [str(a) for a in argv]
+    print(f"$ python {shlex.join([script, *argv])}")
+    return runpy.run_path(str(REPO / script))['main'](argv)

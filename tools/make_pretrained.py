@@ -1,6 +1,6 @@
 """Write a published checkpoint (pretrained/): what the stages need, in float16, and how it was made.
 
-    python make_pretrained.py --checkpoint runs/all200/checkpoint_best.pth \\
+    python -m tools.make_pretrained --checkpoint runs/all200/checkpoint_best.pth \\
         --twin runs/holdout180/checkpoint_best.pth --out pretrained/dvector_etri200_improved.pth
 
 Keeps the weights (stored in float16, checked to move no score by more than 1e-3), the model and
@@ -20,16 +20,24 @@ import json
 import torch
 import torch.nn.functional as F
 
-import cli
 import configure as c
-from atomic import atomic_save, refuse_overwriting
-from checkpoint import load_checkpoint, model_from_checkpoint
-from cohort import build_cohort
 from DB_wav_reader import read_training_structure
-from dvector import embed_all
-from embedder import COHORT_SETTINGS, SCORE_NORMS, SCORING_SETTINGS, for_inference, resolve_scoring, scoring_settings
-from features import read_utterance, reading_settings
-from records import load_threshold, threshold_path
+from dvector import cli
+from dvector.atomic import atomic_save, refuse_overwriting
+from dvector.checkpoint import load_checkpoint, model_from_checkpoint
+from dvector.cohort import build_cohort
+from dvector.embedding import embed_all
+from dvector.frontend import reading_settings
+from dvector.records import load_threshold, threshold_path
+from dvector.stage import (
+    COHORT_SETTINGS,
+    SCORE_NORMS,
+    SCORING_SETTINGS,
+    for_inference,
+    resolve_scoring,
+    scoring_settings,
+)
+from dvector.utterance import read_utterance
 
 MAX_SCORE_CHANGE = 1e-3
 CHECK_UTTERANCES = 200  # training utterances whose d-vectors check the float16 weights

@@ -5,8 +5,8 @@ otherwise; the two paths are relative to a root folder. Fields are separated by 
 path that holds white space is written in double quotes, `"my speaker/enroll.wav"` (a path that
 begins with a quote cannot be written). A pair listed twice with one label is scored once (the
 repeated lines are counted); with both labels the list is refused. A path names
-  - a feature pickle (.p) or an audio file (.wav, .flac, ...: features.AUDIO_SUFFIXES, turned into
-    features by features.py's recipe with the model's settings and --vad/--level), trimmed at both
+  - a feature pickle (.p) or an audio file (.wav, .flac, ...: audio.AUDIO_SUFFIXES, turned into
+    features by utterance.py's recipe with the model's settings and --vad/--level), trimmed at both
     ends as every utterance;
   - a piece of one, `<file>@<start>-<end>` in seconds from the start of the recording, e.g.
     `103F3021/test.wav@0.5-3.5`: exactly those frames, not trimmed again (with --vad, those of them
@@ -24,11 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atomic import atomic_write
 from DB_wav_reader import is_enroll_file, utf8_text, utterance_files
-from dvector import embed_all, mean_dvector, normalise_scores
-from features import (FeatureFileError, SUFFIXES, edge_frames, file_features, is_utterance_file, require_finite,
-                      trim_edges)
+from dvector.atomic import atomic_write
+from dvector.audio import SUFFIXES, is_utterance_file
+from dvector.embedding import embed_all, mean_dvector
+from dvector.feature_files import FeatureFileError, require_finite, trim_edges
+from dvector.frontend import edge_frames
+from dvector.scoring import score
+from dvector.utterance import file_features
 
 PIECE = re.compile(r'(?P<file>.+)@(?P<start>\d+(?:\.\d+)?)-(?P<end>\d+(?:\.\d+)?)')
 
@@ -95,11 +98,6 @@ def read_trial_list(path):
     if not trials:
         raise ValueError(f"{path}: no trials")
     return trials, repeated
-
-
-def read_trials(path):
-    """The distinct trials of a trial list file, checked line by line (read_trial_list)."""
-    return read_trial_list(path)[0]
 
 
 def write_trials(path, trials):
@@ -190,7 +188,7 @@ def utterance_features(frames, path, piece, feature):
 class TrialEmbedder:
     """d-vectors of the enroll and test sides of trials, each distinct one computed once.
 
-    Utterances are read with `reading`, a features.reading_settings() (the checkpoint's feature settings, the
+    Utterances are read with `reading`, a frontend.reading_settings() (the checkpoint's feature settings, the
     front end's vad and level).
     """
 
@@ -227,7 +225,7 @@ class TrialEmbedder:
 def score_trials(embedder, trials, cohort=None, cohort_top=None):
     """Scores (n_trials,) of the trials, in their order; each distinct side is embedded once.
 
-    Cosine scores, or with a cohort (n_speakers, embedding_size) their AS-norm over its cohort_top best.
+    Cosine scores, or with a cohort (n_speakers, embedding_size) their AS-norm over its cohort_top best (scoring.score).
     """
     enroll_names, test_names = sorted({t.enroll for t in trials}), sorted({t.test for t in trials})
     enrolled, tested = embedder.enrollments(enroll_names), embedder.tests(test_names)
@@ -235,8 +233,5 @@ def score_trials(embedder, trials, cohort=None, cohort_top=None):
     E = torch.stack([enrolled[n] for n in enroll_names])  # (n_enroll, embedding_size)
     T = torch.stack([tested[n] for n in test_names])      # (n_test, embedding_size)
     pairs = torch.tensor([(enroll_index[t.enroll], test_index[t.test]) for t in trials])
-    if cohort is None:
-        scores = (E[pairs[:, 0]] * T[pairs[:, 1]]).sum(1)
-    else:
-        scores = normalise_scores(E, T, pairs, cohort.to(E.device), cohort_top)
+    scores = score(E, T, pairs, cohort, cohort_top)
     return require_finite(scores.double().cpu().numpy(), 'the trial scores')

@@ -4,14 +4,14 @@ Score the same trial list with each model (verification.py --scores), then:
 
     python verification.py --trials trials/holdout20.txt --checkpoint runs/a/checkpoint_best.pth --scores results/a.txt
     python verification.py --trials trials/holdout20.txt --checkpoint runs/b/checkpoint_best.pth --scores results/b.txt
-    python compare_scores.py results/a.txt results/b.txt --names tutorial improved --out results/det_compare.png
+    python -m tools.compare_scores results/a.txt results/b.txt --names tutorial improved --out results/det_compare.png
 """
-import cli
 import configure as c
-from atomic import refuse_overwriting
-from metrics import P_TARGETS, summarize
-from plots import plot_det
-from trials import read_scores
+from dvector import cli
+from dvector.atomic import refuse_overwriting
+from dvector.metrics import P_TARGETS, summarize
+from dvector.plots import plot_det
+from dvector.trials import read_scores
 
 
 def parse_args(argv=None):

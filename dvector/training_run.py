@@ -1,5 +1,5 @@
-"""The life of a training run around train.py's lesson: what its checkpoints hold, resuming it exactly,
-starting from another run's weights, and refusing what would mix two runs.
+"""The life of a training run around train.py's lesson: what its checkpoints hold, its training/validation split,
+resuming it exactly, starting from another run's weights, and refusing what would mix two runs.
 """
 import argparse
 import hashlib
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import load_checkpoint
 from DB_wav_reader import read_training_structure
+from dvector.checkpoint import load_checkpoint
 
 # Flags that --resume takes from the command line; every other setting comes from the checkpoint,
 # so that the run continues exactly (num_workers too: each worker draws its own random windows).
@@ -27,7 +27,7 @@ def training_checkpoint(*, epoch, history, model, optimizer, scheduler, scaler, 
         'state_dict': model.state_dict(),
         'model_args': model_args,  # BackgroundResNet(**model_args)
         'speakers': speakers,      # the training speakers, in the order of the classifier's outputs
-        'feature': feature,        # the features it was trained on (features.feature_settings) and 'win_size'
+        'feature': feature,        # the features it was trained on (fbank.feature_settings) and 'win_size'
         'run_id': run_id,          # the training run and the epoch name the model: enrollments record them
         'epoch': epoch,
         'scoring': scoring,        # the scoring settings its recipe recommends (configure.SCORINGS)
@@ -41,6 +41,18 @@ def training_checkpoint(*, epoch, history, model, optimizer, scheduler, scaler, 
         'auto_choices': auto_choices,  # what 'auto' chose on this machine: {'precision', 'channels_last'}
         'train_files': train_files,  # files_fingerprint of the training files: a resumed run needs the same ones
     }
+
+
+def split_train_valid(DB, val_ratio, seed):
+    """(train_DB, valid_DB): a seeded random `val_ratio` percent of the utterances go to validation."""
+    if not 0 < val_ratio < 100:
+        raise ValueError(f"--val-ratio is a percentage between 0 and 100, not {val_ratio}")
+    shuffled = DB.sample(frac=1, random_state=seed).reset_index(drop=True)
+    n_train = len(DB) - int(len(DB) * val_ratio / 100)
+    if n_train == len(DB) or n_train == 0:
+        raise ValueError(f"{len(DB)} utterances and --val-ratio {val_ratio} (%) leave an empty training or validation "
+                         "set")
+    return shuffled.iloc[:n_train].reset_index(drop=True), shuffled.iloc[n_train:].reset_index(drop=True)
 
 
 def files_fingerprint(filenames):
