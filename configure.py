@@ -156,9 +156,11 @@ SCORINGS = {
 EMBED_PRECISION = 'auto'  # the backbone's precision when embedding: 'auto' (bfloat16 where the device has bfloat16
                           # units; scores move by ~0.002, see docs/speed.md) | 'fp32' (the tutorial's d-vectors)
                           # | 'bf16'
-EMBED_BACKEND = 'torch'   # what runs the embedding network: 'torch' | 'onnx' (ONNX Runtime on the CPU, float32 only:
-                          # the tutorial's d-vectors, faster than PyTorch's float32; exported once to
-                          # <checkpoint stem>.<hash>.onnx beside the checkpoint)
+EMBED_BACKEND = 'auto'    # what runs the embedding network: 'auto' ('onnx' where the embedding is float32 on the
+                          # CPU and onnxruntime is installed, else 'torch'; a failed export falls back to 'torch', with
+                          # a note) | 'torch' (the tutorial's) | 'onnx' (ONNX Runtime on the CPU, float32 only: the
+                          # tutorial's d-vectors, 2x PyTorch's float32 on a CPU without bfloat16 units; exported
+                          # once to <checkpoint stem>.<hash>.onnx beside the checkpoint)
 THRESHOLD = 0.95     # verification accepts above this cosine score, unless a calibrated threshold is stored
 TRIALS = 'trials/trials.txt'  # make_trials.py writes the trial list of TEST_FEAT_DIR here
 RESULTS_DIR = 'results'       # scores, DET curves, score histograms, confusion matrices

@@ -16,7 +16,8 @@ Embedding: utterances/s of whole utterances cut into TEST_FRAMES-frame segments 
              the model as the stages load it: batch norms folded into the convolutions, channels-last
              on the CPU; the same d-vectors as the tutorial's loop, to float precision
   fast       the same with the backbone in the stages' automatic precision (EMBED_PRECISION) and backend
-             (--backend, EMBED_BACKEND)
+             (--backend, EMBED_BACKEND: 'auto' is ONNX Runtime where that is float32 on the CPU, so on a CPU
+             without bfloat16 units it is onnx fp32 again); * marks the rows that embed as the stages do
   onnx fp32  the same segments and batches through ONNX Runtime (the 'onnx' backend: the model exported to
              ONNX, float32, on the CPU; the same d-vectors to float precision)
 Each path runs in a fresh process, so that its peak memory (resident set) is its own. FLOPs per
@@ -48,6 +49,7 @@ from dvector.stage import (
     embedding_description,
     embedding_dtype,
     for_inference,
+    resolve_backend,
     select_device,
 )
 from dvector.training import DeviceSetup, autocast_dtype, train_step
@@ -86,6 +88,7 @@ def training_settings(path, device, model):
 def embedding_settings(path, backend, device):
     """(backend, dtype) an embedding path runs its backbone with on this device; backend: the 'fast' path's."""
     if path == 'fast':
+        backend = resolve_backend(backend, c.EMBED_PRECISION, device).name
         return backend, embedding_dtype(c.EMBED_PRECISION, device, backend)
     return 'onnx' if path == 'onnx fp32' else 'torch', torch.float32
 
@@ -236,11 +239,15 @@ def main(argv=None):
     print(f"\nEmbedding: {len(files)} utterances, {embedded['fast']['segments']} segments of up to "
           f"{c.TEST_FRAMES} frames")
     print(f"  {'path':10} {'utts/s':>10} {'speed-up':>9} {'GFLOP/s':>8} {'% peak':>7} {'peak MiB':>9}")
+    stages = embedding_settings('fast', args.backend, device)
     for path, r in embedded.items():
         gflops = r['frames_per_s'] / c.TEST_FRAMES * embed_flops
-        dtype = embedding_settings(path, args.backend, device)[1]
+        settings = embedding_settings(path, args.backend, device)
+        mark = ' *' if path != 'tutorial' and settings == stages else ''  # the tutorial's loop is no stage's
         print(f"  {path:10} {r['utts_per_s']:10.1f} {speed_up(embedded, path, 'utts_per_s'):8.2f}x "
-              f"{gflops:8.1f} {100 * gflops / peaks[dtype]:7.1f} {r['peak_mb']:9.0f}")
+              f"{gflops:8.1f} {100 * gflops / peaks[settings[1]]:7.1f} {r['peak_mb']:9.0f}{mark}")
+    print(f"  * as the stages embed here (EMBED_PRECISION {c.EMBED_PRECISION}, --backend {args.backend}): "
+          f"{embedding_description(c.EMBED_PRECISION, device, args.backend)}")
     if 'onnx fp32' in embedded:  # the two exact (float32) paths, the one comparison their speed-up columns hide
         print(f"  ONNX Runtime float32 embeds {speed_up(embedded, 'onnx fp32', 'utts_per_s', 'fast fp32'):.2f}x as "
               "fast as PyTorch float32 (fast fp32)")

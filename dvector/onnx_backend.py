@@ -25,7 +25,7 @@ import torch
 from google.protobuf.message import DecodeError
 from torch import nn
 
-from dvector.atomic import atomic_write
+from dvector.atomic import atomic_write, check_writable
 from dvector.checkpoint import model_from_checkpoint, model_id
 
 INPUT, OUTPUT = 'fbank', 'dvector'
@@ -169,6 +169,7 @@ def cached_embedder(checkpoint, ckpt):
     The cache is keyed by the weights' hash, not by the run: a checkpoint that train.py rewrites
     (checkpoint_best.pth) is exported again, and its earlier exports are removed. A cached file is used only when
     the hash in its metadata is the checkpoint's: another model's export, or a truncated one, is exported again.
+    Where no export is cached and the folder is not writable, it raises OSError (cannot write <path>) before exporting.
     """
     checkpoint = Path(checkpoint)
     digest = weights_hash(ckpt)
@@ -177,6 +178,7 @@ def cached_embedder(checkpoint, ckpt):
         if path.is_file():
             print(f"Note: {path} is not the export of {checkpoint}'s weights (another model's, or cut off): "
                   "exported again", file=sys.stderr)
+        check_writable(path)  # a folder that is not writable fails now, not after the seconds of an export
         export_checkpoint(ckpt, path, digest)
         stale = re.compile(re.escape(checkpoint.stem) + r'\.[0-9a-f]{12}\.onnx')
         for other in checkpoint.parent.iterdir():

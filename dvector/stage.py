@@ -10,6 +10,7 @@ to embed with, and the scoring settings resolved once, by one rule (resolve_scor
     4. what the checkpoint's recipe recommends (configure.SCORINGS)
     5. configure.py
 """
+import importlib.util
 import os
 import sys
 from typing import NamedTuple
@@ -27,7 +28,8 @@ from model.model import BackgroundResNet
 from model.resnet import fold_batch_norms
 
 EMBED_PRECISIONS = ('auto', 'fp32', 'bf16')
-EMBED_BACKENDS = ('torch', 'onnx')
+EMBED_BACKENDS = ('auto', 'torch', 'onnx')
+ONNX_MODULES = ('onnxruntime', 'onnx', 'onnxscript')  # what the 'onnx' backend needs: ONNX Runtime, torch's exporter
 SCORE_NORMS = ('none', 'asnorm')
 COHORTS = ('speakers', 'utterances')
 # The settings a stage's scores depend on (a calibrated threshold is valid for these only) ...
@@ -95,7 +97,8 @@ def embedding_dtype(precision, device, backend='torch'):
 
     'auto' is bfloat16 where the device has bfloat16 units (bfloat16_units), else float32. The 'onnx' backend
     (ONNX Runtime's CPU build) embeds on the CPU in float32 only, so it resolves 'auto' to float32 and refuses
-    'bf16' or a GPU rather than ignore them.
+    'bf16' or a GPU rather than ignore them. The backend 'auto' embeds as 'torch' would: it is 'onnx' only where
+    that is float32 (resolve_backend).
     """
     if precision not in EMBED_PRECISIONS:
         raise ValueError(f"unknown embedding precision {precision!r} (EMBED_PRECISION of configure.py or "
@@ -117,13 +120,45 @@ def embedding_dtype(precision, device, backend='torch'):
     return {'fp32': torch.float32, 'bf16': torch.bfloat16}[precision]
 
 
-def embedding_description(precision, device, backend):
-    """What the backbone embeds in, as reports say it: 'bfloat16', 'float32', or 'float32 (onnx)'; with 'auto'
-    on the torch backend, why (e.g. 'float32 (this CPU has no bfloat16 units)')."""
-    dtype = str(embedding_dtype(precision, device, backend)).removeprefix('torch.')
-    if backend != 'torch':
-        return f"{dtype} ({backend})"
-    return f"{dtype} ({bfloat16_units(device).why})" if precision == 'auto' else dtype
+class Backend(NamedTuple):
+    """What runs the embedding network ('torch' or 'onnx'), and why, as the precision lines say it ('' where the
+    backend was asked for by name)."""
+    name: str
+    why: str = ''
+
+
+def resolve_backend(backend, precision, device, random_weights=False):
+    """The Backend of an EMBED_BACKEND: the one decision behind EMBED_BACKEND 'auto'.
+
+    'auto' is 'onnx' where ONNX Runtime makes torch's d-vectors faster: on the CPU, in float32 (EMBED_PRECISION
+    'fp32', or 'auto' without bfloat16 units), of trained weights, with onnxruntime, onnx and onnxscript installed
+    (2x torch's float32 on an AVX2 CPU: docs/speed.md). Elsewhere 'torch': on a GPU, in bfloat16 (faster still
+    where the CPU has bfloat16 units), of random weights. 'torch' and 'onnx' are themselves.
+    """
+    if backend != 'auto':
+        return Backend(backend)
+    if device.type != 'cpu':
+        return Backend('torch', 'the onnx backend runs on the CPU only')
+    if embedding_dtype(precision, device) != torch.float32:
+        return Backend('torch', 'ONNX Runtime embeds in float32 only')
+    if random_weights:
+        return Backend('torch', 'random weights, not exported')
+    missing = [name for name in ONNX_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        return Backend('torch', f"{', '.join(missing)} not installed")
+    return Backend('onnx', "ONNX Runtime, faster than torch's float32 on this CPU")
+
+
+def embedding_description(precision, device, backend, random_weights=False):
+    """What the backbone embeds in, as reports say it: 'bfloat16', 'float32', or 'float32 (onnx)'; where 'auto'
+    chose, why (e.g. 'float32 (this CPU has no bfloat16 units)', "float32 (onnx: ONNX Runtime, faster than torch's
+    float32 on this CPU)", 'bfloat16 (this CPU has bfloat16 units; torch: ONNX Runtime embeds in float32 only)')."""
+    chosen = resolve_backend(backend, precision, device, random_weights)
+    dtype = str(embedding_dtype(precision, device, chosen.name)).removeprefix('torch.')
+    whys = [bfloat16_units(device).why] if precision == 'auto' and chosen.name == 'torch' else []
+    if chosen != Backend('torch'):
+        whys.append(': '.join(filter(None, chosen)))  # 'onnx', or the backend 'auto' chose and why
+    return f"{dtype} ({'; '.join(whys)})" if whys else dtype
 
 
 # ---- The model --------------------------------------------------------------------------------------
@@ -147,22 +182,33 @@ def for_inference(model, device, dtype=torch.float32):
 def load_model(path, device, precision='fp32', backend='torch', random_weights_seed=None):
     """(model for embedding, checkpoint dict) of the checkpoint at `path`.
 
-    precision: an EMBED_PRECISION; backend: an EMBED_BACKEND. With 'onnx' the model is an
-    onnx_backend.OnnxEmbedder, which has the model's `.embed` and runs on the CPU in float32.
+    precision: an EMBED_PRECISION; backend: an EMBED_BACKEND ('auto' says on stderr what it chose, and why). With
+    'onnx' the model is an onnx_backend.OnnxEmbedder, which has the model's `.embed` and runs on the CPU in
+    float32; where 'auto' chose it and the export fails, the model is torch's in float32, with a note.
     random_weights_seed: if given, the model has fresh random weights (seeded), as training starts from.
     """
     device = torch.device(device)
-    dtype = embedding_dtype(precision, device, backend)  # refuses what the backend cannot do, before any work
+    random_weights = random_weights_seed is not None
+    chosen = resolve_backend(backend, precision, device, random_weights).name
+    dtype = embedding_dtype(precision, device, chosen)  # refuses what the backend cannot do, before any work
     ckpt = load_checkpoint(path, device)
-    if random_weights_seed is not None:
-        if backend != 'torch':
+    if random_weights:
+        if chosen != 'torch':
             raise ValueError("random weights embed with the 'torch' backend only (the 'onnx' one exports the "
                              "trained weights): drop --backend onnx")
         torch.manual_seed(random_weights_seed)
         ckpt = {**ckpt, 'state_dict': BackgroundResNet(**ckpt['model_args']).state_dict()}
-    if backend == 'onnx':
-        from dvector import onnx_backend  # onnxruntime is imported only when it is used
-        return onnx_backend.cached_embedder(path, ckpt), ckpt
+    if backend == 'auto':
+        print(f"Embedding in {embedding_description(precision, device, backend, random_weights)}", file=sys.stderr)
+    if chosen == 'onnx':
+        try:
+            from dvector import onnx_backend  # onnxruntime is imported only when it is used
+            return onnx_backend.cached_embedder(path, ckpt), ckpt
+        except Exception as error:  # an export fails in many ways; torch's float32 makes the same d-vectors
+            if backend != 'auto':
+                raise
+            reason = next(iter(str(error).splitlines()), '') or type(error).__name__  # one line
+            print(f"Note: embedding with torch in float32: the ONNX export failed ({reason})", file=sys.stderr)
     return for_inference(model_from_checkpoint(ckpt, device), device, dtype), ckpt
 
 
@@ -319,13 +365,15 @@ class Stage(NamedTuple):
 
 
 def open_stage(args, claimed=None, random_weights_seed=None):
-    """The Stage of args (--device, --checkpoint, --embed-precision, --backend), its scoring settings settled.
+    """The Stage of args (--device, --checkpoint, --embed-precision, --backend), its backend and scoring settings
+    settled.
 
     claimed: the enrolled speaker a single trial is scored against (its enrollment is read from
     --embedding-dir, and it decides the enrollment settings); random_weights_seed: see load_model.
     """
     device = select_device(args.device)
     model, ckpt = load_model(args.checkpoint, device, args.embed_precision, args.backend, random_weights_seed)
+    args.backend = 'torch' if isinstance(model, torch.nn.Module) else 'onnx'  # as it embeds: 'auto' settled
     enrollment = None
     if claimed is not None:
         enrolled = load_enrollment(args.embedding_dir, ckpt, device, args.checkpoint)

@@ -7,6 +7,7 @@ import torch
 
 from bench import throughput
 from dvector.feature_files import read_MFB
+from dvector.stage import bfloat16_units
 
 pytestmark = pytest.mark.slow  # the fast lane leaves these out (README, Tests)
 PRINTED = 0.0051  # what rounding to 2 decimals moves a ratio by (and float noise)
@@ -41,6 +42,11 @@ def test_the_benchmark_reports_every_path_side_by_side_against_the_tutorials(fea
     aug = re.search(r'with augmentation takes ([\d.]+)x as long as without', out).group(1)
     assert float(aug) == pytest.approx(training['fast']['samples_per_s'] / training['fast + aug']['samples_per_s'],
                                        abs=PRINTED)
+    marked = re.findall(r'^  (.{10}) .* \*$', out, re.MULTILINE)  # the rows that embed as the stages do
+    no_units = not bfloat16_units(torch.device('cpu')).native  # there the default is ONNX Runtime float32
+    assert [m.strip() for m in marked] == (['fast', 'onnx fp32'] if no_units else ['fast'])
+    assert ("* as the stages embed here (EMBED_PRECISION auto, --backend auto): "
+            + ("float32 (onnx: ONNX Runtime" if no_units else "bfloat16 (this CPU has bfloat16 units")) in out
     onnx = re.search(r'ONNX Runtime float32 embeds ([\d.]+)x as fast as PyTorch float32', out).group(1)
     assert float(onnx) == pytest.approx(embedding['onnx fp32']['utts_per_s'] / embedding['fast fp32']['utts_per_s'],
                                         abs=PRINTED)

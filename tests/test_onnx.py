@@ -1,5 +1,6 @@
-"""ONNX export and the ONNX Runtime backend: the graph against PyTorch, the scores of both backends, the export
-cache, float32 only, and the standalone example that docs/onnx.md quotes.
+"""ONNX export and the ONNX Runtime backend: the graph against PyTorch, the scores of both backends (ONNX Runtime
+the default on a CPU without bfloat16 units), the export cache, float32 only, and the standalone example that
+docs/onnx.md quotes.
 
 Exports and ONNX Runtime run in child processes (the scripts, as a user runs them), so that a crash in native
 code fails one test instead of ending the suite.
@@ -83,26 +84,32 @@ def test_an_export_that_differs_from_pytorch_is_not_written(tmp_path):
     assert not (tmp_path / 'x.onnx').exists()
 
 
-def test_the_onnx_backend_scores_as_pytorch_float32(trained, feature_tree, tmp_path):
+def test_the_default_on_a_cpu_without_bfloat16_units_is_onnx_runtime_and_scores_as_pytorch_float32(
+        trained, feature_tree, tmp_path, monkeypatch):
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX2')  # the scripts see a CPU without bfloat16 units, whatever this is
     checkpoint = copy_checkpoint(trained, tmp_path / 'model')
     run_ok(tmp_path, 'make_trials.py', '--test-dir', str(feature_tree / 'test'), '--out', 'trials.txt')
     summaries, scores, enrolled = {}, {}, {}
-    for backend, precision in (('torch', 'fp32'), ('onnx', 'auto')):
-        flags = ['--checkpoint', str(checkpoint), '--backend', backend, '--embed-precision', precision,
-                 '--device', 'cpu']
-        out = run_ok(tmp_path, 'verification.py', '--trials', 'trials.txt', '--json', '--scores', f'{backend}.txt',
-                     *flags)
-        summaries[backend] = json.loads(out)
-        scores[backend] = np.loadtxt(tmp_path / f'{backend}.txt', usecols=0)
-        run_ok(tmp_path, 'enroll.py', '--test-feat-dir', str(feature_tree / 'test'), '--embedding-dir', backend, *flags)
-        enrolled[backend] = torch.stack([torch.load(p, weights_only=True)['embedding']
-                                         for p in sorted((tmp_path / backend).glob('*.pth'))])
+    for run, chosen in (('torch', ['--backend', 'torch', '--embed-precision', 'fp32']), ('default', [])):
+        flags = ['--checkpoint', str(checkpoint), '--device', 'cpu', *chosen]
+        result = run_script(tmp_path, 'verification.py', '--trials', 'trials.txt', '--json', '--scores', f'{run}.txt',
+                            *flags)
+        assert result.returncode == 0, result.stderr
+        summaries[run] = json.loads(result.stdout)
+        scores[run] = np.loadtxt(tmp_path / f'{run}.txt', usecols=0)
+        run_ok(tmp_path, 'enroll.py', '--test-feat-dir', str(feature_tree / 'test'), '--embedding-dir', run, *flags)
+        enrolled[run] = torch.stack([torch.load(p, weights_only=True)['embedding']
+                                     for p in sorted((tmp_path / run).glob('*.pth'))])
+    assert "Embedding in float32 (onnx: ONNX Runtime, faster than torch's float32 on this CPU)" in result.stderr
     assert summaries['torch']['embedding_dtype'] == 'float32'
-    assert summaries['onnx']['embedding_dtype'] == 'float32 (onnx)'  # 'auto' resolves to float32, and says so
-    assert len(scores['onnx']) == 9 and np.abs(scores['onnx'] - scores['torch']).max() < 1e-4
-    assert (enrolled['onnx'] - enrolled['torch']).abs().max() < 1e-5
+    assert summaries['default']['embedding_dtype'] == 'float32 (onnx)'  # as it embedded: 'auto' settled
+    assert onnx_cache(checkpoint.parent) == [f"checkpoint_best.{weights_hash(load_checkpoint(checkpoint))[:12]}.onnx"]
+    assert len(scores['default']) == 9 and np.abs(scores['default'] - scores['torch']).max() < 1e-4
+    assert summaries['default']['eer_percent'] == summaries['torch']['eer_percent']  # the same decisions
+    assert summaries['default']['eer_threshold'] == pytest.approx(summaries['torch']['eer_threshold'], abs=1e-4)
+    assert (enrolled['default'] - enrolled['torch']).abs().max() < 1e-5
     out = run_ok(tmp_path, 'identification.py', '--all', '--test-feat-dir', str(feature_tree / 'test'),
-                 '--embedding-dir', 'onnx', '--results-dir', 'results', '--checkpoint', str(checkpoint),
+                 '--embedding-dir', 'default', '--results-dir', 'results', '--checkpoint', str(checkpoint),
                  '--backend', 'onnx', '--device', 'cpu')
     assert 'Top-1 identification accuracy: 100.00%' in out
 
