@@ -35,7 +35,7 @@ from dvector.checkpoint import load_checkpoint
 from dvector.fbank import feature_settings
 from dvector.losses import LOSSES, build_criterion, margin_at
 from dvector.plots import plot_history
-from dvector.speed import preload_fits, use_channels_last
+from dvector.speed import keep_freed_memory, preload_fits, use_channels_last
 from dvector.stage import bfloat16_units, select_device
 from dvector.training import PRECISIONS, DeviceSetup, autocast_dtype, train_step
 from dvector.training_run import (
@@ -436,6 +436,7 @@ def fit(args, ckpt, device, ddp=None):
     """
     run_id = ckpt['run_id'] if ckpt else uuid.uuid4().hex[:12]
     check_log_dir(args.log_dir, run_id)
+    keep_freed_memory()
     feature = ckpt['feature'] if ckpt else {**feature_settings(), 'win_size': args.win_size}
     data = read_data(args, feature)
     net, model_args, setup, auto_choices = build_model(args, num_classes(args, data.speakers), feature, device,

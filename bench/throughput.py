@@ -182,6 +182,51 @@ def gflops_per_sample(backbone, frames, train_step):
     return counter.get_total_flops() / 8 / 1e9
 
 
+def median_seconds(function, device, repeats=5):
+    """The median time of function() over `repeats` calls, after one call of warm-up."""
+    function()
+    times = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        function()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[repeats // 2]
+
+
+def convolution_floor(backbone, batch_size, device):
+    """Seconds per training batch of the model's convolutions alone, in float32, forward and backward of each timed
+    one at a time: {'contiguous': s, 'channels-last': s, 'best': s (each in its faster format)}.
+
+    Everything else of a step (batch norms, ReLUs, the optimizer, the data) only adds to 'best', so with these
+    convolution kernels no float32 step runs faster than it: the ceiling of any speed-up that keeps the model.
+    """
+    model = BackgroundResNet(c.EMBEDDING_SIZE, 200, backbone)
+    convolutions = []
+    hooks = [m.register_forward_hook(lambda m, inputs, _: convolutions.append((m, inputs[0].shape)))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model(torch.randn(batch_size, 1, c.FILTER_BANK, c.NUM_WIN_SIZE))
+    for hook in hooks:
+        hook.remove()
+    totals = {'contiguous': 0.0, 'channels-last': 0.0, 'best': 0.0}
+    for conv, shape in convolutions:
+        times = {}
+        for name, layout in (('contiguous', torch.contiguous_format), ('channels-last', torch.channels_last)):
+            x = torch.randn(shape, device=device).contiguous(memory_format=layout)
+            weight = conv.weight.detach().to(device).contiguous(memory_format=layout)
+            grad = torch.randn_like(torch.conv2d(x, weight, stride=conv.stride, padding=conv.padding))
+            backward = (grad, x, weight, None, conv.stride, conv.padding, conv.dilation, False, [0, 0], conv.groups,
+                        [shape[1] > 1, True, False])  # no input gradient for the first convolution, as in training
+            times[name] = (median_seconds(lambda: torch.conv2d(x, weight, stride=conv.stride, padding=conv.padding),
+                                          device)
+                           + median_seconds(lambda: torch.ops.aten.convolution_backward(*backward), device))
+            totals[name] += times[name]
+        totals['best'] += min(times.values())
+    return totals
+
+
 def matmul_gflops(device, dtype, n=1024, seconds=1.0):
     """GFLOP/s of large square matrix products, repeated for about `seconds`: about the most this device does in
     that dtype in practice (bfloat16 on a CPU without bfloat16 units: oneDNN's emulation, which is slow)."""
@@ -230,6 +275,13 @@ def main(argv=None):
         dtype = training_settings(path, device, model)[0] or torch.float32
         print(f"  {path:10} {r['samples_per_s']:10.1f} {speed_up(trained, path, 'samples_per_s'):8.2f}x "
               f"{gflops:8.1f} {100 * gflops / peaks[dtype]:7.1f} {r['peak_mb']:9.0f} {r['load_s']:10.1f}")
+    floor = convolution_floor(args.backbone, args.batch_size, device)
+    tutorial_step = args.batch_size / trained['tutorial']['samples_per_s']
+    ms = {name: f"{seconds * 1000:.0f}" for name, seconds in floor.items()}
+    print(f"  The convolutions alone (float32, forward + backward, each timed by itself): {ms['contiguous']} ms a "
+          f"batch contiguous, {ms['channels-last']} channels-last, {ms['best']} each in its faster format:\n"
+          f"  with these kernels a float32 step is at most {tutorial_step / floor['best']:.2f}x the tutorial's "
+          f"({tutorial_step * 1000:.0f} ms)")
     print(f"  A training step with augmentation takes "
           f"{trained['fast']['samples_per_s'] / trained['fast + aug']['samples_per_s']:.2f}x as long as without (fast)")
 
@@ -251,7 +303,8 @@ def main(argv=None):
     if 'onnx fp32' in embedded:  # the two exact (float32) paths, the one comparison their speed-up columns hide
         print(f"  ONNX Runtime float32 embeds {speed_up(embedded, 'onnx fp32', 'utts_per_s', 'fast fp32'):.2f}x as "
               "fast as PyTorch float32 (fast fp32)")
-    return {'training': trained, 'embedding': embedded, 'train_gflop': train_flops, 'embed_gflop': embed_flops}
+    return {'training': trained, 'convolution_floor': floor, 'embedding': embedded, 'train_gflop': train_flops,
+            'embed_gflop': embed_flops}
 
 
 if __name__ == '__main__':

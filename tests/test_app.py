@@ -76,6 +76,7 @@ def test_the_state_names_the_model_its_recommended_scoring_and_threshold(page):
     assert state['max_upload_bytes'] == 20 * 2 ** 20
 
 
+@pytest.mark.slow
 def test_the_stages_read_what_the_page_enrolls_and_score_it_as_the_page_does(page, tmp_path):
     client, rec = page
     assert post(client, '/api/enroll', {'a.wav': demo_wav(1), 'b.wav': demo_wav(2)}, name='alice')[0] == 200
@@ -106,6 +107,7 @@ def test_the_stages_read_what_the_page_enrolls_and_score_it_as_the_page_does(pag
         assert torch.allclose(record['embedding'], records[name]['embedding'], atol=1e-5), name
 
 
+@pytest.mark.slow
 def test_the_page_reads_what_enroll_py_enrolls(page, tmp_path):
     client, rec = page
     (tmp_path / 'voices' / 'carol').mkdir(parents=True)
@@ -202,6 +204,7 @@ def test_d_vectors_of_another_model_are_refused_on_the_page(page, tmp_path):
     assert sorted(p.name for p in Path(rec.args.embedding_dir).iterdir()) == ['dave.pth']
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('headers', [{'Origin': 'http://evil.example'}, {'Sec-Fetch-Site': 'cross-site'},
                                      {'Origin': 'null'}, {'Origin': 'http://localhost:9999'}])
 def test_a_request_from_another_site_is_refused_and_changes_nothing(page, headers):
@@ -260,6 +263,7 @@ def test_identify_says_when_the_speakers_were_enrolled_with_another_front_end(pa
                                      f'with --vad {rec.args.vad} --level {rec.args.level}')
 
 
+@pytest.mark.slow
 def test_the_notes_on_a_recording_are_shown_beside_the_result(page):
     client, _ = page
     clipped = np.clip(demo_speech(1) * 40, -1, 1)  # 40x louder: about a tenth of the samples at full scale
@@ -344,6 +348,7 @@ def test_a_form_of_too_many_parts_or_too_large_a_field_says_so(page):
     (['--port', '70000'], 'argument --port: must be a port from 0 (any free one) to 65535, not 70000'),
     (['--host', 'nonexistent.invalid'], 'error: --host nonexistent.invalid: no such address ('),
 ], ids=['port', 'host'])
+@pytest.mark.slow
 def test_an_address_the_page_cannot_be_served_on_is_one_error_line(flags, message):
     done = subprocess.run([sys.executable, 'app.py', *flags], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode in (1, 2) and message in done.stderr and 'Traceback' not in done.stderr

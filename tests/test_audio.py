@@ -200,6 +200,7 @@ def test_audio_trees_list_every_format_and_a_p_wins_over_audio_of_the_same_name(
         require_utterance_file(tmp_path / 'b' / 'phone.m4a')
 
 
+@pytest.mark.slow
 @needs_etri
 def test_etri_speech_passes_at_its_level_and_at_minus_70_dBFS(tmp_path):
     levels, dropped = [], []
@@ -216,6 +217,7 @@ def test_etri_speech_passes_at_its_level_and_at_minus_70_dBFS(tmp_path):
     np.testing.assert_allclose(log_fbank(quiet, level), log_fbank_frames(audio, level)[0], atol=1e-3)
 
 
+@pytest.mark.slow
 @needs_etri
 def test_level_auto_leaves_the_etri_recordings_as_they_are_and_lifts_quiet_ones(tmp_path):
     """LEVEL 'auto' (the default): the tutorial's features exactly at the training data's level, and quiet speech

@@ -46,6 +46,7 @@ def embeddings(folder):
     return {p.stem: torch.load(p, weights_only=True) for p in sorted(folder.glob('*.pth'))}
 
 
+@pytest.mark.slow
 def test_an_audio_tree_enrolls_as_its_extracted_features_do(trained, audio_tree, extracted, tmp_path):
     enroll.main(model_args(trained, audio_tree, tmp_path / 'audio'))
     enroll.main(model_args(trained, extracted, tmp_path / 'features'))
@@ -71,6 +72,7 @@ def test_test_file_scores_one_audio_file_from_the_command_line(trained, audio_tr
     assert 'Predicted speaker: v' in out and 'True speaker' not in out and 'Best scores: v' in out
 
 
+@pytest.mark.slow
 def test_test_file_that_is_missing_or_not_audio(trained, audio_tree, tmp_path):
     args = model_args(trained, audio_tree, tmp_path / 'emb')
     enroll.main(args)
@@ -102,6 +104,7 @@ def test_a_silent_enrollment_file_is_refused_by_name_and_nothing_is_written(trai
     assert not (tmp_path / 'emb').exists()
 
 
+@pytest.mark.slow
 def test_speech_detection_and_level_in_enrollment(trained, audio_tree, extracted, tmp_path):
     enroll.main(model_args(trained, audio_tree, tmp_path / 'plain'))
     enroll.main(model_args(trained, audio_tree, tmp_path / 'vad') + ['--vad', 'energy'])
@@ -144,6 +147,7 @@ def test_identification_notes_test_audio_read_otherwise_than_the_speakers_were_e
             "--level auto") in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_trial_lists_of_audio_pieces_with_speech_detection_and_level(trained, audio_tree, tmp_path, capsys):
     lines = [f"{int(e == t)} test/v{e}/enroll{FORMATS[e][0]} test/v{t}/test{FORMATS[t][1]}{piece}"
              for e in range(3) for t in range(3) for piece in ('', '@0.50-2.50')]

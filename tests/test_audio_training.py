@@ -89,6 +89,7 @@ def wave_settings(**changes):
     return dataclasses.replace(settings, **{**off, **changes})
 
 
+@pytest.mark.slow
 def test_each_kind_on_the_waveform_changes_it_and_repeats_with_the_seed(voices):
     audio = soundfile.read(sorted((voices / 'train').rglob('*.wav'))[0], dtype='float32')[0]
     others = lambda k: [audio[::-1].copy()] * k  # noqa: E731
@@ -165,6 +166,7 @@ def test_an_audio_tree_trains_with_augmentation_and_resumes_exactly(voices, tmp_
         assert torch.equal(a[name], b[name]), name
 
 
+@pytest.mark.slow
 def test_the_torch_fbank_trains_as_the_recipes(voices, tmp_path, monkeypatch):
     recipe = run(voices / 'train', tmp_path / 'recipe', '--epochs', '1', '--precision', 'fp32',
                  '--fbank', 'python_speech_features')
@@ -218,6 +220,7 @@ def test_one_file_named_twice_by_other_paths_is_refused(voices, tmp_path):
         read_training_structure(tree)  # the walk finds it first (DB_wav_reader.first_met)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('workers', ['0', '1'])
 def test_a_bad_recording_found_by_a_worker_is_one_line_naming_it(voices, tmp_path, workers):
     tree = tmp_path / 'train'

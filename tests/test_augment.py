@@ -133,6 +133,7 @@ def test_speed_moves_the_spectrum_and_the_length():
     assert abs(centres[fast[50].argmax()] - 1.1 * centres[20]) < np.diff(centres)[20:22].max()
 
 
+@pytest.mark.slow
 def test_each_kind_degrades_and_the_same_seed_repeats_it():
     feat = recipe_features(quiet_energies(np.random.default_rng(5)))
     others = lambda k: [feat[::-1]] * k  # noqa: E731

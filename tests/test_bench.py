@@ -39,6 +39,10 @@ def test_the_benchmark_reports_every_path_side_by_side_against_the_tutorials(fea
             assert printed_rate == pytest.approx(measured[path][rate], abs=0.051), path
             assert speed_up == pytest.approx(measured[path][rate] / measured['tutorial'][rate], abs=PRINTED), path
     training, embedding = results['training'], results['embedding']
+    floor = results['convolution_floor']
+    ceiling = re.search(r'a float32 step is at most ([\d.]+)x the tutorial', out).group(1)
+    tutorial_step = 8 / training['tutorial']['samples_per_s']
+    assert float(ceiling) == pytest.approx(tutorial_step / floor['best'], abs=PRINTED)
     aug = re.search(r'with augmentation takes ([\d.]+)x as long as without', out).group(1)
     assert float(aug) == pytest.approx(training['fast']['samples_per_s'] / training['fast + aug']['samples_per_s'],
                                        abs=PRINTED)
@@ -50,6 +54,17 @@ def test_the_benchmark_reports_every_path_side_by_side_against_the_tutorials(fea
     onnx = re.search(r'ONNX Runtime float32 embeds ([\d.]+)x as fast as PyTorch float32', out).group(1)
     assert float(onnx) == pytest.approx(embedding['onnx fp32']['utts_per_s'] / embedding['fast fp32']['utts_per_s'],
                                         abs=PRINTED)
+
+
+def test_the_convolution_floor_takes_each_convolution_in_its_faster_format(monkeypatch):
+    timed = []
+    monkeypatch.setattr(throughput, 'median_seconds', lambda function, device: timed.append(function) or len(timed))
+    floor = throughput.convolution_floor('resnet18', 2, torch.device('cpu'))
+    assert len(timed) == 2 * 2 * 20  # resnet18: 20 convolutions, forward and backward, in two formats
+    # the n-th call takes n "seconds": the contiguous format (timed first) is always the faster one here
+    assert floor['contiguous'] == sum(range(1, 81, 4)) + sum(range(2, 81, 4))
+    assert floor['channels-last'] == sum(range(3, 81, 4)) + sum(range(4, 81, 4))
+    assert floor['best'] == floor['contiguous']
 
 
 @pytest.mark.parametrize('path, tolerance', [('fast fp32', 1e-4), ('onnx fp32', 1e-4), ('fast', 0.05)])

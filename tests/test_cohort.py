@@ -166,6 +166,7 @@ def read_scores(tmp_path):
     return [float(line.split()[0]) for line in (tmp_path / 's.txt').read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_asnorm_scores_a_trial_list_and_keeps_its_own_threshold(trained, feature_tree, tmp_path):
     checkpoint = copy_checkpoint(trained, tmp_path)
     raw = scored(tmp_path, checkpoint, feature_tree, '--calibrate')
@@ -185,6 +186,7 @@ def test_asnorm_scores_a_trial_list_and_keeps_its_own_threshold(trained, feature
                                 'cohort_utts': 20, 'cohort_top': 3})
 
 
+@pytest.mark.slow
 def test_whole_utterances_are_one_segment_each(trained, feature_tree, tmp_path):
     model, _ = load_model(trained / 'checkpoint_best.pth', 'cpu', 'fp32')
     feat = torch.randn(330, 40).numpy()
@@ -197,6 +199,7 @@ def test_whole_utterances_are_one_segment_each(trained, feature_tree, tmp_path):
     assert (summary['test_frames'], summary['enroll_frames']) == (0, 0) and summary['eer_percent'] == 0
 
 
+@pytest.mark.slow
 def test_the_stages_score_as_the_checkpoint_recommends_unless_a_flag_says_otherwise(trained, feature_tree, tmp_path,
                                                                                      capsys):
     checkpoint = copy_checkpoint(trained, tmp_path, scoring={'test_frames': 0, 'score_norm': 'asnorm'})

@@ -50,6 +50,7 @@ def test_wavs_are_16k_mono_with_quiet_edges(corpus):
         assert np.abs(audio).max() == pytest.approx(0.5, abs=0.01), path
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_other_seed_other_bytes(corpus, tmp_path):
     root, _ = corpus
     demo_corpus.write_corpus(tmp_path / 'same', **SIZES, seed=0)

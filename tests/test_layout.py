@@ -111,6 +111,7 @@ def loaded_by(code, watched):
     return sorted(set(json.loads(result.stdout.splitlines()[-1])) & watched)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('stage', INFERENCE)
 def test_an_inference_stage_loads_no_training_or_augmentation_code(stage):
     """Enrolling, verifying, identifying, mapping and the app load neither the training code nor augmentation

@@ -10,6 +10,7 @@ from dvector.records import save_threshold, threshold_path
 from tools import make_pretrained
 
 
+@pytest.mark.slow
 def test_it_publishes_the_model_and_the_validation_accuracy_of_its_own_epoch(trained, tmp_path):
     ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
     assert [h['epoch'] for h in ckpt['history']] == [1, 2]
@@ -29,6 +30,7 @@ def test_it_publishes_the_model_and_the_validation_accuracy_of_its_own_epoch(tra
     assert published['thresholds'] == {}  # no --twin
 
 
+@pytest.mark.slow
 def test_it_keeps_the_cohort_its_recipe_recommends(trained, tmp_path):
     ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
     ckpt['train_args']['recipe'] = 'improved'  # whose scoring: every d-vector of 50 utterances a speaker
@@ -39,6 +41,7 @@ def test_it_keeps_the_cohort_its_recipe_recommends(trained, tmp_path):
     assert published['cohort'].shape == (40, 128)  # 4 speakers with 10 training utterances each, all of them
 
 
+@pytest.mark.slow
 def test_it_takes_the_twins_thresholds_calibrated_with_the_recommended_scoring(trained, tmp_path):
     twin = tmp_path / 'twin' / 'checkpoint_best.pth'
     twin.parent.mkdir()
@@ -66,6 +69,7 @@ def test_it_refuses_to_write_over_the_checkpoint_it_reads(trained, tmp_path):
     assert ckpt.read_bytes() == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('change, message', [
     ({'threshold': float('nan')}, 'its threshold: NaN or infinite values'),
     ({'model_id': 'another/epoch9'}, 'was calibrated for model another/epoch9'),

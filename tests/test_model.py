@@ -41,6 +41,7 @@ def test_unknown_backbone():
         build_resnet('resnet9')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('backbone', ['resnet18', 'resnet50'])
 def test_folding_batch_norms_keeps_the_d_vectors(backbone):
     torch.manual_seed(0)
@@ -128,6 +129,7 @@ def test_folding_batch_norms_keeps_the_d_vectors_with_attentive_pooling():
         torch.testing.assert_close(for_inference(model, 'cpu').embed(x), expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_the_model_file_runs_on_a_dummy_batch_and_shows_each_shape(tmp_path):
     out = run_ok(tmp_path, 'model/model.py')  # configure.py's settings: resnet18 x16, average pooling, 100 frames
     shapes = [line.split(')')[0].split('(')[-1] for line in out.splitlines()[1:]]

@@ -115,6 +115,7 @@ def test_missing_corrupt_and_foreign_checkpoints(trained, feature_tree, tmp_path
         enroll_with(tmp_path / 'foreign.pth')
 
 
+@pytest.mark.slow
 def test_enrollment_made_by_another_model_is_refused_until_enrolled_again(trained, feature_tree, tmp_path, capsys):
     args = model_args(trained, feature_tree, tmp_path / 'emb')
     enroll.main(args + ['--checkpoint', str(trained / 'checkpoint_1.pth')])
@@ -174,6 +175,7 @@ def test_a_bad_enrollment_file_leaves_the_old_enrollment_whole(trained, feature_
     assert {p.name: p.read_bytes() for p in (tmp_path / 'emb').iterdir()} == before
 
 
+@pytest.mark.slow
 def test_a_single_trial_is_scored_and_thresholded_as_its_speaker_was_enrolled(trained, feature_tree, tmp_path,
                                                                               capsys):
     checkpoint = copy_checkpoint(trained, tmp_path)  # its thresholds go beside it
@@ -247,6 +249,7 @@ def test_batched_embedding_gives_the_d_vectors_of_the_definition(trained, monkey
     assert [len(s) for s in split_segments(feats[0], 100)] == [100, 100, 100, 100, 37]
 
 
+@pytest.mark.slow
 def test_bfloat16_embedding_is_close_to_float32_and_fp32_is_one_flag_away(trained, feature_tree, tmp_path,
                                                                           monkeypatch):
     feats = [np.random.default_rng(1).normal(size=(n, 40)) for n in (437, 250)]

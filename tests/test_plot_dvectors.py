@@ -96,6 +96,7 @@ def test_bad_test_folders_end_with_a_one_line_error(trained, feature_tree, tmp_p
     assert not (tmp_path / 'm.png').exists()
 
 
+@pytest.mark.slow
 @needs_etri
 def test_the_published_model_separates_the_etri_test_speakers_and_random_weights_do_not(tmp_path):
     """The 10 official test speakers, unseen in training, as 3-s pieces of their 15-s test.p."""

@@ -24,6 +24,7 @@ def test_noise_is_mixed_at_the_asked_signal_to_noise_ratio():
     assert 20 * np.log10(robustness.rms(speech) / robustness.rms(mixed - speech)) == pytest.approx(10)
 
 
+@pytest.mark.slow
 def test_every_condition_is_written_beside_a_clean_enrollment(tmp_path):
     names = robustness.write_conditions(write_recordings(tmp_path / 'wavs'), tmp_path / 'out')
     assert len(names) == 16 and names[0] == 'clean'
@@ -42,6 +43,7 @@ def test_every_condition_is_written_beside_a_clean_enrollment(tmp_path):
                                                                    'enroll.wav')[0])
 
 
+@pytest.mark.slow
 def test_only_wav_files_are_taken(tmp_path):
     wavs = write_recordings(tmp_path / 'wavs')
     (wavs / 'spk0' / 'NOTES').write_text('recorded at home')  # no suffix: not a recording
@@ -93,6 +95,7 @@ def test_the_codec_keeps_the_length_and_changes_the_sound():
     assert 0.01 < robustness.rms(coded - speech) / robustness.rms(speech) < 1  # lossy, but the same sound
 
 
+@pytest.mark.slow
 def test_the_dev_set_tests_on_the_enrollment_recordings_alone(tmp_path):
     wavs = write_recordings(tmp_path / 'wavs')
     for s in range(3):  # long enough enrollments: 7 s enrolled, 4 s left for one piece

@@ -1,5 +1,7 @@
 """Channels-last safety: the policy that keeps clear of oneDNN's bugs, and the probe of its convolutions on this
 machine (the second half of this file)."""
+import sys
+
 import pytest
 import torch
 
@@ -98,6 +100,7 @@ def test_a_case_that_kills_the_child_is_a_crash_and_the_rest_run_in_a_new_child(
     assert found == [(WIDE, 'fp32', 'ok', 0.0), (NARROW, 'fp32', 'crash', None), (WIDER, 'fp32', 'ok', 0.0)]
 
 
+@pytest.mark.slow
 def test_a_case_that_hangs_is_a_crash():
     found = probe_layout.probe([WIDE], dtypes=('fp32', 'bf16'), case_timeout=0.5, code='import time; time.sleep(60)')
     assert found == [(WIDE, 'fp32', 'crash', None), (WIDE, 'bf16', 'crash', None)]
@@ -109,6 +112,7 @@ def test_a_difference_beyond_the_dtypes_tolerance_is_a_mismatch():
     assert found == [(WIDE, 'fp32', 'mismatch', 1e-3), (WIDE, 'bf16', 'ok', 1e-3)]
 
 
+@pytest.mark.slow
 def test_the_probe_compares_layouts_of_the_same_convolution():
     shape = probe_layout.ConvShape(16, 32, 3, 2, 20, 50)
     assert probe_layout.compare_layouts(shape, 'fp32') < 1e-5
@@ -134,3 +138,28 @@ def test_every_convolution_of_a_model_the_policy_runs_channels_last_is_ok_here()
                     assert findings[shape, dtype][0] == 'ok', (width, frames, shape, dtype, findings[shape, dtype])
                     checked += 1
     assert checked > 0  # the wide ResNets run channels-last: there is something to check
+
+
+
+def test_kept_memory_asks_glibc_to_serve_every_block_from_the_heap_and_keep_its_top(monkeypatch):
+    calls = []
+
+    class Libc:
+        def mallopt(self, parameter, value):
+            calls.append((parameter, value))
+            return 1
+    monkeypatch.setattr(sys, 'platform', 'linux')
+    monkeypatch.setattr(speed.ctypes, 'CDLL', lambda name: Libc())
+    assert speed.keep_freed_memory() is True
+    assert calls == [(-4, 0), (-1, 1 << 30)]  # M_MMAP_MAX 0, M_TRIM_THRESHOLD 1 GiB
+
+
+def test_memory_is_left_as_it_is_where_the_c_library_has_no_mallopt(monkeypatch):
+    monkeypatch.setattr(sys, 'platform', 'linux')
+    monkeypatch.setattr(speed.ctypes, 'CDLL', lambda name: object())  # e.g. musl
+    assert speed.keep_freed_memory() is False
+
+
+def test_memory_is_left_alone_off_linux(monkeypatch):
+    monkeypatch.setattr(sys, 'platform', 'win32')
+    assert speed.keep_freed_memory() is False

@@ -115,6 +115,7 @@ def test_resume_continues_exactly(feature_tree, tmp_path, flags):
         assert torch.equal(a[name], b[name]), name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('precision', ['fp32', 'auto'])
 def test_features_in_memory_train_exactly_as_features_read_per_item(feature_tree, tmp_path, precision):
     for preload in ('yes', 'no'):
@@ -161,6 +162,7 @@ def test_resume_refuses_to_change_the_runs_settings(trained, feature_tree):
         run(feature_tree, trained, '--epochs', '3', '--resume', '--lr', '0.5', '--batch-size', '16')
 
 
+@pytest.mark.slow
 def test_resume_never_writes_over_another_run(trained, feature_tree, tmp_path):
     run(feature_tree, tmp_path, '--epochs', '1')
     with pytest.raises(ValueError, match='already holds a training run'):
@@ -173,6 +175,7 @@ def test_a_folder_holding_only_another_runs_best_checkpoint_is_refused(trained, 
         run(feature_tree, tmp_path, '--epochs', '1')
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_training_files(tmp_path):
     tree = write_feature_tree(tmp_path / 'feat')
     run(tree, tmp_path / 'log', '--epochs', '1')
@@ -190,6 +193,7 @@ def test_resume_accepts_what_the_run_resolved_and_refuses_other_values(trained, 
         run(feature_tree, trained, '--epochs', '2', '--resume', '--channels-last', other)
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_what_it_resolved(trained, feature_tree, tmp_path):
     """'auto' may choose otherwise on another machine: a resumed run goes on with the choice it made."""
     ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
@@ -216,6 +220,7 @@ def test_the_resume_check_compares_settings_and_the_set_of_files(trained):
         check_resume(ckpt, {}, files[1:])
 
 
+@pytest.mark.slow
 def test_resume_takes_the_runs_own_settings(feature_tree, tmp_path):
     run(feature_tree, tmp_path, '--epochs', '1', '--embedding-size', '32')
     run(feature_tree, tmp_path, '--epochs', '2', '--resume')  # default flags say 128
@@ -243,6 +248,7 @@ def test_unusable_training_files_are_all_reported_before_training(tmp_path):
     assert not (tmp_path / 'log').exists()
 
 
+@pytest.mark.slow
 def test_interrupted_run_keeps_its_checkpoints_and_resumes(feature_tree, tmp_path, monkeypatch):
     real_train_epoch = train.train_epoch
 
@@ -328,6 +334,7 @@ def test_the_improved_recipe_sets_its_settings_and_flags_still_win():
     assert train.parse_args(['--win-size', '150', '--recipe', 'improved']).win_size == 150
 
 
+@pytest.mark.slow
 def test_an_improved_recipe_run_records_its_model_and_windows(feature_tree, tmp_path):
     history = run(feature_tree, tmp_path / 'log', '--epochs', '2', '--recipe', 'improved', '--win-size', '120',
                   '--base-channels', '8', '--warmup-epochs', '1', '--finetune-epochs', '1',
@@ -364,6 +371,7 @@ def test_fixed_schedules_warm_up_then_fall_to_the_floor():
         train.scheduled_lr(0.5, 'step', 0.1, 1e-4, 0.1)
 
 
+@pytest.mark.slow
 def test_a_cosine_run_follows_its_schedule_and_ends_at_the_floor(tmp_path, feature_tree):
     history = run(feature_tree, tmp_path / 'log', '--epochs', '3', '--schedule', 'cosine', '--warmup-epochs', '1')
     # 36 training utterances: 4 batches of 8 an epoch; the lr recorded is the epoch's last batch's
@@ -372,6 +380,7 @@ def test_a_cosine_run_follows_its_schedule_and_ends_at_the_floor(tmp_path, featu
     assert expected[0] == pytest.approx(0.075) and expected[0] > expected[1] > expected[2]
 
 
+@pytest.mark.slow
 def test_init_from_starts_a_new_run_from_the_weights_and_refuses_another_model(tmp_path, feature_tree, trained):
     start = trained / 'checkpoint_best.pth'
     run(feature_tree, tmp_path / 'ft', '--epochs', '1', '--init-from', str(start), '--lr', '0')
@@ -411,6 +420,7 @@ def test_the_resume_check_refuses_another_epoch_count_for_a_fixed_schedule_only(
     check_resume(cosine, {'epochs': 2}, files)  # (plateau: --epochs is not among the settings checked)
 
 
+@pytest.mark.slow
 def test_the_float16_gradient_scaler_takes_the_same_step(feature_tree):
     """train_epoch's GradScaler branch (float16 runs on CUDA), run here in float32 on the CPU: scaling the loss by
     a power of 2 and the gradients back is exact, so the weights end as without a scaler."""
@@ -481,6 +491,7 @@ def test_a_run_resumes_exactly_into_and_inside_its_fine_tuning_epochs(feature_tr
         assert torch.equal(a[name], b[name]), name
 
 
+@pytest.mark.slow
 def test_fine_tuning_can_be_added_to_a_finished_run_but_not_changed_once_begun(feature_tree, tmp_path):
     run(feature_tree, tmp_path / 'log', '--epochs', '2')
     history = run(feature_tree, tmp_path / 'log', '--epochs', '2', '--resume', '--finetune-epochs', '1')
@@ -491,6 +502,7 @@ def test_fine_tuning_can_be_added_to_a_finished_run_but_not_changed_once_begun(f
         run(feature_tree, tmp_path / 'log', '--epochs', '5', '--resume')
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_does_not_record_every_setting_is_refused_clearly(feature_tree, tmp_path):
     run(feature_tree, tmp_path / 'log', '--epochs', '2')
     ckpt = load_checkpoint(tmp_path / 'log' / 'checkpoint_2.pth')
@@ -500,6 +512,7 @@ def test_a_checkpoint_that_does_not_record_every_setting_is_refused_clearly(feat
         run(feature_tree, tmp_path / 'log', '--epochs', '3', '--resume')
 
 
+@pytest.mark.slow
 def test_a_plateau_run_with_fine_tuning_cannot_resume_below_the_epoch_it_reached(feature_tree, tmp_path):
     run(feature_tree, tmp_path / 'log', '--epochs', '3', '--finetune-epochs', '1')
     checkpoint_2 = str(tmp_path / 'log' / 'checkpoint_2.pth')
@@ -517,6 +530,7 @@ def test_non_finite_and_dividing_by_zero_settings_are_refused_when_parsed(flags,
     assert f"argument {flags[0]}: must be" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_run_whose_loss_becomes_nan_stops_and_keeps_its_last_good_checkpoint(feature_tree, tmp_path, monkeypatch):
     real_train_step, steps = train.train_step, []
 

@@ -62,6 +62,7 @@ def test_json_output(trained, trial_list, tmp_path, capsys):
     assert summary['embedding_dtype'] == 'float32 (onnx)'  # EMBED_BACKEND 'auto' on the CPU, in float32
 
 
+@pytest.mark.slow
 def test_a_trial_scores_as_enrollment_and_single_trial_verification_do(trained, feature_tree, trial_list, tmp_path):
     enroll.main(model_args(trained, feature_tree, tmp_path / 'emb'))
     single, _ = verification.main(model_args(trained, feature_tree, tmp_path / 'emb')
@@ -72,6 +73,7 @@ def test_a_trial_scores_as_enrollment_and_single_trial_verification_do(trained, 
     assert '/tst1/enroll.p' in line and float(line.split()[0]) == pytest.approx(single, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_several_enrollment_files_enroll_a_speaker_folder(trained, tmp_path):
     tree = write_feature_tree(tmp_path / 'feat', n_train_speakers=0, n_test_speakers=2)
     write_feature(tree / 'test' / 'tst0' / 'enroll_2.p', np.random.default_rng(5).normal(size=(400, 40)), 'tst0')
@@ -93,6 +95,7 @@ def write_voice(path, pitch, seconds=3.0, seed=0):
     return path
 
 
+@pytest.mark.slow
 def test_wavs_and_pieces_are_embedded_from_their_features(trained, tmp_path):
     wav = write_voice(tmp_path / 'a' / 'test.wav', 150)
     write_voice(tmp_path / 'a' / 'enroll.wav', 150, seed=1)
@@ -161,6 +164,7 @@ def test_a_piece_past_the_end_or_too_short_is_an_error(trained, feature_tree, tm
             verification.main(trial_args(trained, tmp_path / 'list.txt', tmp_path, '--root', '/'))
 
 
+@pytest.mark.slow
 def test_calibrated_threshold_is_used_by_the_single_trial_mode(trained, feature_tree, trial_list, tmp_path,
                                                               capsys):
     checkpoint = tmp_path / 'model' / 'checkpoint_best.pth'
@@ -206,6 +210,7 @@ def test_a_pair_labelled_both_1_and_0_is_refused_with_its_line_numbers(trained, 
         verification.main(trial_args(trained, trial_list, tmp_path))
 
 
+@pytest.mark.slow
 def test_repeated_trial_lines_are_scored_once_and_counted(trained, trial_list, tmp_path, capsys):
     once = verification.main(trial_args(trained, trial_list, tmp_path, '--scores', str(tmp_path / 'once.txt')))
     assert once['repeated_lines'] == []
@@ -326,6 +331,7 @@ def test_a_threshold_of_nan_or_inf_is_refused_by_the_flag(value, capsys):
     assert f'argument --threshold: must be a finite number, not {value}' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_trial_list_summary_counts_the_audio_notes(trained, tmp_path, capsys):
     for s, pitch in enumerate((120, 220)):
         write_voice(tmp_path / 'wavs' / f'v{s}' / 'enroll.wav', pitch)

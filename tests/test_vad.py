@@ -49,6 +49,7 @@ def test_where_silero_finds_too_little_speech_every_frame_is_used_with_a_note(tm
     assert len(feat) == 199  # 2 s of frames, none dropped and none trimmed (silero's edges)
 
 
+@pytest.mark.slow
 def test_silero_leaves_torch_on_as_many_cores_as_it_had():
     """Importing silero_vad sets torch's threads to 1 for the whole process: after it, every d-vector would be
     computed on one core. In a fresh process, since an earlier test may have imported it already."""
