@@ -6,7 +6,8 @@
 Training: samples/s of whole training steps (data, forward, backward, SGD) on batches of random
 NUM_WIN_SIZE-frame windows, as train.py runs them:
   tutorial   every pickle read for every item, float32, contiguous memory
-  fast fp32  features preloaded as float32, train.py's memory format (CHANNELS_LAST), float32
+  fast fp32  features preloaded as float32, train.py's memory format (CHANNELS_LAST) and freed memory kept for
+             the next step (speed.keep_freed_memory), float32
   fast       the same in train.py's automatic precision (PRECISION; bfloat16 autocast on this CPU)
   fast + aug the same with every window augmented as configure.py's AUG_* settings say (augment_features.py)
 Embedding: utterances/s of whole utterances cut into TEST_FRAMES-frame segments (features already read):
@@ -42,7 +43,7 @@ from dvector.embedding import d_vector, embed_all, split_segments
 from dvector.fbank import feature_settings
 from dvector.feature_files import read_MFB
 from dvector.onnx_backend import OnnxEmbedder, export_bytes
-from dvector.speed import use_channels_last
+from dvector.speed import keep_freed_memory, use_channels_last
 from dvector.stage import (
     add_backend_arg,
     bfloat16_units,
@@ -96,6 +97,8 @@ def embedding_settings(path, backend, device):
 def training_throughput(DB, path, args):
     """{samples_per_s, load_s, peak_mb} of training steps on DB by one of PATHS."""
     torch.manual_seed(0)
+    if path != 'tutorial':  # as train.py does (each path runs in a process of its own)
+        keep_freed_memory()
     device = select_device(args.device)
     speakers = sorted(DB['speaker_id'].unique())
     model = BackgroundResNet(c.EMBEDDING_SIZE, len(speakers), args.backbone)
