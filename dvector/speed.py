@@ -25,7 +25,6 @@ float32 (LowPrecision).
 """
 import copy
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -79,9 +78,8 @@ def keep_freed_memory():
     if not sys.platform.startswith('linux'):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library('c'))
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):  # no C library found, or not glibc (musl has no mallopt)
+        mallopt = ctypes.CDLL(None).mallopt  # the symbols of this process, the C library's among them
+    except (OSError, AttributeError, TypeError):  # no C library to ask, or one without mallopt
         return False
     M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))

@@ -156,7 +156,7 @@ def test_kept_memory_asks_glibc_to_serve_every_block_from_the_heap_and_keep_its_
 
 def test_memory_is_left_as_it_is_where_the_c_library_has_no_mallopt(monkeypatch):
     monkeypatch.setattr(sys, 'platform', 'linux')
-    monkeypatch.setattr(speed.ctypes, 'CDLL', lambda name: object())  # e.g. musl
+    monkeypatch.setattr(speed.ctypes, 'CDLL', lambda name: object())  # a C library without mallopt
     assert speed.keep_freed_memory() is False
 
 
