@@ -436,11 +436,12 @@ def fit(args, ckpt, device, ddp=None):
     """
     run_id = ckpt['run_id'] if ckpt else uuid.uuid4().hex[:12]
     check_log_dir(args.log_dir, run_id)
-    keep_freed_memory()
     feature = ckpt['feature'] if ckpt else {**feature_settings(), 'win_size': args.win_size}
     data = read_data(args, feature)
     net, model_args, setup, auto_choices = build_model(args, num_classes(args, data.speakers), feature, device,
                                                        ckpt['auto_choices'] if ckpt else None)
+    if setup.memory_format == torch.channels_last:  # contiguous convolutions round by their buffers' alignment
+        keep_freed_memory()
     optimizer = create_optimizer(args.optimizer, net.parameters(), args.lr, args.momentum, args.weight_decay)
     scheduler = ReduceLROnPlateau(optimizer, 'min', patience=args.lr_patience, min_lr=args.min_lr)
     # float16 only: its gradients would underflow without a scaled-up loss (bfloat16 has float32's range)
