@@ -440,7 +440,7 @@ def fit(args, ckpt, device, ddp=None):
     data = read_data(args, feature)
     net, model_args, setup, auto_choices = build_model(args, num_classes(args, data.speakers), feature, device,
                                                        ckpt['auto_choices'] if ckpt else None)
-    if setup.memory_format == torch.channels_last:  # contiguous convolutions round by their buffers' alignment
+    if setup.memory_format == torch.channels_last:  # our fast path; the tutorial's loop runs as it ran
         keep_freed_memory()
     optimizer = create_optimizer(args.optimizer, net.parameters(), args.lr, args.momentum, args.weight_decay)
     scheduler = ReduceLROnPlateau(optimizer, 'min', patience=args.lr_patience, min_lr=args.min_lr)

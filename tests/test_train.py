@@ -61,6 +61,17 @@ def test_training_lowers_the_loss(tmp_path, speed):
     assert history[-1]['valid_acc'] > 50  # 4 speakers: chance is 25%
 
 
+@pytest.mark.parametrize('channels_last, kept', [('yes', True), ('no', False)])
+@pytest.mark.slow
+def test_freed_memory_is_kept_only_for_channels_last_training(feature_tree, tmp_path, monkeypatch, channels_last,
+                                                             kept):
+    """The tutorial's contiguous loop runs as the tutorial ran it; speed.keep_freed_memory is for our fast path."""
+    calls = []
+    monkeypatch.setattr(train, 'keep_freed_memory', lambda: calls.append(1))
+    run(feature_tree, tmp_path, '--epochs', '1', '--precision', 'fp32', '--channels-last', channels_last)
+    assert bool(calls) is kept
+
+
 def test_checkpoints_hold_everything_needed_to_use_them(trained):
     # what train.py wrote; the stages' caches beside a checkpoint (its ONNX export, its AS-norm cohort) appear
     # when other tests of the session have used it
