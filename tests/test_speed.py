@@ -140,7 +140,6 @@ def test_every_convolution_of_a_model_the_policy_runs_channels_last_is_ok_here()
     assert checked > 0  # the wide ResNets run channels-last: there is something to check
 
 
-
 def test_kept_memory_asks_glibc_to_serve_every_block_from_the_heap_and_keep_its_top(monkeypatch):
     calls = []
 
