@@ -189,10 +189,14 @@ DEMO_DIR = 'demo'         # everything the demo writes: audio, features, model, 
 DEMO_TRAIN_SPEAKERS = 30  # synthetic training voices
 DEMO_TRAIN_UTTS = 20      # per training voice
 DEMO_TEST_SPEAKERS = 10   # enrolled and tested, never seen in training
-DEMO_EPOCHS = 15          # training epochs of the demo model
+DEMO_EPOCHS = 9           # training epochs of the demo model
+DEMO_BASE_CHANNELS = 8    # the demo model's width: the tutorial's ResNet at half its BASE_CHANNELS, which 30 voices
+                          # need no more than, trains in half the time
 DEMO_FROM_AUDIO = 'no'    # 'yes': train on the demo's wavs themselves, their features made as they are read
                           # (docs/voxceleb.md), into DEMO_DIR/model_saved_from_audio; 'no': on features extracted first
-DEMO_BATCH_SIZE = 32      # training windows per batch in the demo
+DEMO_BATCH_SIZE = 16      # training windows per batch in the demo: more steps in its few epochs
 DEMO_OPTIMIZER = 'adam'   # on a small corpus and few epochs Adam converges where SGD at lr 0.1 does not
-DEMO_LR = 0.001           # the demo's Adam learning rate
+DEMO_LR = 0.002           # the demo's Adam learning rate
+DEMO_BACKEND = 'torch'    # what embeds the demo's 20 test recordings: PyTorch, as exporting the new model to ONNX
+                          # (EMBED_BACKEND 'auto' on a CPU without bfloat16 units) takes longer than embedding them
 DEMO_MAP_SEGMENTS = 200   # frames (2 s) per point of the demo's d-vector map: each test voice has one test.wav

@@ -57,7 +57,8 @@ def train_model(train_dir, log_dir, args):
              '--device', args.device]
     if (log_dir / 'checkpoint_best.pth').is_file():
         return run_command('train.py', flags + ['--resume'])
-    return run_command('train.py', flags + ['--batch-size', str(c.DEMO_BATCH_SIZE), '--optimizer', c.DEMO_OPTIMIZER,
+    return run_command('train.py', flags + ['--base-channels', str(c.DEMO_BASE_CHANNELS), '--batch-size',
+                                            str(c.DEMO_BATCH_SIZE), '--optimizer', c.DEMO_OPTIMIZER,
                                             '--lr', str(c.DEMO_LR), '--seed', str(args.seed)])
 
 
@@ -68,7 +69,7 @@ def main(argv=None):
     wavs, feat = root / 'wavs', root / 'feat'
     log_dir = root / ('model_saved_from_audio' if from_audio else 'model_saved')
     checkpoint = ['--checkpoint', str(log_dir / 'checkpoint_best.pth'), '--test-feat-dir', str(feat / 'test'),
-                  '--device', args.device]
+                  '--device', args.device, '--backend', c.DEMO_BACKEND]
     model = checkpoint + ['--embedding-dir', str(root / 'enroll_embeddings')]
     results = ['--results-dir', str(root / 'results')]
     dvector_map = root / 'results' / 'dvector_map.png'

@@ -14,10 +14,11 @@ utterance's loud frames are dropped first, and with --level a gain brings the sp
 
 Files already extracted with the same --vad and --level are skipped unless --overwrite (the others
 are extracted again). A file that fails (unreadable, empty, silent, NaN) is reported by name and
-the others are still written.
+the others are still written. A tree of hundreds of files is shared among worker processes, one per CPU
+(dvector/parallel.py); the features are the same as in one process.
 """
-import pickle
 import sys
+from collections import Counter
 from functools import partial
 from pathlib import Path
 
@@ -26,48 +27,33 @@ from tqdm import tqdm
 import configure as c
 from DB_wav_reader import read_DB_structure
 from dvector import cli
-from dvector.atomic import atomic_write
 from dvector.fbank import feature_settings
-from dvector.feature_files import FEATURE_SUFFIX, FeatureFileError, load_feature_record
-from dvector.frontend import extraction_settings, reading_settings
-from dvector.utterance import log_fbank
-
-
-def already_made(path, settings):
-    """Whether the feature file at path is readable and was made with these settings (a frontend.reading_settings()).
-
-    A file that records no settings was made by the tutorial's recipe (before they were recorded).
-    """
-    try:
-        record = load_feature_record(path, settings['n_filters'])
-    except (OSError, FeatureFileError):
-        return False
-    tutorial = extraction_settings(reading_settings(feature_settings()))
-    return record.get('settings', tutorial) == extraction_settings(settings)
+from dvector.feature_files import FEATURE_SUFFIX
+from dvector.frontend import reading_settings
+from dvector.parallel import process_map
+from dvector.utterance import write_feature_file
 
 
 def extract_tree(wav_dir, feat_dir, overwrite=False, settings=None):
-    """Write the features of every audio file under wav_dir into feat_dir; returns {path: message} of the failures.
+    """Write the features of every audio file under wav_dir into feat_dir, over the CPUs (parallel.process_map);
+    returns {path: message} of the failures.
 
     settings: a frontend.reading_settings(); default configure.py's feature settings, without vad or level.
     """
     settings = settings or reading_settings(feature_settings())
     DB = read_DB_structure(wav_dir)
+    jobs = [(wav, speaker, Path(feat_dir) / Path(wav).relative_to(wav_dir).with_suffix(FEATURE_SUFFIX))
+            for wav, speaker in zip(DB['filename'], DB['speaker_id'])]
+    outcomes = Counter()
     failures = {}
-    done = 0
-    for wav, speaker in tqdm(zip(DB['filename'], DB['speaker_id']), total=len(DB), desc=str(wav_dir), disable=None):
-        out = Path(feat_dir) / Path(wav).relative_to(wav_dir).with_suffix(FEATURE_SUFFIX)
-        if not overwrite and already_made(out, settings):
-            continue
-        try:
-            record = {'feat': log_fbank(wav, settings), 'label': speaker, 'settings': extraction_settings(settings)}
-            atomic_write(out, partial(pickle.dump, record))
-        except Exception as e:  # a bad file must not stop the others
-            failures[wav] = str(e) if isinstance(e, FeatureFileError) else f"{wav}: {e}"  # each names the file
-            tqdm.write(f"failed: {failures[wav]}")
-            continue
-        done += 1
-    print(f"{wav_dir} -> {feat_dir}: {done} written, {len(DB) - done - len(failures)} already there, "
+    write = partial(write_feature_file, settings=settings, overwrite=overwrite)
+    for (wav, _, _), outcome in zip(jobs, process_map(write, jobs, desc=str(wav_dir))):
+        if outcome in ('written', 'there'):
+            outcomes[outcome] += 1
+        else:
+            failures[wav] = outcome
+            tqdm.write(f"failed: {outcome}")
+    print(f"{wav_dir} -> {feat_dir}: {outcomes['written']} written, {outcomes['there']} already there, "
           f"{len(failures)} failed")
     return failures
 

@@ -201,6 +201,8 @@ def read_audio(path, sample_rate, max_seconds=c.MAX_SECONDS):
     check_samples(audio, path)
     for kind, found in audio_notes(path, audio, native_rate, sample_rate):
         warnings.warn(AudioNote(kind, f"{path}: {found}"), stacklevel=2)
-    mono = librosa.resample(librosa.to_mono(audio), orig_sr=native_rate, target_sr=sample_rate)
+    mono = audio
+    if audio.ndim > 1 or native_rate != sample_rate:  # librosa's resampler takes seconds to import: only when needed
+        mono = librosa.resample(librosa.to_mono(audio), orig_sr=native_rate, target_sr=sample_rate)
     check_samples(mono, path, heard=f' as the model hears it (mono, {sample_rate} Hz)')
     return mono

@@ -16,6 +16,7 @@ content at the voice's speaking rate: vowels, fricatives (band-pass noise placed
 factor) and pauses, between 0.5 s of faint noise at each end (what the pipeline trims), peak-normalised.
 Same seed, same bytes.
 """
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -25,11 +26,11 @@ import numpy as np
 import soundfile
 from scipy import signal
 from scipy.ndimage import uniform_filter1d
-from tqdm import tqdm
 
 import configure as c
 from dvector import cli
 from dvector.atomic import atomic_write
+from dvector.parallel import process_map
 
 MARKER = 'corpus.json'      # written last: a folder holding it holds a complete corpus
 CORPUS_VERSION = 1          # part of the marker: bump it when the synthesis changes, so old corpora are not reused
@@ -162,12 +163,18 @@ def formant_filter(x, formants, bandwidths):
     return y
 
 
+@functools.cache
+def fricative_filters(vtl):
+    """The band-pass filters (second-order sections) of the fricatives for a vocal-tract factor: designed once a
+    voice."""
+    return [signal.butter(2, [low, min(high, 0.45 * c.SAMPLE_RATE)], 'bandpass', fs=c.SAMPLE_RATE, output='sos')
+            for low, high in FRICATIVES * vtl]
+
+
 def frication(voice, fricative, loudness, n, rng):
     """Fricative noise (n,): band-pass noise for each fricative, placed by the voice's vocal-tract factor."""
     out = np.zeros(n)
-    for k, band in enumerate(FRICATIVES):
-        low, high = band * voice.vtl
-        sos = signal.butter(2, [low, min(high, 0.45 * c.SAMPLE_RATE)], 'bandpass', fs=c.SAMPLE_RATE, output='sos')
+    for k, sos in enumerate(fricative_filters(voice.vtl)):
         noise = signal.sosfilt(sos, rng.standard_normal(n))
         envelope = to_samples(uniform_filter1d(np.where(fricative == k, loudness, 0), 3), n)
         out += envelope * noise / noise.std()
@@ -228,6 +235,15 @@ def read_marker(root):
         return None
 
 
+def write_utterance(item):
+    """Synthesize one file of a corpus_plan and write it; returns its length in samples."""
+    path, voice, rng, seconds = item
+    audio = synthesize_utterance(voice, rng.uniform(*seconds), rng)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, audio, c.SAMPLE_RATE, subtype='PCM_16')
+    return len(audio)
+
+
 def write_corpus(root, n_train_speakers=c.DEMO_TRAIN_SPEAKERS, n_train_utts=c.DEMO_TRAIN_UTTS,
                  n_test_speakers=c.DEMO_TEST_SPEAKERS, seed=c.SEED):
     """Write the corpus into root (missing or empty) and return its summary.
@@ -249,12 +265,7 @@ def write_corpus(root, n_train_speakers=c.DEMO_TRAIN_SPEAKERS, n_train_utts=c.DE
         raise FileExistsError(f"{root} is not empty and holds no complete demo corpus (no {MARKER}): "
                               "delete it or write the corpus elsewhere")
     plan = corpus_plan(root, n_train_speakers, n_train_utts, n_test_speakers, seed)
-    samples = 0
-    for path, voice, rng, seconds in tqdm(plan, desc=f'voices -> {root}', disable=None):
-        audio = synthesize_utterance(voice, rng.uniform(*seconds), rng)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        soundfile.write(path, audio, c.SAMPLE_RATE, subtype='PCM_16')
-        samples += len(audio)
+    samples = sum(process_map(write_utterance, plan, desc=f'voices -> {root}'))
     summary = {'train_speakers': n_train_speakers, 'train_utterances': n_train_speakers * n_train_utts,
                'test_speakers': n_test_speakers, 'test_utterances': 2 * n_test_speakers,
                'seconds': round(samples / c.SAMPLE_RATE, 1)}

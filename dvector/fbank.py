@@ -11,10 +11,14 @@ Audio is made into features by the tutorial's recipe, with a model's feature set
 
 audio.py reads the audio, this module makes fb, and utterance.py (log_fbank_frames) the rest, with the front end
 (frontend.py) around it; torch_fbank.py makes the same fb in torch. The fbank is computed FRAMES_AT_ONCE frames at a
-time, so that a long recording takes bounded memory.
+time, so that a long recording takes bounded memory, and on one BLAS thread, so that the features are the same on
+every number of cores.
 """
+import functools
+
 import numpy as np
 import python_speech_features
+from threadpoolctl import ThreadpoolController
 
 import configure as c
 
@@ -58,10 +62,23 @@ def emphasised(audio, chunk, coeff=PREEMPHASIS):
     return python_speech_features.sigproc.preemphasis(audio[start:chunk.stop], coeff)[chunk.start - start:]
 
 
+@functools.cache
+def blas():
+    """numpy's BLAS thread pools (threadpoolctl)."""
+    return ThreadpoolController().select(user_api='blas')
+
+
 def fbank(audio, settings):
     """python_speech_features.fbank's filterbank energies (n_frames, n_filters) of audio (n_samples,), made
-    FRAMES_AT_ONCE frames at a time: a long recording takes memory for a chunk, not for a copy of each step."""
-    return np.concatenate([python_speech_features.fbank(emphasised(audio, chunk), samplerate=settings['sample_rate'],
-                                                        nfilt=settings['n_filters'], winlen=settings['win_len'],
-                                                        winstep=settings['win_step'], preemph=0)[0]
-                           for chunk in frame_chunks(audio, settings)])
+    FRAMES_AT_ONCE frames at a time: a long recording takes memory for a chunk, not for a copy of each step.
+
+    On one BLAS thread: on several, the BLAS sums the filterbank's products in another order, and the features
+    changed in their last bits with the number of threads (so between machines, and between the processes of
+    parallel extraction and this one). Its matrices are small: one thread is as fast.
+    """
+    with blas().limit(limits=1):
+        chunks = [python_speech_features.fbank(emphasised(audio, chunk), samplerate=settings['sample_rate'],
+                                               nfilt=settings['n_filters'], winlen=settings['win_len'],
+                                               winstep=settings['win_step'], preemph=0)[0]
+                  for chunk in frame_chunks(audio, settings)]
+    return np.concatenate(chunks)

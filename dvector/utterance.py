@@ -3,24 +3,30 @@
 read_utterance gives the trimmed features (n_frames, n_filters) the model embeds, file_features the frames of a
 feature pickle or an audio file before trimming, and log_fbank_frames the features of samples: the recipe (fbank.py)
 with the front end (frontend.py), the level before the fbank and speech detection after it. check_audio_header
-checks from its header alone that an audio file can be read so.
+checks from its header alone that an audio file can be read so, and write_feature_file writes a feature file
+(feature_extraction.py).
 """
+import pickle
 import warnings
+from functools import partial
 
 import numpy as np
 import soundfile
 
 import configure as c
+from dvector.atomic import atomic_write
 from dvector.audio import AudioNote, check_length, is_audio, read_audio, unreadable_audio, without_dc
 from dvector.fbank import FLOOR, fbank, feature_settings, frame_count, frame_geometry
 from dvector.feature_files import FeatureFileError, load_feature_record, require_finite, trim_edges
 from dvector.frontend import (
     edge_frames,
+    extraction_settings,
     frame_levels,
     front_end,
     level_gain,
     loud_frames,
     min_speech_frames,
+    reading_settings,
     same_front_end,
     silero_frames,
     speech_level,
@@ -120,3 +126,30 @@ def check_audio_header(path, settings):
     check_length(path, info.samplerate, info.frames, settings.get('max_seconds', c.MAX_SECONDS))
     n_frames = frame_count(round(info.duration * settings['sample_rate']), *frame_geometry(settings))
     trim_edges(np.empty((n_frames, 0)), path, edge_frames(settings), settings['min_frames'])
+
+
+def already_made(path, settings):
+    """Whether the feature file at path is readable and was made with these settings (a frontend.reading_settings()).
+
+    A file that records no settings was made by the tutorial's recipe (before they were recorded).
+    """
+    try:
+        record = load_feature_record(path, settings['n_filters'])
+    except (OSError, FeatureFileError):
+        return False
+    tutorial = extraction_settings(reading_settings(feature_settings()))
+    return record.get('settings', tutorial) == extraction_settings(settings)
+
+
+def write_feature_file(job, settings, overwrite):
+    """Write the features of one (audio path, speaker, feature path), as feature_extraction.py does for a tree;
+    returns 'written', 'there' (already made with these settings) or the message of its failure, naming the file."""
+    wav, speaker, out = job
+    if not overwrite and already_made(out, settings):
+        return 'there'
+    try:
+        record = {'feat': log_fbank(wav, settings), 'label': speaker, 'settings': extraction_settings(settings)}
+        atomic_write(out, partial(pickle.dump, record))
+    except Exception as e:  # a bad file must not stop the others
+        return str(e) if isinstance(e, FeatureFileError) else f"{wav}: {e}"
+    return 'written'
