@@ -161,6 +161,21 @@ def run_ok(cwd, script, *flags):
     return result.stdout
 
 
+def trains_as_the_plain_loop(cwd, feat_dir, log_dir, *flags):
+    """train.py's output for one epoch of the tutorial's path (float32, contiguous, features read per item) on
+    feat_dir, after checking that its weights are bit for bit those of tests/tutorial_loop.py, the tutorial's
+    loop written plainly, run beside it on the same CPU (so on any CPU, whatever its kernels round to)."""
+    out = run_ok(cwd, 'train.py', '--train-feat-dir', str(feat_dir), '--log-dir', str(log_dir), '--epochs', '1',
+                 '--precision', 'fp32', '--channels-last', 'no', '--preload', 'no', *flags)
+    run_ok(cwd, 'tests/tutorial_loop.py', str(feat_dir), str(log_dir / 'plain.pth'), *flags)
+    ours = torch.load(log_dir / 'checkpoint_1.pth', weights_only=True)['state_dict']
+    plain = torch.load(log_dir / 'plain.pth', weights_only=True)
+    assert ours.keys() == plain.keys()
+    different = [name for name in ours if not torch.equal(ours[name], plain[name])]
+    assert not different, f'train.py rounds otherwise than the plain loop: {len(different)} tensors, {different[:3]}...'
+    return out
+
+
 def decision_is_right(out):
     """Whether verification.py's printed result is the right one for its printed score and threshold: Accept
     exactly when the score is above the threshold (a test that cannot know the true speaker checks this)."""

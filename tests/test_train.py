@@ -24,7 +24,7 @@ from dvector.training import DeviceSetup, autocast_dtype
 from dvector.training_run import check_resume, split_train_valid
 from model.model import BackgroundResNet
 
-from conftest import REPO, write_feature, write_feature_tree
+from conftest import REPO, trains_as_the_plain_loop, write_feature, write_feature_tree
 
 
 def run(feature_tree, log_dir, *flags):
@@ -70,6 +70,11 @@ def test_freed_memory_is_kept_only_for_channels_last_training(feature_tree, tmp_
     monkeypatch.setattr(train, 'keep_freed_memory', lambda: calls.append(1))
     run(feature_tree, tmp_path, '--epochs', '1', '--precision', 'fp32', '--channels-last', channels_last)
     assert bool(calls) is kept
+
+
+@pytest.mark.slow
+def test_the_tutorial_path_adds_nothing_to_the_plain_loop(feature_tree, tmp_path):
+    trains_as_the_plain_loop(tmp_path, feature_tree / 'train', tmp_path, '--batch-size', '8')
 
 
 def test_checkpoints_hold_everything_needed_to_use_them(trained):
