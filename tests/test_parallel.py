@@ -15,6 +15,15 @@ def pid_and_square(x):
     return os.getpid(), x * x
 
 
+def same_files(one, other, pattern='*'):
+    """The files matching pattern under folder `one` (relative paths), after checking that `other` holds the same
+    bytes under each."""
+    files = sorted(p.relative_to(one) for p in one.rglob(pattern) if p.is_file())
+    for f in files:
+        assert (one / f).read_bytes() == (other / f).read_bytes(), f
+    return files
+
+
 def test_few_items_run_in_this_process(monkeypatch):
     monkeypatch.setattr(os, 'cpu_count', lambda: 8)
     results = list(parallel.process_map(pid_and_square, range(2 * parallel.ITEMS_PER_PROCESS - 1), desc='few'))
@@ -45,10 +54,7 @@ def test_the_demo_voices_written_by_workers_are_those_written_in_one_process(tmp
     monkeypatch.setattr(parallel, 'ITEMS_PER_PROCESS', 4)
     monkeypatch.setattr(os, 'cpu_count', lambda: 2)
     demo_corpus.write_corpus(tmp_path / 'workers', **sizes)
-    files = sorted(p.relative_to(tmp_path / 'one') for p in (tmp_path / 'one').rglob('*') if p.is_file())
-    assert len(files) == 3 * 4 + 2 * 2 + 1  # and corpus.json
-    for f in files:
-        assert (tmp_path / 'one' / f).read_bytes() == (tmp_path / 'workers' / f).read_bytes(), f
+    assert len(same_files(tmp_path / 'one', tmp_path / 'workers')) == 3 * 4 + 2 * 2 + 1  # and corpus.json
 
 
 @pytest.mark.slow
@@ -64,7 +70,4 @@ def test_features_extracted_by_workers_are_those_of_one_process_and_failures_are
     monkeypatch.setattr(os, 'cpu_count', lambda: 2)
     workers = feature_extraction.extract_tree(tmp_path / 'wavs', tmp_path / 'workers')
     assert list(one) == list(workers) == [str(tmp_path / 'wavs' / 'spk1' / 'broken.wav')]
-    files = sorted(p.relative_to(tmp_path / 'one') for p in (tmp_path / 'one').rglob('*.p'))
-    assert len(files) == 8
-    for f in files:
-        assert (tmp_path / 'one' / f).read_bytes() == (tmp_path / 'workers' / f).read_bytes(), f
+    assert len(same_files(tmp_path / 'one', tmp_path / 'workers', '*.p')) == 8
