@@ -103,7 +103,10 @@ AUG_RT60 = (0.2, 0.8)        # s, the room's reverberation time (60 dB of decay)
 AUG_DRR = (0, 10)            # dB, direct-to-reverberant energy ratio
 AUG_CHANNEL_PROB = 0.2       # channel: a telephone line or a microphone's colour
 AUG_TELEPHONE_SHARE = 0.5    # of the channel degradations, the share that are a telephone band (300-3400 Hz,
-                             # nothing above 4 kHz); the rest a smooth random EQ
+                             # nothing above 4 kHz); the rest a low-bitrate codec or a smooth random EQ
+AUG_CODEC_SHARE = 0.0        # of the channel degradations, the share that are a low-bitrate codec (Opus at about
+                             # 6 kbit/s; on the features, its measured gain per band); 0: none (not yet measured
+                             # in a training run)
 AUG_EQ_DB = 6.0              # random EQ: the largest gain or cut, in dB
 AUG_GAIN_PROB = 0.2          # level: a gain on the recording, which quiet speech meets the floor (1e-5) with
 AUG_GAIN_DB = (-35, 10)      # dB of amplitude (x0.05 is -26 dB)

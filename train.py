@@ -62,7 +62,7 @@ def augment_type(name, kind):
         if name.endswith(('_SNR', '_DRR', '_DB', '_DBFS')):
             return cli.decibel_range
         return cli.positive_range if name == 'AUG_RT60' else cli.value_range  # a reverberation time divides
-    return cli.probability if name.endswith('_PROB') else cli.finite_float if kind is float else kind
+    return cli.probability if name.endswith(('_PROB', '_SHARE')) else cli.finite_float if kind is float else kind
 
 
 def parse_args(argv=None):

@@ -180,8 +180,11 @@ class WaveAugmenter:
         return np.concatenate([audio[:at], tone, audio[at:]])
 
     def channel(self, audio, rng, others):
-        if rng.uniform() < self.s.telephone_share:
+        draw = rng.uniform()
+        if draw < self.s.telephone_share:
             return scipy.signal.resample_poly(telephone_audio(audio, self.rate), self.rate, TELEPHONE_RATE)[:len(audio)]
+        if draw < self.s.telephone_share + self.s.codec_share:
+            return codec_audio(audio, self.rate)
         knots = np.linspace(0, self.rate / 2, 8)
         gains = rng.uniform(-self.s.eq_db, self.s.eq_db, len(knots))
         return equalise(audio, lambda f: np.interp(f, knots, gains), self.rate)

@@ -56,6 +56,13 @@ ETRI_BAND_MEAN = np.array([
 # official test wavs. It converts an SNR on the waveform (what robustness.py and the field quote) to one on the
 # energies; a noise's own ratio comes from its audio.
 SPEECH_FBANK_PER_POWER = 12.8
+# A low-bitrate codec (augment_audio.codec_audio: Opus, about 6 kbit/s) as a gain per band, in dB, at the centres of 40
+# filters: the median change of the energies above the floor in the 10 official ETRI *enrollment* wavs.
+# `python -m tools.augment_check --codec-gains --files enroll.wav`
+CODEC_GAIN_DB = np.array([
+    -2.7, -2.0, -4.6, -3.0, -3.0, -2.9, -3.1, -3.6, -3.8, -3.7, -4.6, -4.2, -3.8, -4.7, -4.2, -3.9, -4.4, -4.3, -3.6,
+    -3.6, -4.4, -3.4, -3.6, -4.3, -4.3, -4.3, -3.8, -4.2, -3.4, -4.1, -7.8, -16.8, -25.9, -28.6, -32.2, -34.8, -35.7,
+    -36.0, -35.0, -34.4])
 
 
 # ---- Features <-> energies -------------------------------------------------------------------
@@ -133,6 +140,14 @@ def filter_gains(low, high, n_filters, sample_rate=c.SAMPLE_RATE, nfft=NFFT, ord
 def telephone(energies):
     """A telephone line: the 300-3400 Hz band, nothing above 4 kHz."""
     return energies * filter_gains(*TELEPHONE_BAND, energies.shape[1])
+
+
+def codec(energies):
+    """A low-bitrate codec, in expectation: its measured gain per band (CODEC_GAIN_DB; what it quantises differs
+    frame by frame and is left out). Little above 4 kHz passes, and more of it than a telephone line lets through."""
+    n_filters = energies.shape[1]
+    gains_db = np.interp(band_centres(n_filters), band_centres(len(CODEC_GAIN_DB)), CODEC_GAIN_DB)
+    return energies * 10 ** (gains_db / 10)
 
 
 def random_eq(energies, max_db):
@@ -251,8 +266,11 @@ class Augmenter:
         return insert_pause(energies, tone, frames)
 
     def channel(self, energies, others):
-        if float(torch.rand(())) < self.s.telephone_share:
+        draw = float(torch.rand(()))
+        if draw < self.s.telephone_share:
             return telephone(energies)
+        if draw < self.s.telephone_share + self.s.codec_share:
+            return codec(energies)
         return random_eq(energies, self.s.eq_db)
 
     def gain(self, energies, others):

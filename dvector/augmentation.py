@@ -37,8 +37,13 @@ AugmentSettings = dataclasses.make_dataclass(
 
 def augment_settings(args=None):
     """The AugmentSettings of train.py's args (the flags of AUGMENT_SETTINGS); configure.py's without args."""
-    return AugmentSettings(**{field(name): getattr(c, name) if args is None else getattr(args, name.lower())
-                              for name in AUGMENT_SETTINGS})
+    settings = AugmentSettings(**{field(name): getattr(c, name) if args is None else getattr(args, name.lower())
+                                  for name in AUGMENT_SETTINGS})
+    if settings.telephone_share + settings.codec_share > 1:
+        raise ValueError(f"AUG_TELEPHONE_SHARE {settings.telephone_share} and AUG_CODEC_SHARE {settings.codec_share} "
+                         "(--aug-telephone-share, --aug-codec-share) are shares of the channel degradations: together "
+                         "at most 1")
+    return settings
 
 
 def degrade(signal, settings, degradation):

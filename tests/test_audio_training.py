@@ -11,7 +11,7 @@ import SR_Dataset
 import train
 from DB_wav_reader import read_list_file, read_training_structure
 from dvector import demo_corpus, utterance
-from dvector.augment_audio import WaveAugmenter
+from dvector.augment_audio import WaveAugmenter, codec_audio
 from dvector.augmentation import augment_settings
 from dvector.checkpoint import load_checkpoint
 from dvector.fbank import feature_settings
@@ -101,6 +101,8 @@ def test_each_kind_on_the_waveform_changes_it_and_repeats_with_the_seed(voices):
         torch.manual_seed(0)
         np.testing.assert_array_equal(augmenter(audio, others), first)
         assert np.isfinite(first).all() and not np.array_equal(first[:len(audio)], audio), kind
+    codec = WaveAugmenter(wave_settings(channel_prob=1.0, telephone_share=0.0, codec_share=1.0), 16000)
+    np.testing.assert_array_equal(codec(audio, others), codec_audio(audio, 16000))
 
 
 def test_noise_and_room_folders_are_used_by_musans_layout(voices, tmp_path):

@@ -3,6 +3,7 @@
     python -m tools.augment_check                    # the official ETRI test wavs
     python -m tools.augment_check --wav-dir my_wavs  # any <speaker>/<utterance>.wav tree (two speakers or more)
     python -m tools.augment_check --band-mean        # augment_features.py's reference levels (ETRI_BAND_MEAN, ...)
+    python -m tools.augment_check --codec-gains --files enroll.wav  # ... and its codec's band gains (CODEC_GAIN_DB)
     python -m tools.augment_check --plot docs/augmentation_examples.png  # and a picture of one recording, both ways
 
 For each recording and condition, the features of the degraded *audio* (the truth) are compared with the
@@ -11,6 +12,9 @@ difference in dB between the two (lower is better), and, for scale, between the 
 (what ignoring the degradation would cost). Noise is added in both with the same SNR and the same noise waveform
 (a different draw would differ frame by frame however good the model): the difference is the model's error.
 """
+from fnmatch import fnmatch
+from pathlib import Path
+
 import numpy as np
 import scipy.signal
 
@@ -20,6 +24,7 @@ from dvector.audio import AUDIO_SUFFIXES, read_audio
 from dvector.augment_audio import at_snr, codec_audio, room_impulse_response, telephone_audio
 from dvector.augment_features import (
     add_at_snr,
+    codec,
     fbank_energies,
     noise_clip,
     reverberate,
@@ -32,9 +37,6 @@ from dvector.fbank import FLOOR, feature_settings
 from dvector.utterance import log_fbank_frames
 from tools.rooms import ROOM_DRR_DB as DRR_DB
 from tools.rooms import ROOM_RT60 as RT60
-
-CODEC = 'codec Opus ~6 kbps, as the telephone band'  # no model of its own on the features yet: measured only
-NOT_MODELLED = (CODEC,)
 
 
 def conditions(audio, other, sample_rate, rng):
@@ -54,7 +56,7 @@ def conditions(audio, other, sample_rate, rng):
         'music 5 dB': noisy(music(rng, n, sample_rate), 5),
         'speech 5 dB': noisy(np.resize(other, n), 5),
         'telephone band': (scipy.signal.resample_poly(band, sample_rate, 8000)[:n], telephone),
-        CODEC: (codec_audio(audio, sample_rate), telephone),
+        'codec Opus ~6 kbps': (codec_audio(audio, sample_rate), codec),
         'low gain x0.05': (0.05 * audio, lambda e: e * 0.05 ** 2),
         f'reverberation {RT60} s': (
             scipy.signal.fftconvolve(audio, room_impulse_response(rng, sample_rate, RT60, DRR_DB))[:n],
@@ -66,9 +68,14 @@ def features_of(audio):
     return log_fbank_frames(audio.astype(np.float32), feature_settings())[0]
 
 
+def recordings(wav_dir, files='*'):
+    """The audio files under wav_dir whose names match the pattern `files`."""
+    return [path for path in find_files(wav_dir, AUDIO_SUFFIXES)['filename'] if fnmatch(Path(path).name, files)]
+
+
 def compare(wav_dir, seed=0):
     """{condition: (mean |feature-domain - truth| dB, mean |clean - truth| dB)} over the recordings of wav_dir."""
-    files = list(find_files(wav_dir, AUDIO_SUFFIXES)['filename'])
+    files = recordings(wav_dir)
     if len(files) < 2:
         raise ValueError(f"{wav_dir}: two recordings or more are needed (speech is mixed with another one)")
     rng = np.random.default_rng(seed)
@@ -85,17 +92,33 @@ def compare(wav_dir, seed=0):
     return {name: tuple(np.mean(pairs, axis=0)) for name, pairs in errors.items()}
 
 
-def reference_levels(wav_dir):
+def reference_levels(wav_dir, files='*'):
     """(per-band mean of the log energies (n_filters,), median filterbank energy per unit raw power) of the
     recordings of wav_dir: augment_features.ETRI_BAND_MEAN and SPEECH_FBANK_PER_POWER for the ETRI test wavs."""
     feature = feature_settings()
     means, ratios = [], []
-    for path in find_files(wav_dir, AUDIO_SUFFIXES)['filename']:
+    for path in recordings(wav_dir, files):
         audio = read_audio(path, feature['sample_rate']).astype(np.float64)
         energies = fbank_energies(audio, feature)
         means.append((20 * np.log10(np.maximum(energies, FLOOR))).mean(axis=0))
         ratios.append(np.where(energies > FLOOR, energies, 0).sum() / (len(energies) * np.mean(audio ** 2)))
     return np.mean(means, axis=0), float(np.median(ratios))
+
+
+def codec_gains(wav_dir, files='*'):
+    """augment_features.CODEC_GAIN_DB of the recordings of wav_dir: per band, the median of how much codec_audio
+    changes the filterbank energy, in dB, over the energies above the recipe's floor (what the features see); in a
+    band with none there, over all of them."""
+    feature = feature_settings()
+    clean, coded = [], []
+    for path in recordings(wav_dir, files):
+        audio = read_audio(path, feature['sample_rate']).astype(np.float64)
+        clean.append(fbank_energies(audio, feature))
+        coded.append(fbank_energies(codec_audio(audio, feature['sample_rate']), feature))
+    clean, coded = np.concatenate(clean), np.concatenate(coded)
+    gains = 10 * np.log10(np.maximum(coded, 1e-30) / np.maximum(clean, 1e-30))
+    seen = clean > FLOOR
+    return np.array([np.median(g[s] if s.any() else g) for g, s in zip(gains.T, seen.T)])
 
 
 def plot_examples(wav_path, path, seconds=3.0):
@@ -132,6 +155,8 @@ def parse_args(argv=None):
     p = cli.parser(__doc__)
     p.add_argument('--wav-dir', default='../shared/etri/test_wavs', help='<speaker>/<utterance> audio')
     p.add_argument('--band-mean', action='store_true', help="print the reference levels of --wav-dir's recordings")
+    p.add_argument('--codec-gains', action='store_true', help="print the codec's band gains on --wav-dir's recordings")
+    p.add_argument('--files', default='*', help='--band-mean and --codec-gains: only the files of this name pattern')
     p.add_argument('--plot', metavar='PNG', help="also draw one recording's features clean and degraded both ways")
     return p.parse_args(argv)
 
@@ -139,10 +164,14 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if args.band_mean:
-        means, ratio = reference_levels(args.wav_dir)
+        means, ratio = reference_levels(args.wav_dir, args.files)
         print('band mean (dB):', np.array2string(np.round(means, 1), separator=', '))
         print(f'filterbank energy per unit raw power (median): {ratio:.1f}')
         return means, ratio
+    if args.codec_gains:
+        gains = codec_gains(args.wav_dir, args.files)
+        print('codec gains (dB):', np.array2string(np.round(gains, 1), separator=', '))
+        return gains
     if args.plot:
         plot_examples(find_files(args.wav_dir, AUDIO_SUFFIXES)['filename'][0], args.plot)
         print(f'Examples: {args.plot}')
