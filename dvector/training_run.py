@@ -17,6 +17,8 @@ from dvector.checkpoint import load_checkpoint
 RESUME_OVERRIDES = ('resume', 'epochs', 'log_dir', 'device', 'log_interval', 'preload')
 # Settings of the fine-tuning epochs: a resumed run takes those given on the command line until they begin.
 FINETUNE_SETTINGS = ('finetune_epochs', 'finetune_lr', 'finetune_win_size', 'finetune_margin')
+# Settings added after runs were made, with the value that does what those runs did: their checkpoints continue so.
+ADDED_SETTINGS = {'aug_codec_share': 0.0}
 
 
 def training_checkpoint(*, epoch, history, model, optimizer, scheduler, scaler, run_id, speakers, model_args,
@@ -108,6 +110,7 @@ def resumed_args(args):
     if path is None:
         raise FileNotFoundError(f"--resume: no checkpoint_<epoch>.pth in {args.log_dir} to continue from")
     ckpt = load_checkpoint(path, to_resume=True)
+    ckpt['train_args'] = {**ADDED_SETTINGS, **ckpt['train_args']}
     unrecorded = sorted(set(vars(args)) - set(ckpt['train_args']) - {'given'})
     if unrecorded:
         raise ValueError(f"{path}: an older train.py wrote it, without recording {', '.join(unrecorded)}, so its run "

@@ -522,10 +522,15 @@ def test_fine_tuning_can_be_added_to_a_finished_run_but_not_changed_once_begun(f
 def test_a_checkpoint_that_does_not_record_every_setting_is_refused_clearly(feature_tree, tmp_path):
     run(feature_tree, tmp_path / 'log', '--epochs', '2')
     ckpt = load_checkpoint(tmp_path / 'log' / 'checkpoint_2.pth')
-    del ckpt['train_args']['min_lr']  # as a train.py that read MIN_LR from configure.py wrote it
+    del ckpt['train_args']['aug_codec_share']  # added since: its runs go on as they were, without the codec
     atomic_save(ckpt, tmp_path / 'log' / 'checkpoint_2.pth')
+    run(feature_tree, tmp_path / 'log', '--epochs', '3', '--resume')
+    ckpt = load_checkpoint(tmp_path / 'log' / 'checkpoint_3.pth')
+    assert ckpt['train_args']['aug_codec_share'] == 0.0
+    del ckpt['train_args']['min_lr']  # as a train.py that read MIN_LR from configure.py wrote it
+    atomic_save(ckpt, tmp_path / 'log' / 'checkpoint_3.pth')
     with pytest.raises(ValueError, match='an older train.py wrote it, without recording min_lr.*--init-from'):
-        run(feature_tree, tmp_path / 'log', '--epochs', '3', '--resume')
+        run(feature_tree, tmp_path / 'log', '--epochs', '4', '--resume')
 
 
 @pytest.mark.slow
