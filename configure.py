@@ -33,15 +33,20 @@ MIN_FRAMES = 40      # an utterance must keep more than this many frames after t
 VAD = 'no'           # speech detection: 'no' (the tutorial: every frame) | 'energy' (frames more than 30 dB below the
                      # utterance's loud frames are dropped before mean normalisation, then TRIM_FRAMES as ever) |
                      # 'silero' (silero-vad's trained detector keeps the frames it finds speech in, then the same)
-LEVEL = 'auto'       # gain before the fbank: 'auto' (speech more than AUTO_LEVEL_DB below TRAIN_LEVEL is lifted to it;
-                     # the rest, the ETRI recordings among them, is left as it is: the tutorial's features) | 'no'
-                     # (the tutorial: never) | a target speech level in dBFS, e.g. TRAIN_LEVEL (the flag --level
-                     # alone means TRAIN_LEVEL)
+LEVEL = 'auto'       # gain before the fbank: 'auto' (speech more than AUTO_LEVEL_DB from the model's training level is
+                     # brought to it: lifted to the level its checkpoint records, or TRAIN_LEVEL; turned down only
+                     # where the checkpoint records one. The rest, the ETRI recordings among them, is left as it is:
+                     # the tutorial's features) | 'no' (the tutorial: never) | a target speech level in dBFS, e.g.
+                     # TRAIN_LEVEL (the flag --level alone means TRAIN_LEVEL)
 MIN_SPEECH = 1.0     # seconds: where 'silero' finds less speech than this, every frame is used (with a note)
 TRAIN_LEVEL = -44.0  # dBFS: speech level of the training recordings (ETRI: median of the 20 test wavs, -47 to -40);
-                     # the target of --level given without a value
-AUTO_LEVEL_DB = 15.0  # dB below TRAIN_LEVEL where LEVEL 'auto' starts lifting speech (the ETRI recordings span
-                      # -47 to -40 dBFS; telephone pieces read down to -58: tools/robustness.py --dev)
+                     # the target of --level given without a value. train.py records the level of its training data
+                     # in the checkpoint: measured on audio, as feature_extraction.py's files record it, or this one
+                     # for feature files that record none (the published ETRI features)
+AUTO_LEVEL_DB = 15.0  # dB below the training level where LEVEL 'auto' starts lifting speech (the ETRI recordings
+                      # span -47 to -40 dBFS; telephone pieces read down to -58: tools/robustness.py --dev)
+AUTO_LEVEL_ABOVE_DB = 8.0  # dB above it where 'auto' starts turning speech down (only to a level a checkpoint
+                           # records): ETRI's dev pieces reach -39 dBFS clean, -36 in the far field, -28 at x4
 NUM_WIN_SIZE = 100   # frames (1 s) per random training window
 MAX_SECONDS = 600    # longest recording read, in seconds, wherever audio is read: a longer one is refused, and read
                      # no further (a few MB of Opus hold hours, whose features would take GBs)

@@ -2,10 +2,10 @@
 
 <wav-dir>/<speaker>/<name>.wav (or .flac, .ogg, .mp3, ...: audio.AUDIO_SUFFIXES) ->
 <feat-dir>/<speaker>/<name>.p, a pickle of {'feat': float64 (n_frames, FILTER_BANK), 'label':
-speaker, 'settings': how it was made}. The tutorial's recipe (settings in configure.py; the
-code in dvector/fbank.py and utterance.py): load at 16 kHz mono (other rates are resampled, stereo is downmixed),
-python_speech_features fbank with 40 filters and 25 ms windows every 10 ms, 20*log10, and the
-utterance's mean subtracted from every frame; with --vad energy the frames far below the
+speaker, 'settings': how it was made, 'speech_dbfs': the speech level it was made at}. The tutorial's recipe
+(settings in configure.py; the code in dvector/fbank.py and utterance.py): load at 16 kHz mono (other rates are
+resampled, stereo is downmixed), python_speech_features fbank with 40 filters and 25 ms windows every 10 ms,
+20*log10, and the utterance's mean subtracted from every frame; with --vad energy the frames far below the
 utterance's loud frames are dropped first, and with --level a gain brings the speech to a level.
 
     python feature_extraction.py            # TRAIN_WAV_DIR -> TRAIN_FEAT_DIR and TEST_WAV_DIR -> TEST_FEAT_DIR

@@ -33,6 +33,7 @@ from dvector.augment_features import Augmenter
 from dvector.augmentation import AUGMENT_SETTINGS, augment_settings
 from dvector.checkpoint import load_checkpoint
 from dvector.fbank import feature_settings
+from dvector.frontend import reading_settings
 from dvector.losses import LOSSES, build_criterion, margin_at
 from dvector.plots import plot_history
 from dvector.speed import keep_freed_memory, preload_fits, use_channels_last
@@ -49,6 +50,7 @@ from dvector.training_run import (
     split_train_valid,
     training_checkpoint,
 )
+from dvector.utterance import training_level
 from model.model import POOLINGS, BackgroundResNet
 from model.resnet import BACKBONES
 from SR_Dataset import DvectorDataset, collate_fn_feat_padded, load_features
@@ -438,6 +440,9 @@ def fit(args, ckpt, device, ddp=None):
     check_log_dir(args.log_dir, run_id)
     feature = ckpt['feature'] if ckpt else {**feature_settings(), 'win_size': args.win_size}
     data = read_data(args, feature)
+    if not ckpt:  # recorded for the stages' level 'auto' (frontend.level_gain)
+        feature['train_level'], found = training_level(data.files(), reading_settings(feature))
+        print(f"Speech level of the training data: {feature['train_level']:g} dBFS ({found})")
     net, model_args, setup, auto_choices = build_model(args, num_classes(args, data.speakers), feature, device,
                                                        ckpt['auto_choices'] if ckpt else None)
     if setup.memory_format == torch.channels_last:  # our fast path; the tutorial's loop runs as it ran

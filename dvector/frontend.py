@@ -35,6 +35,7 @@ import python_speech_features
 import torch
 
 import configure as c
+from dvector.audio import without_dc
 from dvector.fbank import frame_chunks
 
 VADS = ('no', 'energy', 'silero')
@@ -131,18 +132,30 @@ def speech_level(frame_db):
     return float(decibels(np.mean(10 ** (frame_db[loud_frames(frame_db)] / 10))))
 
 
-def level_gain(level, speech_dbfs):
+def level_gain(level, speech_dbfs, train_level=None):
     """dB of gain for a LEVEL setting (a target in dBFS, or 'auto') on speech at speech_dbfs.
 
-    'auto' lifts speech to TRAIN_LEVEL only when it lies more than AUTO_LEVEL_DB below it, and leaves the
-    recording as it is otherwise: quiet speech does not sink into the floor, and recordings at the training
-    data's level or louder keep the tutorial's features exactly (a model trained from audio, such as the demo's,
-    was trained at that audio's own level, which checkpoints do not record: turning loud speech down would move
-    it away from them).
+    'auto' brings speech that lies more than AUTO_LEVEL_DB below the model's training level, or AUTO_LEVEL_ABOVE_DB
+    above it, to it, and leaves the recording as it is otherwise, so recordings near the training data's level keep
+    the tutorial's features exactly. train_level: the speech level a checkpoint recorded of its training data
+    ('train_level' of its feature settings); loud speech is turned down only then. Without one (checkpoints from
+    before it was recorded), quiet speech is lifted to TRAIN_LEVEL and loud speech left as it is: a model trained
+    from audio at another level than ETRI's would otherwise be moved away from it.
     """
     if level != 'auto':
         return level - speech_dbfs
-    return c.TRAIN_LEVEL - speech_dbfs if speech_dbfs < c.TRAIN_LEVEL - c.AUTO_LEVEL_DB else 0.0
+    target = c.TRAIN_LEVEL if train_level is None else train_level
+    if speech_dbfs < target - c.AUTO_LEVEL_DB or (train_level is not None and
+                                                  speech_dbfs > target + c.AUTO_LEVEL_ABOVE_DB):
+        return target - speech_dbfs
+    return 0.0
+
+
+def heard_level(audio, settings):
+    """dBFS: the speech level of audio (n_samples,) as the features of settings hear it, after their gain."""
+    level = speech_level(frame_levels(without_dc(audio), settings))
+    chosen = front_end(settings)['level']
+    return level + (0.0 if chosen == 'no' else level_gain(chosen, level, settings.get('train_level')))
 
 
 def import_silero():

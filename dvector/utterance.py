@@ -23,6 +23,7 @@ from dvector.frontend import (
     extraction_settings,
     frame_levels,
     front_end,
+    heard_level,
     level_gain,
     loud_frames,
     min_speech_frames,
@@ -50,7 +51,7 @@ def log_fbank_frames(audio, settings, device=None, source='the recording'):
     if level != 'no' or vad == 'energy':
         centred = without_dc(audio)
         frame_db = frame_levels(centred, settings)
-    gain = 0.0 if level == 'no' else level_gain(level, speech_level(frame_db))
+    gain = 0.0 if level == 'no' else level_gain(level, speech_level(frame_db), settings.get('train_level'))
     if gain:  # a gain on the samples: the floor below then meets speech at the target level
         audio = centred
         audio *= np.float32(10 ** (gain / 20))  # in place: no other copy of a long one
@@ -128,8 +129,25 @@ def check_audio_header(path, settings):
     trim_edges(np.empty((n_frames, 0)), path, edge_frames(settings), settings['min_frames'])
 
 
+def training_level(files, settings, sample=50):
+    """(dBFS, how it was found): the median speech level of `sample` training files spread over the list, audio
+    as the features of settings (a reading_settings()) hear it, feature files as they record it ('speech_dbfs');
+    (TRAIN_LEVEL, ...) when none records one (the published ETRI features: ETRI's level)."""
+    levels = []
+    for path in files[::max(1, len(files) // sample)][:sample]:
+        if is_audio(path):
+            levels.append(heard_level(read_audio(path, settings['sample_rate'], settings['max_seconds']), settings))
+        elif isinstance(level := load_feature_record(path, settings['n_filters']).get('speech_dbfs'), float) \
+                and -200 < level < 50:  # finite, and a level
+            levels.append(level)
+    if not levels:
+        return c.TRAIN_LEVEL, 'TRAIN_LEVEL of configure.py: the feature files record none'
+    return round(float(np.median(levels)), 1), f'the median of {len(levels)} files'
+
+
 def already_made(path, settings):
-    """Whether the feature file at path is readable and was made with these settings (a frontend.reading_settings()).
+    """Whether the feature file at path is readable, was made with these settings (a frontend.reading_settings())
+    and records its speech level (files made before it was recorded are made again, for train.py to read it).
 
     A file that records no settings was made by the tutorial's recipe (before they were recorded).
     """
@@ -138,18 +156,21 @@ def already_made(path, settings):
     except (OSError, FeatureFileError):
         return False
     tutorial = extraction_settings(reading_settings(feature_settings()))
-    return record.get('settings', tutorial) == extraction_settings(settings)
+    return record.get('settings', tutorial) == extraction_settings(settings) and 'speech_dbfs' in record
 
 
 def write_feature_file(job, settings, overwrite):
-    """Write the features of one (audio path, speaker, feature path), as feature_extraction.py does for a tree;
+    """Write the features of one (audio path, speaker, feature path), as feature_extraction.py does for a tree,
+    with the speech level they were made at ('speech_dbfs': train.py records its training data's in checkpoints);
     returns 'written', 'there' (already made with these settings) or the message of its failure, naming the file."""
     wav, speaker, out = job
     if not overwrite and already_made(out, settings):
         return 'there'
     try:
-        record = {'feat': log_fbank(wav, settings), 'label': speaker, 'settings': extraction_settings(settings)}
+        audio = read_audio(wav, settings['sample_rate'], settings.get('max_seconds', c.MAX_SECONDS))
+        record = {'feat': log_fbank_frames(audio, settings, source=wav)[0], 'label': speaker,
+                  'settings': extraction_settings(settings), 'speech_dbfs': heard_level(audio, settings)}
         atomic_write(out, partial(pickle.dump, record))
     except Exception as e:  # a bad file must not stop the others
-        return str(e) if isinstance(e, FeatureFileError) else f"{wav}: {e}"
+        return str(e) if str(wav) in str(e) else f"{wav}: {e}"
     return 'written'

@@ -1,6 +1,7 @@
 """The audio front end (audio.py, frontend.py, utterance.py): every format, refusing silent or broken audio, speech
 detection, level."""
 import argparse
+import pickle
 import warnings
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from DB_wav_reader import read_DB_structure, read_utterances
 from dvector import cli, fbank, utterance
 from dvector.audio import AUDIO_SUFFIXES, AudioNote, collect_notes, read_audio, require_utterance_file, without_dc
 from dvector.fbank import feature_settings
-from dvector.feature_files import FeatureFileError
-from dvector.frontend import frame_levels, level_gain, reading_settings, speech_level
+from dvector.feature_files import FeatureFileError, load_feature_record
+from dvector.frontend import frame_levels, heard_level, level_gain, reading_settings, speech_level
 from dvector.trials import utterance_features
 from dvector.utterance import file_features, log_fbank, log_fbank_frames
 
@@ -248,6 +249,49 @@ def test_level_auto_lifts_speech_only_far_below_the_training_level(offset_db, ga
     assert c.AUTO_LEVEL_DB == 15.0
     assert level_gain('auto', c.TRAIN_LEVEL + offset_db) == pytest.approx(gain_db)
     assert level_gain(-30.0, -50.0) == pytest.approx(20)  # a target: always
+
+
+@pytest.mark.parametrize('offset_db, gain_db', [(0, 0), (-14.9, 0), (7.9, 0), (-15.1, 15.1), (8.1, -8.1), (30, -30)])
+def test_level_auto_brings_speech_far_from_a_recorded_training_level_to_it_both_ways(offset_db, gain_db, monkeypatch):
+    monkeypatch.setattr(c, 'AUTO_LEVEL_ABOVE_DB', 8.0)
+    assert level_gain('auto', -20.0 + offset_db, train_level=-20.0) == pytest.approx(gain_db)
+
+
+def test_a_models_recorded_training_level_turns_loud_speech_down_to_it(tmp_path):
+    audio = np.concatenate([np.zeros(8000), voice(seconds=2.0), np.zeros(8000)])
+    loud = write_audio(tmp_path / 'loud.wav', audio / np.abs(audio).max() * 0.9, subtype='FLOAT')
+    recorded = reading_settings({**feature_settings(), 'train_level': -40.0}, level='auto')
+    np.testing.assert_array_equal(log_fbank(loud, recorded), log_fbank(loud, reading_settings(feature_settings(),
+                                                                                                level=-40.0)))
+    assert np.array_equal(log_fbank(loud, reading_settings(feature_settings(), level='auto')), log_fbank(loud))
+
+
+def test_the_level_heard_is_the_speech_level_after_the_gain(tmp_path):
+    audio = np.concatenate([np.zeros(8000), voice(seconds=2.0), np.zeros(8000)]).astype(np.float32)
+    plain = reading_settings(feature_settings())
+    level = heard_level(audio, plain)
+    assert heard_level(audio * np.float32(10), plain) == pytest.approx(level + 20, abs=0.01)
+    assert heard_level(audio, reading_settings(feature_settings(), level=-30.0)) == pytest.approx(-30)
+    loud = {**reading_settings(feature_settings(), level='auto'), 'train_level': level - 20}
+    assert heard_level(audio, loud) == pytest.approx(level - 20)  # turned down to the training level
+
+
+def test_feature_files_record_their_level_and_training_takes_the_median(tmp_path):
+    settings = reading_settings(feature_settings())
+    for k, gain in enumerate((1, 2, 4)):  # 0, 6 and 12 dB up
+        wav = write_audio(tmp_path / 'wavs' / f'u{k}.wav', voice() * 0.1 * gain, subtype='FLOAT')
+        assert utterance.write_feature_file((wav, 'spk', tmp_path / 'feat' / f'u{k}.p'), settings, False) == 'written'
+    feats = sorted((tmp_path / 'feat').glob('*.p'))
+    levels = [load_feature_record(f)['speech_dbfs'] for f in feats]
+    assert np.diff(levels) == pytest.approx([6.02, 6.02], abs=0.01)
+    assert utterance.training_level(feats, settings)[0] == round(levels[1], 1)
+    wavs = sorted((tmp_path / 'wavs').glob('*.wav'))
+    assert utterance.training_level(wavs, settings)[0] == round(levels[1], 1)  # audio: measured as it is read
+    for name, value in (('old', None), ('nan', float('nan')), ('text', 'loud')):  # recorded none, or no level
+        record = {'feat': np.zeros((200, 40)), 'label': 'spk', **({} if value is None else {'speech_dbfs': value})}
+        (tmp_path / f'{name}.p').write_bytes(pickle.dumps(record))
+        assert utterance.training_level([tmp_path / f'{name}.p'], settings) == (
+            c.TRAIN_LEVEL, 'TRAIN_LEVEL of configure.py: the feature files record none')
 
 
 # ---- What the model hears: finite, honest, in bounded memory (issue 22) ----------------------------

@@ -1,4 +1,6 @@
 """Stage 0: wav tree -> feature tree, with resampling, downmixing, skipping and failures."""
+import pickle
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -32,16 +34,20 @@ def test_extracts_a_wav_tree_into_a_feature_tree(tmp_path):
     np.testing.assert_allclose(feat.mean(axis=0), 0, atol=1e-9)  # mean-normalised
     assert load_feature_record(tmp_path / 'feat' / 'spk1' / 'utt0.p')['settings'] == {  # how it was made
         'sample_rate': 16000, 'n_filters': 40, 'win_len': 0.025, 'win_step': 0.01, 'vad': 'no', 'level': 'no'}
+    assert -60 < load_feature_record(tmp_path / 'feat' / 'spk1' / 'utt0.p')['speech_dbfs'] < 0  # and at what level
 
 
 def test_skips_files_made_with_the_same_settings_unless_overwrite(tmp_path, capsys):
     wavs = write_wav_tree(tmp_path / 'wavs')
     feature_extraction.extract_tree(wavs, tmp_path / 'feat')
-    done = tmp_path / 'feat' / 'spk0' / 'utt0.p'
-    write_feature(done, np.zeros((149, 40)), 'older')  # no settings recorded: the tutorial's recipe
+    done, older = tmp_path / 'feat' / 'spk0' / 'utt0.p', tmp_path / 'feat' / 'spk1' / 'utt0.p'
+    done.write_bytes(pickle.dumps({**load_feature_record(done), 'label': 'kept'}))  # made with these settings
+    write_feature(older, np.zeros((149, 40)), 'older')  # an older feature_extraction.py's: no level, made again
     (tmp_path / 'feat' / 'spk0' / 'utt1.p').write_bytes(b'stale')  # unreadable: extracted again
+    capsys.readouterr()
     feature_extraction.extract_tree(wavs, tmp_path / 'feat')
-    assert load_feature_file(done)[1] == 'older' and '1 written, 3 already there' in capsys.readouterr().out
+    assert '2 written, 2 already there' in capsys.readouterr().out
+    assert load_feature_file(done)[1] == 'kept' and load_feature_file(older)[1] == 'spk1'
     feature_extraction.main(['--wav-dir', str(wavs), '--feat-dir', str(tmp_path / 'feat'), '--overwrite'])
     assert load_feature_file(done)[1] == 'spk0'
     feature_extraction.main(['--wav-dir', str(wavs), '--feat-dir', str(tmp_path / 'feat'), '--vad', 'energy'])

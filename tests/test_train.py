@@ -88,6 +88,7 @@ def test_checkpoints_hold_everything_needed_to_use_them(trained):
     assert ckpt['model_args'] == {'embedding_size': 128, 'num_classes': 4, 'backbone': 'resnet18', 'base_channels': 16,
                                   'pooling': 'avg', 'head': 'linear', 'n_filters': 40}
     assert ckpt['feature']['n_filters'] == 40 and ckpt['feature']['trim_frames'] == 50
+    assert ckpt['feature']['train_level'] == configure.TRAIN_LEVEL  # the tiny tree's feature files record no level
     assert set(ckpt) == CHECKPOINT_KEYS | TRAINING_KEYS
     # the settings as asked for ('auto'), and apart from them what this run made of them
     assert ckpt['train_args']['precision'] == 'auto' and ckpt['train_args']['channels_last'] == 'auto'
