@@ -104,6 +104,10 @@ AUG_BABBLE_PROB = 0.2        # babble: other training utterances (or NOISE_DIR's
 AUG_BABBLE_SNR = (5, 20)     # dB (Kaldi: 13-20; lower here, as tools/robustness.py tests babble at 5 dB)
 AUG_BABBLE_VOICES = (3, 7)   # voices in the babble (Kaldi's)
 AUG_REVERB_PROB = 0.2        # reverberation: each band's energy smeared by an exponential room decay
+AUG_ROOMS = 'decay'          # 'decay': on features, a synthetic room's energy decay in expectation (on audio, its
+                             # impulse response, or RIR_DIR's) | 'drawn': an impulse response drawn each time, with
+                             # early reflections (or one of RIR_DIR's), on features through its energy response at
+                             # each 10-ms step (augment_features.band_response)
 AUG_RT60 = (0.2, 0.8)        # s, the room's reverberation time (60 dB of decay)
 AUG_DRR = (0, 10)            # dB, direct-to-reverberant energy ratio
 AUG_CHANNEL_PROB = 0.2       # channel: a telephone line or a microphone's colour
@@ -119,8 +123,8 @@ AUG_PAUSE_PROB = 0.15        # pauses: a stretch of room tone (up to half the wi
 AUG_PAUSE_DBFS = (-80, -55)  # dBFS, the room tone's level (ETRI speech is near -44 dBFS)
 NOISE_DIR = ''               # optional folder of noise audio (MUSAN's layout: music/ and speech/ are music and
                              # babble, the rest noise); on features, made into filterbank energies once at the start
-RIR_DIR = ''                 # training from audio: optional folder of room impulse responses (RIRS_NOISES' files);
-                             # without it, synthetic rooms of AUG_RT60 and AUG_DRR (on features: always those)
+RIR_DIR = ''                 # optional folder of room impulse responses (RIRS_NOISES' files): training from audio,
+                             # or on features with AUG_ROOMS 'drawn'; without it, synthetic rooms of AUG_RT60, AUG_DRR
 SPEED_PERTURB = 'no'         # 'yes': each training window at speed 0.9, 1 or 1.1 (equally likely), each speed's
                              # windows a speaker of their own (3x the classes, as WeSpeaker does)
 SPEEDS = (0.9, 1.1)          # speed perturbation's speeds besides 1

@@ -246,9 +246,10 @@ def augmenters(args, feature, train_feats, train_DB):
         return {}
     if train_feats is None and holds_audio(train_DB):
         return {'wave_augmenter': WaveAugmenter(augment_settings(args), feature['sample_rate'])}
-    if args.rir_dir:
-        raise ValueError(f"--rir-dir {args.rir_dir}: room impulse responses are used when training from audio read "
-                         "per item; on features the rooms are synthetic (--aug-rt60, --aug-drr): leave it out")
+    if args.rir_dir and args.aug_rooms == 'decay':
+        raise ValueError(f"--rir-dir {args.rir_dir}: on features, room impulse responses are used with --aug-rooms "
+                         "drawn (each through its energy response); with 'decay' the rooms are the synthetic decay of "
+                         "--aug-rt60 and --aug-drr: add --aug-rooms drawn, or leave --rir-dir out")
     return {'augmenter': Augmenter(augment_settings(args), feature)}
 
 

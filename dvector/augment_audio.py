@@ -10,10 +10,10 @@ from fractions import Fraction
 import numpy as np
 import scipy.signal
 import soundfile
-import torch
 
 from dvector.audio import read_audio, silence
 from dvector.augmentation import (
+    EARLY_REFLECTIONS,
     NOISE_SECONDS,
     TELEPHONE_BAND,
     audio_files,
@@ -22,6 +22,8 @@ from dvector.augmentation import (
     hum,
     music,
     noise_kind,
+    numpy_rng,
+    room_impulse_response,
 )
 from dvector.feature_files import FeatureFileError
 
@@ -56,15 +58,6 @@ def codec_audio(audio, sample_rate, compression=1.0):
     return np.pad(decoded, (0, max(0, len(audio) - len(decoded))))[:len(audio)]
 
 
-def room_impulse_response(rng, sample_rate, rt60, drr_db):
-    """A synthetic room: a direct impulse, then Gaussian noise decaying 60 dB in rt60 s, holding 10**(-drr/10)
-    times the direct sound's energy."""
-    t = np.arange(1, int(rt60 * sample_rate)) / sample_rate
-    tail = rng.normal(size=len(t)) * 10 ** (-3 * t / rt60)
-    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail ** 2))
-    return np.concatenate([[1.0], tail])
-
-
 def resample_speed(audio, speed):
     """audio played `speed` times as fast (pitch and tempo: the field's speed perturbation), by resampling."""
     ratio = Fraction(speed).limit_denominator(100)
@@ -76,11 +69,6 @@ def equalise(audio, gain_db_at, sample_rate):
     spectrum = np.fft.rfft(audio)
     freqs = np.fft.rfftfreq(len(audio), 1 / sample_rate)
     return np.fft.irfft(spectrum * 10 ** (gain_db_at(freqs) / 20), len(audio))
-
-
-def numpy_rng():
-    """A numpy Generator seeded from torch's generator: numpy's draws then repeat and resume with torch's."""
-    return np.random.default_rng(int(torch.randint(2 ** 62, ())))
 
 
 def check_files(files, what, sample_rate):
@@ -95,6 +83,13 @@ def check_files(files, what, sample_rate):
         except FeatureFileError as e:
             raise FeatureFileError(f"{what}: {e}; remove it") from None
     return files
+
+
+def read_room(path, sample_rate):
+    """A room impulse response file at sample_rate, from its direct path (its largest sample) on, at unit energy."""
+    rir = read_audio(path, sample_rate).astype(np.float64)
+    rir = rir[int(np.argmax(np.abs(rir))):]
+    return rir / np.sqrt(np.sum(rir ** 2))
 
 
 def read_stretch(path, n_samples, sample_rate, rng):
@@ -142,12 +137,12 @@ class WaveAugmenter:
         return np.resize(np.roll(clips[int(rng.integers(len(clips)))], int(rng.integers(n_samples))), n_samples)
 
     def room(self, rng):
-        """An impulse response: one of rir_dir's, its direct path first, or a synthetic room of the settings' ranges."""
+        """An impulse response: one of rir_dir's, or a synthetic room of the settings' ranges (with early
+        reflections when AUG_ROOMS is 'drawn')."""
         if not self.rirs:
-            return room_impulse_response(rng, self.rate, rng.uniform(*self.s.rt60), rng.uniform(*self.s.drr))
-        rir = read_audio(self.rirs[int(rng.integers(len(self.rirs)))], self.rate).astype(np.float64)
-        rir = rir[int(np.argmax(np.abs(rir))):]
-        return rir / np.sqrt(np.sum(rir ** 2))
+            return room_impulse_response(rng, self.rate, rng.uniform(*self.s.rt60), rng.uniform(*self.s.drr),
+                                         EARLY_REFLECTIONS if self.s.rooms == 'drawn' else 0)
+        return read_room(self.rirs[int(rng.integers(len(self.rirs)))], self.rate)
 
     def __call__(self, audio, others=None):
         """audio (n_samples,) degraded by the kinds that its draws choose (the same array when none is chosen)."""

@@ -31,7 +31,9 @@ import torch
 
 import configure as c
 from dvector.audio import read_audio
+from dvector.augment_audio import check_files, read_room
 from dvector.augmentation import (
+    EARLY_REFLECTIONS,
     NOISE_SECONDS,
     TELEPHONE_BAND,
     audio_files,
@@ -40,6 +42,8 @@ from dvector.augmentation import (
     hum,
     music,
     noise_kind,
+    numpy_rng,
+    room_impulse_response,
     uniform,
 )
 from dvector.fbank import FLOOR, NFFT
@@ -116,6 +120,29 @@ def reverberate(energies, rt60, drr_db, win_step=c.WIN_STEP):
     tail = 10 ** (-drr_db / 10) * (1 - decay) / decay  # tail[k] = tail * decay**k, k >= 1, sums to 10**(-drr/10)
     smeared = scipy.signal.lfilter([0, tail * decay], [1, -decay], energies, axis=0)
     return energies + smeared
+
+
+def band_response(rir, feature):
+    """(n_lags, n_filters): how much of a band's energy an impulse response rir (n_samples,) at feature's rate puts
+    each frame step (10 ms) later: the energy of each step's stretch of rir through each Mel filter, relative to
+    a unit impulse's. The direct sound and the reflections within its step colour the bands (a comb filter);
+    later steps smear them along time."""
+    hop = int(round(feature['win_step'] * feature['sample_rate']))
+    steps = -(-len(rir) // hop)
+    power = np.abs(np.fft.rfft(np.pad(rir, (0, steps * hop - len(rir))).reshape(steps, hop), NFFT)) ** 2
+    return power @ unit_filters(feature['n_filters'], feature['sample_rate'])
+
+
+@lru_cache(maxsize=8)
+def unit_filters(n_filters, sample_rate):
+    """(NFFT // 2 + 1, n_filters): python_speech_features' Mel filters as columns, each summing to 1."""
+    bank = python_speech_features.get_filterbanks(n_filters, NFFT, sample_rate)
+    return (bank / bank.sum(axis=1, keepdims=True)).T
+
+
+def reverberate_with(energies, response):
+    """Each band's energy convolved along time with a band_response: a drawn room's energies."""
+    return np.maximum(scipy.signal.fftconvolve(energies, response, axes=0)[:len(energies)], 0)
 
 
 @lru_cache(maxsize=8)
@@ -236,6 +263,11 @@ class Augmenter:
             for kind, clips in folder_noises(settings.noise_dir, feature).items():
                 self.sources.setdefault(kind, []).extend(clips)
         self.room_tone = self.sources['noise'][0][0]  # for pauses: white noise at 0 dBFS (unit power)
+        self.feature = feature
+        self.rooms = ([band_response(read_room(path, feature['sample_rate']), feature)
+                       for path in check_files(audio_files(settings.rir_dir, '--rir-dir'), '--rir-dir',
+                                               feature['sample_rate'])]
+                      if settings.rir_dir and settings.rooms == 'drawn' else [])
 
     def pick(self, kind):
         clips = self.sources.get(kind) or []
@@ -247,7 +279,13 @@ class Augmenter:
         return to_features(energies, window) if changed else window
 
     def reverb(self, energies, others):
-        return reverberate(energies, uniform(*self.s.rt60), uniform(*self.s.drr))
+        if self.s.rooms == 'decay':
+            return reverberate(energies, uniform(*self.s.rt60), uniform(*self.s.drr))
+        if self.rooms:
+            return reverberate_with(energies, self.rooms[int(torch.randint(len(self.rooms), ()))])
+        rt60, drr = uniform(*self.s.rt60), uniform(*self.s.drr)
+        rir = room_impulse_response(numpy_rng(), self.feature['sample_rate'], rt60, drr, EARLY_REFLECTIONS)
+        return reverberate_with(energies, band_response(rir, self.feature))
 
     def noise(self, energies, others):
         kind = 'music' if self.sources['music'] and float(torch.rand(())) < 0.25 else 'noise'

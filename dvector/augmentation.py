@@ -22,6 +22,9 @@ AUGMENT_SETTINGS = tuple(name for name in vars(c) if name.startswith('AUG_')) + 
 KINDS = ('reverb', 'noise', 'babble', 'pause', 'channel', 'gain')  # in the order applied; each has <kind>_prob
 TELEPHONE_BAND = (300, 3400)  # Hz; nothing above 4 kHz (8 kHz sampling)
 NOISE_SECONDS = 8.0           # length of each generated noise clip
+ROOMS = ('decay', 'drawn')    # AUG_ROOMS: the room decay in expectation, or an impulse response drawn each time
+EARLY_MS = 40                 # ms after the direct sound that hold the discrete reflections of a drawn synthetic room
+EARLY_REFLECTIONS = 8         # ... and how many
 
 
 def field(name):
@@ -39,6 +42,8 @@ def augment_settings(args=None):
     """The AugmentSettings of train.py's args (the flags of AUGMENT_SETTINGS); configure.py's without args."""
     settings = AugmentSettings(**{field(name): getattr(c, name) if args is None else getattr(args, name.lower())
                                   for name in AUGMENT_SETTINGS})
+    if settings.rooms not in ROOMS:
+        raise ValueError(f"AUG_ROOMS (--aug-rooms) {settings.rooms!r}: choose one of {', '.join(ROOMS)}")
     if settings.telephone_share + settings.codec_share > 1:
         raise ValueError(f"AUG_TELEPHONE_SHARE {settings.telephone_share} and AUG_CODEC_SHARE {settings.codec_share} "
                          "(--aug-telephone-share, --aug-codec-share) are shares of the channel degradations: together "
@@ -67,6 +72,27 @@ def happens(prob):
 def uniform(low, high):
     """A float uniform in [low, high), from torch's generator."""
     return low + (high - low) * float(torch.rand(()))
+
+
+def numpy_rng():
+    """A numpy Generator seeded from torch's generator: numpy's draws then repeat and resume with torch's."""
+    return np.random.default_rng(int(torch.randint(2 ** 62, ())))
+
+
+def room_impulse_response(rng, sample_rate, rt60, drr_db, reflections=0):
+    """A synthetic room: a direct impulse, then Gaussian noise decaying 60 dB in rt60 s, holding 10**(-drr/10)
+    times the direct sound's energy. With `reflections`, the first EARLY_MS hold that many discrete reflections
+    (walls, floor, table: random delays and signs, as strong as the decay allows at their delay, and 3 times its
+    noise) over a fifth of the noise, as the first tens of milliseconds of a real room do."""
+    t = np.arange(1, int(rt60 * sample_rate)) / sample_rate
+    envelope = 10 ** (-3 * t / rt60)
+    tail = rng.normal(size=len(t)) * envelope
+    if reflections:
+        tail[t < EARLY_MS / 1000] *= 0.2
+        at = rng.integers(0, min(int(EARLY_MS / 1000 * sample_rate), len(t)), reflections)
+        tail[at] += rng.choice([-3.0, 3.0], reflections) * envelope[at]
+    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail ** 2))
+    return np.concatenate([[1.0], tail])
 
 
 def coloured_noise(rng, n_samples, exponent):

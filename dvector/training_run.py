@@ -18,7 +18,7 @@ RESUME_OVERRIDES = ('resume', 'epochs', 'log_dir', 'device', 'log_interval', 'pr
 # Settings of the fine-tuning epochs: a resumed run takes those given on the command line until they begin.
 FINETUNE_SETTINGS = ('finetune_epochs', 'finetune_lr', 'finetune_win_size', 'finetune_margin')
 # Settings added after runs were made, with the value that does what those runs did: their checkpoints continue so.
-ADDED_SETTINGS = {'aug_codec_share': 0.0}
+ADDED_SETTINGS = {'aug_codec_share': 0.0, 'aug_rooms': 'decay'}
 
 
 def training_checkpoint(*, epoch, history, model, optimizer, scheduler, scaler, run_id, speakers, model_args,

@@ -17,20 +17,29 @@ from dvector.augment_features import (
     add_at_snr,
     band_centres,
     band_offsets,
+    band_response,
     codec,
     filter_gains,
     folder_noises,
     reverberate,
+    reverberate_with,
     telephone,
     to_energies,
     to_features,
     warp_speed,
 )
-from dvector.augmentation import AUGMENT_SETTINGS, KINDS, TELEPHONE_BAND, augment_settings
+from dvector.augmentation import (
+    AUGMENT_SETTINGS,
+    EARLY_MS,
+    KINDS,
+    TELEPHONE_BAND,
+    augment_settings,
+    room_impulse_response,
+)
 from dvector.fbank import FLOOR, feature_settings
 from SR_Dataset import DvectorDataset, random_window
 
-from conftest import ETRI, needs_etri
+from conftest import ETRI, needs_etri, write_audio
 
 N_FILTERS = 40
 
@@ -146,6 +155,49 @@ def test_reverberation_is_an_exponential_tail_of_the_asked_length_and_energy():
     assert 10 * np.log10(response[1] / response[51]) == pytest.approx(60, rel=1e-6)  # 50 frames = 0.5 s
 
 
+def test_a_drawn_rooms_band_response_is_its_energy_at_each_step():
+    feature = feature_settings()
+    impulse = np.zeros(480)
+    impulse[0] = 1.0
+    np.testing.assert_allclose(band_response(impulse, feature), [[1.0] * N_FILTERS, [0.0] * N_FILTERS,
+                                                                 [0.0] * N_FILTERS], atol=1e-12)
+    echo = impulse.copy()
+    echo[330] = 0.5  # two steps (and a bit) later, a quarter of the energy
+    response = band_response(echo, feature)
+    np.testing.assert_allclose(response[[0, 2]], [[1.0] * N_FILTERS, [0.25] * N_FILTERS], atol=1e-12)
+    energies = quiet_energies(np.random.default_rng(6))
+    np.testing.assert_allclose(reverberate_with(energies, response)[2:], energies[2:] + 0.25 * energies[:-2])
+
+
+def test_a_synthetic_room_with_early_reflections_keeps_its_direct_to_reverberant_ratio():
+    rng = np.random.default_rng(0)
+    for reflections in (0, 8):
+        rir = room_impulse_response(rng, 16000, 0.5, 3.0, reflections)
+        assert rir[0] == 1.0 and 10 * np.log10(1 / np.sum(rir[1:] ** 2)) == pytest.approx(3.0)
+    early = np.abs(rir[1:EARLY_MS * 16])
+    assert np.sum(early > 5 * np.median(early)) >= 6  # discrete reflections stand out of the diffuse start
+
+
+def test_drawn_rooms_on_features_repeat_with_the_seed_and_take_room_files(tmp_path):
+    feat = recipe_features(quiet_energies(np.random.default_rng(7)))
+    drawn = Augmenter(settings(aug_reverb_prob=1.0, aug_rooms='drawn'), feature_settings())
+    torch.manual_seed(0)
+    first = drawn(feat)
+    torch.manual_seed(0)
+    np.testing.assert_array_equal(drawn(feat), first)
+    assert np.abs(first - feat).mean() > 0.3
+    rir = np.zeros(800)
+    rir[0], rir[400] = 1.0, 0.7
+    write_audio(tmp_path / 'rirs' / 'room.wav', rir, subtype='FLOAT')
+    from_files = Augmenter(settings(aug_reverb_prob=1.0, aug_rooms='drawn', rir_dir=str(tmp_path / 'rirs')),
+                           feature_settings())
+    response = band_response(rir / np.sqrt(1.49), feature_settings())
+    np.testing.assert_allclose(from_files(feat), to_features(reverberate_with(to_energies(feat), response), feat),
+                               atol=1e-4)  # dB: the file holds the response in float32
+    with pytest.raises(ValueError, match="AUG_ROOMS .* 'echo': choose one of decay, drawn"):
+        settings(aug_rooms='echo')
+
+
 def test_speed_moves_the_spectrum_and_the_length():
     centres = band_centres(N_FILTERS)
     window = np.zeros((110, N_FILTERS))
@@ -219,6 +271,6 @@ def test_noise_dir_files_join_the_sources_by_musans_folders(tmp_path):
 def test_feature_domain_degradations_are_close_to_degraded_audio():
     from tools import augment_check
     errors = augment_check.compare(ETRI / 'test_wavs')
-    assert len(errors) == 9
+    assert len(errors) == 11
     for name, (approx, nothing) in errors.items():
         assert approx < 1.0 and approx < 0.7 * nothing, (name, approx, nothing)

@@ -584,8 +584,8 @@ def test_augmentation_folders_without_augmentation_are_refused(flags, message, c
 
 @pytest.mark.parametrize('flags, message', [
     (('--fbank', 'torch'), r'--fbank torch: .* holds features \(\.p\) made already'),
-    (('--augment', 'yes', '--rir-dir', 'rirs'), '--rir-dir rirs: room impulse responses are used when training '
-                                                'from audio'),
+    (('--augment', 'yes', '--rir-dir', 'rirs'), '--rir-dir rirs: on features, room impulse responses are used with '
+                                                '--aug-rooms drawn'),
 ])
 def test_flags_that_do_nothing_on_features_are_refused(feature_tree, tmp_path, flags, message):
     with pytest.raises(ValueError, match=message):

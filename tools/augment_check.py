@@ -21,18 +21,20 @@ import scipy.signal
 from DB_wav_reader import find_files
 from dvector import cli
 from dvector.audio import AUDIO_SUFFIXES, read_audio
-from dvector.augment_audio import at_snr, codec_audio, room_impulse_response, telephone_audio
+from dvector.augment_audio import at_snr, codec_audio, telephone_audio
 from dvector.augment_features import (
     add_at_snr,
+    band_response,
     codec,
     fbank_energies,
     noise_clip,
     reverberate,
+    reverberate_with,
     telephone,
     to_energies,
     to_features,
 )
-from dvector.augmentation import coloured_noise, music
+from dvector.augmentation import EARLY_REFLECTIONS, coloured_noise, music, room_impulse_response
 from dvector.fbank import FLOOR, feature_settings
 from dvector.utterance import log_fbank_frames
 from tools.rooms import ROOM_DRR_DB as DRR_DB
@@ -47,9 +49,13 @@ def conditions(audio, other, sample_rate, rng):
         energies, per_power = noise_clip(noise, feature)
         return at_snr(audio, noise, snr), lambda e: add_at_snr(e, energies[:len(e)], snr, per_power)
 
+    def room(rir, on_energies=None):  # drawn rooms: the same impulse response in both, through its band_response
+        response = band_response(rir, feature)
+        return scipy.signal.fftconvolve(audio, rir)[:n], on_energies or (lambda e: reverberate_with(e, response))
+
     n = len(audio)
     band = telephone_audio(audio, sample_rate)
-    return {
+    rows = {
         'white noise 10 dB': noisy(rng.normal(size=n), 10),
         'white noise 5 dB': noisy(rng.normal(size=n), 5),
         'pink noise 5 dB': noisy(coloured_noise(rng, n, 1), 5),
@@ -58,10 +64,13 @@ def conditions(audio, other, sample_rate, rng):
         'telephone band': (scipy.signal.resample_poly(band, sample_rate, 8000)[:n], telephone),
         'codec Opus ~6 kbps': (codec_audio(audio, sample_rate), codec),
         'low gain x0.05': (0.05 * audio, lambda e: e * 0.05 ** 2),
-        f'reverberation {RT60} s': (
-            scipy.signal.fftconvolve(audio, room_impulse_response(rng, sample_rate, RT60, DRR_DB))[:n],
-            lambda e: reverberate(e, RT60, DRR_DB)),
     }
+    plain_room = room_impulse_response(rng, sample_rate, RT60, DRR_DB)
+    return {**rows,
+            f'reverberation {RT60} s': room(plain_room, lambda e: reverberate(e, RT60, DRR_DB)),
+            f'reverberation {RT60} s, drawn': room(plain_room),
+            f'reverberation {RT60} s with early reflections, drawn': room(
+                room_impulse_response(rng, sample_rate, RT60, DRR_DB, EARLY_REFLECTIONS))}
 
 
 def features_of(audio):

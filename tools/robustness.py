@@ -30,8 +30,8 @@ import configure as c
 from DB_wav_reader import find_files, is_enroll_file
 from dvector import cli
 from dvector.audio import read_audio
-from dvector.augment_audio import TELEPHONE_RATE, at_snr, codec_audio, rms, room_impulse_response, telephone_audio
-from dvector.augmentation import coloured_noise, music
+from dvector.augment_audio import TELEPHONE_RATE, at_snr, codec_audio, rms, telephone_audio
+from dvector.augmentation import coloured_noise, music, room_impulse_response
 from dvector.cli import run_command
 from dvector.feature_files import TRIM_SECONDS, FeatureFileError
 from tools.rooms import FAR_DRR_DB, FAR_RT60, FAR_SNR_DB, ROOM_DRR_DB, ROOM_RT60
