@@ -103,7 +103,7 @@ AUG_MUSIC_SNR = (5, 15)      # dB, music (Kaldi's)
 AUG_BABBLE_PROB = 0.2        # babble: other training utterances (or NOISE_DIR's speech/) mixed in
 AUG_BABBLE_SNR = (5, 20)     # dB (Kaldi: 13-20; lower here, as tools/robustness.py tests babble at 5 dB)
 AUG_BABBLE_VOICES = (3, 7)   # voices in the babble (Kaldi's)
-AUG_REVERB_PROB = 0.2        # reverberation: each band's energy smeared by an exponential room decay
+AUG_REVERB_PROB = 0.2        # reverberation: each band's energy smeared by a room (AUG_ROOMS says how)
 AUG_ROOMS = 'decay'          # 'decay': on features, a synthetic room's energy decay in expectation (on audio, its
                              # impulse response, or RIR_DIR's) | 'drawn': an impulse response drawn each time, with
                              # early reflections (or one of RIR_DIR's), on features through its energy response at

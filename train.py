@@ -30,7 +30,7 @@ from dvector import cli, distributed
 from dvector.atomic import atomic_save
 from dvector.augment_audio import WaveAugmenter
 from dvector.augment_features import Augmenter
-from dvector.augmentation import AUGMENT_SETTINGS, augment_settings
+from dvector.augmentation import AUGMENT_SETTINGS, ROOMS, augment_settings
 from dvector.checkpoint import load_checkpoint
 from dvector.fbank import feature_settings
 from dvector.frontend import reading_settings
@@ -101,7 +101,8 @@ def parse_args(argv=None):
     setting('AUGMENT', choices=['yes', 'no'])
     for name in AUGMENT_SETTINGS:
         kind = type(getattr(c, name))
-        setting(name, type=augment_type(name, kind), metavar='LOW,HIGH' if kind is tuple else None)
+        choices = {'choices': ROOMS} if name == 'AUG_ROOMS' else {'metavar': 'LOW,HIGH' if kind is tuple else None}
+        setting(name, type=augment_type(name, kind), **choices)
     setting('SPEED_PERTURB', choices=['yes', 'no'])
     setting('SPEEDS', type=cli.positive_range, metavar='SLOW,FAST')
     setting('FINETUNE_EPOCHS', type=cli.non_negative_int)
@@ -130,6 +131,10 @@ def parse_args(argv=None):
     if not 0 <= args.margin < 1 or not 0 <= args.finetune_margin < 1 or args.scale <= 0:
         p.error(f"--margin and --finetune-margin must be in [0, 1) and --scale above 0, not {args.margin}, "
                 f"{args.finetune_margin} and {args.scale}")
+    try:  # checked whether augmentation is on or not: a run records them either way
+        augment_settings(args)
+    except ValueError as e:
+        p.error(str(e))
     unused = [f"--{k.replace('_', '-')}" for k in ('noise_dir', 'rir_dir') if k in args.given and getattr(args, k)]
     if unused and args.augment != 'yes':
         p.error(f"{' and '.join(unused)}: used by augmentation only, which is off; add --augment yes, or leave "

@@ -1,7 +1,7 @@
 """Augmentation on the waveform, for training from audio: the kinds of augment_features.Augmenter, with the same
 settings, on an utterance's samples before its features are made, as Kaldi and WeSpeaker augment; and the
 degradations of audio that tools/robustness.py and tools/augment_check.py apply (at_snr, codec_audio,
-telephone_audio, room_impulse_response). The settings and the draws are augmentation.py's; speed perturbation of
+telephone_audio). The settings and the draws are augmentation.py's; speed perturbation of
 the waveform (resample_speed) is here too.
 """
 import io
@@ -17,19 +17,18 @@ from dvector.augmentation import (
     NOISE_SECONDS,
     TELEPHONE_BAND,
     audio_files,
+    check_files,
     coloured_noise,
     degrade,
     hum,
     music,
     noise_kind,
     numpy_rng,
+    read_room,
     room_impulse_response,
 )
-from dvector.feature_files import FeatureFileError
 
 TELEPHONE_RATE = 8000
-CHECKED_WHOLE_SECONDS = 60.0  # noise and room files up to this long are read whole when training starts (the
-                              # silent refused); longer ones are read a stretch at a time, the silent skipped
 
 
 def rms(audio):
@@ -69,27 +68,6 @@ def equalise(audio, gain_db_at, sample_rate):
     spectrum = np.fft.rfft(audio)
     freqs = np.fft.rfftfreq(len(audio), 1 / sample_rate)
     return np.fft.irfft(spectrum * 10 ** (gain_db_at(freqs) / 20), len(audio))
-
-
-def check_files(files, what, sample_rate):
-    """Refuse, when training starts rather than hours in, a noise or room file of the flag `what` that cannot be
-    read, or (up to CHECKED_WHOLE_SECONDS long: those read whole) is empty or silent; returns files."""
-    for path in files:
-        try:
-            if soundfile.info(str(path)).duration <= CHECKED_WHOLE_SECONDS:
-                read_audio(path, sample_rate)  # refuses one that is empty or silent, naming it
-        except (RuntimeError, soundfile.SoundFileError) as e:
-            raise FeatureFileError(f"{what}: {path}: not a readable audio file ({e}); remove it") from e
-        except FeatureFileError as e:
-            raise FeatureFileError(f"{what}: {e}; remove it") from None
-    return files
-
-
-def read_room(path, sample_rate):
-    """A room impulse response file at sample_rate, from its direct path (its largest sample) on, at unit energy."""
-    rir = read_audio(path, sample_rate).astype(np.float64)
-    rir = rir[int(np.argmax(np.abs(rir))):]
-    return rir / np.sqrt(np.sum(rir ** 2))
 
 
 def read_stretch(path, n_samples, sample_rate, rng):

@@ -31,18 +31,19 @@ import torch
 
 import configure as c
 from dvector.audio import read_audio
-from dvector.augment_audio import check_files, read_room
 from dvector.augmentation import (
     EARLY_REFLECTIONS,
     NOISE_SECONDS,
     TELEPHONE_BAND,
     audio_files,
+    check_files,
     coloured_noise,
     degrade,
     hum,
     music,
     noise_kind,
     numpy_rng,
+    read_room,
     room_impulse_response,
     uniform,
 )
@@ -140,6 +141,13 @@ def unit_filters(n_filters, sample_rate):
     return (bank / bank.sum(axis=1, keepdims=True)).T
 
 
+@lru_cache(maxsize=1024)
+def room_file_response(path, sample_rate, n_filters, win_step):
+    """The band_response of a room impulse response file (read when first drawn; the last 1024 kept)."""
+    feature = {'sample_rate': sample_rate, 'n_filters': n_filters, 'win_step': win_step}
+    return band_response(read_room(path, sample_rate), feature)
+
+
 def reverberate_with(energies, response):
     """Each band's energy convolved along time with a band_response: a drawn room's energies."""
     return np.maximum(scipy.signal.fftconvolve(energies, response, axes=0)[:len(energies)], 0)
@@ -153,15 +161,14 @@ def band_centres(n_filters, sample_rate=c.SAMPLE_RATE, nfft=NFFT):
 
 
 @lru_cache(maxsize=8)
-def filter_gains(low, high, n_filters, sample_rate=c.SAMPLE_RATE, nfft=NFFT, order=6):
+def filter_gains(low, high, n_filters, sample_rate=c.SAMPLE_RATE, order=6):
     """Power gain (n_filters,) of each Mel filter through a Butterworth band-pass [low, high] Hz, and 0 above
     4 kHz when high is a telephone's: the filter's squared response averaged over each filter's triangle."""
-    bank = python_speech_features.get_filterbanks(n_filters, nfft, sample_rate)
-    freqs = np.arange(nfft // 2 + 1) * sample_rate / nfft
+    freqs = np.arange(NFFT // 2 + 1) * sample_rate / NFFT
     sos = scipy.signal.butter(order, [low, high], btype='bandpass', fs=sample_rate, output='sos')
     response = np.abs(scipy.signal.sosfreqz(sos, worN=freqs, fs=sample_rate)[1]) ** 2
     response[freqs >= 4000] = 0  # resampled to 8 kHz: nothing left above 4 kHz
-    return (bank @ response) / bank.sum(axis=1)
+    return response @ unit_filters(n_filters, sample_rate)
 
 
 def telephone(energies):
@@ -264,10 +271,8 @@ class Augmenter:
                 self.sources.setdefault(kind, []).extend(clips)
         self.room_tone = self.sources['noise'][0][0]  # for pauses: white noise at 0 dBFS (unit power)
         self.feature = feature
-        self.rooms = ([band_response(read_room(path, feature['sample_rate']), feature)
-                       for path in check_files(audio_files(settings.rir_dir, '--rir-dir'), '--rir-dir',
-                                               feature['sample_rate'])]
-                      if settings.rir_dir and settings.rooms == 'drawn' else [])
+        self.room_files = (check_files(audio_files(settings.rir_dir, '--rir-dir'), '--rir-dir', feature['sample_rate'])
+                           if settings.rir_dir and settings.rooms == 'drawn' else [])
 
     def pick(self, kind):
         clips = self.sources.get(kind) or []
@@ -281,8 +286,10 @@ class Augmenter:
     def reverb(self, energies, others):
         if self.s.rooms == 'decay':
             return reverberate(energies, uniform(*self.s.rt60), uniform(*self.s.drr))
-        if self.rooms:
-            return reverberate_with(energies, self.rooms[int(torch.randint(len(self.rooms), ()))])
+        if self.room_files:
+            path = self.room_files[int(torch.randint(len(self.room_files), ()))]
+            return reverberate_with(energies, room_file_response(path, self.feature['sample_rate'],
+                                                                 self.feature['n_filters'], self.feature['win_step']))
         rt60, drr = uniform(*self.s.rt60), uniform(*self.s.drr)
         rir = room_impulse_response(numpy_rng(), self.feature['sample_rate'], rt60, drr, EARLY_REFLECTIONS)
         return reverberate_with(energies, band_response(rir, self.feature))

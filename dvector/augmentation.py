@@ -1,5 +1,5 @@
 """What the two augmenters of training utterances share: their one settings record, draws from torch's generator,
-and their sources of noise.
+and their sources of noise and rooms (generated, or files checked when training starts).
 
 augment_features.Augmenter degrades training windows of features, augment_audio.WaveAugmenter an utterance's
 waveform before its features are made (training from audio). Both read an AugmentSettings (configure.py's AUG_*
@@ -11,15 +11,19 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+import soundfile
 import torch
 
 import configure as c
-from dvector.audio import AUDIO_SUFFIXES
+from dvector.audio import AUDIO_SUFFIXES, read_audio
+from dvector.feature_files import FeatureFileError
 
 # configure.py's settings of augmentation, in their order there: each is a flag of train.py (--aug-noise-prob, ...,
 # --noise-dir, --rir-dir), recorded in its checkpoints, and a field of AugmentSettings
 AUGMENT_SETTINGS = tuple(name for name in vars(c) if name.startswith('AUG_')) + ('NOISE_DIR', 'RIR_DIR')
 KINDS = ('reverb', 'noise', 'babble', 'pause', 'channel', 'gain')  # in the order applied; each has <kind>_prob
+CHECKED_WHOLE_SECONDS = 60.0  # noise and room files up to this long are read whole when training starts (the
+                              # silent refused); longer ones are read a stretch at a time, the silent skipped
 TELEPHONE_BAND = (300, 3400)  # Hz; nothing above 4 kHz (8 kHz sampling)
 NOISE_SECONDS = 8.0           # length of each generated noise clip
 ROOMS = ('decay', 'drawn')    # AUG_ROOMS: the room decay in expectation, or an impulse response drawn each time
@@ -89,7 +93,7 @@ def room_impulse_response(rng, sample_rate, rt60, drr_db, reflections=0):
     tail = rng.normal(size=len(t)) * envelope
     if reflections:
         tail[t < EARLY_MS / 1000] *= 0.2
-        at = rng.integers(0, min(int(EARLY_MS / 1000 * sample_rate), len(t)), reflections)
+        at = rng.choice(min(int(EARLY_MS / 1000 * sample_rate), len(t)), reflections, replace=False)
         tail[at] += rng.choice([-3.0, 3.0], reflections) * envelope[at]
     tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail ** 2))
     return np.concatenate([[1.0], tail])
@@ -140,3 +144,24 @@ def noise_kind(path, root):
     """MUSAN's folders: music/ is music, speech/ babble voices, the rest noise."""
     parts = {p.lower() for p in Path(path).relative_to(root).parts[:-1]}
     return 'music' if 'music' in parts else 'babble' if 'speech' in parts else 'noise'
+
+
+def check_files(files, what, sample_rate):
+    """Refuse, when training starts rather than hours in, a noise or room file of the flag `what` that cannot be
+    read, or (up to CHECKED_WHOLE_SECONDS long: those read whole) is empty or silent; returns files."""
+    for path in files:
+        try:
+            if soundfile.info(str(path)).duration <= CHECKED_WHOLE_SECONDS:
+                read_audio(path, sample_rate)  # refuses one that is empty or silent, naming it
+        except (RuntimeError, soundfile.SoundFileError) as e:
+            raise FeatureFileError(f"{what}: {path}: not a readable audio file ({e}); remove it") from e
+        except FeatureFileError as e:
+            raise FeatureFileError(f"{what}: {e}; remove it") from None
+    return files
+
+
+def read_room(path, sample_rate):
+    """A room impulse response file at sample_rate, from its direct path (its largest sample) on, at unit energy."""
+    rir = read_audio(path, sample_rate).astype(np.float64)
+    rir = rir[int(np.argmax(np.abs(rir))):]
+    return rir / np.sqrt(np.sum(rir ** 2))

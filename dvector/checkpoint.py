@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from dvector.feature_files import is_level
 from model.model import BackgroundResNet
 
 # What every checkpoint holds: all that the stages need to use its model ...
@@ -27,8 +28,12 @@ def load_checkpoint(path, device='cpu', to_resume=False):
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:
         raise ValueError(f"{path}: not a readable checkpoint ({load_problem(e)})") from e
-    if not isinstance(ckpt, dict) or not CHECKPOINT_KEYS <= set(ckpt):
+    if not isinstance(ckpt, dict) or not CHECKPOINT_KEYS <= set(ckpt) or not isinstance(ckpt['feature'], dict):
         raise ValueError(f"{path}: not a checkpoint written by this project's train.py")
+    level = ckpt['feature'].get('train_level')
+    if level is not None and not is_level(level):
+        raise ValueError(f"{path}: its training speech level {level!r} is not a level in dBFS (train.py writes one "
+                         "between -200 and 50)")
     if to_resume and not TRAINING_KEYS <= set(ckpt):
         missing = ', '.join(sorted(TRAINING_KEYS - set(ckpt)))
         raise ValueError(f"{path}: holds no training state to resume from (it lacks {missing}: a published "

@@ -78,6 +78,12 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"forbidden object {module}.{name}") from None
 
 
+def is_level(value):
+    """Whether value is a speech level in dBFS as train.py and feature_extraction.py record them: a finite number in
+    (-200, 50)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and -200 < value < 50
+
+
 def load_feature_record(filename, n_filters=c.FILTER_BANK):
     """The checked dict of a feature pickle: 'feat' float64 (n_frames, n_filters), 'label' str, and 'settings'
     (a dict of plain values) when the file records how it was made (feature_extraction.py writes it)."""

@@ -151,11 +151,16 @@ def level_gain(level, speech_dbfs, train_level=None):
     return 0.0
 
 
+def speech_gain(frame_db, settings):
+    """(speech level dBFS, dB of gain) of an utterance whose frames have levels frame_db, read with settings' level
+    (and the training level a checkpoint records in them)."""
+    level, chosen = speech_level(frame_db), front_end(settings)['level']
+    return level, 0.0 if chosen == 'no' else level_gain(chosen, level, settings.get('train_level'))
+
+
 def heard_level(audio, settings):
     """dBFS: the speech level of audio (n_samples,) as the features of settings hear it, after their gain."""
-    level = speech_level(frame_levels(without_dc(audio), settings))
-    chosen = front_end(settings)['level']
-    return level + (0.0 if chosen == 'no' else level_gain(chosen, level, settings.get('train_level')))
+    return sum(speech_gain(frame_levels(without_dc(audio), settings), settings))
 
 
 def import_silero():

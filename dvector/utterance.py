@@ -17,20 +17,19 @@ import configure as c
 from dvector.atomic import atomic_write
 from dvector.audio import AudioNote, check_length, is_audio, read_audio, unreadable_audio, without_dc
 from dvector.fbank import FLOOR, fbank, feature_settings, frame_count, frame_geometry
-from dvector.feature_files import FeatureFileError, load_feature_record, require_finite, trim_edges
+from dvector.feature_files import FeatureFileError, is_level, load_feature_record, require_finite, trim_edges
 from dvector.frontend import (
     edge_frames,
     extraction_settings,
     frame_levels,
     front_end,
     heard_level,
-    level_gain,
     loud_frames,
     min_speech_frames,
     reading_settings,
     same_front_end,
     silero_frames,
-    speech_level,
+    speech_gain,
 )
 from dvector.torch_fbank import torch_fbank
 
@@ -51,7 +50,7 @@ def log_fbank_frames(audio, settings, device=None, source='the recording'):
     if level != 'no' or vad == 'energy':
         centred = without_dc(audio)
         frame_db = frame_levels(centred, settings)
-    gain = 0.0 if level == 'no' else level_gain(level, speech_level(frame_db), settings.get('train_level'))
+    gain = 0.0 if level == 'no' else speech_gain(frame_db, settings)[1]
     if gain:  # a gain on the samples: the floor below then meets speech at the target level
         audio = centred
         audio *= np.float32(10 ** (gain / 20))  # in place: no other copy of a long one
@@ -137,9 +136,8 @@ def training_level(files, settings, sample=50):
     for path in files[::max(1, len(files) // sample)][:sample]:
         if is_audio(path):
             levels.append(heard_level(read_audio(path, settings['sample_rate'], settings['max_seconds']), settings))
-        elif isinstance(level := load_feature_record(path, settings['n_filters']).get('speech_dbfs'), float) \
-                and -200 < level < 50:  # finite, and a level
-            levels.append(level)
+        elif is_level(level := load_feature_record(path, settings['n_filters']).get('speech_dbfs')):
+            levels.append(float(level))
     if not levels:
         return c.TRAIN_LEVEL, 'TRAIN_LEVEL of configure.py: the feature files record none'
     return round(float(np.median(levels)), 1), f'the median of {len(levels)} files'

@@ -166,10 +166,10 @@ def trains_as_the_plain_loop(cwd, feat_dir, log_dir, *flags):
     feat_dir, after checking that its weights are bit for bit those of tests/tutorial_loop.py, the tutorial's
     loop written plainly, run beside it on the same CPU (so on any CPU, whatever its kernels round to)."""
     out = run_ok(cwd, 'train.py', '--train-feat-dir', str(feat_dir), '--log-dir', str(log_dir), '--epochs', '1',
-                 '--precision', 'fp32', '--channels-last', 'no', '--preload', 'no', *flags)
-    run_ok(cwd, 'tests/tutorial_loop.py', str(feat_dir), str(log_dir / 'plain.pth'), *flags)
-    ours = torch.load(log_dir / 'checkpoint_1.pth', weights_only=True)['state_dict']
-    plain = torch.load(log_dir / 'plain.pth', weights_only=True)
+                 '--precision', 'fp32', '--channels-last', 'no', '--preload', 'no', '--device', 'cpu', *flags)
+    run_ok(cwd, 'tests/tutorial_loop.py', str(feat_dir), str(log_dir / 'plain.pth'), *flags)  # on the CPU
+    ours = torch.load(log_dir / 'checkpoint_1.pth', weights_only=True, map_location='cpu')['state_dict']
+    plain = torch.load(log_dir / 'plain.pth', weights_only=True, map_location='cpu')
     assert ours.keys() == plain.keys()
     different = [name for name in ours if not torch.equal(ours[name], plain[name])]
     assert not different, f'train.py rounds otherwise than the plain loop: {len(different)} tensors, {different[:3]}...'

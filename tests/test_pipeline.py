@@ -113,6 +113,11 @@ def test_missing_corrupt_and_foreign_checkpoints(trained, feature_tree, tmp_path
     atomic_save({'weights': torch.zeros(3)}, tmp_path / 'foreign.pth')
     with pytest.raises(ValueError, match="foreign.pth: not a checkpoint written by this project's train.py"):
         enroll_with(tmp_path / 'foreign.pth')
+    ckpt = torch.load(trained / 'checkpoint_1.pth', weights_only=True)
+    for level in (float('nan'), float('inf'), 'loud'):  # a level that level 'auto' would turn into any gain
+        atomic_save({**ckpt, 'feature': {**ckpt['feature'], 'train_level': level}}, tmp_path / 'level.pth')
+        with pytest.raises(ValueError, match=r"level.pth: its training speech level .* is not a level in dBFS"):
+            enroll_with(tmp_path / 'level.pth')
 
 
 @pytest.mark.slow

@@ -1,7 +1,9 @@
 """The tutorial's training loop, written plainly: one epoch of forward, cross-entropy, backward and SGD step on
-the training split of a feature folder, with configure.py's recipe and seed. The tests run it beside
-`train.py --epochs 1 --precision fp32 --channels-last no --preload no` and require the same weights bit for
-bit: on any CPU, whatever its kernels round to, train.py's tutorial path adds nothing to the arithmetic.
+the CPU, on the training split of a feature folder, with configure.py's recipe and seed. The tests run it beside
+`train.py --epochs 1 --precision fp32 --channels-last no --preload no --device cpu` and require the same weights
+bit for bit: on any CPU, whatever its kernels round to, train.py's tutorial path adds nothing to the arithmetic.
+It shares train.py's split (split_train_valid) and windows (DvectorDataset): those are checked elsewhere (their
+own tests, and the first-epoch loss on real speakers in test_etri.py).
 
     python tests/tutorial_loop.py FEAT_DIR OUT.pth [--batch-size N]
 """
