@@ -24,6 +24,7 @@ from dvector.frontend import (
     frame_levels,
     front_end,
     heard_level,
+    level_gain,
     loud_frames,
     min_speech_frames,
     reading_settings,
@@ -102,6 +103,14 @@ def file_features(path, settings):
         raise FeatureFileError(f"{path}: features made with vad {made['vad']!r} and level {made['level']!r}, but "
                                f"vad {asked['vad']!r} and level {asked['level']!r} are asked for (--vad, --level); "
                                "extract them again with these settings (feature_extraction.py), or score with theirs")
+    made_at = record.get('speech_dbfs')  # a level far from the model's: 'auto' would have moved its audio
+    auto = asked['level'] == 'auto' and is_level(made_at)
+    gain = level_gain('auto', made_at, settings.get('train_level')) if auto else 0.0
+    if gain:
+        target = made_at + gain
+        warnings.warn(AudioNote('level', f"{path}: features made at {made_at:.0f} dBFS, far from the model's training "
+                                         f"level ({target:g} dBFS), where its audio would be brought: extract them "
+                                         f"with --level {target:g} (and score with it), or give the audio"))
     return record['feat'], np.ones(len(record['feat']), bool)
 
 

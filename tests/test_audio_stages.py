@@ -11,7 +11,7 @@ import enroll
 import feature_extraction
 import identification
 import verification
-from dvector.audio import AUDIO_SUFFIXES
+from dvector.audio import AUDIO_SUFFIXES, AudioNote
 from dvector.embedding import embed_file
 from dvector.feature_files import FeatureFileError
 from dvector.frontend import reading_settings
@@ -48,18 +48,24 @@ def embeddings(folder):
 
 @pytest.mark.slow
 def test_an_audio_tree_enrolls_as_its_extracted_features_do(trained, audio_tree, extracted, tmp_path):
-    enroll.main(model_args(trained, audio_tree, tmp_path / 'audio'))
-    enroll.main(model_args(trained, extracted, tmp_path / 'features'))
+    enroll.main(model_args(trained, audio_tree, tmp_path / 'audio') + ['--level', 'no'])
+    enroll.main(model_args(trained, extracted, tmp_path / 'features') + ['--level', 'no'])
     from_audio, from_features = embeddings(tmp_path / 'audio'), embeddings(tmp_path / 'features')
     assert sorted(from_audio) == ['v0', 'v1', 'v2']
     assert from_audio['v1']['files'][0].endswith('v1/enroll.flac')
     for speaker in from_audio:
         torch.testing.assert_close(from_audio[speaker]['embedding'], from_features[speaker]['embedding'])
+    # with the defaults, the model records its training level (TRAIN_LEVEL: its feature files record none), and its
+    # loud audio is turned down to it when read; features extracted without a model were not: enrolling them says so
+    assert torch.load(trained / 'checkpoint_best.pth', weights_only=True)['feature']['train_level'] == c.TRAIN_LEVEL
+    with pytest.warns(AudioNote, match=r"enroll.p: features made at -\d+ dBFS, far from the model's training level "
+                                       r"\(-44 dBFS\)"):
+        enroll.main(model_args(trained, extracted, tmp_path / 'loud'))
 
 
 @pytest.mark.slow
 def test_test_file_scores_one_audio_file_from_the_command_line(trained, audio_tree, extracted, tmp_path):
-    args = model_args(trained, audio_tree, tmp_path / 'emb')
+    args = model_args(trained, audio_tree, tmp_path / 'emb') + ['--level', 'no']  # the features' level (above)
     enroll.main(args)
     test = audio_tree / 'test' / 'v1' / f'test{FORMATS[1][1]}'
     out = run_ok(tmp_path, 'verification.py', *args, '--enroll-speaker', 'v1', '--test-file', str(test))
