@@ -104,7 +104,7 @@ def test_wavs_and_pieces_are_embedded_from_their_features(trained, tmp_path):
                                        '1 a/enroll.wav a/test.wav@0.50-2.00\n0 b/enroll.wav a/test.wav@1.00-2.50\n')
     scores_file = tmp_path / 'scores.txt'
     verification.main(trial_args(trained, tmp_path / 'list.txt', tmp_path, '--scores', str(scores_file),
-                                 '--level', 'no'))  # the recipe's features (with 'auto' these loud wavs are turned down)
+                                 '--level', 'no'))  # the recipe's features ('auto' turns these loud wavs down)
     scores = [float(line.split()[0]) for line in scores_file.read_text().splitlines()]
 
     model, _ = load_model(trained / 'checkpoint_best.pth', 'cpu', configure.EMBED_PRECISION)  # as the scripts embed
