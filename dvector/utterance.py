@@ -47,11 +47,16 @@ def log_fbank_frames(audio, settings, device=None, source='the recording'):
     (noise or babble can hide speech from it), every frame is kept, with an AudioNote naming source: a detector
     never discards a speaker.
     """
-    level, vad = front_end(settings)['level'], front_end(settings)['vad']
-    if level != 'no' or vad == 'energy':
-        centred = without_dc(audio)
-        frame_db = frame_levels(centred, settings)
-    gain = 0.0 if level == 'no' else speech_gain(frame_db, settings)[1]
+    return heard_fbank_frames(audio, settings, device, source)[:2]
+
+
+def heard_fbank_frames(audio, settings, device=None, source='the recording'):
+    """(feat, kept) as log_fbank_frames, and the speech level in dBFS the features heard, after their gain (what
+    feature files record as 'speech_dbfs')."""
+    vad = front_end(settings)['vad']
+    centred = without_dc(audio)
+    frame_db = frame_levels(centred, settings)
+    speech_dbfs, gain = speech_gain(frame_db, settings)
     if gain:  # a gain on the samples: the floor below then meets speech at the target level
         audio = centred
         audio *= np.float32(10 ** (gain / 20))  # in place: no other copy of a long one
@@ -63,7 +68,7 @@ def log_fbank_frames(audio, settings, device=None, source='the recording'):
                                 f"s of speech in {len(fb) * settings['win_step']:.2f} s: every frame is used instead"))
         kept = np.ones(len(fb), bool)
     fb = 20 * np.log10(np.maximum(fb[kept], FLOOR))
-    return require_finite(fb - fb.mean(axis=0), 'features'), kept
+    return require_finite(fb - fb.mean(axis=0), 'features'), kept, speech_dbfs + gain
 
 
 def log_fbank(path, settings=None):
@@ -175,8 +180,8 @@ def write_feature_file(job, settings, overwrite):
         return 'there'
     try:
         audio = read_audio(wav, settings['sample_rate'], settings.get('max_seconds', c.MAX_SECONDS))
-        record = {'feat': log_fbank_frames(audio, settings, source=wav)[0], 'label': speaker,
-                  'settings': extraction_settings(settings), 'speech_dbfs': heard_level(audio, settings)}
+        feat, _, speech_dbfs = heard_fbank_frames(audio, settings, source=wav)
+        record = {'feat': feat, 'label': speaker, 'settings': extraction_settings(settings), 'speech_dbfs': speech_dbfs}
         atomic_write(out, partial(pickle.dump, record))
     except Exception as e:  # a bad file must not stop the others
         return str(e) if str(wav) in str(e) else f"{wav}: {e}"

@@ -274,6 +274,8 @@ def test_the_level_heard_is_the_speech_level_after_the_gain(tmp_path):
     assert heard_level(audio, reading_settings(feature_settings(), level=-30.0)) == pytest.approx(-30)
     loud = {**reading_settings(feature_settings(), level='auto'), 'train_level': level - 20}
     assert heard_level(audio, loud) == pytest.approx(level - 20)  # turned down to the training level
+    for settings in (plain, loud):  # what feature files record: the features' own measure
+        assert utterance.heard_fbank_frames(audio, settings)[2] == heard_level(audio, settings)
 
 
 def test_feature_files_record_their_level_and_training_takes_the_median(tmp_path):
