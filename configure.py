@@ -58,7 +58,8 @@ RECIPE = 'tutorial'
 RECIPES = {  # keys: train.py's flags
     'tutorial': {},
     'improved': {'pooling': 'asp', 'loss': 'aam', 'margin': 0.3, 'win_size': 200, 'spec_augment': 'yes',
-                 'schedule': 'cosine', 'epochs': 20, 'finetune_epochs': 3, 'augment': 'yes'},
+                 'schedule': 'cosine', 'epochs': 20, 'finetune_epochs': 3, 'augment': 'yes',
+                 'speed_perturb': 'yes'},
 }
 
 # ---- Model ---------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ def test_checkpoints_hold_everything_needed_to_use_them(trained):
     ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
     assert ckpt['epoch'] == 2 and len(ckpt['history']) == 2
     assert ckpt['speakers'] == ['spk0', 'spk1', 'spk2', 'spk3']
-    assert ckpt['model_args'] == {'embedding_size': 128, 'num_classes': 4, 'backbone': 'resnet18', 'base_channels': 16,
+    assert ckpt['model_args'] == {'embedding_size': 128, 'num_classes': 12, 'backbone': 'resnet18', 'base_channels': 16,
                                   'pooling': 'avg', 'head': 'linear', 'n_filters': 40}
     assert ckpt['feature']['n_filters'] == 40 and ckpt['feature']['trim_frames'] == 50
     assert ckpt['feature']['train_level'] == configure.TRAIN_LEVEL  # the tiny tree's feature files record no level
@@ -359,9 +359,10 @@ def test_an_improved_recipe_run_records_its_model_and_windows(feature_tree, tmp_
     assert len(history) == 3 and all(np.isfinite(h['valid_loss']) for h in history)
     assert [h['finetune'] for h in history] == [False, False, True]
     ckpt = load_checkpoint(tmp_path / 'log' / 'checkpoint_best.pth')
-    assert ckpt['model_args'] == {'embedding_size': 128, 'num_classes': 4, 'backbone': 'resnet18', 'base_channels': 8,
+    assert ckpt['model_args'] == {'embedding_size': 128, 'num_classes': 12, 'backbone': 'resnet18', 'base_channels': 8,
                                   'pooling': 'asp', 'head': 'cosine', 'n_filters': 40}
     assert ckpt['feature']['win_size'] == 120 and ckpt['train_args']['spec_augment'] == 'yes'
+    assert ckpt['train_args']['speed_perturb'] == 'yes'  # 4 speakers at 3 speeds: 12 classes
     model = model_from_checkpoint(ckpt, 'cpu')
     assert model.embed(torch.randn(2, 1, 40, 230)).shape == (2, 128)
 
