@@ -85,7 +85,7 @@ def test_checkpoints_hold_everything_needed_to_use_them(trained):
     ckpt = load_checkpoint(trained / 'checkpoint_2.pth')
     assert ckpt['epoch'] == 2 and len(ckpt['history']) == 2
     assert ckpt['speakers'] == ['spk0', 'spk1', 'spk2', 'spk3']
-    assert ckpt['model_args'] == {'embedding_size': 128, 'num_classes': 12, 'backbone': 'resnet18', 'base_channels': 16,
+    assert ckpt['model_args'] == {'embedding_size': 128, 'num_classes': 4, 'backbone': 'resnet18', 'base_channels': 16,
                                   'pooling': 'avg', 'head': 'linear', 'n_filters': 40}
     assert ckpt['feature']['n_filters'] == 40 and ckpt['feature']['trim_frames'] == 50
     assert ckpt['feature']['train_level'] == configure.TRAIN_LEVEL  # the tiny tree's feature files record no level
